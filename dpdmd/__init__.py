@@ -1,0 +1,19 @@
+"""dpdmd: Diversity-Preserved Distribution Matching Distillation (DP-DMD), readable and callable.
+
+    from dpdmd import TrainConfig, train
+    metrics = train(TrainConfig(backbone="digits-flow", anchor_k=10, lambda_div=0.05), out_dir="runs/a")
+
+The algorithm is `dpdmd.method` (step for step as method.md); the backbones `dpdmd.backbones`;
+evaluation `dpdmd.metrics` and `dpdmd.evaluation`.
+"""
+
+from .anchors import AnchorProvider, LocalAnchors, teacher_anchors
+from .backbones import Backbone, available_backbones, get_backbone
+from .config import ConfigError, EvalConfig, TrainConfig, from_mapping, load_config
+from .method import DPDMD
+from .stream import Batch, is_student_iteration, iteration_batch
+from .trainer import train
+
+__all__ = ["AnchorProvider", "Backbone", "Batch", "ConfigError", "DPDMD", "EvalConfig", "LocalAnchors",
+           "TrainConfig", "available_backbones", "from_mapping", "get_backbone", "is_student_iteration",
+           "iteration_batch", "load_config", "teacher_anchors", "train"]

@@ -1,0 +1,106 @@
+"""The one interface the losses, the training loop and the search talk to.
+
+A backbone bundles what method.md calls the networks and schedules: the parameterisation and its
+noise grids (a `FlowSchedule` or `EpsSchedule`), prompt encoding (conditional, and the empty
+prompt for CFG), the frozen teacher and the student / fake-score copies initialised from it, the
+CFG-guided teacher call, and decoding latents to images for evaluation. The built-in digits
+backbones and the diffusers ones (SD3/SD3.5, SDXL) implement it; nothing else in the trainer
+knows which is which.
+
+Prompt embeddings are plain dicts of tensors whose first dimension is the batch (e.g.
+``{"encoder_hidden_states": (B, L, D), "pooled_projections": (B, D)}``), so they can be cached,
+concatenated for CFG, and moved between processes as numpy arrays.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..schedules import EpsSchedule, FlowSchedule
+
+Embeddings = dict[str, torch.Tensor]
+
+
+def cat_embeddings(*parts: Embeddings) -> Embeddings:
+    """Concatenate prompt embeddings along the batch dimension (keys must match)."""
+    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+
+
+def repeat_embeddings(emb: Embeddings, n: int) -> Embeddings:
+    """Repeat a batch-of-one embedding ``n`` times along the batch dimension."""
+    return {key: value.expand(n, *value.shape[1:]) for key, value in emb.items()}
+
+
+class Backbone(ABC):
+    """Base class of every backbone. Subclasses set the attributes below in ``__init__``.
+
+    Attributes:
+        name: the registry name, e.g. ``"digits-flow"`` or ``"sd35m"``.
+        schedule: the parameterisation with its student / teacher / DMD grids.
+        latent_shape: (C, H, W) of one latent.
+        cfg_scale: the teacher's classifier-free guidance weight ``w``.
+        default_lr: the learning rate this backbone is meant to train at when none is given.
+        default_prompts: the training prompts used when the config names none.
+        device: where the networks run.
+    """
+
+    name: str
+    schedule: FlowSchedule | EpsSchedule
+    latent_shape: tuple[int, int, int]
+    cfg_scale: float
+    default_lr: float
+    default_prompts: tuple[str, ...]
+    device: torch.device = torch.device("cpu")
+
+    # --- prompts ---
+    @abstractmethod
+    def validate_prompts(self, prompts: Sequence[str]) -> None:
+        """Raise ValueError naming the first prompt this backbone cannot encode."""
+
+    @abstractmethod
+    def encode_prompts(self, prompts: Sequence[str]) -> Embeddings:
+        """Embeddings of ``prompts`` (batch first); ``""`` gives the unconditional embedding."""
+
+    # --- networks ---
+    @abstractmethod
+    def load_teacher(self) -> nn.Module:
+        """The pretrained multi-step model (weights loaded, not yet frozen)."""
+
+    @abstractmethod
+    def predict(self, net: nn.Module, x: torch.Tensor, level, emb: Embeddings) -> torch.Tensor:
+        """The network's raw output (flow: velocity; eps: noise) for states x (B, C, H, W) at
+        ``level`` (a scalar, see `dpdmd.schedules`), conditioned on ``emb``."""
+
+    @abstractmethod
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H', W') in [0, 1] from latents, for evaluation and PNG grids."""
+
+    def build_networks(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """(teacher, student, fake score): the teacher frozen, the others copies of it that train."""
+        teacher = self.load_teacher().to(self.device)
+        student = self.make_trainable(copy.deepcopy(teacher))
+        fake = self.make_trainable(copy.deepcopy(teacher))
+        teacher.requires_grad_(False).eval()
+        return teacher, student, fake
+
+    def make_trainable(self, net: nn.Module) -> nn.Module:
+        """Prepare a teacher copy for training (full fine-tuning here; LoRA backbones override)."""
+        return net.requires_grad_(True).train()
+
+    # --- the CFG-guided teacher ---
+    def guided(self, net: nn.Module, x: torch.Tensor, level, cond: Embeddings, uncond: Embeddings,
+               scale: float | None = None) -> torch.Tensor:
+        """``T_uncond + w (T_cond - T_uncond)``, both branches in one batch of 2B."""
+        w = self.cfg_scale if scale is None else scale
+        out = self.predict(net, torch.cat([x, x]), level, cat_embeddings(cond, uncond))
+        out_cond, out_uncond = out.chunk(2)
+        return out_uncond + w * (out_cond - out_uncond)
+
+    def unconditional(self, batch_size: int) -> Embeddings:
+        """The empty-prompt embedding repeated to ``batch_size``."""
+        return repeat_embeddings(self.encode_prompts([""]), batch_size)

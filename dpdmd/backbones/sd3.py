@@ -1,0 +1,146 @@
+"""Stable Diffusion 3 / 3.5 as a DP-DMD backbone (flow): ``sd35m``, ``sd35l``, ``sd3m``.
+
+Built from the components of a diffusers `StableDiffusion3Pipeline` folder: the
+`SD3Transformer2DModel` is the teacher (frozen) and, copied, the student and the fake score; the
+two CLIP encoders and T5 give the prompt embeddings (``encoder_hidden_states`` (B, 77 + L, 4096)
+with L = ``max_sequence_length``, ``pooled_projections`` (B, 2048)); the VAE decodes latents
+(``latents / scaling_factor + shift_factor``). The schedule is `FlowSchedule` with the shift of the
+folder's scheduler config (3.0 for all three); the transformer's timestep is ``1000 s``.
+
+Memory (per GPU; parameters counted from the diffusers configs, bytes by arithmetic, activations
+not included unless said; estimates, not measurements):
+
+- SD3.5-M transformer 2.24 B parameters (SD3-M 2.03 B, SD3.5-L 8.06 B). Frozen teacher in bf16:
+  4.5 GB (SD3.5-L 16 GB). T5-XXL 4.8 B + CLIP-L/G 0.8 B in bf16: ~11 GB while prompts are encoded,
+  0 after `release_text_encoders()` (the default flow: `warm_prompts` before training).
+- ``train_mode="full"`` (the reference): student and fake score each hold fp32 weights, fp32
+  gradients and AdamW's two fp32 moments, 16 bytes a parameter: 2 x 2.24 B x 16 B = 72 GB, plus
+  the teacher: ~76 GB before activations. It does not fit one 80 GB H100; the reference shards it
+  over 8 GPUs (batch 4 each). A 141 GB H200 holds the states, with gradient checkpointing for the
+  activations. SD3.5-L full needs ~274 GB of states: sharding only (not implemented here).
+- ``train_mode="lora"``, rank 64 on the attention projections (47.8 M parameters for SD3.5-M,
+  37.6 M for SD3-M, 94.3 M for SD3.5-L): teacher + two frozen bf16 copies 13.5 GB, adapters with
+  their gradients and AdamW states 2 x 47.8 M x 16 B = 1.5 GB: ~15 GB of weights and states for
+  SD3.5-M (~49 GB for SD3.5-L). Activations decide the rest: the student loss backpropagates
+  through three transformer calls (the student's steps 2..4), and one forward+backward of the
+  SD3.5-M shape at 1024 px batch 4 peaked at 53 GiB on an H100 without checkpointing
+  (shared/docs/stack-notes.md); with ``gradient_checkpointing=True`` only each block's input is
+  kept, about 1.3 GB per call at 1024 px batch 4, so LoRA SD3.5-M training fits one 80 GB GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..schedules import FlowSchedule
+from ._diffusers_common import DiffusersBackbone
+from .base import Embeddings
+
+SD3_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
+
+
+class SD3Backbone(DiffusersBackbone):
+    """An SD3 / SD3.5 backbone (flow). Registered as ``sd35m``, ``sd35l``, ``sd3m`` (see
+    `dpdmd.backbones.registry_real` for what each name fixes).
+
+    Args (keyword-only):
+        variant: fixed by the registry name.
+        path: a local diffusers `StableDiffusion3Pipeline` folder, or a hub id; None = the name's
+            hub id (from the Hugging Face cache, or downloaded where a network exists).
+        cfg_scale: teacher CFG weight w; None = the name's (sd35m: 3.5, the DP-DMD reference).
+        teacher_steps, student_steps: Euler steps of the teacher (30) and the student (4).
+        device: where the networks run.
+        resolution: image side in pixels (1024); latents are (16, resolution / 8, resolution / 8)
+            for the real VAE. Must be a multiple of 8 x the patch size (16 px).
+        shift: the sigma shift of the grids; None = the folder's scheduler config (3.0).
+        weights_dtype: "bf16" (default), "fp16" or "fp32": the frozen teacher, the text encoders,
+            and the frozen bases of LoRA copies. Trainable weights are always fp32.
+        train_mode: "full" (full fine-tuning, as the reference) or "lora".
+        lora_rank, lora_alpha: LoRA rank (64) and alpha (None = the rank, scale 1).
+        lora_target_modules: module names that get adapters; None = the joint attention's
+            to_q, to_k, to_v, to_out.0, add_q_proj, add_k_proj, add_v_proj, to_add_out.
+        gradient_checkpointing: recompute transformer blocks in the backward pass (needed at 1024 px).
+        max_sequence_length: T5 tokens (256, the pipeline's default).
+        embedding_cache: keep prompt embeddings on disk (`dpdmd._cache`) across processes.
+    """
+
+    network_folder = "transformer"
+    default_lora_targets = SD3_LORA_TARGETS
+
+    def __init__(self, *, variant: str = "sd35m", path: str | None = None, cfg_scale: float | None = None,
+                 teacher_steps: int = 30, student_steps: int = 4, device: str | torch.device = "cpu",
+                 resolution: int = 1024, shift: float | None = None, weights_dtype: str = "bf16",
+                 train_mode: str = "full", lora_rank: int = 64, lora_alpha: float | None = None,
+                 lora_target_modules: Sequence[str] | None = None, gradient_checkpointing: bool = False,
+                 max_sequence_length: int = 256, embedding_cache: bool = True):
+        if not isinstance(max_sequence_length, int) or not 1 <= max_sequence_length <= 512:
+            raise ValueError(f"backbone {variant!r}: max_sequence_length {max_sequence_length!r}: use 1..512 "
+                             "(T5 tokens; the pipeline's default is 256)")
+        if shift is not None and shift <= 0:
+            raise ValueError(f"backbone {variant!r}: shift {shift!r}: use a positive number, or null for the "
+                             "scheduler config's")
+        self.max_sequence_length = max_sequence_length
+        self._shift = shift
+        super().__init__(variant=variant, path=path, cfg_scale=cfg_scale, teacher_steps=teacher_steps,
+                         student_steps=student_steps, device=device, resolution=resolution,
+                         weights_dtype=weights_dtype, train_mode=train_mode, lora_rank=lora_rank,
+                         lora_alpha=lora_alpha, lora_target_modules=lora_target_modules,
+                         gradient_checkpointing=gradient_checkpointing, embedding_cache=embedding_cache)
+
+    @staticmethod
+    def pipeline_class():
+        from diffusers import StableDiffusion3Pipeline
+
+        return StableDiffusion3Pipeline
+
+    @staticmethod
+    def network_class():
+        from diffusers import SD3Transformer2DModel
+
+        return SD3Transformer2DModel
+
+    def _setup_network(self, *, teacher_steps: int, student_steps: int) -> None:
+        scheduler = self.read_config("scheduler", "scheduler_config.json")
+        if scheduler.get("_class_name") != "FlowMatchEulerDiscreteScheduler":
+            raise ValueError(f"backbone {self.name!r}: the scheduler is {scheduler.get('_class_name')}, "
+                             "not the FlowMatchEulerDiscreteScheduler of SD3 weights")
+        shift = self._shift
+        if shift is None:
+            if scheduler.get("use_dynamic_shifting"):
+                raise ValueError(f"backbone {self.name!r}: the scheduler shifts by resolution (use_dynamic_shifting); "
+                                 "pass a fixed shift= (SD3 / SD3.5: 3.0)")
+            shift = float(scheduler.get("shift", self.variant.shift))
+        self.schedule = FlowSchedule(shift=shift, teacher_steps=teacher_steps, student_steps=student_steps)
+        net = self.read_config("transformer")
+        factor = self._vae_scale_factor()
+        side = self._check_resolution(factor * net["patch_size"], f"VAE scale {factor} x patch {net['patch_size']}")
+        max_side = net.get("pos_embed_max_size")
+        if max_side is not None and side // net["patch_size"] > max_side:
+            raise ValueError(f"backbone {self.name!r}: resolution {self.resolution} exceeds the transformer's "
+                             f"position embedding ({max_side * net['patch_size'] * factor} px at most)")
+        self.latent_shape = (net["in_channels"], side, side)
+
+    def _text_settings(self) -> dict:
+        return {**super()._text_settings(), "max_sequence_length": self.max_sequence_length}
+
+    def _encode_text(self, pipe, prompts: list[str]) -> Embeddings:
+        with torch.no_grad():
+            embeds, _, pooled, _ = pipe.encode_prompt(
+                prompt=prompts, prompt_2=None, prompt_3=None, device=self.device,
+                do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length)
+        return {"encoder_hidden_states": embeds, "pooled_projections": pooled}
+
+    def predict(self, net: nn.Module, x: torch.Tensor, level, emb: Embeddings) -> torch.Tensor:
+        """Velocity (float32) of the transformer at sigma ``level`` (timestep ``1000 s``)."""
+        dtype = self.input_dtype(net)
+        timestep = torch.full((x.shape[0],), self.schedule.net_timestep(level), device=x.device)
+        out = net(hidden_states=x.to(dtype), timestep=timestep,
+                  encoder_hidden_states=emb["encoder_hidden_states"].to(x.device, dtype),
+                  pooled_projections=emb["pooled_projections"].to(x.device, dtype), return_dict=False)[0]
+        return out.float()
+
+    def _vae_input(self, latents: torch.Tensor, vae_config) -> torch.Tensor:
+        return latents / vae_config.scaling_factor + (vae_config.shift_factor or 0.0)

@@ -1,0 +1,125 @@
+"""Evaluation of a student or the teacher, by the reference protocol (method.md, "Evaluation").
+
+For each evaluation prompt, N images from seeds 0..N-1 (seed n gives the same initial noise for
+every prompt), decoded and scored by an `Evaluator` (diversity of its features, quality). The
+teacher's scores for a backbone and evaluation set are computed once and cached on disk: they
+normalise the search's objective and are the reference every run is compared with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ._cache import cache_dir, cached_file, config_hash
+from .backbones.base import Backbone, Embeddings
+from .config import EvalConfig, TrainConfig
+
+Sampler = Callable[[torch.Tensor, Embeddings], torch.Tensor]  # (x1, cond) -> latents
+
+
+def eval_noise(num_seeds: int, latent_shape: Sequence[int]) -> torch.Tensor:
+    """(N, C, H, W) initial noise: row n from a generator seeded n."""
+    return torch.stack([torch.randn(tuple(latent_shape), generator=torch.Generator().manual_seed(n))
+                        for n in range(num_seeds)])
+
+
+@torch.no_grad()
+def generate(backbone: Backbone, sampler: Sampler, prompts: Sequence[str], num_seeds: int,
+             embed: Callable[[Sequence[str]], Embeddings]) -> torch.Tensor:
+    """Images (P, N, C, H, W) in [0, 1]: ``sampler`` run from seeds 0..N-1 for each prompt."""
+    x1 = eval_noise(num_seeds, backbone.latent_shape).to(backbone.device)
+    rows = []
+    for prompt in prompts:
+        latents = sampler(x1, embed([prompt] * num_seeds))
+        rows.append(backbone.decode(latents).cpu())
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def teacher_sampler(backbone: Backbone, teacher: torch.nn.Module, *, steps: int | None = None) -> Sampler:
+    """The teacher's full CFG sampler (its ``teacher_steps`` Euler / DDIM steps)."""
+    schedule = backbone.schedule
+    levels = schedule.teacher_levels
+
+    def sample(x1: torch.Tensor, cond: Embeddings) -> torch.Tensor:
+        uncond = backbone.unconditional(x1.shape[0])
+        x = x1
+        for j in range(len(levels) - 1):
+            x = schedule.step(x, backbone.guided(teacher, x, levels[j], cond, uncond), levels[j], levels[j + 1])
+        return x
+
+    return sample
+
+
+def make_evaluator(eval_config: EvalConfig, backbone: Backbone):
+    """The evaluator the config names ("auto": the backbone's own)."""
+    name = eval_config.evaluator
+    if name == "auto":
+        name = getattr(backbone, "default_evaluator", "digits")
+    kwargs = dict(eval_config.evaluator_options)
+    if eval_config.quality_metric != "auto":
+        kwargs["quality_metric"] = eval_config.quality_metric
+    if name == "digits":
+        from .metrics import DigitsEvaluator
+
+        return DigitsEvaluator(**kwargs)
+    from .metrics import make_real_evaluator  # DINOv2 / CLIP / PickScore (diffusers backbones)
+
+    return make_real_evaluator(name, device=backbone.device, **kwargs)
+
+
+def eval_prompts(config: TrainConfig, backbone: Backbone) -> list[str]:
+    return list(config.eval.prompts) or list(backbone.default_prompts)
+
+
+def score(evaluator, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, float]:
+    return {k: float(v) for k, v in evaluator.score(images, list(prompts)).items()}
+
+
+def teacher_reference(config: TrainConfig, backbone: Backbone, teacher: torch.nn.Module,
+                      embed: Callable[[Sequence[str]], Embeddings], evaluator=None) -> tuple[dict[str, float], Path]:
+    """The teacher's scores on the run's evaluation set and the path of its sample grid (PNG),
+    cached on disk by everything they depend on, so a search computes them once per backbone."""
+    prompts = eval_prompts(config, backbone)
+    key = {"backbone": backbone.name, "options": config.backbone_options, "teacher_steps": config.teacher_steps,
+           "cfg_scale": config.cfg_scale, "prompts": prompts, "seeds": config.eval.seeds_per_prompt,
+           "evaluator": config.eval.evaluator, "quality_metric": config.eval.quality_metric,
+           "evaluator_options": config.eval.evaluator_options, "identity": getattr(backbone, "identity", None)}
+
+    def build(path: Path) -> None:
+        ev = evaluator or make_evaluator(config.eval, backbone)
+        images = generate(backbone, teacher_sampler(backbone, teacher), prompts, config.eval.seeds_per_prompt, embed)
+        tmp_png = save_grid(images, grid.with_name(f".{grid.name}.{os.getpid()}.png"))
+        os.replace(tmp_png, grid)
+        path.write_text(json.dumps(score(ev, images, prompts)))
+
+    grid = cache_dir() / f"teacher-samples-{config_hash(key)}.png"
+    path = cached_file("teacher-metrics", key, build, suffix=".json")
+    return json.loads(path.read_text()), grid
+
+
+def save_grid(images: torch.Tensor, path: str | Path, *, scale: int = 2, pad: int = 2) -> Path:
+    """Write images (P, N, C, H, W) in [0, 1] as one PNG: rows are prompts, columns seeds."""
+    p, n, c, h, w = images.shape
+    canvas = np.ones((p * (h + pad) + pad, n * (w + pad) + pad, 3), dtype=np.float32)
+    for i in range(p):
+        for j in range(n):
+            tile = images[i, j].float().clamp(0, 1).permute(1, 2, 0).numpy()
+            if c == 1:
+                tile = np.repeat(tile, 3, axis=2)
+            top, left = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[top:top + h, left:left + w] = tile[..., :3]
+    image = Image.fromarray((canvas * 255).round().astype(np.uint8))
+    if scale != 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path

@@ -1,0 +1,411 @@
+"""The evaluator of the real (diffusers) backbones: DINOv2 / DINOv3 / CLIP diversity, PickScore /
+CLIP-score quality (method.md, "Evaluation"), every model loaded from a local directory.
+
+`make_real_evaluator` builds a `RealEvaluator` from ``eval.evaluator_options``;
+`check_evaluator_paths` lists what is wrong with those options (unknown keys, missing or
+incomplete directories, a checkpoint of the wrong model type) without loading any model, so a
+search can refuse a bad config before training. The options:
+
+.. code-block:: yaml
+
+    eval:
+      evaluator: real
+      quality_metric: pickscore      # "auto": pickscore when configured, else the first quality model
+      evaluator_options:
+        diversity_encoders:          # feature spaces of diversity, in order: the first gives "diversity"
+          dinov2: /weights/dinov2-base                # model + preprocessor_config.json in one dir
+          clip: /weights/clip-vit-large-patch14
+        quality_models:              # each reported under its name; quality_metric picks "quality"
+          pickscore:
+            processor: /weights/CLIP-ViT-H-14-laion2B-s32B-b79K   # image processor + tokenizer
+            model: /weights/PickScore_v1
+          clip_score: /weights/clip-vit-large-patch14
+        batch_size: 32               # images per forward pass (default 32)
+        dtype: float32               # float32 (default) | bfloat16 | float16
+
+Names: ``diversity_encoders`` takes ``dinov2``, ``dinov3`` and ``clip``; ``quality_models`` takes
+``pickscore`` and ``clip_score``; at least one of each. Every model entry is either one directory
+holding the model and its processor files (``save_pretrained`` / ``huggingface-cli download``
+layout) or a mapping ``{model: DIR, processor: DIR}``. ``~`` and ``$VARS`` in paths are expanded,
+so ``${WEIGHTS}/dinov2-base`` keeps machine paths out of shipped files. A directory used twice
+(``clip`` and ``clip_score`` above) is loaded once.
+
+`RealEvaluator.score` reports ``diversity_<encoder>`` for each encoder, ``diversity`` (the first),
+each quality model's mean score under its name, and ``quality``.
+
+Images arrive as float tensors in [0, 1] and are converted to 8-bit RGB PIL images (grey repeated
+to RGB) before the models' own image processors see them: that is exactly what a saved PNG holds,
+so scores match the reference's scripts run on saved samples, and the processors behave the same
+with transformers' PIL and torchvision backends. ImageReward is not offered: its package (1.5)
+imports helpers that transformers 5 removed and fetches ``bert-base-uncased`` from the Hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from PIL import Image
+
+from ..config import ConfigError
+from .base import Evaluator, check_grid
+from .clip import FEATURE_MODEL_TYPES, IMAGE_TEXT_MODEL_TYPES, ClipFeatures, ClipScore
+from .dino import DINOV3_MIN_TRANSFORMERS, MODEL_TYPES as DINO_MODEL_TYPES, DinoFeatures
+from .pickscore import PickScore
+
+REAL_EVALUATORS = ("real",)
+ENCODER_MODEL_TYPES = {**DINO_MODEL_TYPES, "clip": FEATURE_MODEL_TYPES}
+SCORERS = {"pickscore": PickScore, "clip_score": ClipScore}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_OPTION_KEYS = ("diversity_encoders", "quality_models", "batch_size", "dtype")
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+
+
+class ImageEncoder(Protocol):
+    def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor: ...  # (B, D)
+
+
+class ImageTextScorer(ImageEncoder, Protocol):
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor: ...  # (T, D)
+
+    def scores(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor: ...  # (P, N)
+
+
+# --- options ---
+@dataclass(frozen=True)
+class ModelPaths:
+    """One model entry: its directories (expanded) and the option keys that name them."""
+
+    model: str
+    processor: str
+    model_key: str
+    processor_key: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealEvaluatorOptions:
+    """``eval.evaluator_options`` of the real evaluator (see the module docstring)."""
+
+    diversity_encoders: dict[str, ModelPaths]
+    quality_models: dict[str, ModelPaths]
+    batch_size: int = 32
+    dtype: str = "float32"
+
+
+def parse_options(options: Mapping[str, Any], *, prefix: str = "evaluator_options"
+                  ) -> tuple[RealEvaluatorOptions | None, list[str]]:
+    """The options as a `RealEvaluatorOptions` (None if malformed) and every problem of their shape."""
+    if not isinstance(options, Mapping):
+        return None, [f"{prefix}: expected a mapping with keys {', '.join(_OPTION_KEYS)}, got {options!r}"]
+    problems = [f"{prefix}.{key}: unknown option; allowed: {', '.join(_OPTION_KEYS)}"
+                for key in options if key not in _OPTION_KEYS]
+    encoders = _parse_models(options.get("diversity_encoders"), f"{prefix}.diversity_encoders",
+                             tuple(ENCODER_MODEL_TYPES), "feature encoder for diversity", problems)
+    scorers = _parse_models(options.get("quality_models"), f"{prefix}.quality_models",
+                            tuple(SCORERS), "quality model", problems)
+    batch_size = options.get("batch_size", 32)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        problems.append(f"{prefix}.batch_size: must be a positive integer, got {batch_size!r}")
+    dtype = options.get("dtype", "float32")
+    if dtype not in DTYPES:
+        problems.append(f"{prefix}.dtype: {dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
+    if problems:
+        return None, problems
+    return RealEvaluatorOptions(diversity_encoders=encoders, quality_models=scorers,
+                                batch_size=batch_size, dtype=dtype), []
+
+
+def _parse_models(section: Any, key: str, names: tuple[str, ...], what: str,
+                  problems: list[str]) -> dict[str, ModelPaths]:
+    example = f"{{{names[0]}: /weights/{names[0]}}}"
+    if not isinstance(section, Mapping) or not section:
+        problems.append(f"{key}: give at least one {what} as a mapping such as {example}, got "
+                        f"{section!r}; allowed names: {', '.join(names)}")
+        return {}
+    parsed = {}
+    for name, entry in section.items():
+        entry_key = f"{key}.{name}"
+        if name not in names:
+            problems.append(f"{entry_key}: unknown name; allowed: {', '.join(names)}")
+        elif isinstance(entry, (str, os.PathLike)):
+            path = _expand(entry)
+            parsed[name] = ModelPaths(path, path, entry_key, entry_key)
+        elif isinstance(entry, Mapping) and set(entry) == {"model", "processor"} and all(
+                isinstance(v, (str, os.PathLike)) for v in entry.values()):
+            parsed[name] = ModelPaths(_expand(entry["model"]), _expand(entry["processor"]),
+                                      f"{entry_key}.model", f"{entry_key}.processor")
+        else:
+            problems.append(f"{entry_key}: expected a directory path, or a mapping "
+                            f"{{model: DIR, processor: DIR}}, got {entry!r}")
+    return parsed
+
+
+def _expand(path: str | os.PathLike) -> str:
+    return os.path.expanduser(os.path.expandvars(os.fspath(path)))
+
+
+def _quality_problem(quality_metric: str | None, configured: Sequence[str]) -> str | None:
+    if quality_metric in (None, "auto") or quality_metric in configured:
+        return None
+    if quality_metric in SCORERS:
+        return (f"quality_metric {quality_metric!r} needs evaluator_options.quality_models."
+                f"{quality_metric}; configured quality models: {', '.join(configured) or 'none'}")
+    return (f"unknown quality_metric {quality_metric!r} for the real evaluator; allowed: "
+            f"{', '.join(SCORERS)} (configured: {', '.join(configured) or 'none'})")
+
+
+# --- path checks (no model is loaded) ---
+def check_evaluator_paths(options: Mapping[str, Any], *, quality_metric: str | None = None,
+                          prefix: str = "evaluator_options") -> list[str]:
+    """Every problem of the real evaluator's options, one message each naming the option key.
+
+    Checks the shape of the options, then each directory: it exists, holds ``config.json`` of an
+    accepted ``model_type`` and weights; the processor directory holds ``preprocessor_config.json``
+    and, for quality models, a tokenizer; DINOv3 needs a recent transformers (and torchvision for
+    its own image processor). Reads only small JSON files. ``quality_metric``, when given, must
+    name a configured quality model. Returns [] when all is well.
+    """
+    parsed, problems = parse_options(options, prefix=prefix)
+    if parsed is None:
+        if isinstance(options, Mapping) and isinstance(options.get("quality_models"), Mapping):
+            problems += filter(None, [_quality_problem(quality_metric, list(options["quality_models"]))])
+        return problems
+    for name, paths in parsed.diversity_encoders.items():
+        problems += _check_model_dir(paths, ENCODER_MODEL_TYPES[name])
+        problems += _check_processor_dir(paths, tokenizer=False)
+    for paths in parsed.quality_models.values():
+        problems += _check_model_dir(paths, IMAGE_TEXT_MODEL_TYPES)
+        problems += _check_processor_dir(paths, tokenizer=True)
+    problems += filter(None, [_quality_problem(quality_metric, list(parsed.quality_models))])
+    return problems
+
+
+def _check_dir(key: str, path: str, what: str) -> str | None:
+    if not os.path.exists(path):
+        return f"{key}: {path} does not exist ({what})"
+    if not os.path.isdir(path):
+        return f"{key}: {path} is not a directory ({what})"
+    return None
+
+
+def _check_model_dir(paths: ModelPaths, model_types: Sequence[str]) -> list[str]:
+    key, path = paths.model_key, paths.model
+    missing = _check_dir(key, path, "a local transformers directory with config.json")
+    if missing:
+        return [missing]
+    problems = []
+    config_file = os.path.join(path, "config.json")
+    try:
+        with open(config_file) as f:
+            model_type = json.load(f).get("model_type")
+    except FileNotFoundError:
+        return [f"{key}: {path} has no config.json; point it at a directory saved by save_pretrained "
+                "or downloaded with `huggingface-cli download`"]
+    except (OSError, ValueError, AttributeError) as err:
+        return [f"{key}: cannot read {config_file} as a JSON object ({err})"]
+    if model_type not in model_types:
+        problems.append(f"{key}: {config_file} has model_type {model_type!r}, expected one of "
+                        f"{', '.join(model_types)}; is this the right checkpoint?")
+    elif model_type.startswith("dinov3") and not _importable(f"transformers.models.{model_type}"):
+        problems.append(f"{key}: {path} is a DINOv3 checkpoint, which needs transformers >= "
+                        f"{DINOV3_MIN_TRANSFORMERS} (installed: {_transformers_version()}); "
+                        "upgrade transformers or use a dinov2 encoder")
+    if not any(os.path.exists(os.path.join(path, name)) for name in _WEIGHT_FILES):
+        problems.append(f"{key}: {path} has no weights (one of {', '.join(_WEIGHT_FILES)})")
+    return problems
+
+
+def _check_processor_dir(paths: ModelPaths, *, tokenizer: bool) -> list[str]:
+    key, path = paths.processor_key, paths.processor
+    if paths.processor != paths.model or paths.processor_key != paths.model_key:
+        missing = _check_dir(key, path, "a local directory with preprocessor_config.json")
+        if missing:
+            return [missing]
+    elif not os.path.isdir(path):
+        return []  # already reported for the model
+    problems = []
+    config_file = os.path.join(path, "preprocessor_config.json")
+    if not os.path.exists(config_file):
+        problems.append(f"{key}: {path} has no preprocessor_config.json (the model's image processor)")
+    else:
+        try:
+            with open(config_file) as f:
+                processor_type = str(json.load(f).get("image_processor_type", ""))
+        except (OSError, ValueError, AttributeError) as err:
+            problems.append(f"{key}: cannot read {config_file} as a JSON object ({err})")
+            processor_type = ""
+        if processor_type.startswith("DINOv3") and not _importable("torchvision"):
+            problems.append(f"{key}: {config_file} names {processor_type}, which needs torchvision; "
+                            "install the torchvision build matching torch, or give "
+                            "{model: DIR, processor: DINOV2_DIR} to use DINOv2's PIL processor")
+    if tokenizer and not (os.path.exists(os.path.join(path, "tokenizer.json")) or all(
+            os.path.exists(os.path.join(path, name)) for name in ("vocab.json", "merges.txt"))):
+        problems.append(f"{key}: {path} has no tokenizer (tokenizer.json, or vocab.json and merges.txt)")
+    return problems
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _transformers_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return "not installed"
+
+
+# --- loading ---
+class _Loader:
+    """Loads models and processors once per directory, onto one device and dtype."""
+
+    def __init__(self, device: torch.device | str, dtype: torch.dtype):
+        self.device, self.dtype = torch.device(device), dtype
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    def _once(self, path: str, kind: str, build):
+        key = (os.path.realpath(path), kind)
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def model(self, paths: ModelPaths):
+        import transformers
+
+        with open(os.path.join(paths.model, "config.json")) as f:
+            model_type = json.load(f)["model_type"]
+        cls = {"clip": transformers.CLIPModel,
+               "clip_vision_model": transformers.CLIPVisionModelWithProjection}.get(model_type, transformers.AutoModel)
+
+        def build():
+            model, info = cls.from_pretrained(paths.model, output_loading_info=True)
+            missing = sorted(info.get("missing_keys", ()))
+            if missing:  # a wrong checkpoint would otherwise score with random weights
+                raise ValueError(
+                    f"{paths.model_key}: {paths.model} lacks {len(missing)} weights of "
+                    f"{type(model).__name__} (e.g. {', '.join(missing[:3])}); is it the right checkpoint?")
+            return model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+
+        return self._once(paths.model, cls.__name__, build)
+
+    def image_processor(self, paths: ModelPaths):
+        from transformers import AutoImageProcessor
+
+        def build():
+            try:
+                return AutoImageProcessor.from_pretrained(paths.processor)
+            except ImportError as err:
+                raise ImportError(f"{paths.processor_key}: the image processor of {paths.processor} "
+                                  f"cannot load: {err}") from err
+
+        return self._once(paths.processor, "image_processor", build)
+
+    def tokenizer(self, paths: ModelPaths):
+        from transformers import AutoTokenizer
+
+        return self._once(paths.processor, "tokenizer", lambda: AutoTokenizer.from_pretrained(paths.processor))
+
+
+def make_real_evaluator(name: str, *, device: torch.device | str, quality_metric: str | None = None,
+                        **options: Any) -> RealEvaluator:
+    """The `RealEvaluator` that ``options`` (``eval.evaluator_options``) describe, on ``device``.
+
+    Raises:
+        ValueError: an unknown ``name``; `dpdmd.ConfigError` (a ValueError) listing every problem
+            `check_evaluator_paths` finds, including an unknown or unconfigured ``quality_metric``.
+    """
+    if name not in REAL_EVALUATORS:
+        raise ValueError(f"unknown evaluator {name!r}; allowed: digits, {', '.join(REAL_EVALUATORS)}")
+    quality_metric = None if quality_metric == "auto" else quality_metric
+    problems = check_evaluator_paths(options, quality_metric=quality_metric)
+    if problems:
+        raise ConfigError(problems)
+    parsed, _ = parse_options(options)
+    load = _Loader(device, DTYPES[parsed.dtype])
+    encoders = {}
+    for enc_name, paths in parsed.diversity_encoders.items():
+        wrapper = ClipFeatures if enc_name == "clip" else DinoFeatures
+        encoders[enc_name] = wrapper(load.model(paths), load.image_processor(paths))
+    scorers = {score_name: SCORERS[score_name](load.model(paths), load.image_processor(paths),
+                                               load.tokenizer(paths))
+               for score_name, paths in parsed.quality_models.items()}
+    return RealEvaluator(encoders=encoders, scorers=scorers, quality_metric=quality_metric,
+                         batch_size=parsed.batch_size)
+
+
+# --- the evaluator ---
+class RealEvaluator(Evaluator):
+    """Diversity in one or more feature spaces and image-text quality scores.
+
+    `score` returns ``diversity_<encoder>`` for every encoder (`Evaluator.diversity` of its
+    features), ``diversity`` (a copy of the first encoder's), the mean over all P * N images of
+    every scorer's per-image score under its name, and ``quality`` (the ``quality_metric``'s).
+
+    Args:
+        encoders: name -> image encoder (`DinoFeatures`, `ClipFeatures`), in order; non-empty.
+        scorers: name -> image-text scorer (`PickScore`, `ClipScore`); non-empty.
+        quality_metric: the scorer whose score is ``quality``; None: "pickscore" when present,
+            else the first scorer.
+        batch_size: images per forward pass.
+    """
+
+    def __init__(self, *, encoders: Mapping[str, ImageEncoder], scorers: Mapping[str, ImageTextScorer],
+                 quality_metric: str | None = None, batch_size: int = 32):
+        if not encoders or not scorers:
+            raise ValueError("RealEvaluator needs at least one encoder (diversity) and one scorer (quality), "
+                             f"got encoders {list(encoders)} and scorers {list(scorers)}")
+        if quality_metric is None:
+            quality_metric = "pickscore" if "pickscore" in scorers else next(iter(scorers))
+        if quality_metric not in scorers:
+            raise ValueError(f"unknown quality_metric {quality_metric!r} for this RealEvaluator; "
+                             f"allowed: {', '.join(scorers)}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.encoders, self.scorers = dict(encoders), dict(scorers)
+        self.quality_key = quality_metric
+        self.batch_size = batch_size
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The first encoder's features (B, D) float32 of images (B, C, H, W) in [0, 1], C = 1 or 3."""
+        return self._embed(next(iter(self.encoders.values())), to_pil_images(images))
+
+    def score(self, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, float]:
+        """Metrics of images (P, N, C, H, W) in [0, 1], N seeds for each of the P prompts."""
+        p, n = check_grid(images, prompts)
+        pil = to_pil_images(images.reshape(p * n, *images.shape[2:]))  # row-major: prompt, then seed
+        metrics = {}
+        for name, encoder in self.encoders.items():
+            metrics[f"diversity_{name}"] = self.diversity(self._embed(encoder, pil).reshape(p, n, -1))
+        metrics = {"diversity": metrics[f"diversity_{next(iter(self.encoders))}"], **metrics}
+        for name, scorer in self.scorers.items():
+            image_embeds = self._embed(scorer, pil).reshape(p, n, -1)
+            metrics[name] = float(scorer.scores(image_embeds, scorer.embed_texts(list(prompts))).mean())
+        return self.with_quality(metrics)
+
+    def _embed(self, encoder: ImageEncoder, images: list[Image.Image]) -> torch.Tensor:
+        chunks = [encoder.embed_images(images[i:i + self.batch_size])
+                  for i in range(0, len(images), self.batch_size)]
+        return torch.cat(chunks)
+
+
+def to_pil_images(images: torch.Tensor) -> list[Image.Image]:
+    """Images (B, C, H, W) float in [0, 1], C = 1 or 3, as B 8-bit RGB PIL images (as saved PNGs)."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
+        raise ValueError(f"expected images (B, C, H, W) with C = 1 or 3 channels, got {shape}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}; divide uint8 by 255")
+    pixels = images.detach().float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).cpu()
+    pixels = pixels.expand(-1, 3, -1, -1).permute(0, 2, 3, 1).contiguous().numpy()
+    return [Image.fromarray(image) for image in pixels]

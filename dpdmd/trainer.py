@@ -1,0 +1,221 @@
+"""``train(config, report=...)``: one DP-DMD run, from config to metrics.
+
+The command line (`dpdmd.train`) and the search's Ray Tune trainable both call this function.
+It builds the backbone and the `DPDMD` networks, walks the deterministic iteration stream
+(`dpdmd.stream`), alternates fake-score and student updates by the two-time-scale rule, and every
+``eval.every`` student updates evaluates the student, writes a checkpoint and calls ``report``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .anchors import AnchorProvider, LocalAnchors
+from .backbones import Backbone, get_backbone
+from .config import ConfigError, TrainConfig
+from .evaluation import eval_prompts, generate, make_evaluator, save_grid, score, teacher_reference
+from .method import DPDMD
+from .prompt_cache import PromptEmbeddingCache
+from .stream import is_student_iteration, iteration_batch
+
+Report = Callable[[dict, "Path | None"], None]  # (metrics, checkpoint directory or None)
+CHECKPOINT = "checkpoint"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError([f"device: {name!r} asked for, but torch sees no CUDA device; use 'cpu' or 'auto'"])
+    return torch.device(name)
+
+
+def build_backbone(config: TrainConfig) -> Backbone:
+    """The backbone the config names, with its settings; a bad name or option is a ConfigError."""
+    try:
+        return get_backbone(config.backbone, cfg_scale=config.cfg_scale, teacher_steps=config.teacher_steps,
+                            student_steps=config.student_steps, device=resolve_device(config.device),
+                            **config.backbone_options)
+    except (ValueError, FileNotFoundError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError([f"backbone: {err}"]) from None
+
+
+def check(config: TrainConfig, backbone: Backbone) -> None:
+    """Everything that can be refused before training starts, reported at once."""
+    problems = config.problems()
+    for key, prompts in (("prompts", config.prompts), ("eval.prompts", config.eval.prompts)):
+        try:
+            backbone.validate_prompts(prompts)
+        except ValueError as err:
+            problems.append(f"{key}: {err}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def build_method(config: TrainConfig, backbone: Backbone) -> DPDMD:
+    lr = config.lr if config.lr is not None else backbone.default_lr
+    return DPDMD(backbone, lambda_div=config.lambda_div, stop_grad=config.stop_grad, lr_student=lr,
+                 lr_fake=config.lr_fake if config.lr_fake is not None else lr,
+                 weight_decay=config.weight_decay, betas=(config.beta1, config.beta2),
+                 grad_clip=config.grad_clip, mixed_precision=config.mixed_precision)
+
+
+def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | Path | None = None,
+          resume_from: str | Path | None = None,
+          anchors: Callable[[Backbone, torch.nn.Module, TrainConfig], AnchorProvider] | None = None,
+          embeddings: Callable[[Backbone], PromptEmbeddingCache] | None = None,
+          progress: bool = True) -> dict:
+    """Run DP-DMD as ``config`` says; returns the last evaluation's metrics.
+
+    Args:
+        report: called after every evaluation with (metrics, checkpoint dir or None).
+        out_dir: where metrics.csv, PNG grids, checkpoints and the final student go (None: nowhere).
+        resume_from: a checkpoint directory written by an earlier run of the same config.
+        anchors: factory of the anchor provider (default: `LocalAnchors`, computed on demand).
+        embeddings: factory of the prompt-embedding cache (default: encode locally, once a prompt).
+    """
+    backbone = build_backbone(config)
+    check(config, backbone)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+
+    torch.manual_seed(config.seed)
+    method = build_method(config, backbone)
+    embed = embeddings(backbone) if embeddings else PromptEmbeddingCache(backbone)
+    provider = anchors(backbone, method.teacher, config) if anchors else LocalAnchors(backbone, method.teacher, config.anchor_k)
+    evaluator = make_evaluator(config.eval, backbone)
+    train_prompts = list(config.prompts) or list(backbone.default_prompts)
+    prompts_eval = eval_prompts(config, backbone)
+    num_levels = len(backbone.schedule.dmd_levels)
+    if out is not None and not (out / "teacher_metrics.json").exists():
+        # The teacher's own scores and samples on the same evaluation set: the reference to read
+        # the student's against (cached on disk, so a search computes them once per backbone).
+        reference, grid = teacher_reference(config, backbone, method.teacher, embed, evaluator)
+        (out / "samples").mkdir(exist_ok=True)
+        shutil.copyfile(grid, out / "samples" / "teacher.png")
+        (out / "teacher_metrics.json").write_text(json.dumps(reference, indent=1))
+
+    start = 0
+    if resume_from is not None:
+        state = torch.load(Path(resume_from) / "state.pt", map_location="cpu", weights_only=False)
+        if state["config"] != config.to_dict():
+            raise ConfigError(["resume: the checkpoint was written by a different config; "
+                               "resume with the same config or start a new run"], str(resume_from))
+        method.load_state_dict(state["method"])
+        start = state["iteration"]
+        if out is not None:
+            _truncate_metrics(out / "metrics.csv", start)
+
+    updates = start // (config.fake_updates + 1)
+    running: dict[str, list[float]] = defaultdict(list)
+    metrics: dict = {}
+    started = time.time()
+    bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, disable=not progress,
+               desc=f"{config.backbone} K={config.anchor_k} λ={config.lambda_div:g}", dynamic_ncols=True)
+    for i in bar:
+        batch = iteration_batch(seed=config.seed, iteration=i, prompts=train_prompts, batch_size=config.batch_size,
+                                latent_shape=backbone.latent_shape, num_dmd_levels=num_levels)
+        cond = embed(batch.prompts)
+        if not is_student_iteration(i, config.fake_updates):
+            for k, v in method.fake_update(batch, cond).items():
+                running[k].append(v)
+            continue
+        uncond = embed([""] * len(batch.prompts))
+        target = None
+        if config.lambda_div > 0:  # vanilla DMD needs no anchor
+            with method.phase("anchor"):
+                target = provider(batch, cond, uncond)
+        for k, v in method.student_update(batch, cond, uncond, target).items():
+            running[k].append(v)
+        updates += 1
+        last = i == config.iterations - 1
+        if last or (config.eval.every and updates % config.eval.every == 0):
+            metrics = _evaluate_and_save(config, method, evaluator, embed, prompts_eval, provider, running, out,
+                                         iteration=i + 1, updates=updates, seconds=time.time() - started)
+            running.clear()
+            bar.set_postfix(div=f"{metrics['diversity']:.4f}", q=f"{metrics['quality']:.3f}")
+            if report is not None:
+                report(metrics, out / CHECKPOINT if out is not None else None)
+    if not metrics:  # the run ended on fake updates after its last evaluation, or resumed at the end
+        metrics = _evaluate_and_save(config, method, evaluator, embed, prompts_eval, provider, running, out,
+                                     iteration=config.iterations, updates=updates, seconds=time.time() - started)
+        if report is not None:
+            report(metrics, out / CHECKPOINT if out is not None else None)
+    if out is not None:
+        method.student.save_pretrained(out / "student") if hasattr(method.student, "save_pretrained") else None
+    return metrics
+
+
+def _evaluate_and_save(config, method, evaluator, embed, prompts, provider, running, out, *, iteration, updates,
+                       seconds) -> dict:
+    images = generate(method.backbone, method.sample, prompts, config.eval.seeds_per_prompt, embed)
+    metrics = {"iteration": iteration, "student_updates": updates, **score(evaluator, images, prompts)}
+    metrics.update({k: sum(v) / len(v) for k, v in running.items() if v})
+    stats = getattr(provider, "stats", None)
+    metrics.update(stats() if stats else {})
+    metrics["prompts_encoded"] = getattr(embed, "encoded", 0)
+    metrics["seconds"] = seconds
+    metrics.update({f"seconds_{k}": v for k, v in method.seconds.items()})
+    if out is not None:
+        save_grid(images, out / "samples" / f"student_{updates:05d}.png")
+        shutil.copyfile(out / "samples" / f"student_{updates:05d}.png", out / "samples" / "student_latest.png")
+        _append_metrics(out / "metrics.csv", metrics)
+        save_checkpoint(out / CHECKPOINT, method, config, iteration)
+    return metrics
+
+
+def save_checkpoint(path: Path, method: DPDMD, config: TrainConfig, iteration: int) -> None:
+    """Write ``path/state.pt`` atomically: a crash mid-write leaves the previous checkpoint intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save({"method": method.state_dict(), "config": config.to_dict(), "iteration": iteration}, tmp / "state.pt")
+    (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _append_metrics(path: Path, metrics: dict) -> None:
+    rows = []
+    if path.exists():
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    columns = list(dict.fromkeys([*(rows[0].keys() if rows else []), *metrics.keys()]))
+    rows.append({k: metrics.get(k, "") for k in columns})
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Drop rows logged after the checkpoint we resume from (they will be logged again)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns, rows = reader.fieldnames, [r for r in reader if int(float(r["iteration"])) <= iteration]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)

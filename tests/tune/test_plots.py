@@ -1,0 +1,93 @@
+"""tune.plots: PNGs are written, readable, and show what they claim."""
+
+from __future__ import annotations
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+
+from tune import plots
+
+
+@pytest.fixture
+def trials() -> pd.DataFrame:
+    return pd.DataFrame({
+        "diversity": [0.02, 0.05, 0.04, 0.07, np.nan, 0.05],
+        "quality": [0.95, 0.90, 0.88, 0.85, 0.99, 0.90],
+        "anchor_k": [5, 10, 10, 20, 40, 10],
+        "lambda_div": [0.01, 0.05, 0.02, 0.1, 0.2, 0.05],
+        "backbone": ["digits-flow"] * 6,
+    })
+
+
+def _assert_png(path, min_px=(300, 400)):
+    assert path.is_file()
+    assert 5_000 < path.stat().st_size < 2_000_000
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    img = mpimg.imread(path)
+    assert img.shape[0] >= min_px[0] and img.shape[1] >= min_px[1]
+    assert img[..., :3].std() > 0.01  # not a blank canvas
+    return img
+
+
+def test_plot_pareto_writes_png(tmp_path, trials):
+    out = plots.plot_pareto(
+        trials,
+        tmp_path / "sub" / "front.png",
+        reference_points={"teacher": (0.08, 0.95), "vanilla DMD": (0.03, 0.96)},
+        title="digits",
+    )
+    assert out == tmp_path / "sub" / "front.png"
+    _assert_png(out)
+
+
+def test_plot_pareto_draws_front_labels_and_references(tmp_path, trials, monkeypatch):
+    """Capture the figure before saving and inspect its artists."""
+    seen = {}
+    real_save = plots._save
+
+    def spy(fig, path):
+        seen["fig"] = fig
+        return real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    plots.plot_pareto(trials, tmp_path / "f.png",
+                      reference_points={"teacher": (0.08, 0.95)})
+    ax = seen["fig"].axes[0]
+    texts = {t.get_text() for t in ax.texts}
+    assert "K=10 λ=0.05 digits-flow" in texts
+    assert "K=20 λ=0.1 digits-flow" in texts
+    assert not any("K=40" in t for t in texts)  # NaN trial cannot be placed
+    assert "teacher" in texts
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "Pareto front (4)" in legend  # 3 distinct points + 1 duplicate
+    assert "teacher" in legend
+    assert "dominated (1); 1 NaN/inf not shown" in legend
+    # The step line passes through the front points in x order.
+    (line,) = ax.get_lines()
+    xs, ys = line.get_data()
+    assert set(zip(np.round(xs, 6), np.round(ys, 6))) >= {(0.02, 0.95), (0.05, 0.9), (0.07, 0.85)}
+    assert ax.get_xlabel().startswith("diversity") and ax.get_ylabel().startswith("quality")
+
+
+def test_plot_pareto_missing_label_columns_and_bad_axis(tmp_path, trials):
+    out = plots.plot_pareto(trials[["diversity", "quality"]], tmp_path / "bare.png",
+                            label_columns=("anchor_k", ("gone", "G=")))
+    _assert_png(out)
+    with pytest.raises(ValueError, match="not in the DataFrame"):
+        plots.plot_pareto(trials, tmp_path / "x.png", x="fid")
+
+
+def test_plot_curves_writes_png(tmp_path):
+    steps = np.arange(0, 100, 10)
+    df = pd.concat(
+        pd.DataFrame({"trial_id": tid, "student_updates": steps,
+                      "objective": np.log1p(steps) * (i + 1)})
+        for i, tid in enumerate(["a1", "b2", "c3"])
+    )
+    out = plots.plot_curves(df.sample(frac=1, random_state=0), tmp_path / "curves.png")
+    _assert_png(out)
+    with pytest.raises(ValueError, match="trial_id"):
+        plots.plot_curves(df.drop(columns="trial_id"), tmp_path / "bad.png")

@@ -1,0 +1,254 @@
+"""The teacher-anchor cache: computed once per search, read by every trial from the object store.
+
+Every trial with the same backbone, teacher settings, seed and prompts sees the same batch at
+iteration i (`dpdmd.stream`), so the teacher's trajectory is the same in all of them. The first
+trial to need iteration i's anchor runs one teacher pass up to the largest K of the space and
+publishes the first-step target of *every* K; all other trials read it.
+
+- `AnchorStore` is a named, detached Ray actor. It calls ``ray.put`` itself, so it owns the
+  objects, and they outlive any trial and the driver (objects put by a driver die with it).
+  Its calls run one at a time, so two trials missing the same key cannot both compute it: the
+  first gets a lease ("compute"), the others "wait" and poll until it is published. A lease
+  that is not published in ``lease_seconds`` (its trial was killed) passes to the next asker.
+- Memory is bounded: least-recently-used objects are dropped from the object store beyond
+  ``max_bytes``; every entry is also spilled as a safetensors file under the storage
+  (``<storage>/anchor_cache/``, local or S3 through pyarrow's filesystems), so a dropped entry,
+  a resumed search or a second search with the same storage reads it back instead of
+  recomputing.
+- Prompt embeddings go through the same store (key ``emb/...``).
+
+Trial side: `SharedCache.get_or_compute(key, compute)`; `CachedAnchors` is the `dpdmd` anchor
+provider built on it; `cached_prompt_lookup` the prompt-embedding lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import warnings
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import ray
+import torch
+
+NAMESPACE = "dpdmd-tune"
+
+
+def store_name(spill_uri: str | None) -> str:
+    """One store per storage location, so two searches on one cluster share exactly when they
+    share a spill directory."""
+    return "dpdmd-anchor-store-" + hashlib.sha256(str(spill_uri).encode()).hexdigest()[:10]
+
+
+def _spill_file(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest() + ".safetensors"
+
+
+class _Store:
+    """The store's logic, plain Python (tested without Ray); `AnchorStore` is its actor form."""
+
+    def __init__(self, spill_uri: str | None = None, max_bytes: int = 1 << 30, lease_seconds: float = 900.0,
+                 put: Callable = None):
+        self.spill_uri = spill_uri
+        self.max_bytes = max_bytes
+        self.lease_seconds = lease_seconds
+        self.put = put or (lambda value: value)
+        self.entries: OrderedDict[str, tuple[object, int]] = OrderedDict()  # key -> (ref, nbytes)
+        self.leases: dict[str, float] = {}
+        self.counts: Counter = Counter()
+        self.computed: Counter = Counter()  # key -> how many times it was published (should be 1)
+        self.bytes = 0
+        self.fs, self.root = None, None
+        if spill_uri:
+            import pyarrow.fs as pafs
+
+            self.fs, self.root = pafs.FileSystem.from_uri(spill_uri)
+            self.fs.create_dir(self.root, recursive=True)
+
+    def lookup(self, key: str) -> tuple[str, list]:
+        """("hit", [ref]) | ("compute", []) (the caller must publish or abandon) | ("wait", [])."""
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            self.counts["hits"] += 1
+            return "hit", [self.entries[key][0]]
+        arrays = self._read_spill(key)
+        if arrays is not None:
+            self._remember(key, arrays)
+            self.counts["hits"] += 1
+            self.counts["spill_reads"] += 1
+            return "hit", [self.entries[key][0]]
+        started = self.leases.get(key)
+        if started is not None and time.time() - started < self.lease_seconds:
+            self.counts["waits"] += 1
+            return "wait", []
+        if started is not None:
+            self.counts["expired_leases"] += 1
+        self.leases[key] = time.time()
+        self.counts["misses"] += 1
+        return "compute", []
+
+    def publish(self, key: str, arrays: dict[str, np.ndarray], teacher_calls: int = 0) -> None:
+        self.leases.pop(key, None)
+        if key in self.entries:  # a late publisher after a lease expiry: keep the first
+            return
+        self.computed[key] += 1
+        self.counts["teacher_calls"] += teacher_calls
+        self._remember(key, arrays)
+        self._write_spill(key, arrays)
+
+    def abandon(self, key: str) -> None:
+        """The computing trial failed: let the next asker compute."""
+        self.leases.pop(key, None)
+
+    def stats(self) -> dict:
+        return {**self.counts, "entries": len(self.entries), "bytes": self.bytes,
+                "keys_computed": len(self.computed), "keys_computed_twice": sum(v > 1 for v in self.computed.values())}
+
+    def computed_counts(self, prefix: str = "") -> dict[str, int]:
+        return {k: v for k, v in self.computed.items() if k.startswith(prefix)}
+
+    # --- memory and spill ---
+    def _remember(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        nbytes = sum(a.nbytes for a in arrays.values())
+        self.entries[key] = (self.put(arrays), nbytes)
+        self.bytes += nbytes
+        while self.bytes > self.max_bytes and len(self.entries) > 1:
+            _, (_, dropped) = self.entries.popitem(last=False)  # least recently used
+            self.bytes -= dropped
+            self.counts["evictions"] += 1
+
+    def _write_spill(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        if self.fs is None:
+            return
+        from safetensors.numpy import save
+
+        path = f"{self.root}/{_spill_file(key)}"
+        tmp = path + ".tmp"
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata={"key": key}))
+        self.fs.move(tmp, path)
+        self.counts["spill_writes"] += 1
+
+    def _read_spill(self, key: str) -> dict[str, np.ndarray] | None:
+        if self.fs is None:
+            return None
+        import pyarrow.fs as pafs
+        from safetensors.numpy import load
+
+        path = f"{self.root}/{_spill_file(key)}"
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with self.fs.open_input_stream(path) as f:
+            return load(f.read())
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class AnchorStore(_Store):
+    """The actor: `_Store` whose values are object refs it put itself (so it owns them)."""
+
+    def __init__(self, spill_uri: str | None = None, max_bytes: int = 1 << 30, lease_seconds: float = 900.0):
+        super().__init__(spill_uri, max_bytes, lease_seconds, put=ray.put)
+
+
+def get_or_create_store(spill_uri: str | None, *, max_bytes: int = 1 << 30, lease_seconds: float = 900.0,
+                        on_head: bool = True):
+    """The store for this storage location: started once, detached, found again by name."""
+    options = dict(name=store_name(spill_uri), namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
+    if on_head:  # the head never scales away; it may advertise no CPU, the store needs none
+        options["resources"] = {"node:__internal_head__": 0.001}
+    return AnchorStore.options(**options).remote(spill_uri, max_bytes, lease_seconds)
+
+
+def find_store(spill_uri: str | None):
+    return ray.get_actor(store_name(spill_uri), namespace=NAMESPACE)
+
+
+class SharedCache:
+    """Trial side: ``get_or_compute(key, compute)``, counting this trial's hits and misses."""
+
+    def __init__(self, store):
+        self.store = store
+        self.hits = 0
+        self.misses = 0
+        self.teacher_calls = 0
+
+    def get_or_compute(self, key: str, compute: Callable[[], tuple[dict[str, np.ndarray], int]]) -> dict[str, np.ndarray]:
+        delay = 0.005
+        while True:
+            status, refs = ray.get(self.store.lookup.remote(key))
+            if status == "hit":
+                self.hits += 1
+                return ray.get(refs[0])  # numpy arrays: zero-copy, read-only views on this node
+            if status == "compute":
+                self.misses += 1
+                try:
+                    arrays, teacher_calls = compute()
+                except BaseException:
+                    self.store.abandon.remote(key)
+                    raise
+                self.teacher_calls += teacher_calls
+                ray.get(self.store.publish.remote(key, arrays, teacher_calls))
+                return arrays
+            time.sleep(delay)  # another trial is computing this key
+            delay = min(2 * delay, 0.25)
+
+
+def _as_tensor(array: np.ndarray, device) -> torch.Tensor:
+    with warnings.catch_warnings():  # read-only object-store views: we never write to them
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array).to(device)
+
+
+def anchor_key(identity: str, iteration: int, ks: Sequence[int]) -> str:
+    return f"anchor/{identity}/i{iteration}/k{','.join(map(str, sorted(ks)))}"
+
+
+class CachedAnchors:
+    """A `dpdmd.anchors.AnchorProvider` that reads the shared cache, computing every K of the
+    space in one teacher pass on a miss.
+
+    Args:
+        identity: a hash of everything the anchor depends on but the iteration (backbone and its
+            weights, teacher steps, CFG scale, seed, batch size, prompts).
+        ks: every K of the search space.
+    """
+
+    def __init__(self, cache: SharedCache, backbone, teacher, anchor_k: int, ks: Sequence[int], identity: str):
+        from dpdmd.anchors import teacher_anchors, teacher_calls_for
+
+        self.cache, self.backbone, self.teacher = cache, backbone, teacher
+        self.anchor_k, self.ks, self.identity = anchor_k, sorted(set(ks) | {anchor_k}), identity
+        self._anchors, self._calls = teacher_anchors, teacher_calls_for
+
+    def __call__(self, batch, cond, uncond) -> torch.Tensor:
+        def compute():
+            x1 = batch.x1.to(self.backbone.device)
+            targets = self._anchors(self.backbone, self.teacher, x1, cond, uncond, self.ks)
+            return ({str(k): t.detach().float().cpu().numpy() for k, t in targets.items()},
+                    self._calls(self.ks, self.backbone.schedule))
+
+        arrays = self.cache.get_or_compute(anchor_key(self.identity, batch.iteration, self.ks), compute)
+        return _as_tensor(arrays[str(self.anchor_k)], self.backbone.device)
+
+    def stats(self) -> dict[str, int]:
+        return {"anchor_hits": self.cache.hits, "anchor_misses": self.cache.misses,
+                "anchor_teacher_calls": self.cache.teacher_calls}
+
+
+def cached_prompt_lookup(cache: SharedCache, backbone, identity: str):
+    """A `PromptEmbeddingCache` lookup that encodes each prompt once per search."""
+
+    def lookup(prompts: Sequence[str]) -> list[dict[str, torch.Tensor]]:
+        rows = []
+        for prompt in prompts:
+            def compute(prompt=prompt):
+                emb = backbone.encode_prompts([prompt])
+                return {k: v.detach().cpu().numpy() for k, v in emb.items()}, 0
+
+            arrays = cache.get_or_compute(f"emb/{identity}/{prompt}", compute)
+            rows.append({k: _as_tensor(v, backbone.device) for k, v in arrays.items()})
+        return rows
+
+    return lookup

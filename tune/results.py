@@ -1,0 +1,139 @@
+"""What a search leaves behind, under the experiment directory:
+
+- ``trials.parquet``: one row per report (trial id, its configuration, every metric);
+- ``pareto.parquet``: the non-dominated trials over (diversity, quality) of the final results;
+- ``pareto.png`` (and ``curves.png``): every trial, the front highlighted, teacher and vanilla DMD marked;
+- ``summary.json``: the front, the best per objective, the hypervolume, cache statistics, compute spent.
+
+The front is computed over each trial's *last* report, early-stopped trials included (their
+students exist and are scored like the others; the ``student_updates`` column tells how long
+each trained). Trials whose last diversity or quality is NaN are never on the front.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .pareto import hypervolume_2d, pareto_front_mask
+from .plots import plot_curves, plot_pareto
+
+CONFIG_COLUMNS = ("backbone", "anchor_k", "lambda_div", "lr", "fake_updates", "cfg_scale", "teacher_steps",
+                  "stop_grad", "batch_size")
+# The hypervolume's reference point: (0, 0) in teacher-normalised units, i.e. the area dominated
+# by the front in the plane of (D / D_teacher, Q / Q_teacher). Documented in the README.
+HYPERVOLUME_REFERENCE = (0.0, 0.0)
+
+
+def trials_frame(results) -> pd.DataFrame:
+    """One row per report from a Ray Tune ResultGrid (or any iterable of Results)."""
+    frames = []
+    for result in results:
+        df = result.metrics_dataframe
+        if df is None or df.empty:
+            continue
+        df = df.copy()
+        config = result.config.get("trial", result.config)
+        for key, value in config.items():
+            df[key] = value
+        df["trial_id"] = result.metrics.get("trial_id", df.get("trial_id", pd.Series(["?"])).iloc[-1])
+        df["error"] = str(result.error) if result.error else ""
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["trial_id", "diversity", "quality", "objective", "student_updates"])
+    frame = pd.concat(frames, ignore_index=True)
+    keep = [c for c in frame.columns if not c.startswith("config/") and c not in ("date", "hostname", "pid", "node_ip")]
+    return frame[keep]
+
+
+def final_results(trials: pd.DataFrame) -> pd.DataFrame:
+    """Each trial's last report."""
+    if trials.empty:
+        return trials
+    order = trials.sort_values(["trial_id", "student_updates"], kind="stable")
+    return order.groupby("trial_id", as_index=False).tail(1).reset_index(drop=True)
+
+
+def pareto_front(final: pd.DataFrame) -> pd.DataFrame:
+    """The non-dominated rows over (diversity, quality), sorted by diversity."""
+    if final.empty:
+        return final
+    points = final[["diversity", "quality"]].to_numpy(dtype=float)
+    return final[pareto_front_mask(points)].sort_values("diversity").reset_index(drop=True)
+
+
+def summarize(trials: pd.DataFrame, *, cache_stats: dict, compute: dict, space_name: str) -> dict:
+    final = final_results(trials)
+    front = pareto_front(final)
+    summary: dict = {"space": space_name, "trials": int(final.shape[0]), "front": _records(front)}
+    if not final.empty:
+        for metric in ("diversity", "quality", "objective"):
+            valid = final[np.isfinite(final[metric].astype(float))]
+            if not valid.empty:
+                summary[f"best_{metric}"] = _records(valid.loc[[valid[metric].astype(float).idxmax()]])[0]
+        normalised = np.stack([front["diversity"] / front["teacher_diversity"],
+                               front["quality"] / front["teacher_quality"]], axis=1) if not front.empty else np.zeros((0, 2))
+        summary["hypervolume"] = hypervolume_2d(normalised, HYPERVOLUME_REFERENCE) if len(normalised) else 0.0
+        summary["hypervolume_reference"] = {"point": HYPERVOLUME_REFERENCE,
+                                            "units": "diversity / teacher diversity, quality / teacher quality"}
+        summary["teacher"] = {b: {"diversity": float(g["teacher_diversity"].iloc[0]),
+                                  "quality": float(g["teacher_quality"].iloc[0])}
+                              for b, g in final.groupby("backbone")} if "backbone" in final else {}
+        summary["stopped_early"] = int((final["student_updates"] < final["student_updates"].max()).sum())
+    summary["cache"] = cache_stats
+    summary["compute"] = compute
+    return summary
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    cols = [c for c in ("trial_id", *CONFIG_COLUMNS, "student_updates", "diversity", "quality", "objective")
+            if c in frame.columns]
+    out = []
+    for row in frame[cols].to_dict("records"):
+        out.append({k: (None if isinstance(v, float) and math.isnan(v) else (v.item() if hasattr(v, "item") else v))
+                    for k, v in row.items()})
+    return out
+
+
+def reference_points(final: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Markers for the plot: each backbone's teacher, and its vanilla-DMD (lambda_div = 0) trial."""
+    points = {}
+    if final.empty or "backbone" not in final:
+        return points
+    for backbone, group in final.groupby("backbone"):
+        points[f"teacher ({backbone})"] = (float(group["teacher_diversity"].iloc[0]), float(group["teacher_quality"].iloc[0]))
+        dmd = group[group.get("lambda_div", pd.Series(dtype=float)) == 0] if "lambda_div" in group else group.iloc[:0]
+        if not dmd.empty:
+            best = dmd.loc[dmd["student_updates"].idxmax()]
+            points[f"vanilla DMD ({backbone})"] = (float(best["diversity"]), float(best["quality"]))
+    return points
+
+
+def write_outputs(directory: Path, trials: pd.DataFrame, summary: dict) -> dict[str, Path]:
+    """Write every output file; returns their paths by name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    final = final_results(trials)
+    front = pareto_front(final)
+    paths = {"trials": directory / "trials.parquet", "pareto": directory / "pareto.parquet",
+             "plot": directory / "pareto.png", "curves": directory / "curves.png", "summary": directory / "summary.json"}
+    trials.to_parquet(paths["trials"], index=False)
+    front.to_parquet(paths["pareto"], index=False)
+    if not final.empty:
+        plot_pareto(final, paths["plot"], reference_points=reference_points(final),
+                    title=f"{summary['space']}: diversity vs quality ({len(final)} trials)")
+        plot_curves(trials, paths["curves"])
+    paths["summary"].write_text(json.dumps(summary, indent=1, default=str))
+    return paths
+
+
+def front_table(front: pd.DataFrame) -> str:
+    """The front as a plain-text table for the terminal."""
+    if front.empty:
+        return "(no trial finished with finite diversity and quality)"
+    cols = [c for c in ("backbone", "anchor_k", "lambda_div", "student_updates", "diversity", "quality", "objective")
+            if c in front.columns]
+    return front[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}")

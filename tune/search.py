@@ -1,0 +1,312 @@
+"""Run a DP-DMD hyperparameter search and write its Pareto front of diversity vs quality.
+
+    python -m tune.search --space search_spaces/quickstart.yaml            # local Ray, CPU, minutes
+    python -m tune.search --space search_spaces/anchor.yaml --address auto --storage s3://bucket/runs
+    python -m tune.search --space search_spaces/quickstart.yaml --dry-run  # validate, print the plan
+    python -m tune.search --space search_spaces/quickstart.yaml --resume   # continue an interrupted one
+
+Outputs go to STORAGE/NAME/ (default ./runs/<space name>/): trials.parquet, pareto.parquet,
+pareto.png, curves.png, summary.json, and Ray Tune's own trial directories; a W&B summary run
+holds the front (offline when no API key is configured: upload later with `wandb sync DIR`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .space import SearchSpace, SpaceError, grid_size, iter_grid, load_space
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tune.search", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", required=True, type=Path, help="search-space YAML file (see search_spaces/)")
+    parser.add_argument("--name", help="experiment name (default: the space's `name`)")
+    parser.add_argument("--storage", default="runs",
+                        help="results root: a directory or a URI such as s3://bucket/prefix (default: ./runs)")
+    parser.add_argument("--address", help="join a running Ray cluster: 'auto' or HOST:PORT (default: start a local Ray)")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted search of this name")
+    parser.add_argument("--num-samples", type=int, help="override the space's num_samples")
+    parser.add_argument("--no-cache", action="store_true", help="disable the shared teacher-anchor cache (benchmarks)")
+    parser.add_argument("--dry-run", action="store_true", help="validate the space and print the plan; run nothing")
+    return parser.parse_args(argv)
+
+
+def storage_uri(storage: str) -> str:
+    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+
+
+# --- the plan -----------------------------------------------------------------------------------
+
+def trial_points(space: SearchSpace) -> list[dict] | None:
+    """Grid: every trial's searched values, baselines included; samplers: None."""
+    if space.method != "grid":
+        return None
+    points = [dict(p) for p in iter_grid(space)] * space.num_samples
+    fixed = {n: p.value for n, p in space.parameters.items() if p.value is not None}
+    points = [{**fixed, **p} for p in points]
+    return baseline_points(space) + points
+
+
+def baseline_points(space: SearchSpace) -> list[dict]:
+    """One vanilla-DMD trial (lambda_div = 0) per backbone, for reference, unless the space has one."""
+    if not space.baseline:
+        return []
+    lam = space.parameters.get("lambda_div")
+    if lam is not None and lam.values is not None and 0 in lam.values:
+        return []
+    out = []
+    for backbone in space.backbone_names():
+        point = {"lambda_div": 0.0}
+        if "backbone" in space.parameters:
+            point["backbone"] = backbone
+        k = space.parameters.get("anchor_k")
+        if k is not None:
+            point["anchor_k"] = min(k.extremes())  # unused when lambda_div = 0
+        for name, p in space.parameters.items():
+            if name not in point:
+                point[name] = p.value if p.value is not None else (p.values[0] if p.values else
+                                                                   type(p.min)((p.min + p.max) / 2) if p.distribution != "log_uniform_values" else (p.min * p.max) ** 0.5)
+        out.append(point)
+    return out
+
+
+def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
+    from dpdmd.anchors import teacher_calls_for
+    from dpdmd.trainer import build_backbone
+
+    lines = [f"search space: {space.path} (name {args.name or space.name})", f"method: {space.method}, seed {space.seed}"]
+    points = trial_points(space)
+    if points is not None:
+        lines.append(f"trials: {len(points)} ({grid_size(space)} grid points"
+                     f"{f' + {len(points) - grid_size(space)} vanilla-DMD baseline(s)' if len(points) > grid_size(space) else ''})")
+        for i, p in enumerate(points):
+            lines.append(f"  {i:3d}  " + "  ".join(f"{k}={v}" for k, v in p.items()))
+    else:
+        n = args.num_samples or space.num_samples
+        lines.append(f"trials: {n} sampled + {len(baseline_points(space))} vanilla-DMD baseline(s)")
+        for name, p in space.parameters.items():
+            lines.append(f"  {name}: " + (f"{p.distribution}[{p.min}, {p.max}]" if p.distribution else
+                                          f"one of {p.values}" if p.values else f"= {p.value}"))
+    lines.append(f"concurrency: {space.max_concurrent or 'as resources allow'}")
+    lines.append("resources per trial: " + "; ".join(f"{b}: {s.resources}" for b, s in space.backbones.items()))
+    s = space.scheduler
+    config0 = space.train_config(points[0] if points else {"backbone": space.backbone_names()[0]})
+    max_t = s.max_t or space.max_student_updates(config0)
+    lines.append(f"scheduler: {s.type}" + (f" on the combined objective (w = {space.objective.diversity_weight}), "
+                                           f"time = student updates, max_t {max_t}, grace {s.grace_period}, "
+                                           f"reduction {s.reduction_factor}, brackets {s.brackets}" if s.type == "asha" else " (no early stopping)"))
+    ks = space.anchor_ks()
+    for backbone in space.backbone_names():
+        cfg = space.train_config({**(points[0] if points else {}), "backbone": backbone, "anchor_k": min(ks)})
+        b = build_backbone(cfg.replace(device="cpu")) if backbone.startswith("digits") else None
+        calls = teacher_calls_for(ks, b.schedule) if b else max(ks)
+        updates = space.max_student_updates(cfg)
+        lines.append(f"anchor cache ({backbone}): K in {ks} from one teacher pass of {calls} guided steps "
+                     f"per student iteration; at most {updates} iterations x {calls} = {updates * calls} teacher "
+                     f"evaluations for the whole search")
+    return "\n".join(lines)
+
+
+# --- running ------------------------------------------------------------------------------------
+
+def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, cache: dict):
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from .trainable import run_trial
+
+    points = trial_points(space)
+    baselines = baseline_points(space)
+    if points is not None:
+        param_space = {"trial": tune.grid_search(points)}
+        search_alg = BasicVariantGenerator(random_state=space.seed)
+        num_samples = 1
+    else:
+        param_space = {}
+        for name, p in space.parameters.items():
+            if p.value is not None:
+                param_space[name] = p.value
+            elif p.values is not None:
+                param_space[name] = tune.choice(p.values)
+            elif p.distribution == "uniform":
+                param_space[name] = tune.uniform(p.min, p.max)
+            elif p.distribution == "log_uniform_values":
+                param_space[name] = tune.loguniform(p.min, p.max)
+            else:
+                param_space[name] = tune.randint(int(p.min), int(p.max) + 1)
+        num_samples = (args.num_samples or space.num_samples) + len(baselines)
+        if space.method == "random":
+            search_alg = BasicVariantGenerator(random_state=space.seed, points_to_evaluate=baselines or None)
+        else:
+            import optuna
+            from ray.tune.search.optuna import OptunaSearch
+
+            if space.method == "optuna_tpe":
+                search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=space.seed), metric="objective",
+                                          mode="max", points_to_evaluate=baselines or None)
+            else:  # NSGA-II on both metrics; ASHA still stops on the combined objective
+                search_alg = OptunaSearch(sampler=optuna.samplers.NSGAIISampler(seed=space.seed),
+                                          metric=["diversity", "quality"], mode=["max", "max"],
+                                          points_to_evaluate=baselines or None)
+    s = space.scheduler
+    config0 = space.train_config(points[0] if points else {"backbone": space.backbone_names()[0]})
+    max_t = s.max_t or space.max_student_updates(config0)
+    if s.type == "asha":
+        scheduler = ASHAScheduler(time_attr="student_updates", metric="objective", mode="max", max_t=max_t,
+                                  grace_period=min(s.grace_period, max_t), reduction_factor=s.reduction_factor,
+                                  brackets=s.brackets)
+    else:
+        scheduler = FIFOScheduler()
+
+    def resources(config):
+        backbone = (config.get("trial", config)).get("backbone", space.backbone_names()[0])
+        r = space.backbones[backbone].resources
+        return tune.PlacementGroupFactory([{"CPU": float(r.get("cpu", 1)), "GPU": float(r.get("gpu", 0))}])
+
+    trainable = tune.with_resources(tune.with_parameters(run_trial, space=space, cache=cache), resources)
+    callbacks = []
+    if space.wandb.enabled and space.wandb.per_trial:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        callbacks.append(WandbLoggerCallback(project=space.wandb.project, entity=space.wandb.entity,
+                                             group=args.name or space.name))
+    run_config = tune.RunConfig(
+        name=args.name or space.name, storage_path=storage, callbacks=callbacks, verbose=1,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=1))
+    experiment = f"{storage.rstrip('/')}/{args.name or space.name}"
+    if args.resume:
+        return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True,
+                                  param_space=param_space)
+    return tune.Tuner(trainable, param_space=param_space, run_config=run_config,
+                      tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,
+                                                  num_samples=num_samples,
+                                                  max_concurrent_trials=space.max_concurrent or None,
+                                                  reuse_actors=False))
+
+
+def experiment_exists(storage: str, name: str) -> bool:
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(storage)
+    return fs.get_file_info(f"{root}/{name}/tuner.pkl").type == pafs.FileType.File
+
+
+def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
+    import ray
+
+    from . import results as res
+    from .anchor_cache import get_or_create_store
+
+    storage = storage_uri(args.storage)
+    name = args.name or space.name
+    started = time.time()
+    if args.address:
+        ray.init(address=args.address, namespace="dpdmd-tune")
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, namespace="dpdmd-tune")
+    spill_uri = f"{storage.rstrip('/')}/anchor_cache"
+    cache = {"enabled": not args.no_cache, "spill_uri": spill_uri, "ks": space.anchor_ks()}
+    store = get_or_create_store(spill_uri) if cache["enabled"] else None
+    tuner = build_tuner(space, args, storage=storage, cache=cache)
+    grid = tuner.fit()
+
+    trials = res.trials_frame(grid)
+    cache_stats = ray.get(store.stats.remote()) if store is not None else {}
+    compute = compute_spent(trials, space, time.time() - started, cache_stats)
+    summary = res.summarize(trials, cache_stats=cache_stats, compute=compute, space_name=name)
+    out_dir = local_experiment_dir(storage, name)
+    paths = res.write_outputs(out_dir, trials, summary)
+    if "://" in storage:
+        upload(out_dir, f"{storage.rstrip('/')}/{name}")
+    wandb_dir = None
+    if space.wandb.enabled:
+        from .wandb_summary import log_summary_run
+
+        front = res.pareto_front(res.final_results(trials))
+        wandb_dir = log_summary_run(project=space.wandb.project, name=f"{name}-summary", front_df=front,
+                                    trials_df=res.final_results(trials),
+                                    png_paths={"pareto": paths["plot"], "curves": paths["curves"]},
+                                    summary={k: v for k, v in summary.items() if not isinstance(v, (list, dict))},
+                                    mode=space.wandb.mode, directory=str(out_dir))
+    if store is not None and args.address:  # a shared cluster: free the objects (the spill stays)
+        ray.kill(store)
+    ray.shutdown()
+    print("\nPareto front (diversity vs quality):")
+    print(res.front_table(res.pareto_front(res.final_results(trials))))
+    print(f"\noutputs in {out_dir}/: " + ", ".join(p.name for p in paths.values() if p.exists()))
+    if wandb_dir:
+        print(f"W&B summary run: {wandb_dir}" + ("  (offline: upload with `wandb sync " + wandb_dir + "`)"
+                                                  if "offline-run" in wandb_dir else ""))
+    print(f"teacher evaluations for anchors: {compute['teacher_calls_spent']} spent, "
+          f"{compute['teacher_calls_without_cache']} without the cache; wall time {compute['wall_seconds']:.0f} s")
+    return summary
+
+
+def local_experiment_dir(storage: str, name: str) -> Path:
+    if "://" in storage:
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix=f"{name}-outputs-"))
+    return Path(storage) / name
+
+
+def upload(local: Path, uri: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(uri)
+    for path in local.iterdir():
+        if path.is_file():
+            pafs.copy_files(str(path), f"{root}/{path.name}", destination_filesystem=fs)
+
+
+def compute_spent(trials, space: SearchSpace, wall_seconds: float, cache_stats: dict) -> dict:
+    """Teacher evaluations spent on anchors, against what a search without the cache would spend."""
+    from dpdmd.anchors import teacher_calls_for
+    from dpdmd.schedules import EpsSchedule, FlowSchedule
+
+    from . import results as res
+
+    final = res.final_results(trials)
+    spent = without = 0
+    for _, row in final.iterrows():
+        asked = int(row.get("anchor_hits", 0) or 0) + int(row.get("anchor_misses", 0) or 0)
+        schedule = EpsSchedule if str(row.get("backbone", "")).endswith("eps") or row.get("backbone") == "sdxl" else FlowSchedule
+        steps = int(row.get("teacher_steps", space.train.get("teacher_steps", 30)) or 30)
+        without += asked * teacher_calls_for([int(row.get("anchor_k", 10))], schedule(teacher_steps=steps))
+        spent += int(row.get("anchor_teacher_calls", 0) or 0)
+    return {"wall_seconds": round(wall_seconds, 1), "trials": int(final.shape[0]),
+            "student_updates": int(final["student_updates"].sum()) if not final.empty else 0,
+            "teacher_calls_spent": spent, "teacher_calls_without_cache": without,
+            "teacher_calls_ratio": round(spent / without, 4) if without else None}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.num_samples is not None and args.num_samples < 1:
+            raise SpaceError(args.space, [f"--num-samples: {args.num_samples} must be >= 1"])
+        space = load_space(args.space)
+        if args.resume and not args.dry_run and not experiment_exists(storage_uri(args.storage), args.name or space.name):
+            raise SpaceError(args.space, [f"--resume: no search named {args.name or space.name!r} under "
+                                          f"{storage_uri(args.storage)} to resume; run without --resume to start it"])
+    except SpaceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(describe_plan(space, args))
+        return 0
+    run_search(space, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,445 @@
+"""Search-space files: the schema, and its complete validation before anything starts.
+
+A space file reads like a W&B sweep file::
+
+    # python -m tune.search --space search_spaces/quickstart.yaml
+    name: quickstart                  # experiment name (default: the file's stem)
+    method: grid                      # grid | random | optuna_tpe | optuna_nsga2
+    seed: 0                           # seeds the sampler and every trial's training stream
+    num_samples: 1                    # grid: repeats of the grid; others: number of trials
+    max_concurrent: 2                 # trials at once (0: as many as resources allow)
+    backbones:                        # each backbone a trial may use, with its settings
+      digits-flow:
+        resources: {cpu: 1, gpu: 0}   # per trial
+        options: {}                   # backbone constructor settings (e.g. path: /weights/sd35m)
+        train: {}                     # training settings for this backbone only
+    parameters:                       # searched; every other setting is fixed
+      backbone: {values: [digits-flow, digits-eps]}
+      anchor_k: {values: [5, 10, 20]}
+      lambda_div: {distribution: log_uniform_values, min: 0.01, max: 0.5}
+    train: {iterations: 300}          # fixed training settings (keys of dpdmd.TrainConfig)
+    eval: {seeds_per_prompt: 8, every: 10}
+    objective: {diversity_weight: 0.5}
+    scheduler: {type: asha, grace_period: 10, reduction_factor: 2, brackets: 1}
+    wandb: {enabled: true, project: dpdmd-tune}
+
+A parameter is ``{value: x}`` (fixed), ``{values: [...]}`` (grid axis under ``method: grid``,
+else a categorical choice), or ``{distribution: D, min: a, max: b}`` with D one of uniform,
+log_uniform_values, int_uniform (not allowed under grid). Searchable: ``backbone`` and the
+scalar keys of `dpdmd.TrainConfig` (anchor_k, lambda_div, lr, lr_fake, fake_updates, cfg_scale,
+teacher_steps, batch_size, stop_grad, ...).
+
+`load_space` returns a `SearchSpace` or raises `SpaceError` listing every problem as
+``FILE: KEY: what is wrong; what is allowed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dpdmd.config import ConfigError, EvalConfig, TrainConfig, from_mapping, load_yaml
+
+METHODS = ("grid", "random", "optuna_tpe", "optuna_nsga2")
+DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform")
+SCHEDULERS = ("asha", "fifo")
+_SCALAR_TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                           if f.name not in ("eval", "backbone_options", "prompts"))
+SEARCHABLE = _SCALAR_TRAIN_KEYS
+
+
+class SpaceError(ValueError):
+    """A bad search-space file; ``problems`` holds every message."""
+
+    def __init__(self, path: str | Path, problems: list[str]):
+        self.path, self.problems = str(path), list(problems)
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{path}: {len(problems)} problem(s) in the search space:\n{lines}")
+
+
+@dataclass(kw_only=True)
+class Param:
+    """One searched parameter. Exactly one of value / values / distribution is set."""
+
+    name: str
+    value: Any = None
+    values: list | None = None
+    distribution: str | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def extremes(self) -> list:
+        """Every value the parameter can take at its edges (for validation)."""
+        if self.values is not None:
+            return list(self.values)
+        if self.distribution is not None:
+            return [self.min, self.max]
+        return [self.value]
+
+    def int_values(self) -> list[int] | None:
+        """All values of an integer parameter (None if it is continuous)."""
+        if self.values is not None:
+            return [int(v) for v in self.values]
+        if self.distribution == "int_uniform":
+            return list(range(int(self.min), int(self.max) + 1))
+        if self.distribution is None:
+            return [int(self.value)]
+        return None
+
+
+@dataclass(kw_only=True)
+class BackboneSpec:
+    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
+    options: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class SchedulerSpec:
+    """ASHA's settings; time is counted in student updates (``student_updates``).
+
+    max_t: None = the student updates of the configured iterations.
+    """
+
+    type: str = "asha"
+    max_t: int | None = None
+    grace_period: int = 10
+    reduction_factor: float = 2.0
+    brackets: int = 1
+
+
+@dataclass(kw_only=True)
+class ObjectiveSpec:
+    """J = w * D / D_teacher + (1 - w) * Q / Q_teacher (see `tune.objective`)."""
+
+    diversity_weight: float = 0.5
+
+
+@dataclass(kw_only=True)
+class WandbSpec:
+    enabled: bool = True
+    project: str = "dpdmd-tune"
+    entity: str | None = None
+    per_trial: bool = False  # a W&B run per trial (Ray's WandbLoggerCallback; slower)
+    mode: str | None = None  # None: online with an API key, else offline
+
+
+@dataclass(kw_only=True)
+class SearchSpace:
+    path: Path
+    name: str
+    method: str = "grid"
+    seed: int = 0
+    num_samples: int = 1
+    max_concurrent: int = 0
+    backbones: dict[str, BackboneSpec] = field(default_factory=dict)
+    parameters: dict[str, Param] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
+    objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    wandb: WandbSpec = field(default_factory=WandbSpec)
+    baseline: bool = True  # add a vanilla-DMD (lambda_div = 0) trial per backbone for reference
+
+    # --- derived ---
+    def backbone_names(self) -> list[str]:
+        p = self.parameters.get("backbone")
+        return [str(v) for v in p.extremes()] if p else list(self.backbones)
+
+    def train_config(self, sampled: dict) -> TrainConfig:
+        """The TrainConfig of one trial: fixed settings, then its backbone's, then the sampled ones."""
+        backbone = sampled.get("backbone", self.backbone_names()[0])
+        spec = self.backbones[backbone]
+        data = {**self.train, **spec.train, **sampled, "backbone": backbone,
+                "backbone_options": dict(spec.options), "eval": dict(self.eval)}
+        data.setdefault("seed", self.seed)
+        return from_mapping(data, source=str(self.path))
+
+    def anchor_ks(self) -> list[int]:
+        """Every K a trial may use: the anchor cache computes all of them in one teacher pass."""
+        p = self.parameters.get("anchor_k")
+        if p is None:
+            return [int(self.train.get("anchor_k", TrainConfig().anchor_k))]
+        return sorted(set(p.int_values() or []))
+
+    def max_student_updates(self, config: TrainConfig) -> int:
+        return config.iterations // (config.fake_updates + 1)
+
+
+def _check_keys(data: dict, allowed, where: str, problems: list[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            problems.append(f"{where}{key}: unknown key; allowed: {', '.join(allowed)}")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _parse_param(name: str, spec, problems: list[str]) -> Param | None:
+    where = f"parameters.{name}"
+    if name != "backbone" and name not in SEARCHABLE:
+        problems.append(f"{where}: {name!r} cannot be searched; searchable: backbone, {', '.join(SEARCHABLE)}")
+        return None
+    if not isinstance(spec, dict):
+        problems.append(f"{where}: expected a mapping such as {{values: [...]}}, {{value: x}} or "
+                        f"{{distribution: uniform, min: a, max: b}}, got {spec!r}")
+        return None
+    _check_keys(spec, ("value", "values", "distribution", "min", "max"), f"{where}.", problems)
+    kinds = [k for k in ("value", "values", "distribution") if k in spec]
+    if len(kinds) != 1:
+        problems.append(f"{where}: give exactly one of value, values or distribution (got {kinds or 'none'})")
+        return None
+    param = Param(name=name, value=spec.get("value"), values=spec.get("values"),
+                  distribution=spec.get("distribution"), min=spec.get("min"), max=spec.get("max"))
+    if param.values is not None and (not isinstance(param.values, list) or not param.values):
+        problems.append(f"{where}.values: expected a non-empty list, got {param.values!r}")
+        return None
+    if param.distribution is not None:
+        if param.distribution not in DISTRIBUTIONS:
+            problems.append(f"{where}.distribution: {param.distribution!r} is unknown; allowed: {', '.join(DISTRIBUTIONS)}")
+            return None
+        if not (_number(param.min) and _number(param.max)):
+            problems.append(f"{where}: a distribution needs numeric min and max, got min={param.min!r} max={param.max!r}")
+            return None
+        if param.min >= param.max:
+            problems.append(f"{where}: min ({param.min}) must be below max ({param.max})")
+            return None
+        if param.distribution == "log_uniform_values" and param.min <= 0:
+            problems.append(f"{where}.min: log_uniform_values needs min > 0, got {param.min}")
+            return None
+        if param.distribution == "int_uniform" and not (float(param.min).is_integer() and float(param.max).is_integer()):
+            problems.append(f"{where}: int_uniform needs integer min and max, got {param.min}, {param.max}")
+            return None
+    elif "min" in spec or "max" in spec:
+        problems.append(f"{where}: min/max only go with a distribution")
+    return param
+
+
+def _build_section(cls, data, where: str, problems: list[str]):
+    """A dataclass section with type-checked fields (unknown keys and wrong types reported)."""
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        problems.append(f"{where}: expected a mapping, got {data!r}")
+        return cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _check_keys(data, list(fields), f"{where}.", problems)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            continue
+        default = getattr(cls(), key)
+        ok = (value is None and default is None) or (
+            isinstance(default, bool) and isinstance(value, bool)) or (
+            isinstance(default, float) and _number(value)) or (
+            isinstance(default, int) and not isinstance(default, bool) and isinstance(value, int)
+            and not isinstance(value, bool)) or (
+            isinstance(default, str) and isinstance(value, str)) or (
+            default is None and isinstance(value, (int, str)) and not isinstance(value, bool)) or (
+            isinstance(default, dict) and isinstance(value, dict))
+        if not ok:
+            problems.append(f"{where}.{key}: {value!r} has the wrong type; expected {type(default).__name__}")
+            continue
+        kwargs[key] = float(value) if isinstance(default, float) else value
+    return cls(**kwargs)
+
+
+def load_space(path: str | Path, *, check_weights: bool = True) -> SearchSpace:
+    """Read and validate a search-space file completely; raises `SpaceError` with every problem."""
+    path = Path(path)
+    try:
+        data = load_yaml(path)
+    except ConfigError as err:
+        raise SpaceError(path, err.problems) from None
+    problems: list[str] = []
+    top = ("name", "method", "seed", "num_samples", "max_concurrent", "backbones", "parameters", "train",
+           "eval", "objective", "scheduler", "wandb", "baseline")
+    _check_keys(data, top, "", problems)
+
+    space = SearchSpace(path=path, name=str(data.get("name", path.stem)))
+    for key, kind in (("seed", int), ("num_samples", int), ("max_concurrent", int)):
+        if key in data:
+            if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < (1 if key == "num_samples" else 0):
+                problems.append(f"{key}: {data[key]!r} must be an integer >= {1 if key == 'num_samples' else 0}")
+            else:
+                setattr(space, key, data[key])
+    if "baseline" in data:
+        if isinstance(data["baseline"], bool):
+            space.baseline = data["baseline"]
+        else:
+            problems.append(f"baseline: expected true or false, got {data['baseline']!r}")
+    method = data.get("method", "grid")
+    if method not in METHODS:
+        problems.append(f"method: {method!r} is unknown; allowed: {', '.join(METHODS)}")
+    space.method = method
+
+    # backbones
+    from dpdmd.backbones import available_backbones, backbone_options
+
+    raw_backbones = data.get("backbones")
+    if not isinstance(raw_backbones, dict) or not raw_backbones:
+        problems.append("backbones: required, a mapping of backbone name -> settings; available: "
+                        + ", ".join(available_backbones()))
+        raw_backbones = {}
+    for name, spec in raw_backbones.items():
+        where = f"backbones.{name}"
+        if name not in available_backbones():
+            problems.append(f"{where}: unknown backbone; available: {', '.join(available_backbones())}")
+            continue
+        bspec = _build_section(BackboneSpec, spec or {}, where, problems)
+        res = bspec.resources
+        _check_keys(res, ("cpu", "gpu"), f"{where}.resources.", problems)
+        for k, v in res.items():
+            if k in ("cpu", "gpu") and (not _number(v) or v < 0):
+                problems.append(f"{where}.resources.{k}: {v!r} must be a number >= 0")
+        if name.startswith("digits") and res.get("gpu", 0) and res.get("gpu", 0) > 0:
+            pass  # allowed: the built-in backbones run on a GPU too
+        allowed_opts = [o for o in backbone_options(name) if o not in ("cfg_scale", "teacher_steps", "student_steps", "device")]
+        _check_keys(bspec.options, allowed_opts, f"{where}.options.", problems)
+        space.backbones[name] = bspec
+
+    # parameters
+    raw_params = data.get("parameters") or {}
+    if not isinstance(raw_params, dict):
+        problems.append(f"parameters: expected a mapping of name -> spec, got {raw_params!r}")
+        raw_params = {}
+    for name, spec in raw_params.items():
+        param = _parse_param(name, spec, problems)
+        if param is None:
+            continue
+        if method == "grid" and param.distribution is not None:
+            problems.append(f"parameters.{name}: method grid needs values, not a distribution "
+                            f"(use method: random or optuna_tpe for {param.distribution})")
+        space.parameters[name] = param
+    bparam = space.parameters.get("backbone")
+    if bparam is not None:
+        for value in bparam.extremes():
+            if value not in space.backbones:
+                problems.append(f"parameters.backbone: {value!r} has no entry under backbones "
+                                f"(defined: {', '.join(space.backbones) or 'none'})")
+    elif len(space.backbones) > 1:
+        problems.append("parameters.backbone: several backbones are defined; search over them with "
+                        "backbone: {values: [...]}, or keep one")
+
+    for section in ("train", "eval"):
+        value = data.get(section) or {}
+        if not isinstance(value, dict):
+            problems.append(f"{section}: expected a mapping, got {value!r}")
+            value = {}
+        setattr(space, section, value)
+    if "backbone" in space.train:
+        problems.append("train.backbone: choose backbones under `backbones:` (and `parameters.backbone`)")
+    space.objective = _build_section(ObjectiveSpec, data.get("objective"), "objective", problems)
+    if not 0 <= space.objective.diversity_weight <= 1:
+        problems.append(f"objective.diversity_weight: {space.objective.diversity_weight} must be in [0, 1]")
+    space.scheduler = _build_section(SchedulerSpec, data.get("scheduler"), "scheduler", problems)
+    s = space.scheduler
+    if s.type not in SCHEDULERS:
+        problems.append(f"scheduler.type: {s.type!r} is unknown; allowed: {', '.join(SCHEDULERS)}")
+    if s.grace_period < 1:
+        problems.append(f"scheduler.grace_period: {s.grace_period} must be >= 1 (student updates)")
+    if s.reduction_factor <= 1:
+        problems.append(f"scheduler.reduction_factor: {s.reduction_factor} must be > 1")
+    if s.brackets < 1:
+        problems.append(f"scheduler.brackets: {s.brackets} must be >= 1")
+    space.wandb = _build_section(WandbSpec, data.get("wandb"), "wandb", problems)
+    if space.wandb.mode not in (None, "online", "offline", "disabled"):
+        problems.append(f"wandb.mode: {space.wandb.mode!r}; allowed: online, offline, disabled (or omit)")
+
+    if not problems:
+        problems.extend(_check_trials(space, check_weights))
+    if problems:
+        raise SpaceError(path, problems)
+    return space
+
+
+def _edge_points(space: SearchSpace) -> list[dict]:
+    """Sampled-parameter dicts at the edges of the space: each parameter at each of its extreme
+    values, the others at a valid base point (fixed values; the smallest K; the largest K when
+    teacher_steps varies, since K must stay <= teacher_steps)."""
+    base = {n: p.value for n, p in space.parameters.items() if p.value is not None and n != "backbone"}
+    if "anchor_k" in space.parameters:
+        base["anchor_k"] = min(space.parameters["anchor_k"].extremes())
+    points = [dict(base)]
+    for name, param in space.parameters.items():
+        if name == "backbone" or param.value is not None:
+            continue
+        for value in param.extremes():
+            point = {**base, name: value}
+            if name == "teacher_steps" and "anchor_k" in space.parameters:
+                point["anchor_k"] = max(space.parameters["anchor_k"].extremes())
+            points.append(point)
+    return points
+
+
+def _where(space: SearchSpace, backbone: str, problem: str) -> str:
+    """Name the file's key a TrainConfig problem comes from."""
+    key, _, message = problem.partition(":")
+    if key in space.parameters:
+        where = f"parameters.{key}"
+    elif key in space.backbones[backbone].train:
+        where = f"backbones.{backbone}.train.{key}"
+    elif key.startswith("eval.") or key == "eval":
+        where = key
+    else:
+        where = f"train.{key}"
+    return f"{where} (backbone {backbone}): {message.strip()}"
+
+
+def _check_trials(space: SearchSpace, check_weights: bool) -> list[str]:
+    """Build the TrainConfig at every edge of the space for every backbone and collect what
+    `dpdmd` refuses (K above teacher_steps, negative lambda_div, bad prompts, missing weights)."""
+    problems: list[str] = []
+    for backbone in space.backbone_names():
+        for point in _edge_points(space):
+            try:
+                space.train_config({**point, "backbone": backbone})
+            except ConfigError as err:
+                problems.extend(_where(space, backbone, p) for p in err.problems)
+    if problems:
+        return list(dict.fromkeys(problems))
+    from dpdmd.trainer import build_backbone
+
+    for backbone in space.backbone_names():
+        config = space.train_config({**_edge_points(space)[0], "backbone": backbone})
+        checker = getattr(_backbone_cls(backbone), "check_config", None)
+        if checker is not None and check_weights:  # real backbones: is the weights directory there?
+            problems.extend(f"backbones.{backbone}.options.{p}" for p in checker(config.backbone_options))
+        if backbone.startswith("digits"):  # cheap to build: check the prompts against it
+            b = build_backbone(config.replace(device="cpu"))
+            for key, prompts in (("train.prompts", config.prompts), ("eval.prompts", config.eval.prompts)):
+                try:
+                    b.validate_prompts(prompts)
+                except ValueError as err:
+                    problems.append(f"{key}: {err}")
+        if check_weights and config.eval.evaluator not in ("auto", "digits"):
+            from dpdmd.metrics import check_evaluator_paths
+
+            problems.extend(f"eval.evaluator_options.{p}" for p in check_evaluator_paths(config.eval.evaluator_options))
+    return list(dict.fromkeys(problems))
+
+
+def _backbone_cls(name: str):
+    from dpdmd.backbones import backbone_class
+
+    return backbone_class(name)[0]
+
+
+def grid_size(space: SearchSpace) -> int | None:
+    """Trials a grid search launches (None for samplers)."""
+    if space.method != "grid":
+        return None
+    sizes = [len(p.values) for p in space.parameters.values() if p.values is not None]
+    return math.prod(sizes) * space.num_samples if sizes else space.num_samples
+
+
+def iter_grid(space: SearchSpace):
+    """Every point of a grid space, as dicts of the searched values (for plans and tests)."""
+    names = [n for n, p in space.parameters.items() if p.values is not None]
+    for combo in itertools.product(*(space.parameters[n].values for n in names)):
+        yield dict(zip(names, combo))
