@@ -61,7 +61,8 @@ class TrainConfig:
         stop_grad: the stop-gradient after the first student step (False: the paper's ablation).
         teacher_steps: the teacher's Euler / DDIM steps.
         student_steps: the student's steps (NFE).
-        cfg_scale: the teacher's CFG weight w.
+        cfg_scale: the teacher's CFG weight w; None = the backbone's default (3.5 for SD3.5-M as the
+            reference; 2.0 for the built-in digits, whose teacher collapses at 3.5: see README).
         fake_updates: fake-score updates per student update (two-time-scale rule).
         lr: AdamW learning rate of the student; None = the backbone's default (1e-5 for SD
             backbones as the reference, 1e-4 for the built-in digits).
@@ -84,7 +85,7 @@ class TrainConfig:
     stop_grad: bool = True
     teacher_steps: int = 30
     student_steps: int = 4
-    cfg_scale: float = 3.5
+    cfg_scale: float | None = None
     fake_updates: int = 5
     lr: float | None = None
     lr_fake: float | None = None
@@ -114,7 +115,7 @@ class TrainConfig:
              f"K must be an integer in 1..teacher_steps (= {self.teacher_steps})")
         need(self.lambda_div >= 0, "lambda_div", "it must be >= 0 (0 is vanilla DMD)")
         need(self.student_steps >= 2, "student_steps", "it must be >= 2 (the first step is anchored, the rest refine)")
-        need(self.cfg_scale >= 0, "cfg_scale", "it must be >= 0")
+        need(self.cfg_scale is None or self.cfg_scale >= 0, "cfg_scale", "it must be >= 0, or null for the backbone's default")
         need(self.fake_updates >= 0, "fake_updates", "it must be >= 0")
         for key in ("lr", "lr_fake"):
             need(getattr(self, key) is None or getattr(self, key) > 0, key, "it must be > 0, or null for the default")

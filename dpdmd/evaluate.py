@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         method.load_state_dict(state["method"])
         sampler, who = method.sample, f"student at iteration {state['iteration']}"
     else:
-        sampler, who = teacher_sampler(backbone, method.teacher), f"teacher ({config.teacher_steps} steps, CFG {config.cfg_scale})"
+        sampler, who = teacher_sampler(backbone, method.teacher), f"teacher ({config.teacher_steps} steps, CFG {backbone.cfg_scale})"
     prompts = eval_prompts(config, backbone)
     images = generate(backbone, sampler, prompts, config.eval.seeds_per_prompt, PromptEmbeddingCache(backbone))
     metrics = score(make_evaluator(config.eval, backbone), images, prompts)

@@ -89,7 +89,7 @@ def teacher_reference(config: TrainConfig, backbone: Backbone, teacher: torch.nn
     cached on disk by everything they depend on, so a search computes them once per backbone."""
     prompts = eval_prompts(config, backbone)
     key = {"backbone": backbone.name, "options": config.backbone_options, "teacher_steps": config.teacher_steps,
-           "cfg_scale": config.cfg_scale, "prompts": prompts, "seeds": config.eval.seeds_per_prompt,
+           "cfg_scale": backbone.cfg_scale, "prompts": prompts, "seeds": config.eval.seeds_per_prompt,
            "evaluator": config.eval.evaluator, "quality_metric": config.eval.quality_metric,
            "evaluator_options": config.eval.evaluator_options, "identity": getattr(backbone, "identity", None)}
 

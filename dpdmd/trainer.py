@@ -43,9 +43,9 @@ def resolve_device(name: str) -> torch.device:
 def build_backbone(config: TrainConfig) -> Backbone:
     """The backbone the config names, with its settings; a bad name or option is a ConfigError."""
     try:
-        return get_backbone(config.backbone, cfg_scale=config.cfg_scale, teacher_steps=config.teacher_steps,
-                            student_steps=config.student_steps, device=resolve_device(config.device),
-                            **config.backbone_options)
+        guidance = {} if config.cfg_scale is None else {"cfg_scale": config.cfg_scale}
+        return get_backbone(config.backbone, teacher_steps=config.teacher_steps, student_steps=config.student_steps,
+                            device=resolve_device(config.device), **guidance, **config.backbone_options)
     except (ValueError, FileNotFoundError) as err:
         if isinstance(err, ConfigError):
             raise

@@ -208,6 +208,8 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     storage = storage_uri(args.storage)
     name = args.name or space.name
     started = time.time()
+    # Tune snapshots the experiment after each checkpoint: frequent on tiny trials, and harmless.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if args.address:
         ray.init(address=args.address, namespace="dpdmd-tune")
     else:

@@ -34,7 +34,7 @@ def anchor_identity(train_config, backbone) -> str:
     """Everything a teacher anchor depends on except the iteration and K."""
     return config_hash({"backbone": train_config.backbone, "options": train_config.backbone_options,
                         "weights": getattr(backbone, "identity", None), "teacher_steps": train_config.teacher_steps,
-                        "cfg_scale": train_config.cfg_scale, "seed": train_config.seed,
+                        "cfg_scale": backbone.cfg_scale, "seed": train_config.seed,
                         "batch_size": train_config.batch_size, "prompts": train_config.prompts,
                         "latent_shape": list(backbone.latent_shape)})
 
@@ -63,7 +63,7 @@ def run_trial(config: dict, *, space: SearchSpace, cache: dict) -> None:
 
     def report(metrics: dict, checkpoint_dir) -> None:
         reference = json.loads((out_dir / "teacher_metrics.json").read_text())
-        metrics = dict(metrics)
+        metrics = dict(metrics, backbone=train_config.backbone)
         metrics["teacher_diversity"], metrics["teacher_quality"] = reference["diversity"], reference["quality"]
         metrics["objective"] = combined_objective(
             metrics["diversity"], metrics["quality"], teacher_diversity=reference["diversity"],

@@ -50,6 +50,14 @@ TRAIN_MODES = ("full", "lora")
 DECODE_CHUNK = 4  # latents per VAE call: a 1024 px fp32 decode of 16 images at once needs tens of GB
 EMBEDDING_CACHE_VERSION = 1  # bump when the stored embedding format changes
 
+
+def _dtype_kwarg(dtype: torch.dtype) -> dict:
+    """``from_pretrained``'s dtype argument: ``dtype`` in newer diffusers (which deprecate
+    ``torch_dtype`` and define ``_resolve_dtype`` for it), ``torch_dtype`` before."""
+    import diffusers.utils
+
+    return {"dtype" if hasattr(diffusers.utils, "_resolve_dtype") else "torch_dtype": dtype}
+
 # Generic prompts for runs whose config names none (real runs should pass a prompt file's lines).
 DEFAULT_PROMPTS = (
     "a photo of a dog", "a red sports car on a mountain road at sunset", "a bowl of fruit on a wooden table",
@@ -114,6 +122,9 @@ class DiffusersBackbone(Backbone):
             raise ValueError(f"backbone {variant!r}: " + "; ".join(problems))
         self.path = str(path) if path is not None else self.variant.hub_id
         self.root = check_weights_dir(self.path, variant)  # local folder, or the hub id to download
+        # what from_pretrained reads: the resolved folder (a trial may run in another working
+        # directory; a cached hub snapshot loads with no network), else the hub id to download
+        self.source = str(self.root) if isinstance(self.root, Path) else self.path
         self.identity = weights_identity(self.root)
         self.cfg_scale = float(cfg_scale if cfg_scale is not None else self.variant.cfg_scale)
         self.device = torch.device(device)
@@ -176,6 +187,8 @@ class DiffusersBackbone(Backbone):
         """Embeddings of ``prompts`` (batch first, on ``device``); each distinct prompt is encoded
         by the text encoders at most once (memory, then the disk cache, then the encoders)."""
         self.validate_prompts(prompts)
+        if not prompts:
+            raise ValueError("encode_prompts needs at least one prompt ('' for the unconditional embedding)")
         missing = [p for p in dict.fromkeys(prompts) if p not in self._rows]
         if self.embedding_cache:
             for prompt in missing:
@@ -226,15 +239,15 @@ class DiffusersBackbone(Backbone):
                               stacklevel=3)
             pipeline_class = self.pipeline_class()
             self._text_pipe = pipeline_class.from_pretrained(
-                self.path, **{self.network_folder: None, "vae": None}, torch_dtype=self.weights_dtype
+                self.source, **{self.network_folder: None, "vae": None}, **_dtype_kwarg(self.weights_dtype)
             ).to(self.device)
             self.text_encoder_loads += 1
         return self._text_pipe
 
     # --- networks ------------------------------------------------------------------------------
     def load_teacher(self) -> nn.Module:
-        return self.network_class().from_pretrained(self.path, subfolder=self.network_folder,
-                                                    torch_dtype=self.weights_dtype)
+        return self.network_class().from_pretrained(self.source, subfolder=self.network_folder,
+                                                    **_dtype_kwarg(self.weights_dtype))
 
     def build_networks(self) -> tuple[nn.Module, nn.Module, nn.Module]:
         """(teacher, student, fake): the frozen teacher in ``weights_dtype``; the others per ``train_mode``."""
@@ -250,7 +263,9 @@ class DiffusersBackbone(Backbone):
         if self.gradient_checkpointing:
             net.enable_gradient_checkpointing()
         if self.train_mode == "full":
-            return net.to(torch.float32).requires_grad_(True).train()
+            if any(p.dtype != torch.float32 for p in net.parameters()):
+                net.to(torch.float32)  # fp32 master weights
+            return net.requires_grad_(True).train()
         from peft import LoraConfig, get_peft_model
 
         config = LoraConfig(r=self.lora_rank, lora_alpha=self.lora_alpha, target_modules=list(self.lora_target_modules),
@@ -274,7 +289,7 @@ class DiffusersBackbone(Backbone):
             from diffusers import AutoencoderKL
 
             # float32: the SDXL VAE overflows in fp16, and decoding is a small part of the cost
-            self._vae = AutoencoderKL.from_pretrained(self.path, subfolder="vae", torch_dtype=torch.float32)
+            self._vae = AutoencoderKL.from_pretrained(self.source, subfolder="vae", **_dtype_kwarg(torch.float32))
             self._vae.to(self.device).requires_grad_(False).eval()
         return self._vae
 

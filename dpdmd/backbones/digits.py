@@ -103,7 +103,9 @@ class DigitsBackbone(Backbone):
 
     Args (keyword-only):
         kind: "flow" (``digits-flow``) or "eps" (``digits-eps``).
-        cfg_scale: teacher guidance weight w (3.5 as the reference).
+        cfg_scale: teacher guidance weight w. 2.0: at the reference's 3.5 the digits teacher
+            collapses (diversity 0.021 against the real digits' 0.075); at 2.0 it keeps 0.040 with
+            97.5% of its samples classified as the prompted digit (README, "The built-in teachers").
         teacher_steps: the teacher's Euler / DDIM steps (30 as the reference).
         student_steps: the student's steps (4).
         shift: flow only, the sigma shift of the grids (3.0 as SD3.5).
@@ -114,7 +116,7 @@ class DigitsBackbone(Backbone):
     default_prompts = digits_data.ALL_PROMPTS
     latent_shape = (16, 8, 8)
 
-    def __init__(self, *, kind: str = "flow", cfg_scale: float = 3.5, teacher_steps: int = 30,
+    def __init__(self, *, kind: str = "flow", cfg_scale: float = 2.0, teacher_steps: int = 30,
                  student_steps: int = 4, shift: float = 3.0, device: str | torch.device = "cpu"):
         if kind not in ("flow", "eps"):
             raise ValueError(f"digits backbone kind must be 'flow' or 'eps', got {kind!r}")

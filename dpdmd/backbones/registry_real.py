@@ -88,7 +88,14 @@ def _variant_and_kind(kind: str) -> tuple[Variant | None, str]:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    """HF_HUB_OFFLINE as set now, or as huggingface_hub read it at import."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def _cached_snapshot(repo_id: str) -> Path | None:
@@ -129,6 +136,12 @@ def _missing_parts(root: Path, kind: str, *, require_weights: bool) -> list[str]
 def _check_folder(root: Path, kind: str, label: str, variant: Variant | None, *, require_weights: bool) -> None:
     pipeline, parts = LAYOUTS[kind]
     who = f"backbone {variant.name!r}" if variant else f"a {kind} backbone"
+    index = root / "model_index.json"
+    found = json.loads(index.read_text()).get("_class_name") if index.is_file() else pipeline
+    if found != pipeline:  # checked first: another pipeline's folder lacks our parts, which says less
+        raise ValueError(f"{label} holds a {found} (model_index.json), but {who} needs a {pipeline}; "
+                         f"point path= at {pipeline} weights or pick the backbone that matches them. "
+                         f"{NO_WEIGHTS_HINT}")
     missing = _missing_parts(root, kind, require_weights=require_weights)
     if missing:
         get = (f"`huggingface-cli download {variant.hub_id} --local-dir DIR`" if variant
@@ -137,11 +150,6 @@ def _check_folder(root: Path, kind: str, label: str, variant: Variant | None, *,
             f"{label} is not a complete diffusers {pipeline} folder, which {who} needs; missing: "
             f"{'; '.join(missing)}. It needs model_index.json and the subfolders {', '.join(parts)} "
             f"(get them with {get}, then pass path=DIR). {NO_WEIGHTS_HINT}")
-    found = json.loads((root / "model_index.json").read_text()).get("_class_name")
-    if found != pipeline:
-        raise ValueError(f"{label} holds a {found} (model_index.json), but {who} needs a {pipeline}; "
-                         f"point path= at {pipeline} weights or pick the backbone that matches them. "
-                         f"{NO_WEIGHTS_HINT}")
 
 
 def check_weights_dir(path: str | os.PathLike, kind: str) -> Path | str:
@@ -151,12 +159,13 @@ def check_weights_dir(path: str | os.PathLike, kind: str) -> Path | str:
         path: a local diffusers folder, or a Hugging Face hub id (``"org/name"``).
         kind: "sd3", "sdxl", or a backbone name ("sd35m", "sd35l", "sd3m", "sdxl").
     Returns:
-        The local folder (resolved; a hub id gives its Hugging Face cache snapshot), or the hub id
-        itself when it is not cached and downloads are allowed (``from_pretrained`` fetches it).
+        The local folder to load from (resolved; a hub id gives its Hugging Face cache snapshot when
+        that is complete), or the hub id itself when it is not (completely) cached and downloads
+        are allowed: ``from_pretrained`` fetches it then.
     Raises:
         FileNotFoundError: the folder does not exist, or lacks model_index.json, a component
             subfolder, a config or weights file (each named in the message); a hub id that is not
-            cached while ``HF_HUB_OFFLINE`` is set.
+            (completely) cached while ``HF_HUB_OFFLINE`` is set.
         ValueError: the folder holds another pipeline class than ``kind`` needs.
     """
     variant, kind = _variant_and_kind(kind)
@@ -170,10 +179,16 @@ def check_weights_dir(path: str | os.PathLike, kind: str) -> Path | str:
         return local.resolve()
     if _HUB_ID.match(text):
         snapshot = _cached_snapshot(text)
-        if snapshot is not None:  # a cached hub snapshot may hold configs only: from_pretrained completes it
-            _check_folder(snapshot, kind, f"the cached hub snapshot of {text} ({snapshot})", variant,
-                          require_weights=False)
-            return snapshot
+        if snapshot is not None:
+            label = f"the cached hub snapshot of {text} ({snapshot})"
+            try:  # complete: load from it, no network needed
+                _check_folder(snapshot, kind, label, variant, require_weights=True)
+                return snapshot
+            except FileNotFoundError:
+                if _offline():
+                    raise
+                _check_folder(snapshot, kind, label, variant, require_weights=False)  # from_pretrained completes it
+                return text
         if _offline():
             raise FileNotFoundError(
                 f"weights {text!r}: no such local folder, and not in the Hugging Face cache while "

@@ -7,25 +7,31 @@ with L = ``max_sequence_length``, ``pooled_projections`` (B, 2048)); the VAE dec
 (``latents / scaling_factor + shift_factor``). The schedule is `FlowSchedule` with the shift of the
 folder's scheduler config (3.0 for all three); the transformer's timestep is ``1000 s``.
 
-Memory (per GPU; parameters counted from the diffusers configs, bytes by arithmetic, activations
-not included unless said; estimates, not measurements):
+Memory and time per GPU. Measured (November 2026) through this class and `DPDMD` with random
+weights of the real SD3.5-M shape (text encoders tiny, so their memory is not in these figures),
+1024 px, batch 4, weights_dtype bf16, ``mixed_precision="bf16"``, ``gradient_checkpointing=True``,
+torch 2.11, diffusers 0.42.1, the optimiser `DPDMD` builds (torch AdamW, default foreach):
 
-- SD3.5-M transformer 2.24 B parameters (SD3-M 2.03 B, SD3.5-L 8.06 B). Frozen teacher in bf16:
-  4.5 GB (SD3.5-L 16 GB). T5-XXL 4.8 B + CLIP-L/G 0.8 B in bf16: ~11 GB while prompts are encoded,
-  0 after `release_text_encoders()` (the default flow: `warm_prompts` before training).
-- ``train_mode="full"`` (the reference): student and fake score each hold fp32 weights, fp32
-  gradients and AdamW's two fp32 moments, 16 bytes a parameter: 2 x 2.24 B x 16 B = 72 GB, plus
-  the teacher: ~76 GB before activations. It does not fit one 80 GB H100; the reference shards it
-  over 8 GPUs (batch 4 each). A 141 GB H200 holds the states, with gradient checkpointing for the
-  activations. SD3.5-L full needs ~274 GB of states: sharding only (not implemented here).
-- ``train_mode="lora"``, rank 64 on the attention projections (47.8 M parameters for SD3.5-M,
-  37.6 M for SD3-M, 94.3 M for SD3.5-L): teacher + two frozen bf16 copies 13.5 GB, adapters with
-  their gradients and AdamW states 2 x 47.8 M x 16 B = 1.5 GB: ~15 GB of weights and states for
-  SD3.5-M (~49 GB for SD3.5-L). Activations decide the rest: the student loss backpropagates
-  through three transformer calls (the student's steps 2..4), and one forward+backward of the
-  SD3.5-M shape at 1024 px batch 4 peaked at 53 GiB on an H100 without checkpointing
-  (shared/docs/stack-notes.md); with ``gradient_checkpointing=True`` only each block's input is
-  kept, about 1.3 GB per call at 1024 px batch 4, so LoRA SD3.5-M training fits one 80 GB GPU.
+=====================  =========  ==========  ==========  ==========  =========  ===========
+train_mode (SD3.5-M)   trainable  GiB built   GiB steady  GiB peak    fake upd.  student upd.
+=====================  =========  ==========  ==========  ==========  =========  ===========
+lora, rank 64 (H100)   47.8 M     14.2        15.3        22.2        1.62 s     3.64 s
+full (H200)            2.24 B     23.0        73.2        84.1        1.48 s     3.43 s
+full (H100)            2.24 B     23.1        out of memory at batch 1 and 4 (76.9 GiB reached)
+=====================  =========  ==========  ==========  ==========  =========  ===========
+
+("built": the three networks; "steady": with AdamW states; the teacher anchor at K = 5 took a
+further 1.7-1.8 s a student update.) So: LoRA fits one 80 GB GPU with room for larger batches;
+full fine-tuning, the reference's mode, needs a 141 GB H200 per process here (the reference shards
+it over 8 GPUs; sharding is not implemented here). The arithmetic behind it: full holds fp32
+weights, gradients and two AdamW moments, 16 bytes a parameter, for the student and the fake score
+(2 x 2.24 B x 16 B = 72 GB = 67 GiB) plus the bf16 teacher (4.2 GiB). Estimates, not measured:
+SD3-M (2.03 B; LoRA 37.6 M) a little below SD3.5-M; SD3.5-L (8.06 B; LoRA 94.3 M) ~258 GB of
+states for full (sharding only) and ~48 GB of frozen bf16 weights for LoRA plus activations. The real
+text encoders (T5-XXL 4.8 B + CLIP-L/G 0.8 B, ~11 GB in bf16) sit on the GPU only while prompts
+are encoded: `warm_prompts` frees them before training, and the disk cache spares later runs them.
+Without gradient checkpointing the student's backward keeps the activations of three transformer
+calls (steps 2..4): one forward+backward alone peaked at 53 GiB at this size (stack-notes.md).
 """
 
 from __future__ import annotations

@@ -11,18 +11,24 @@ does), exactly the unconditional branch diffusers' SDXL pipeline uses. The VAE d
 scheduler betas (scaled-linear 0.00085..0.012): DDIM steps, students at [999, 749, 499, 249]
 (method.md, "Eps (diffusion) backbones").
 
-Memory (per GPU; parameters counted from the diffusers config, bytes by arithmetic, activations not
-included; estimates, not measurements):
+Memory and time per GPU. Measured (November 2026) through this class and `DPDMD` with random
+weights of the real SDXL shape (text encoders tiny, so their memory is not in these figures),
+1024 px, batch 4, weights_dtype bf16, ``mixed_precision="bf16"``, ``gradient_checkpointing=True``,
+torch 2.11, diffusers 0.42.1, the optimiser `DPDMD` builds (torch AdamW, default foreach):
 
-- UNet 2.57 B parameters: frozen teacher in bf16 5.1 GB. CLIP-L + CLIP-G 0.8 B: 1.6 GB in bf16
-  while prompts are encoded, 0 after `release_text_encoders()`.
-- ``train_mode="full"``: 2 x 2.57 B x 16 B (fp32 weights, gradients, AdamW moments) = 82 GB plus
-  the teacher: ~87 GB before activations: more than one 80 GB H100; fits a 141 GB H200 with
-  gradient checkpointing, or shard over several GPUs (not implemented here).
-- ``train_mode="lora"``, rank 64 on to_q, to_k, to_v, to_out.0 (92.9 M parameters): teacher + two
-  frozen bf16 copies 15.4 GB, adapters with gradients and AdamW states 3.0 GB: ~18 GB, the rest is
-  activations (one forward+backward at 1024 px batch 4 took 269 ms on an H100; the student loss
-  backpropagates through three UNet calls, so use ``gradient_checkpointing=True`` at 1024 px).
+=====================  =========  ==========  ==========  ==========  =========  ===========
+train_mode (SDXL)      trainable  GiB built   GiB steady  GiB peak    fake upd.  student upd.
+=====================  =========  ==========  ==========  ==========  =========  ===========
+lora, rank 64 (H100)   92.9 M     15.1        17.2        27.2        1.87 s     5.19 s
+full (H200)            2.57 B     24.0        81.4        97.5        1.57 s     4.01 s
+=====================  =========  ==========  ==========  ==========  =========  ===========
+
+("built": the three networks; "steady": with AdamW states; the teacher anchor at K = 5 took a
+further 1.1-1.3 s a student update.) LoRA fits one 80 GB GPU; full fine-tuning needs a 141 GB H200
+(2 x 2.57 B x 16 bytes of fp32 weights, gradients and AdamW moments = 77 GiB, plus the bf16
+teacher) and was not tried on an H100, where SD3.5-M's smaller full setup already ran out of
+memory. Not measured: the real CLIP-L + CLIP-G encoders (0.8 B, ~1.6 GB in bf16), on the GPU only
+while prompts are encoded (`warm_prompts` frees them before training).
 """
 
 from __future__ import annotations

@@ -99,26 +99,33 @@ class RealEvaluatorOptions:
 
 
 def parse_options(options: Mapping[str, Any], *, prefix: str = "evaluator_options"
-                  ) -> tuple[RealEvaluatorOptions | None, list[str]]:
-    """The options as a `RealEvaluatorOptions` (None if malformed) and every problem of their shape."""
+                  ) -> tuple[RealEvaluatorOptions, list[str]]:
+    """The options as a `RealEvaluatorOptions` and every problem of their shape.
+
+    The result holds what did parse (bad entries left out, a bad batch_size or dtype at its
+    default), so the paths of the good entries can still be checked; use it only when the
+    problems are [].
+    """
     if not isinstance(options, Mapping):
-        return None, [f"{prefix}: expected a mapping with keys {', '.join(_OPTION_KEYS)}, got {options!r}"]
+        problem = f"{prefix}: expected a mapping with keys {', '.join(_OPTION_KEYS)}, got {options!r}"
+        return RealEvaluatorOptions(diversity_encoders={}, quality_models={}), [problem]
     problems = [f"{prefix}.{key}: unknown option; allowed: {', '.join(_OPTION_KEYS)}"
                 for key in options if key not in _OPTION_KEYS]
     encoders = _parse_models(options.get("diversity_encoders"), f"{prefix}.diversity_encoders",
                              tuple(ENCODER_MODEL_TYPES), "feature encoder for diversity", problems)
     scorers = _parse_models(options.get("quality_models"), f"{prefix}.quality_models",
                             tuple(SCORERS), "quality model", problems)
-    batch_size = options.get("batch_size", 32)
+    batch_size = options.get("batch_size", RealEvaluatorOptions.batch_size)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         problems.append(f"{prefix}.batch_size: must be a positive integer, got {batch_size!r}")
-    dtype = options.get("dtype", "float32")
-    if dtype not in DTYPES:
+        batch_size = RealEvaluatorOptions.batch_size
+    dtype = options.get("dtype", RealEvaluatorOptions.dtype)
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         problems.append(f"{prefix}.dtype: {dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
-    if problems:
-        return None, problems
-    return RealEvaluatorOptions(diversity_encoders=encoders, quality_models=scorers,
-                                batch_size=batch_size, dtype=dtype), []
+        dtype = RealEvaluatorOptions.dtype
+    parsed = RealEvaluatorOptions(diversity_encoders=encoders, quality_models=scorers,
+                                  batch_size=batch_size, dtype=dtype)
+    return parsed, problems
 
 
 def _parse_models(section: Any, key: str, names: tuple[str, ...], what: str,
@@ -150,11 +157,11 @@ def _expand(path: str | os.PathLike) -> str:
     return os.path.expanduser(os.path.expandvars(os.fspath(path)))
 
 
-def _quality_problem(quality_metric: str | None, configured: Sequence[str]) -> str | None:
+def _quality_problem(quality_metric: str | None, configured: Sequence[str], prefix: str) -> str | None:
     if quality_metric in (None, "auto") or quality_metric in configured:
         return None
     if quality_metric in SCORERS:
-        return (f"quality_metric {quality_metric!r} needs evaluator_options.quality_models."
+        return (f"quality_metric {quality_metric!r} needs {prefix}.quality_models."
                 f"{quality_metric}; configured quality models: {', '.join(configured) or 'none'}")
     return (f"unknown quality_metric {quality_metric!r} for the real evaluator; allowed: "
             f"{', '.join(SCORERS)} (configured: {', '.join(configured) or 'none'})")
@@ -172,18 +179,14 @@ def check_evaluator_paths(options: Mapping[str, Any], *, quality_metric: str | N
     name a configured quality model. Returns [] when all is well.
     """
     parsed, problems = parse_options(options, prefix=prefix)
-    if parsed is None:
-        if isinstance(options, Mapping) and isinstance(options.get("quality_models"), Mapping):
-            problems += filter(None, [_quality_problem(quality_metric, list(options["quality_models"]))])
-        return problems
     for name, paths in parsed.diversity_encoders.items():
         problems += _check_model_dir(paths, ENCODER_MODEL_TYPES[name])
         problems += _check_processor_dir(paths, tokenizer=False)
     for paths in parsed.quality_models.values():
         problems += _check_model_dir(paths, IMAGE_TEXT_MODEL_TYPES)
         problems += _check_processor_dir(paths, tokenizer=True)
-    problems += filter(None, [_quality_problem(quality_metric, list(parsed.quality_models))])
-    return problems
+    quality_problem = _quality_problem(quality_metric, list(parsed.quality_models), prefix)
+    return problems + ([quality_problem] if quality_problem else [])
 
 
 def _check_dir(key: str, path: str, what: str) -> str | None:
@@ -223,12 +226,12 @@ def _check_model_dir(paths: ModelPaths, model_types: Sequence[str]) -> list[str]
 
 def _check_processor_dir(paths: ModelPaths, *, tokenizer: bool) -> list[str]:
     key, path = paths.processor_key, paths.processor
-    if paths.processor != paths.model or paths.processor_key != paths.model_key:
+    if key != paths.model_key:  # {model, processor}: a directory of its own
         missing = _check_dir(key, path, "a local directory with preprocessor_config.json")
         if missing:
             return [missing]
     elif not os.path.isdir(path):
-        return []  # already reported for the model
+        return []  # the model's directory: already reported
     problems = []
     config_file = os.path.join(path, "preprocessor_config.json")
     if not os.path.exists(config_file):
@@ -331,7 +334,7 @@ def make_real_evaluator(name: str, *, device: torch.device | str, quality_metric
     problems = check_evaluator_paths(options, quality_metric=quality_metric)
     if problems:
         raise ConfigError(problems)
-    parsed, _ = parse_options(options)
+    parsed, _ = parse_options(options)  # no problems: check_evaluator_paths found none
     load = _Loader(device, DTYPES[parsed.dtype])
     encoders = {}
     for enc_name, paths in parsed.diversity_encoders.items():

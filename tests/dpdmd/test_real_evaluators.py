@@ -158,15 +158,33 @@ def test_incomplete_directories_are_reported_per_key(weights, tmp_path):
     assert len(problems) == 4
 
 
-def test_malformed_options_list_every_problem(weights):
-    problems = check_evaluator_paths({"diversity_encoders": {"sift": "/x"}, "quality_models": {},
+def test_malformed_options_list_every_problem(weights, tmp_path):
+    missing = str(tmp_path / "clip-vit-large-patch14")
+    problems = check_evaluator_paths({"diversity_encoders": {"sift": "/x", "clip": missing}, "quality_models": {},
                                       "dtype": "float64", "paths": {}})
     text = "\n".join(problems)
     for fragment in ("evaluator_options.paths: unknown option", "diversity_encoders.sift: unknown name",
-                     "quality_models: give at least one quality model", "dtype: 'float64' is not allowed"):
+                     "quality_models: give at least one quality model", "dtype: 'float64' is not allowed",
+                     f"diversity_encoders.clip: {missing} does not exist"):  # paths still checked
         assert fragment in text
+    assert len(problems) == 5
     assert check_evaluator_paths(options(weights, quality_models={"pickscore": {"model": "/m"}}))[0].startswith(
         "evaluator_options.quality_models.pickscore: expected a directory path, or a mapping")
+
+
+def test_the_documented_yaml_is_well_formed():
+    import textwrap
+
+    import yaml
+
+    import dpdmd.metrics.real as real
+
+    doc = real.__doc__
+    example = yaml.safe_load(textwrap.dedent(doc[doc.index("    eval:"):doc.index("Names:")]))["eval"]
+    problems = check_evaluator_paths(example["evaluator_options"], quality_metric=example["quality_metric"],
+                                     prefix="eval.evaluator_options")
+    # on a machine without those weights every problem is a missing directory, named by its key
+    assert all(p.startswith("eval.evaluator_options.") and "does not exist" in p for p in problems)
 
 
 def test_environment_variables_in_paths(weights, monkeypatch):
@@ -208,7 +226,10 @@ def test_wrong_checkpoint_with_missing_weights_is_refused(weights, tmp_path):
 def test_dinov3_processor_without_torchvision_is_reported(weights, tmp_path):
     processor = tmp_path / "dinov3-processor"
     processor.mkdir()
-    (processor / "preprocessor_config.json").write_text(json.dumps({"image_processor_type": "DINOv3ViTImageProcessorFast"}))
+    config = {"image_processor_type": "DINOv3ViTImageProcessorFast"}
+    (processor / "preprocessor_config.json").write_text(json.dumps(config))
     problems = check_evaluator_paths(options(weights, diversity_encoders={
         "dinov3": {"model": weights["dinov3"], "processor": str(processor)}}))
-    assert len(problems) == 1 and "diversity_encoders.dinov3.processor: " in problems[0] and "torchvision" in problems[0]
+    assert len(problems) == 1
+    assert problems[0].startswith("evaluator_options.diversity_encoders.dinov3.processor: ")
+    assert "torchvision" in problems[0]

@@ -1,0 +1,547 @@
+"""Time one DP-DMD iteration of the project's own code on a GPU (issue 4, section 5).
+
+Runs `dpdmd.method.DPDMD` (``student_update``, ``fake_update``) and the teacher anchor from
+`dpdmd.anchors` with random-weight networks of the real shapes:
+
+- ``sd35m``: an SD3.5-Medium-shaped `SD3Transformer2DModel` (24 layers, 24 heads of 64, dual
+  attention in layers 0-12, RMS qk-norm; 2.24 B parameters), prompts (B, 333, 4096) + (B, 2048);
+- ``sdxl``: an SDXL-shaped `UNet2DConditionModel` (2.57 B), prompts (B, 77, 2048), text_embeds
+  (B, 1280), time_ids (B, 6).
+
+Teacher in bf16 weights; student and fake score train with fp32 master weights under bf16 autocast
+(``DPDMD(mixed_precision="bf16")``), gradient checkpointing on their grad-mode forwards. Setups:
+``full`` (full fine-tuning, AdamW over every weight) and ``lora`` (frozen bf16 base + fp32 LoRA
+factors, `dpdmd.acceleration.add_lora`). For each (model, setup, resolution, batch) it reports the
+phases of `DPDMD.seconds` (rollout, dmd, student_backward, fake), the anchor (K teacher steps with
+CFG), peak memory, and TFLOP/s from ``FlopCounterMode`` against a bf16 matmul ceiling measured in
+the same run. "model" FLOPs leave out the forward that gradient checkpointing recomputes; "hw"
+FLOPs count it. A *cycle* is what the trainer does per student update: the anchor, one student
+update and five fake-score updates (``fake_updates = 5``).
+
+    python bench/gpu_step.py --smoke                       # CPU, tiny models, a minute
+    python bench/gpu_step.py --models sd35m,sdxl --setups full,lora --configs 1024:4,512:1
+    python bench/gpu_step.py --models sd35m --setups full --configs 1024:4 \
+        --compile --fused-adamw --eager-baseline --compile-cache /tmp/cc   # regional compile
+
+Results: a markdown table on stdout (last) and ``gpu_step_<tag>.{json,md}`` in ``--out`` ($OUT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dpdmd import acceleration as acc  # noqa: E402
+from dpdmd.anchors import LocalAnchors, teacher_calls_for  # noqa: E402
+from dpdmd.backbones.base import Backbone, Embeddings  # noqa: E402
+from dpdmd.method import DPDMD  # noqa: E402
+from dpdmd.schedules import EpsSchedule, FlowSchedule  # noqa: E402
+from dpdmd.stream import iteration_batch  # noqa: E402
+
+FAKE_UPDATES = 5  # fake-score updates per student update (method.md)
+OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+# --- the networks, real shapes or tiny (smoke) -----------------------------------------------------
+def sd35m_config(tiny: bool) -> dict:
+    if tiny:
+        return dict(sample_size=16, patch_size=2, in_channels=16, num_layers=3, attention_head_dim=16,
+                    num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=32,
+                    pooled_projection_dim=16, out_channels=16, pos_embed_max_size=32,
+                    dual_attention_layers=(0,), qk_norm="rms_norm")
+    return dict(sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
+                num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
+                pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=384,
+                dual_attention_layers=tuple(range(13)), qk_norm="rms_norm")
+
+
+def sdxl_config(tiny: bool) -> dict:
+    common = dict(in_channels=4, out_channels=4, layers_per_block=2, use_linear_projection=True,
+                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                  up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                  addition_embed_type="text_time", act_fn="silu", norm_num_groups=32)
+    if tiny:
+        return dict(common, sample_size=16, block_out_channels=(32, 64, 64), transformer_layers_per_block=(1, 1, 2),
+                    cross_attention_dim=32, attention_head_dim=(2, 4, 4), addition_time_embed_dim=8,
+                    projection_class_embeddings_input_dim=8 * 6 + 16)
+    return dict(common, sample_size=128, block_out_channels=(320, 640, 1280), transformer_layers_per_block=(1, 2, 10),
+                cross_attention_dim=2048, attention_head_dim=(5, 10, 20), addition_time_embed_dim=256,
+                projection_class_embeddings_input_dim=2816)
+
+
+class RandomDiffusersBackbone(Backbone):
+    """The `Backbone` interface over a random-weight SD3.5-M- or SDXL-shaped network.
+
+    Teacher: bf16 weights, frozen. Student / fake score: ``setup="full"``: fp32 copies, all weights
+    trained; ``setup="lora"``: bf16 frozen copies with fp32 LoRA factors. Every network call runs
+    under bf16 autocast (so the anchor and the DMD step use the same teacher kernels).
+    """
+
+    def __init__(self, *, model: str, setup: str, device: torch.device, tiny: bool = False,
+                 lora_rank: int = 64, grad_ckpt: bool = True, seed: int = 0):
+        if model not in ("sd35m", "sdxl"):
+            raise ValueError(f"model must be sd35m or sdxl, got {model!r}")
+        if setup not in ("full", "lora"):
+            raise ValueError(f"setup must be full or lora, got {setup!r}")
+        self.name, self.model, self.setup, self.device, self.tiny = model, model, setup, device, tiny
+        self.lora_rank, self.grad_ckpt, self.seed = lora_rank, grad_ckpt, seed
+        if model == "sd35m":
+            self.schedule = FlowSchedule(shift=3.0, teacher_steps=30)
+            self.channels, self.cfg_scale = 16, 3.5
+            self.text_len = 8 if tiny else 333
+            self.dims = (32, 16) if tiny else (4096, 2048)  # joint_attention_dim, pooled
+        else:
+            self.schedule = EpsSchedule(teacher_steps=30)
+            self.channels, self.cfg_scale = 4, 5.0
+            self.text_len = 8 if tiny else 77
+            self.dims = (32, 16) if tiny else (2048, 1280)  # cross_attention_dim, text_embeds
+        self.latent_shape = (self.channels, 16, 16)
+        self.default_lr = 1e-5
+        self.default_prompts = tuple(f"prompt {i}" for i in range(16))
+
+    def set_resolution(self, pixels: int) -> None:
+        self.latent_shape = (self.channels, pixels // 8, pixels // 8)
+
+    # --- prompts: random embeddings of the real shapes ---
+    def validate_prompts(self, prompts: Sequence[str]) -> None:
+        return None
+
+    def encode_prompts(self, prompts: Sequence[str]) -> Embeddings:
+        g = torch.Generator().manual_seed(self.seed + 7919 * len(prompts) + (0 if prompts == [""] else 1))
+        b, (d_text, d_pool) = len(prompts), self.dims
+        emb = {"encoder_hidden_states": torch.randn(b, self.text_len, d_text, generator=g)}
+        if self.model == "sd35m":
+            emb["pooled_projections"] = torch.randn(b, d_pool, generator=g)
+        else:
+            emb["text_embeds"] = torch.randn(b, d_pool, generator=g)
+            size = 8 * self.latent_shape[1]
+            emb["time_ids"] = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32).repeat(b, 1)
+        return {k: v.to(self.device) for k, v in emb.items()}
+
+    # --- networks ---
+    def load_teacher(self) -> nn.Module:
+        from diffusers import SD3Transformer2DModel, UNet2DConditionModel
+
+        torch.manual_seed(self.seed)
+        cls, cfg = ((SD3Transformer2DModel, sd35m_config(self.tiny)) if self.model == "sd35m"
+                    else (UNet2DConditionModel, sdxl_config(self.tiny)))
+        with torch.device(self.device):  # initialise on the GPU: seconds instead of minutes
+            return cls(**cfg)
+
+    def build_networks(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        base = self.load_teacher()  # fp32
+        if self.setup == "full":
+            student, fake = copy.deepcopy(base).train(), copy.deepcopy(base).train()
+            teacher = base.to(torch.bfloat16)
+        else:
+            teacher = base.to(torch.bfloat16)
+            student, fake = copy.deepcopy(teacher).train(), copy.deepcopy(teacher).train()
+            for net in (student, fake):
+                acc.add_lora(net, rank=self.lora_rank)
+        for net in (student, fake):
+            if self.setup == "full":
+                net.requires_grad_(True)
+            if self.grad_ckpt:
+                net.enable_gradient_checkpointing()
+        teacher.requires_grad_(False).eval()
+        return teacher, student, fake
+
+    def predict(self, net: nn.Module, x: torch.Tensor, level, emb: Embeddings) -> torch.Tensor:
+        t = torch.full((x.shape[0],), self.schedule.net_timestep(level), device=x.device)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            if self.model == "sd35m":
+                out = net(hidden_states=x, timestep=t, encoder_hidden_states=emb["encoder_hidden_states"],
+                          pooled_projections=emb["pooled_projections"], return_dict=False)[0]
+            else:
+                out = net(x, t, encoder_hidden_states=emb["encoder_hidden_states"], return_dict=False,
+                          added_cond_kwargs={"text_embeds": emb["text_embeds"], "time_ids": emb["time_ids"]})[0]
+        return out.float()
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("the benchmark backbone has no VAE")
+
+
+class BenchDPDMD(DPDMD):
+    """DPDMD that can also count the FLOPs of each phase (``self.flops``, when not None)."""
+
+    flops: dict[str, int] | None = None
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        if self.flops is None:
+            with super().phase(name):
+                yield
+            return
+        with FlopCounterMode(display=False) as counter, super().phase(name):
+            yield
+        self.flops[name] += counter.get_total_flops()
+
+
+# --- measurement helpers --------------------------------------------------------------------------
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_ceiling(device: torch.device, n: int, reps: int = 20) -> float:
+    """bf16 n x n x n matmul rate in TFLOP/s (median of ``reps`` timed products, random data)."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(reps):
+        sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times) / 1e12
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def stance(eager: bool):
+    """Force eager execution of compiled blocks (FLOP counting, eager baseline in one process)."""
+    if eager and hasattr(torch, "compiler") and hasattr(torch.compiler, "set_stance"):
+        return torch.compiler.set_stance("force_eager")
+    return contextlib.nullcontext()
+
+
+class Runner:
+    """One (model, setup): builds the networks once and measures each (resolution, batch)."""
+
+    def __init__(self, args, model: str, setup: str, device: torch.device):
+        self.args, self.device = args, device
+        self.backbone = RandomDiffusersBackbone(model=model, setup=setup, device=device, tiny=args.smoke,
+                                                lora_rank=args.lora_rank, grad_ckpt=not args.no_grad_ckpt)
+        t0 = time.perf_counter()
+        self.dp = BenchDPDMD(self.backbone, lambda_div=0.05, lr_student=1e-5, lr_fake=1e-5,
+                             mixed_precision="bf16")
+        self.build_s = time.perf_counter() - t0
+        self.dp.synchronize = True
+        if args.fused_adamw:
+            self.dp.opt_student = acc.use_fused_adamw(self.dp.opt_student)
+            self.dp.opt_fake = acc.use_fused_adamw(self.dp.opt_fake)
+        self.anchors = LocalAnchors(self.backbone, self.dp.teacher, args.anchor_k)
+        self.compiled_blocks = 0
+        self.trainable = sum(p.numel() for p in DPDMD.trainable(self.dp.student))
+
+    def compile(self) -> None:
+        kwargs = dict(dynamic=False, backend=self.args.compile_backend)
+        if self.args.compile_mode != "default":
+            kwargs["mode"] = self.args.compile_mode
+        for net in (self.dp.teacher, self.dp.student, self.dp.fake):
+            self.compiled_blocks += acc.compile_repeated_blocks(net, **kwargs)
+
+    # --- the pieces of one iteration ---
+    def anchor(self, batch, cond, uncond) -> tuple[torch.Tensor, float]:
+        sync(self.device)
+        t0 = time.perf_counter()
+        target = self.anchors(batch, cond, uncond)
+        sync(self.device)
+        return target, time.perf_counter() - t0
+
+    def student(self, batch, cond, uncond, target) -> dict[str, float]:
+        self.dp.seconds.clear()
+        self.dp.student_update(batch, cond, uncond, target)
+        acc.free_grads(self.dp.opt_student)  # DPDMD zeroes them before the next backward anyway
+        return dict(self.dp.seconds)
+
+    def fake(self, batch, cond) -> float:
+        self.dp.seconds.clear()
+        self.dp.fake_update(batch, cond)
+        acc.free_grads(self.dp.opt_fake)
+        return self.dp.seconds["fake"]
+
+    def count_flops(self, batches, cond, uncond) -> dict[str, int]:
+        """FLOPs of one guided teacher call, one plain forward, and each phase of both updates."""
+        dp, sched, b = self.dp, self.backbone.schedule, batches[0]
+        x1 = b.x1.to(self.device)
+        with stance(True):
+            with torch.no_grad(), FlopCounterMode(display=False) as c:
+                dp._guided_teacher(x1, sched.teacher_levels[0], cond, uncond)
+            guided = c.get_total_flops()
+            with torch.no_grad(), FlopCounterMode(display=False) as c:
+                dp._predict(dp.student, x1, sched.student_levels[0], cond)
+            forward = c.get_total_flops()
+            target, _ = self.anchor(b, cond, uncond)
+            dp.flops = defaultdict(int)
+            try:
+                self.student(b, cond, uncond, target)
+                self.fake(batches[1], cond)
+            finally:
+                flops, dp.flops = dict(dp.flops), None
+        flops.update(guided=guided, forward=forward,
+                     anchor=guided * teacher_calls_for([self.args.anchor_k], sched))
+        return flops
+
+    def iteration(self, batches, i, cond, uncond, fakes: int) -> dict:
+        """Anchor + one student update + ``fakes`` fake updates; seconds per phase."""
+        target, anchor_s = self.anchor(batches[i], cond, uncond)
+        stu = self.student(batches[i], cond, uncond, target)
+        fake = [self.fake(batches[i + 1 + j], cond) for j in range(fakes)]
+        return {"anchor": anchor_s, **{k: stu.get(k, 0.0) for k in ("rollout", "dmd", "student_backward")},
+                "student": sum(stu.values()), "fake": fake}
+
+    def measure(self, pixels: int, batch: int, mode: str, flops: dict | None) -> dict:
+        """Time the first iteration and ``--reps`` steady ones at (pixels, batch) in ``mode``."""
+        args, bb = self.args, self.backbone
+        bb.set_resolution(pixels)
+        n = 2 + args.reps * (1 + args.fake_reps) + 1 + args.fake_reps
+        batches = [iteration_batch(seed=0, iteration=i, prompts=bb.default_prompts, batch_size=batch,
+                                   latent_shape=bb.latent_shape, num_dmd_levels=len(bb.schedule.dmd_levels))
+                   for i in range(n)]
+        cond, uncond = bb.encode_prompts(batches[0].prompts), bb.unconditional(batch)
+        if flops is None:
+            flops = self.count_flops(batches, cond, uncond)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        with stance(mode == "eager"):
+            t0 = time.perf_counter()
+            first = self.iteration(batches, 0, cond, uncond, 1)
+            first_wall = time.perf_counter() - t0
+            steady, i = [], 2
+            for _ in range(args.reps):
+                steady.append(self.iteration(batches, i, cond, uncond, args.fake_reps))
+                i += 1 + args.fake_reps
+        rec = {"first": first, "first_wall_s": first_wall, "steady": steady, "flops": flops}
+        if mode == "compiled":
+            rec["compile_counters"] = compile_counters()
+        rec.update(summarise(first, steady, flops, recomputed=(len(bb.schedule.student_levels) - 1
+                                                                if bb.grad_ckpt else 0)))
+        if self.device.type == "cuda":
+            rec["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            rec["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+        return rec, flops
+
+
+def compile_counters() -> dict:
+    """Dynamo / Inductor counters so far in this process (graphs, cache hits and misses)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return {}
+    keep = ("stats", "inductor", "aot_autograd", "frames")
+    out = {k: {str(kk): vv for kk, vv in counters[k].items() if isinstance(vv, (int, float))}
+           for k in keep if k in counters}
+    out["graph_breaks"] = sum(counters["graph_break"].values()) if "graph_break" in counters else 0
+    return out
+
+
+def summarise(first: dict, steady: list[dict], flops: dict, recomputed: int) -> dict:
+    """Medians per phase, FLOPs per phase (model / hw), and the cycle (anchor + student + 5 fake)."""
+    s = {k: median([r[k] for r in steady]) for k in ("anchor", "rollout", "dmd", "student_backward", "student")}
+    s["fake"] = median([f for r in steady for f in r["fake"]])
+    fwd = flops["forward"] if recomputed else 0
+    hw = {"anchor": flops["anchor"], "rollout": flops["rollout"], "dmd": flops["dmd"],
+          "student_backward": flops["student_backward"], "fake": flops["fake"]}
+    model = dict(hw, student_backward=hw["student_backward"] - recomputed * fwd, fake=hw["fake"] - (1 if recomputed else 0) * fwd)
+    for f in (hw, model):
+        f["student"] = f["rollout"] + f["dmd"] + f["student_backward"]
+        f["cycle"] = f["anchor"] + f["student"] + FAKE_UPDATES * f["fake"]
+        f["cycle_no_anchor"] = f["student"] + FAKE_UPDATES * f["fake"]
+    s["cycle"] = s["anchor"] + s["student"] + FAKE_UPDATES * s["fake"]
+    s["cycle_no_anchor"] = s["student"] + FAKE_UPDATES * s["fake"]
+    tflops = {k: model[k] / s[k] / 1e12 for k in model}
+    tflops_hw = {k: hw[k] / s[k] / 1e12 for k in hw}
+    first_total = first["anchor"] + first["student"] + first["fake"][0]
+    return {"seconds": s, "model_flops": model, "hw_flops": hw, "tflops": tflops, "tflops_hw": tflops_hw,
+            "first_iteration_s": first_total,
+            "first_minus_steady_s": first_total - (s["anchor"] + s["student"] + s["fake"])}
+
+
+# --- the table ------------------------------------------------------------------------------------
+COLUMNS = ("model", "setup", "px", "B", "mode", "anchor K s", "rollout s", "DMD s", "stu bwd+step s",
+           "student s", "fake s", "cycle s", "peak GiB", "TF/s stu", "TF/s fake", "TF/s anchor",
+           "cycle % ceil (model/hw)", "no-anchor %", "1st-iter extra s")
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table of result rows (each carries the ceiling measured in its own run)."""
+    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        head = [r["model"], r["setup"], str(r["px"]), str(r["B"]), r["mode"]]
+        if r.get("status", "ok") != "ok":
+            out.append("| " + " | ".join(head + [r["status"]] + [""] * (len(COLUMNS) - 6)) + " |")
+            continue
+        s, tf, th, ceiling = r["seconds"], r["tflops"], r["tflops_hw"], r["ceiling_tflops"]
+        cells = [f"{s['anchor']:.3f}", f"{s['rollout']:.3f}", f"{s['dmd']:.3f}", f"{s['student_backward']:.3f}",
+                 f"{s['student']:.3f}", f"{s['fake']:.3f}", f"{s['cycle']:.2f}",
+                 f"{r['peak_gib']:.1f}" if "peak_gib" in r else "-",
+                 num(tf["student"]), num(tf["fake"]), num(tf["anchor"]),
+                 f"{100 * tf['cycle'] / ceiling:.0f} / {100 * th['cycle'] / ceiling:.0f}",
+                 f"{100 * tf['cycle_no_anchor'] / ceiling:.0f}", f"{r['first_minus_steady_s']:.1f}"]
+        out.append("| " + " | ".join(head + cells) + " |")
+    return "\n".join(out)
+
+
+def num(x: float) -> str:
+    return f"{x:.0f}" if abs(x) >= 10 else f"{x:.3g}"
+
+
+def merge(paths: Sequence[str], out: Path) -> None:
+    """Print and save (``gpu_step_merged.md``) one table over several result files."""
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    rows = [dict(r, ceiling_tflops=r.get("ceiling_tflops", d["ceiling_tflops"])) for d in docs for r in d["rows"]]
+    devices = sorted({d["device"] for d in docs})
+    ceilings = ", ".join(f"{d['ceiling_tflops']:.0f}" for d in docs)
+    text = f"device: {', '.join(devices)}; bf16 matmul ceiling per run: {ceilings} TFLOP/s\n\n{table(rows)}\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_step_merged.md").write_text(text)
+    print(text)
+
+
+def parse_configs(text: str) -> list[tuple[int, int]]:
+    """``"1024:4,512:1"`` -> [(1024, 4), (512, 1)]."""
+    try:
+        return [(int(p), int(b)) for p, b in (item.split(":") for item in text.split(",") if item)]
+    except ValueError:
+        raise SystemExit(f"--configs wants PIXELS:BATCH[,PIXELS:BATCH...], got {text!r}") from None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="CPU, tiny models and sizes (checks the script)")
+    ap.add_argument("--models", default="sd35m,sdxl")
+    ap.add_argument("--setups", default="full,lora", help="full (fp32 master, all weights) and/or lora")
+    ap.add_argument("--configs", default="1024:4,1024:1,512:4,512:1,1024:2", help="PIXELS:BATCH list, in run order")
+    ap.add_argument("--anchor-k", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=2, help="steady iterations (anchor + student + fake-reps fakes)")
+    ap.add_argument("--fake-reps", type=int, default=2)
+    ap.add_argument("--lora-rank", type=int, default=64)
+    ap.add_argument("--no-grad-ckpt", action="store_true")
+    ap.add_argument("--fused-adamw", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="torch.compile each repeated block (regional)")
+    ap.add_argument("--eager-baseline", action="store_true", help="with --compile: time eager first, same process")
+    ap.add_argument("--compile-backend", default=None, help="default: inductor (aot_eager with --smoke)")
+    ap.add_argument("--compile-mode", default="default")
+    ap.add_argument("--compile-cache", default=None, help="Inductor cache folder shared by trials")
+    ap.add_argument("--budget-s", type=float, default=1e9, help="skip configs once this much wall time has passed")
+    ap.add_argument("--simulate-oom", default="", help="PIXELS:BATCH to fail with a fake OOM (tests the handler)")
+    ap.add_argument("--merge", nargs="+", default=None, help="result JSON files: print one table of them")
+    ap.add_argument("--tag", default="run")
+    ap.add_argument("--no-md", action="store_true", help="write only the JSON (fewer files in $OUT)")
+    ap.add_argument("--out", default=os.environ.get("OUT", "bench_out"))
+    args = ap.parse_args(argv)
+    if args.merge:
+        merge(args.merge, Path(args.out))
+        return 0
+    start = time.perf_counter()
+    if args.smoke:
+        args.configs = "128:2,64:1" if args.configs == ap.get_default("configs") else args.configs
+    args.compile_backend = args.compile_backend or ("aot_eager" if args.smoke else "inductor")
+    device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if args.compile:
+        acc.configure_compile_cache(args.compile_cache)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "torch": torch.__version__, "argv": sys.argv, "args": vars(args)}
+    try:
+        import diffusers
+        info["diffusers"] = diffusers.__version__
+    except ImportError:
+        pass
+    info["ceiling_tflops"] = matmul_ceiling(device, 256 if device.type == "cpu" else 8192)
+    print(f"# device {info['device']}, torch {info['torch']}, bf16 matmul ceiling {info['ceiling_tflops']:.1f} TFLOP/s",
+          flush=True)
+    rows: list[dict] = []
+
+    def save():
+        doc = dict(info, rows=rows, elapsed_s=time.perf_counter() - start)
+        (out_dir / f"gpu_step_{args.tag}.json").write_text(json.dumps(doc, indent=1, default=str))
+        if not args.no_md:
+            (out_dir / f"gpu_step_{args.tag}.md").write_text(table(rows) + "\n")
+
+    configs = parse_configs(args.configs)
+    for model in args.models.split(","):
+        for setup in args.setups.split(","):
+            head = {"model": model, "setup": setup}
+            runner = None
+            try:
+                if time.perf_counter() - start > args.budget_s:
+                    raise TimeoutError("time budget")
+                runner = Runner(args, model, setup, device)
+                print(f"## {model} {setup}: built in {runner.build_s:.1f} s, trainable {runner.trainable / 1e6:.1f} M "
+                      f"per network", flush=True)
+            except (OOM, TimeoutError) as err:
+                status = "OOM (build)" if isinstance(err, OOM) else "skipped (time)"
+                rows += [dict(head, px=p, B=b, mode="-", status=status) for p, b in configs]
+                print(f"## {model} {setup}: {status}", flush=True)
+                runner = None
+                cleanup()
+                save()
+                continue
+            for pixels, batch in configs:
+                modes = (["eager", "compiled"] if args.eager_baseline else ["compiled"]) if args.compile else ["eager"]
+                flops = None
+                for mode in modes:
+                    row = dict(head, px=pixels, B=batch, mode=mode, trainable=runner.trainable,
+                               build_s=runner.build_s, ceiling_tflops=info["ceiling_tflops"],
+                               fused_adamw=args.fused_adamw, grad_ckpt=not args.no_grad_ckpt)
+                    t0 = time.perf_counter()
+                    try:
+                        if time.perf_counter() - start > args.budget_s:
+                            raise TimeoutError("time budget")
+                        if args.simulate_oom == f"{pixels}:{batch}":
+                            raise OOM("simulated")
+                        if mode == "compiled" and not runner.compiled_blocks:
+                            runner.compile()  # lazy: the first call of each graph compiles it
+                            row["compiled_blocks"] = runner.compiled_blocks
+                        rec, flops = runner.measure(pixels, batch, mode, flops)
+                        row.update(rec, status="ok")
+                    except OOM as err:
+                        row.update(status="OOM", error=str(err)[:300])
+                    except TimeoutError:
+                        row.update(status="skipped (time)")
+                    except Exception as err:  # record, keep going with the other configs
+                        row.update(status=f"error: {type(err).__name__}", error=traceback.format_exc()[-2000:])
+                        print(row["error"], flush=True)
+                    row["wall_s"] = time.perf_counter() - t0
+                    rows.append(row)
+                    cleanup(runner)
+                    print(table([row]).splitlines()[-1], f"({row['wall_s']:.0f} s)", flush=True)
+                    save()
+            del runner
+            cleanup()
+    save()
+    print(f"\n# {info['device']}; bf16 matmul ceiling {info['ceiling_tflops']:.0f} TFLOP/s; "
+          f"K={args.anchor_k}, teacher_steps=30, cycle = anchor + 1 student + {FAKE_UPDATES} fake updates; "
+          f"TF/s are model FLOPs (checkpoint recompute excluded); elapsed {time.perf_counter() - start:.0f} s\n")
+    print(table(rows))
+    return 0
+
+
+def cleanup(runner: Runner | None = None) -> None:
+    if runner is not None:
+        acc.free_grads(runner.dp.opt_student, runner.dp.opt_fake)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""A quickstart-sized search on a local Ray with 2 CPUs: outputs, the front, ASHA, the anchor
+cache (computed once, bit-for-bit equal to a recomputation), the offline W&B run, resume."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from tune import search
+from tune.pareto import dominates
+
+SPACE = {
+    "name": "e2e",
+    "method": "grid",
+    "seed": 0,
+    "max_concurrent": 2,
+    "backbones": {"digits-flow": {"resources": {"cpu": 1}}},
+    "parameters": {"anchor_k": {"values": [2, 5]}, "lambda_div": {"values": [0.05, 1.0]}},
+    "train": {"iterations": 48, "batch_size": 4, "teacher_steps": 10},
+    "eval": {"prompts": ["3", "7"], "seeds_per_prompt": 4, "every": 1},
+    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    "wandb": {"enabled": True, "project": "dpdmd-tune-test"},
+}
+
+
+@pytest.fixture(scope="module")
+def finished_search(tmp_path_factory):
+    import os
+
+    tmp = tmp_path_factory.mktemp("search")
+    for var in ("WANDB_API_KEY",):
+        os.environ.pop(var, None)
+    os.environ["WANDB_DIR"] = str(tmp / "wandb")
+    os.environ["WANDB_CONFIG_DIR"] = str(tmp / "wandb-config")
+    os.environ["NETRC"] = str(tmp / "no-netrc")
+    os.environ.pop("WANDB_MODE", None)  # offline must be chosen automatically (no API key)
+    space_path = tmp / "space.yaml"
+    space_path.write_text(yaml.safe_dump(SPACE))
+    storage = tmp / "runs"
+    assert search.main(["--space", str(space_path), "--storage", str(storage)]) == 0
+    return space_path, storage, storage / "e2e"
+
+
+def test_every_output_is_written(finished_search):
+    _, _, exp = finished_search
+    for name in ("trials.parquet", "pareto.parquet", "pareto.png", "curves.png", "summary.json"):
+        assert (exp / name).stat().st_size > 0, name
+    trials = pd.read_parquet(exp / "trials.parquet")
+    assert {"trial_id", "anchor_k", "lambda_div", "backbone", "student_updates", "diversity", "quality",
+            "objective", "loss_dmd", "anchor_hits", "anchor_misses"} <= set(trials.columns)
+    assert trials["trial_id"].nunique() == 5  # 4 grid points + the vanilla-DMD baseline
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["trials"] == 5 and summary["hypervolume"] > 0
+    assert summary["compute"]["teacher_calls_spent"] < summary["compute"]["teacher_calls_without_cache"]
+
+
+def test_front_equals_brute_force_non_dominated_filter(finished_search):
+    _, _, exp = finished_search
+    trials = pd.read_parquet(exp / "trials.parquet")
+    final = trials.sort_values("student_updates").groupby("trial_id").tail(1)
+    pts = {r.trial_id: (r.diversity, r.quality) for r in final.itertuples()}
+    brute = {t for t, p in pts.items()
+             if np.all(np.isfinite(p)) and not any(dominates(q, p) for u, q in pts.items() if u != t)}
+    front = pd.read_parquet(exp / "pareto.parquet")
+    assert set(front["trial_id"]) == brute and brute
+
+
+def test_asha_stops_some_trials_early(finished_search):
+    _, _, exp = finished_search
+    trials = pd.read_parquet(exp / "trials.parquet")
+    last = trials.groupby("trial_id")["student_updates"].max()
+    assert last.max() == 8  # max_t: 48 iterations / 6
+    assert (last < 8).any(), last.to_dict()
+
+
+def test_each_anchor_computed_once_and_equal_to_recomputation(finished_search):
+    _, storage, exp = finished_search
+    summary = json.loads((exp / "summary.json").read_text())
+    cache = summary["cache"]
+    assert cache["keys_computed_twice"] == 0
+    trials = pd.read_parquet(exp / "trials.parquet")
+    final = trials.sort_values("student_updates").groupby("trial_id").tail(1)
+    guided = final[final["lambda_div"] > 0]
+    # every student iteration of every DP-DMD trial asked once; the distinct anchor keys are
+    # the student iterations of the longest trial; each cost one teacher pass to K = 5
+    anchors_asked = int((guided["anchor_hits"] + guided["anchor_misses"]).sum())
+    assert anchors_asked == int(guided["student_updates"].sum())
+    anchor_keys = int(guided["student_updates"].max())
+    assert cache["teacher_calls"] == anchor_keys * 5
+    assert int(guided["anchor_misses"].sum()) == anchor_keys
+
+    # a spilled anchor equals a fresh recomputation bit for bit
+    from safetensors import safe_open
+
+    from dpdmd.anchors import teacher_anchors
+    from dpdmd.config import from_mapping
+    from dpdmd.prompt_cache import PromptEmbeddingCache
+    from dpdmd.stream import iteration_batch
+    from dpdmd.trainer import build_backbone
+
+    files = sorted((storage / "anchor_cache").glob("*.safetensors"))
+    anchor_files = []
+    for f in files:
+        with safe_open(str(f), "np") as h:
+            key = h.metadata()["key"]
+            if key.startswith("anchor/"):
+                anchor_files.append((key, {k: h.get_tensor(k) for k in h.keys()}))
+    assert len(anchor_files) == anchor_keys
+    key, arrays = anchor_files[0]
+    iteration = int(key.split("/i")[1].split("/")[0])
+    config = from_mapping({**SPACE["train"], "eval": SPACE["eval"], "device": "cpu"})
+    backbone = build_backbone(config)
+    teacher = backbone.build_networks()[0]
+    batch = iteration_batch(seed=0, iteration=iteration, prompts=list(backbone.default_prompts), batch_size=4,
+                            latent_shape=backbone.latent_shape, num_dmd_levels=1000)
+    embed = PromptEmbeddingCache(backbone)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the trials
+    try:
+        fresh = teacher_anchors(backbone, teacher, batch.x1, embed(batch.prompts), embed([""] * 4), [2, 5])
+    finally:
+        torch.set_num_threads(threads)
+    for k in (2, 5):
+        assert np.array_equal(arrays[str(k)], fresh[k].numpy()), k
+
+
+def test_offline_wandb_summary_run_holds_the_front(finished_search):
+    _, _, exp = finished_search
+    runs = list((exp / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    tables = list(runs[0].glob("files/media/table/pareto/front_*.table.json"))
+    assert tables
+    table = json.loads(tables[0].read_text())
+    front = pd.read_parquet(exp / "pareto.parquet")
+    assert len(table["data"]) == len(front)
+    assert "diversity" in table["columns"] and "quality" in table["columns"]
+
+
+def test_resume_reruns_nothing_and_recomputes_no_anchor(finished_search, capsys):
+    space_path, storage, exp = finished_search
+    before = pd.read_parquet(exp / "trials.parquet")
+    assert search.main(["--space", str(space_path), "--storage", str(storage), "--resume"]) == 0
+    after = pd.read_parquet(exp / "trials.parquet")
+    assert len(after) == len(before)  # finished trials were not run again
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["cache"].get("teacher_calls", 0) == 0
