@@ -101,6 +101,11 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     train_prompts = list(config.prompts) or list(backbone.default_prompts)
     prompts_eval = eval_prompts(config, backbone)
     num_levels = len(backbone.schedule.dmd_levels)
+    # Encode every prompt once now (each exactly once, through the cache), then free the text
+    # encoders: T5-XXL alone is ~10 GB that training never needs again.
+    embed(sorted(set(train_prompts) | set(prompts_eval) | {""}))
+    if hasattr(backbone, "release_text_encoders"):
+        backbone.release_text_encoders()
     if out is not None and not (out / "teacher_metrics.json").exists():
         # The teacher's own scores and samples on the same evaluation set: the reference to read
         # the student's against (cached on disk, so a search computes them once per backbone).

@@ -301,6 +301,7 @@ def load_space(path: str | Path, *, check_weights: bool = True) -> SearchSpace:
             pass  # allowed: the built-in backbones run on a GPU too
         allowed_opts = [o for o in backbone_options(name) if o not in ("cfg_scale", "teacher_steps", "student_steps", "device")]
         _check_keys(bspec.options, allowed_opts, f"{where}.options.", problems)
+        bspec.options = _expand_paths(bspec.options)
         space.backbones[name] = bspec
 
     # parameters
@@ -331,7 +332,7 @@ def load_space(path: str | Path, *, check_weights: bool = True) -> SearchSpace:
         if not isinstance(value, dict):
             problems.append(f"{section}: expected a mapping, got {value!r}")
             value = {}
-        setattr(space, section, value)
+        setattr(space, section, _expand_paths(value) if section == "eval" else value)
     if "backbone" in space.train:
         problems.append("train.backbone: choose backbones under `backbones:` (and `parameters.backbone`)")
     space.objective = _build_section(ObjectiveSpec, data.get("objective"), "objective", problems)
@@ -407,9 +408,8 @@ def _check_trials(space: SearchSpace, check_weights: bool) -> list[str]:
 
     for backbone in space.backbone_names():
         config = space.train_config({**_edge_points(space)[0], "backbone": backbone})
-        checker = getattr(_backbone_cls(backbone), "check_config", None)
-        if checker is not None and check_weights:  # real backbones: is the weights directory there?
-            problems.extend(f"backbones.{backbone}.options.{p}" for p in checker(config.backbone_options))
+        if check_weights and not backbone.startswith("digits"):  # is the weights directory there?
+            problems.extend(_weights_problems(backbone, config.backbone_options))
         if backbone.startswith("digits"):  # cheap to build: check the prompts against it
             b = build_backbone(config.replace(device="cpu"))
             for key, prompts in (("train.prompts", config.prompts), ("eval.prompts", config.eval.prompts)):
@@ -420,14 +420,40 @@ def _check_trials(space: SearchSpace, check_weights: bool) -> list[str]:
         if check_weights and config.eval.evaluator not in ("auto", "digits"):
             from dpdmd.metrics import check_evaluator_paths
 
-            problems.extend(f"eval.evaluator_options.{p}" for p in check_evaluator_paths(config.eval.evaluator_options))
+            problems.extend(check_evaluator_paths(config.eval.evaluator_options, prefix="eval.evaluator_options",
+                                                  quality_metric=None if config.eval.quality_metric == "auto"
+                                                  else config.eval.quality_metric))
     return list(dict.fromkeys(problems))
 
 
-def _backbone_cls(name: str):
-    from dpdmd.backbones import backbone_class
+def _weights_problems(backbone: str, options: dict) -> list[str]:
+    """The diffusers backbones' weights directory, checked without loading anything."""
+    from dpdmd.backbones.registry_real import check_weights_dir
 
-    return backbone_class(name)[0]
+    path = options.get("path")
+    if path is None:
+        return [f"backbones.{backbone}.options.path: not set; set it to a local diffusers folder of the "
+                f"{backbone} weights (no weights are downloaded here), or run search_spaces/quickstart.yaml, "
+                f"which needs none"]
+    try:
+        check_weights_dir(path, backbone)
+    except (FileNotFoundError, ValueError) as err:
+        hint = "" if "$" not in str(path) else " (an environment variable in the path is not set)"
+        return [f"backbones.{backbone}.options.path: {err}{hint}"]
+    return []
+
+
+def _expand_paths(value):
+    """Expand ~ and $VARS in the strings of an options mapping (paths come from the environment)."""
+    import os
+
+    if isinstance(value, str):
+        return os.path.expandvars(os.path.expanduser(value))
+    if isinstance(value, dict):
+        return {k: _expand_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_paths(v) for v in value]
+    return value
 
 
 def grid_size(space: SearchSpace) -> int | None:

@@ -114,11 +114,11 @@ class SDXLBackbone(DiffusersBackbone):
         side = self._check_resolution(factor * down, f"VAE scale {factor} x UNet downsampling {down}")
         self.latent_shape = (unet["in_channels"], side, side)
         projection = self.read_config("text_encoder_2")["projection_dim"]
-        expected = unet.get("projection_class_embeddings_input_dim")
-        if unet.get("addition_embed_type") != "text_time" or expected != 6 * unet["addition_time_embed_dim"] + projection:
-            raise ValueError(f"backbone {self.name!r}: the UNet is not an SDXL 'text_time' UNet matching text_encoder_2 "
-                             f"(projection_class_embeddings_input_dim {expected}, expected 6 x "
-                             f"{unet.get('addition_time_embed_dim')} + {projection})")
+        found, time_dim = unet.get("projection_class_embeddings_input_dim"), unet.get("addition_time_embed_dim")
+        if unet.get("addition_embed_type") != "text_time" or found != 6 * (time_dim or 0) + projection:
+            raise ValueError(f"backbone {self.name!r}: the UNet is not an SDXL 'text_time' UNet matching "
+                             f"text_encoder_2 (projection_class_embeddings_input_dim {found}, expected 6 x "
+                             f"{time_dim} + {projection})")
         model_index = self.read_config("", "model_index.json")
         self.zeros_for_empty_prompt = bool(model_index.get("force_zeros_for_empty_prompt", True))
         r = float(self.resolution)

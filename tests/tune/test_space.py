@@ -115,3 +115,46 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
     assert "trials: 10 (8 grid points + 2 vanilla-DMD baseline(s))" in proc.stdout
     assert "anchor cache (digits-flow): K in [5, 20]" in proc.stdout
     assert not storage.exists()
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory):
+    """The folder layout the shipped real-backbone spaces expect, with tiny random-weight models."""
+    from tests.dpdmd.tiny_encoders import save_tiny_clip, save_tiny_dinov2, save_tiny_pickscore
+    from tests.dpdmd.tiny_pipelines import make_tiny_sd3, make_tiny_sdxl
+
+    root = tmp_path_factory.mktemp("weights")
+    make_tiny_sd3(root / "stable-diffusion-3.5-medium")
+    make_tiny_sdxl(root / "stable-diffusion-xl-base-1.0")
+    save_tiny_dinov2(root / "dinov2-base")
+    save_tiny_clip(root / "clip-vit-large-patch14")
+    pick = save_tiny_pickscore(root / "pick")
+    (root / "pick" / Path(pick["processor"]).name).rename(root / "CLIP-ViT-H-14-laion2B-s32B-b79K")
+    (root / "pick" / Path(pick["model"]).name).rename(root / "PickScore_v1")
+    return root
+
+
+@pytest.mark.parametrize("name", ["anchor.yaml", "backbone.yaml"])
+def test_real_spaces_without_weights_say_which_paths_to_set(name, monkeypatch, tmp_path):
+    monkeypatch.setenv("DPDMD_WEIGHTS", str(tmp_path / "nothing-here"))
+    with pytest.raises(SpaceError) as err:
+        load_space(ROOT / "search_spaces" / name)
+    text = str(err.value)
+    assert "options.path" in text and "quickstart.yaml" in text
+    assert "eval.evaluator_options.quality_models.pickscore" in text
+
+
+@pytest.mark.parametrize("name", ["anchor.yaml", "backbone.yaml"])
+def test_real_spaces_load_when_the_weights_are_there(name, monkeypatch, weights_dir):
+    monkeypatch.setenv("DPDMD_WEIGHTS", str(weights_dir))
+    space = load_space(ROOT / "search_spaces" / name)
+    assert set(space.backbone_names()) <= {"sd35m", "sdxl"}
+    if name == "anchor.yaml":
+        assert space.anchor_ks() == [5, 10, 15, 20, 25]
+        config = space.train_config({"anchor_k": 10, "lambda_div": 0.05})
+        assert config.teacher_steps == 30 and config.cfg_scale == 3.5 and config.student_steps == 4
+        assert config.backbone_options["resolution"] == 1024
+
+
+def test_every_shipped_space_is_covered():
+    assert {p.name for p in SHIPPED} == {"quickstart.yaml", "anchor.yaml", "backbone.yaml"}
