@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 METRICS = ("diversity", "class_prob", "accuracy", "precision", "recall", "coverage", "fid")
 
@@ -35,6 +36,10 @@ def settings(large_lambda: float) -> list[tuple[str, list[str]]]:
             runs.append((f"DP-DMD K={k} lambda={lam:g}", ["--anchor-k", str(k), "--lambda-div", str(lam)]))
     runs.append(("DP-DMD K=10 lambda=0.05 no stop-grad", ["--anchor-k", "10", "--lambda-div", "0.05", "--no-stop-grad"]))
     return runs
+
+
+def backbone_is_flow(name: str) -> bool:
+    return name in ("digits-flow", "sd35m", "sd35l", "sd3m")
 
 
 def run_one(name: str, flags: list[str], seed: int, args) -> dict:
@@ -59,7 +64,7 @@ def main() -> int:
     parser.add_argument("--backbone", default="digits-flow")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=1200)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--large-lambda", type=float, default=0.5)
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
@@ -88,10 +93,60 @@ def main() -> int:
     table = "\n".join(lines)
     (args.out / "table.md").write_text(table + "\n")
     print(table)
+    if backbone_is_flow(args.backbone):
+        dmd_dir = Path(df[(df.setting == order[0]) & (df.seed == args.seeds[0])]["dir"].iloc[0])
+        lines = ["", f"Early state (the seed-{args.seeds[0]} vanilla-DMD student, diversity):"]
+        lines += [f"- {k}: {v:.4f}" for k, v in early_state(dmd_dir).items()]
+        print("\n".join(lines))
+        with open(args.out / "table.md", "a") as f:
+            f.write("\n".join(lines) + "\n")
     plot(df, teacher, order, args.out / "claim.png")
     grids(df, order, args.out / "grids.png")
     print(f"\nwrote {args.out}/table.md, runs.csv, claim.png, grids.png")
     return 0
+
+
+@torch.no_grad()
+def early_state(run_dir: Path) -> dict[str, float]:
+    """Does the state after the student's first step matter? Finish, with a distilled student's
+    steps 2..4, (a) its own first step from pure noise and (b) the teacher's own state at the same
+    level s_1 (the teacher integrated from the same x1 to s_1): if (b) keeps more diversity, the
+    early state carries sample-specific structure the first step can preserve."""
+    from dpdmd.config import from_mapping
+    from dpdmd.evaluation import eval_noise, eval_prompts, make_evaluator, score
+    from dpdmd.prompt_cache import PromptEmbeddingCache
+    from dpdmd.trainer import build_backbone, build_method
+
+    state = torch.load(run_dir / "checkpoint" / "state.pt", map_location="cpu", weights_only=False)
+    config = from_mapping(state["config"])
+    backbone = build_backbone(config)
+    method = build_method(config, backbone)
+    method.load_state_dict(state["method"])
+    schedule, embed = backbone.schedule, PromptEmbeddingCache(backbone)
+    s = schedule.student_levels
+    prompts = eval_prompts(config, backbone)
+    x1 = eval_noise(config.eval.seeds_per_prompt, backbone.latent_shape)
+
+    def finish(x, cond):  # student steps 2..n from level s_1
+        for j in range(1, len(s) - 1):
+            x = schedule.step(x, backbone.predict(method.student, x, s[j], cond), s[j], s[j + 1])
+        return x
+
+    def teacher_to(x, cond, target):  # the teacher's guided Euler steps from level 1 down to `target`
+        levels = [lv for lv in schedule.teacher_levels if lv > target] + [target]
+        uncond = backbone.unconditional(x.shape[0])
+        for a, b in zip(levels[:-1], levels[1:]):
+            x = schedule.step(x, backbone.guided(method.teacher, x, a, cond, uncond), a, b)
+        return x
+
+    rows = {"student from noise": [], "teacher's state at s_1, finished by the student": []}
+    for prompt in prompts:
+        cond = embed([prompt] * len(x1))
+        own = schedule.step(x1, backbone.predict(method.student, x1, s[0], cond), s[0], s[1])
+        rows["student from noise"].append(backbone.decode(finish(own, cond)))
+        rows["teacher's state at s_1, finished by the student"].append(backbone.decode(finish(teacher_to(x1, cond, s[1]), cond)))
+    evaluator = make_evaluator(config.eval, backbone)
+    return {k: score(evaluator, torch.stack(v), prompts)["diversity"] for k, v in rows.items()}
 
 
 def plot(df, teacher, order, path):

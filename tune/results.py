@@ -46,7 +46,7 @@ def trials_frame(results) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["trial_id", "diversity", "quality", "objective", "student_updates"])
     frame = pd.concat(frames, ignore_index=True)
-    keep = [c for c in frame.columns if not c.startswith("config/") and c not in ("date", "hostname", "pid", "node_ip")]
+    keep = [c for c in frame.columns if not c.startswith("config/") and c not in ("date", "hostname")]
     return frame[keep]
 
 

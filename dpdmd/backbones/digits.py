@@ -113,7 +113,9 @@ class DigitsBackbone(Backbone):
         device: "cpu" or a torch device.
     """
 
-    default_lr = 1e-4  # a 0.6M-parameter toy moves slower than a 2B model at 1e-5
+    # A 0.6M-parameter toy: at 1e-4 vanilla DMD already takes the 4-step student's diversity from
+    # 0.055 to 0.033 within 25 student updates (README); 1e-5, the reference's, moves it little.
+    default_lr = 1e-4
     default_prompts = digits_data.ALL_PROMPTS
     latent_shape = (16, 8, 8)
 

@@ -8,7 +8,7 @@ from dpdmd.losses import dmd_loss
 from dpdmd.method import DPDMD
 from dpdmd.stream import is_student_iteration, iteration_batch
 
-from .helpers import random_backbone
+from .helpers import random_backbone, step_output_grads
 
 
 def make_method(kind="flow", stop_grad=True, lambda_div=0.05):
@@ -64,24 +64,7 @@ def test_local_anchors_count_teacher_calls():
 
 
 def _step_output_grads(method):
-    """Backpropagate L_dmd alone and return, for each student step, whether gradient reached
-    that step's network output."""
-    outputs = []
-    original = method._predict
-
-    def recording(net, x, level, emb):
-        y = original(net, x, level, emb)
-        if net is method.student and y.requires_grad:
-            y.retain_grad()
-            outputs.append(y)
-        return y
-
-    method._predict = recording
-    b = method.backbone
-    batch = batch_for(b)
-    _, x_s = method.rollout(batch.x1, b.encode_prompts(batch.prompts))
-    dmd_loss(x_s, torch.randn_like(x_s)).backward()
-    return [o.grad is not None and o.grad.abs().sum().item() > 0 for o in outputs]
+    return step_output_grads(method, batch_for(method.backbone))
 
 
 @pytest.mark.parametrize("kind", ["flow", "eps"])

@@ -18,11 +18,11 @@ from dpdmd.backbones import backbone_options, get_backbone
 from dpdmd.backbones.registry_real import check_weights_dir
 from dpdmd.config import ConfigError, EvalConfig, TrainConfig
 from dpdmd.evaluation import teacher_sampler
-from dpdmd.losses import dmd_loss
 from dpdmd.method import DPDMD
 from dpdmd.prompt_cache import PromptEmbeddingCache
 from dpdmd.stream import iteration_batch
 
+from .helpers import step_output_grads
 from .tiny_pipelines import make_tiny_sd3, make_tiny_sdxl
 
 NAMES = ["sd35m", "sdxl"]
@@ -179,24 +179,7 @@ def test_lora_student_saves_an_adapter_that_peft_reloads(dirs, tmp_path):
 
 
 def _step_output_grads(method):
-    """Backpropagate L_dmd alone; for each student step, whether gradient reached its output
-    (the approach of tests/dpdmd/test_method.py)."""
-    outputs = []
-    original = method._predict
-
-    def recording(net, x, level, emb):
-        y = original(net, x, level, emb)
-        if net is method.student and y.requires_grad:
-            y.retain_grad()
-            outputs.append(y)
-        return y
-
-    method._predict = recording
-    b = method.backbone
-    batch = batch_for(b)
-    _, x_s = method.rollout(batch.x1, b.encode_prompts(batch.prompts))
-    dmd_loss(x_s, torch.randn_like(x_s)).backward()
-    return [o.grad is not None and o.grad.abs().sum().item() > 0 for o in outputs]
+    return step_output_grads(method, batch_for(method.backbone))
 
 
 @pytest.mark.parametrize("name", NAMES)
