@@ -47,7 +47,7 @@ def run_one(name: str, flags: list[str], seed: int, args) -> dict:
     if not (out / "metrics.csv").exists() or args.rerun:
         cmd = [sys.executable, "-m", "dpdmd.train", "--backbone", args.backbone, "--seed", str(seed),
                "--iterations", str(args.iterations), "--lr", str(args.lr), "--out", str(out), "--no-progress",
-               "--eval-every", str(args.eval_every), *flags]
+               "--eval-every", str(args.eval_every), "--eval-seeds-per-prompt", str(args.seeds_per_prompt), *flags]
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -67,6 +67,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--large-lambda", type=float, default=0.5)
     parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--seeds-per-prompt", type=int, default=16, help="evaluation seeds per prompt")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/results/paper_claim"))
     parser.add_argument("--rerun", action="store_true")
@@ -125,7 +126,7 @@ def early_state(run_dir: Path) -> dict[str, float]:
     schedule, embed = backbone.schedule, PromptEmbeddingCache(backbone)
     s = schedule.student_levels
     prompts = eval_prompts(config, backbone)
-    x1 = eval_noise(config.eval.seeds_per_prompt, backbone.latent_shape)
+    x1 = eval_noise(config.eval.seeds_per_prompt, backbone.latent_shape).to(backbone.device)
 
     def finish(x, cond):  # student steps 2..n from level s_1
         for j in range(1, len(s) - 1):
@@ -143,8 +144,9 @@ def early_state(run_dir: Path) -> dict[str, float]:
     for prompt in prompts:
         cond = embed([prompt] * len(x1))
         own = schedule.step(x1, backbone.predict(method.student, x1, s[0], cond), s[0], s[1])
-        rows["student from noise"].append(backbone.decode(finish(own, cond)))
-        rows["teacher's state at s_1, finished by the student"].append(backbone.decode(finish(teacher_to(x1, cond, s[1]), cond)))
+        rows["student from noise"].append(backbone.decode(finish(own, cond)).cpu())
+        rows["teacher's state at s_1, finished by the student"].append(
+            backbone.decode(finish(teacher_to(x1, cond, s[1]), cond)).cpu())
     evaluator = make_evaluator(config.eval, backbone)
     return {k: score(evaluator, torch.stack(v), prompts)["diversity"] for k, v in rows.items()}
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from .anchors import AnchorProvider, LocalAnchors
 from .backbones import Backbone, get_backbone
 from .config import ConfigError, TrainConfig
+from .distributed import DistributedContext
 from .evaluation import eval_prompts, generate, make_evaluator, save_grid, score, teacher_reference
 from .method import DPDMD
 from .prompt_cache import PromptEmbeddingCache
@@ -76,7 +77,7 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
           resume_from: str | Path | None = None,
           anchors: Callable[[Backbone, torch.nn.Module, TrainConfig], AnchorProvider] | None = None,
           embeddings: Callable[[Backbone], PromptEmbeddingCache] | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, distributed: DistributedContext | None = None) -> dict:
     """Run DP-DMD as ``config`` says; returns the last evaluation's metrics.
 
     Args:
@@ -85,7 +86,14 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
         resume_from: a checkpoint directory written by an earlier run of the same config.
         anchors: factory of the anchor provider (default: `LocalAnchors`, computed on demand).
         embeddings: factory of the prompt-embedding cache (default: encode locally, once a prompt).
+        distributed: this process's rank in a data-parallel run (`dpdmd.distributed`): each
+            iteration's batch is drawn for all ranks and sharded, gradients are averaged over the
+            ranks, and only rank 0 evaluates, writes ``out_dir`` and calls ``report`` (the other
+            ranks return {}). None: one process.
     """
+    main = distributed is None or distributed.is_main
+    if not main:  # only rank 0 evaluates, writes and reports
+        report, out_dir, progress = None, None, False
     backbone = build_backbone(config)
     check(config, backbone)
     out = Path(out_dir) if out_dir is not None else None
@@ -97,7 +105,7 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     method = build_method(config, backbone)
     embed = embeddings(backbone) if embeddings else PromptEmbeddingCache(backbone)
     provider = anchors(backbone, method.teacher, config) if anchors else LocalAnchors(backbone, method.teacher, config.anchor_k)
-    evaluator = make_evaluator(config.eval, backbone)
+    evaluator = make_evaluator(config.eval, backbone) if main else None
     train_prompts = list(config.prompts) or list(backbone.default_prompts)
     prompts_eval = eval_prompts(config, backbone)
     num_levels = len(backbone.schedule.dmd_levels)
@@ -125,6 +133,10 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
         if out is not None:
             _truncate_metrics(out / "metrics.csv", start)
 
+    world = 1
+    if distributed is not None:  # same weights on every rank, gradients averaged over the ranks
+        distributed.attach(method)
+        world = distributed.world_size
     updates = start // (config.fake_updates + 1)
     running: dict[str, list[float]] = defaultdict(list)
     metrics: dict = {}
@@ -132,8 +144,11 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, disable=not progress,
                desc=f"{config.backbone} K={config.anchor_k} λ={config.lambda_div:g}", dynamic_ncols=True)
     for i in bar:
-        batch = iteration_batch(seed=config.seed, iteration=i, prompts=train_prompts, batch_size=config.batch_size,
-                                latent_shape=backbone.latent_shape, num_dmd_levels=num_levels)
+        batch = iteration_batch(seed=config.seed, iteration=i, prompts=train_prompts,
+                                batch_size=config.batch_size * world, latent_shape=backbone.latent_shape,
+                                num_dmd_levels=num_levels)
+        if distributed is not None:  # this rank's rows of the global batch
+            batch = distributed.shard(batch)
         cond = embed(batch.prompts)
         if not is_student_iteration(i, config.fake_updates):
             for k, v in method.fake_update(batch, cond).items():
@@ -148,14 +163,14 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
             running[k].append(v)
         updates += 1
         last = i == config.iterations - 1
-        if last or (config.eval.every and updates % config.eval.every == 0):
+        if main and (last or (config.eval.every and updates % config.eval.every == 0)):
             metrics = _evaluate_and_save(config, method, evaluator, embed, prompts_eval, provider, running, out,
                                          iteration=i + 1, updates=updates, seconds=time.time() - started)
             running.clear()
             bar.set_postfix(div=f"{metrics['diversity']:.4f}", q=f"{metrics['quality']:.3f}")
             if report is not None:
                 report(metrics, out / CHECKPOINT if out is not None else None)
-    if not metrics:  # the run ended on fake updates after its last evaluation, or resumed at the end
+    if main and not metrics:  # the run ended on fake updates after its last evaluation, or resumed at the end
         metrics = _evaluate_and_save(config, method, evaluator, embed, prompts_eval, provider, running, out,
                                      iteration=config.iterations, updates=updates, seconds=time.time() - started)
         if report is not None:

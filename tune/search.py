@@ -40,6 +40,16 @@ def storage_uri(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
 
 
+def join_uri(base: str, *parts: str) -> str:
+    """``base/part/...`` for paths and URIs, keeping a URI's query (e.g. ``?endpoint_override=``)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" not in base:
+        return str(Path(base, *parts))
+    u = urlsplit(base)
+    return urlunsplit((u.scheme, u.netloc, "/".join([u.path.rstrip("/"), *parts]), u.query, u.fragment))
+
+
 # --- the plan -----------------------------------------------------------------------------------
 
 def trial_points(space: SearchSpace) -> list[dict] | None:
@@ -120,7 +130,7 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from .trainable import run_trial
+    from .multi_gpu import build_trainable
 
     points = trial_points(space)
     baselines = baseline_points(space)
@@ -165,12 +175,7 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     else:
         scheduler = FIFOScheduler()
 
-    def resources(config):
-        backbone = (config.get("trial", config)).get("backbone", space.backbone_names()[0])
-        r = space.backbones[backbone].resources
-        return tune.PlacementGroupFactory([{"CPU": float(r.get("cpu", 1)), "GPU": float(r.get("gpu", 0))}])
-
-    trainable = tune.with_resources(tune.with_parameters(run_trial, space=space, cache=cache), resources)
+    trainable = build_trainable(space, cache)  # one placement group per trial, several workers if asked
     callbacks = []
     if space.wandb.enabled and space.wandb.per_trial:
         from ray.air.integrations.wandb import WandbLoggerCallback
@@ -181,7 +186,7 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
         name=args.name or space.name, storage_path=storage, callbacks=callbacks, verbose=1,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=1))
-    experiment = f"{storage.rstrip('/')}/{args.name or space.name}"
+    experiment = join_uri(storage, args.name or space.name)
     if args.resume:
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True,
                                   param_space=param_space)
@@ -195,8 +200,8 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
 def experiment_exists(storage: str, name: str) -> bool:
     import pyarrow.fs as pafs
 
-    fs, root = pafs.FileSystem.from_uri(storage)
-    return fs.get_file_info(f"{root}/{name}/tuner.pkl").type == pafs.FileType.File
+    fs, root = pafs.FileSystem.from_uri(join_uri(storage, name, "tuner.pkl"))
+    return fs.get_file_info(root).type == pafs.FileType.File
 
 
 def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
@@ -214,8 +219,8 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
         ray.init(address=args.address, namespace="dpdmd-tune")
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, namespace="dpdmd-tune")
-    spill_uri = f"{storage.rstrip('/')}/anchor_cache"
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, namespace="dpdmd-tune")
+    spill_uri = join_uri(storage, "anchor_cache")
     cache = {"enabled": not args.no_cache, "spill_uri": spill_uri, "ks": space.anchor_ks()}
     store = get_or_create_store(spill_uri) if cache["enabled"] else None
     tuner = build_tuner(space, args, storage=storage, cache=cache)
@@ -227,8 +232,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     summary = res.summarize(trials, cache_stats=cache_stats, compute=compute, space_name=name)
     out_dir = local_experiment_dir(storage, name)
     paths = res.write_outputs(out_dir, trials, summary)
-    if "://" in storage:
-        upload(out_dir, f"{storage.rstrip('/')}/{name}")
+    names = [p.name for p in paths.values() if p.exists()]
     wandb_dir = None
     if space.wandb.enabled:
         from .wandb_summary import log_summary_run
@@ -239,12 +243,18 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
                                     png_paths={"pareto": paths["plot"], "curves": paths["curves"]},
                                     summary={k: v for k, v in summary.items() if not isinstance(v, (list, dict))},
                                     mode=space.wandb.mode, directory=str(out_dir))
+    where = str(out_dir)
+    if "://" in storage:  # the outputs (and the offline W&B run) go to the storage too
+        where = join_uri(storage, name)
+        upload(out_dir, where)
+        if wandb_dir:
+            wandb_dir = join_uri(where, "wandb", Path(wandb_dir).name)
     if store is not None and args.address:  # a shared cluster: free the objects (the spill stays)
         ray.kill(store)
     ray.shutdown()
     print("\nPareto front (diversity vs quality):")
     print(res.front_table(res.pareto_front(res.final_results(trials))))
-    print(f"\noutputs in {out_dir}/: " + ", ".join(p.name for p in paths.values() if p.exists()))
+    print(f"\noutputs in {where}/: " + ", ".join(names))
     if wandb_dir:
         print(f"W&B summary run: {wandb_dir}" + ("  (offline: upload with `wandb sync " + wandb_dir + "`)"
                                                   if "offline-run" in wandb_dir else ""))
@@ -262,12 +272,18 @@ def local_experiment_dir(storage: str, name: str) -> Path:
 
 
 def upload(local: Path, uri: str) -> None:
+    """Copy the outputs (and the offline W&B run) to the storage URI, then drop the local copy."""
+    import shutil
+
     import pyarrow.fs as pafs
 
     fs, root = pafs.FileSystem.from_uri(uri)
     for path in local.iterdir():
-        if path.is_file():
-            pafs.copy_files(str(path), f"{root}/{path.name}", destination_filesystem=fs)
+        target = f"{root}/{path.name}"
+        if path.is_dir():
+            fs.create_dir(target, recursive=True)
+        pafs.copy_files(str(path), target, destination_filesystem=fs)
+    shutil.rmtree(local, ignore_errors=True)
 
 
 def compute_spent(trials, space: SearchSpace, wall_seconds: float, cache_stats: dict) -> dict:

@@ -10,7 +10,7 @@ A space file reads like a W&B sweep file::
     max_concurrent: 2                 # trials at once (0: as many as resources allow)
     backbones:                        # each backbone a trial may use, with its settings
       digits-flow:
-        resources: {cpu: 1, gpu: 0}   # per trial
+        resources: {cpu: 1, gpu: 0}   # per trial (per worker with workers: N > 1, data-parallel)
         options: {}                   # backbone constructor settings (e.g. path: /weights/sd35m)
         train: {}                     # training settings for this backbone only
     parameters:                       # searched; every other setting is fixed
@@ -293,12 +293,14 @@ def load_space(path: str | Path, *, check_weights: bool = True) -> SearchSpace:
             continue
         bspec = _build_section(BackboneSpec, spec or {}, where, problems)
         res = bspec.resources
-        _check_keys(res, ("cpu", "gpu"), f"{where}.resources.", problems)
+        _check_keys(res, ("cpu", "gpu", "workers"), f"{where}.resources.", problems)
         for k, v in res.items():
             if k in ("cpu", "gpu") and (not _number(v) or v < 0):
                 problems.append(f"{where}.resources.{k}: {v!r} must be a number >= 0")
-        if name.startswith("digits") and res.get("gpu", 0) and res.get("gpu", 0) > 0:
-            pass  # allowed: the built-in backbones run on a GPU too
+        workers = res.get("workers", 1)
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            problems.append(f"{where}.resources.workers: {workers!r} must be an integer >= 1 "
+                            "(> 1 trains the trial data-parallel over that many workers)")
         allowed_opts = [o for o in backbone_options(name) if o not in ("cfg_scale", "teacher_steps", "student_steps", "device")]
         _check_keys(bspec.options, allowed_opts, f"{where}.options.", problems)
         bspec.options = _expand_paths(bspec.options)

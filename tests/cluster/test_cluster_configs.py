@@ -167,3 +167,16 @@ def test_fits(path):
 def test_fits_rejects_bad_amount():
     with pytest.raises(ValueError, match="GPU"):
         fits({"GPU": -1}, {"a": {"GPU": 1.0}})
+
+
+@pytest.mark.parametrize("space_file", sorted((CLUSTER_DIR.parent / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("cluster_file", ["gpu.yaml", "kuberay.yaml"])
+def test_node_types_can_host_every_trial_declared_in_search_spaces(space_file, cluster_file):
+    """Each backbone's per-trial resources in every shipped search space fit some node type."""
+    path = CLUSTER_DIR / cluster_file
+    config = validate_cluster_yaml(path) if cluster_file == "gpu.yaml" else validate_kuberay_manifest(path)
+    nodes = node_resources(config)
+    space = yaml.safe_load(space_file.read_text())  # raw: the real spaces need weights to validate
+    for backbone, spec in space["backbones"].items():
+        wanted = {k: v for k, v in (spec.get("resources") or {"cpu": 1}).items() if k in ("cpu", "gpu")}
+        assert fits(wanted, nodes), f"{space_file.name}: {backbone} needs {wanted}; {cluster_file} has {nodes}"
