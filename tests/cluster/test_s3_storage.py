@@ -83,7 +83,7 @@ def test_tune_experiment_with_checkpoints_is_in_the_bucket(first):
     keys = first["keys"]
     assert "runs/s3-a/tuner.pkl" in keys
     assert any(re.fullmatch(r"runs/s3-a/experiment_state-.*\.json", k) for k in keys)
-    trial_dirs = {k.split("/")[2] for k in keys if k.startswith("runs/s3-a/run_trial_")}
+    trial_dirs = {k.split("/")[2] for k in keys if k.startswith("runs/s3-a/") and k.endswith("/params.json")}
     assert len(trial_dirs) == 2
     for trial in trial_dirs:
         files = {k.split("/", 3)[3] for k in keys if k.startswith(f"runs/s3-a/{trial}/")}
