@@ -11,7 +11,7 @@ Runs `dpdmd.method.DPDMD` (``student_update``, ``fake_update``) and the teacher 
 Teacher in bf16 weights; student and fake score train with fp32 master weights under bf16 autocast
 (``DPDMD(mixed_precision="bf16")``), gradient checkpointing on their grad-mode forwards. Setups:
 ``full`` (full fine-tuning, AdamW over every weight) and ``lora`` (frozen bf16 base + fp32 LoRA
-factors, `dpdmd.acceleration.add_lora`). For each (model, setup, resolution, batch) it reports the
+factors, peft's LoRA). For each (model, setup, resolution, batch) it reports the
 phases of `DPDMD.seconds` (rollout, dmd, student_backward, fake), the anchor (K teacher steps with
 CFG), peak memory, and TFLOP/s from ``FlopCounterMode`` against a bf16 matmul ceiling measured in
 the same run. "model" FLOPs leave out the forward that gradient checkpointing recomputes; "hw"
@@ -27,6 +27,7 @@ Results: a markdown table on stdout (last) and ``gpu_step_<tag>.{json,md}`` in `
 """
 
 from __future__ import annotations
+
 
 import argparse
 import contextlib
@@ -44,6 +45,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from peft import LoraConfig, inject_adapter_in_model
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,6 +56,14 @@ from dpdmd.backbones.base import Backbone, Embeddings  # noqa: E402
 from dpdmd.method import DPDMD  # noqa: E402
 from dpdmd.schedules import EpsSchedule, FlowSchedule  # noqa: E402
 from dpdmd.stream import iteration_batch  # noqa: E402
+
+# LoRA targets as in diffusers' SD3 / SDXL LoRA training scripts (attention projections).
+LORA_TARGETS: dict[str, tuple[str, ...]] = {
+    "SD3Transformer2DModel": ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj",
+                              "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out", "attn2.to_q",
+                              "attn2.to_k", "attn2.to_v", "attn2.to_out.0"),
+    "UNet2DConditionModel": ("to_q", "to_k", "to_v", "to_out.0"),
+}
 
 FAKE_UPDATES = 5  # fake-score updates per student update (method.md)
 OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -153,8 +163,13 @@ class RandomDiffusersBackbone(Backbone):
         else:
             teacher = base.to(torch.bfloat16)
             student, fake = copy.deepcopy(teacher).train(), copy.deepcopy(teacher).train()
-            for net in (student, fake):
-                acc.add_lora(net, rank=self.lora_rank)
+            for net in (student, fake):  # peft's LoRA, as the diffusers backbones use
+                net.requires_grad_(False)
+                inject_adapter_in_model(LoraConfig(r=self.lora_rank, lora_alpha=self.lora_rank,
+                                                   target_modules=list(LORA_TARGETS[type(net).__name__])), net)
+                for p in net.parameters():
+                    if p.requires_grad:
+                        p.data = p.data.float()  # fp32 master weights for the adapters
         for net in (student, fake):
             if self.setup == "full":
                 net.requires_grad_(True)
@@ -319,8 +334,9 @@ class Runner:
         return {"anchor": anchor_s, **{k: stu.get(k, 0.0) for k in ("rollout", "dmd", "student_backward")},
                 "student": sum(stu.values()), "fake": fake}, target
 
-    def measure(self, pixels: int, batch: int, mode: str, flops: dict | None) -> dict:
-        """Time the first iteration and ``--reps`` steady ones at (pixels, batch) in ``mode``."""
+    def measure(self, pixels: int, batch: int, mode: str, flops: dict | None) -> tuple[dict, dict]:
+        """Time the first iteration, one untimed and ``--reps`` steady ones at (pixels, batch) in
+        ``mode`` ("eager" or "compiled"); returns the record and the FLOP counts (reused per mode)."""
         args, bb = self.args, self.backbone
         bb.set_resolution(pixels)
         n = 2 + args.reps * (1 + args.fake_reps) + 1 + args.fake_reps

@@ -1,5 +1,5 @@
 """Speed helpers the trainer can adopt: regional compilation, a shared compile cache, fused AdamW,
-freeing gradients between updates, and a small LoRA for runs whose full fine-tuning does not fit.
+and freeing gradients between updates. (LoRA is peft's: `dpdmd/backbones/_diffusers_common.py`.)
 
 Measured with ``bench/gpu_step.py`` (results in ``bench/README_gpu.md``). Nothing here changes the
 method: the same losses and updates run, only faster or in less memory.
@@ -16,13 +16,10 @@ method: the same losses and updates run, only faster or in less memory.
 - `free_grads(opt)`: drop gradients after a step. `DPDMD._step` zeroes them (set to None) before
   each backward anyway, so freeing them right after the step changes nothing but memory: with full
   fine-tuning it keeps only one network's gradients alive at a time (9 GB for SD3.5-M in fp32).
-- `add_lora(net, ...)`: wrap chosen ``nn.Linear`` layers with a trainable low-rank update and
-  freeze the rest.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable
 
@@ -34,15 +31,6 @@ REPEATED_BLOCKS: dict[str, tuple[str, ...]] = {
     "SD3Transformer2DModel": ("JointTransformerBlock",),
     "UNet2DConditionModel": ("BasicTransformerBlock",),
 }
-
-# LoRA targets as in diffusers' SD3 / SDXL LoRA training scripts (attention projections).
-LORA_TARGETS: dict[str, tuple[str, ...]] = {
-    "SD3Transformer2DModel": ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj",
-                              "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out", "attn2.to_q",
-                              "attn2.to_k", "attn2.to_v", "attn2.to_out.0"),
-    "UNet2DConditionModel": ("to_q", "to_k", "to_v", "to_out.0"),
-}
-
 
 def configure_compile_cache(cache_dir: str | os.PathLike | None = None, *, recompile_limit: int = 64) -> None:
     """Use one on-disk compile cache for every trial (call before the first compile).
@@ -79,7 +67,10 @@ def configure_compile_cache(cache_dir: str | os.PathLike | None = None, *, recom
 
 
 def repeated_block_classes(net: nn.Module) -> tuple[str, ...]:
-    """The repeated block class names of ``net`` (its own ``_repeated_blocks`` if set)."""
+    """The repeated block class names of ``net`` (its own ``_repeated_blocks`` if set; through a
+    peft wrapper to the model it wraps)."""
+    if hasattr(net, "get_base_model"):
+        net = net.get_base_model()
     own = tuple(getattr(net, "_repeated_blocks", ()) or ())
     return own or REPEATED_BLOCKS.get(type(net).__name__, ())
 
@@ -119,55 +110,3 @@ def free_grads(*opts: torch.optim.Optimizer) -> None:
     """Set the gradients of the optimisers' parameters to None (after the step)."""
     for opt in opts:
         opt.zero_grad(set_to_none=True)
-
-
-class LoRALinear(nn.Module):
-    """``base(x) + scale * up(down(x))`` with ``base`` frozen; down/up are the trainable LoRA factors.
-
-    The factors are fp32 (the master weights); under bf16 autocast they run in bf16.
-    ``up`` starts at a small random value rather than zero so that timings never run on zeros.
-    """
-
-    def __init__(self, base: nn.Linear, rank: int, alpha: float | None = None, up_init_std: float = 1e-4):
-        super().__init__()
-        self.base = base.requires_grad_(False)
-        device = base.weight.device
-        self.down = nn.Parameter(torch.empty(rank, base.in_features, device=device, dtype=torch.float32))
-        nn.init.kaiming_uniform_(self.down, a=math.sqrt(5))
-        self.up = nn.Parameter(torch.randn(base.out_features, rank, device=device, dtype=torch.float32) * up_init_std)
-        self.scale = (alpha if alpha is not None else rank) / rank
-
-    @property
-    def weight(self) -> torch.Tensor:  # some callers read layer.weight.dtype
-        return self.base.weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # .to(x.dtype) is a no-op under autocast (which casts for the matmul) and makes the
-        # factors match bf16 inputs without it.
-        h = nn.functional.linear(x, self.down.to(x.dtype))
-        return self.base(x) + self.scale * nn.functional.linear(h, self.up.to(h.dtype))
-
-
-def add_lora(net: nn.Module, *, rank: int, targets: Iterable[str] | None = None, alpha: float | None = None) -> int:
-    """Freeze ``net`` and wrap each ``nn.Linear`` whose qualified name ends with a target.
-
-    Args:
-        net: the network to adapt, in place.
-        rank: LoRA rank.
-        targets: name suffixes (default: `LORA_TARGETS` for the model's class).
-    Returns:
-        How many layers were wrapped.
-    """
-    suffixes = tuple(targets) if targets is not None else LORA_TARGETS.get(type(net).__name__, ())
-    if not suffixes:
-        raise ValueError(f"no LoRA targets known for {type(net).__name__}; pass targets=(...)")
-    net.requires_grad_(False)
-    chosen = [name for name, m in net.named_modules()
-              if isinstance(m, nn.Linear) and any(name == s or name.endswith("." + s) for s in suffixes)]
-    for name in chosen:
-        parent_name, _, child = name.rpartition(".")
-        parent = net.get_submodule(parent_name) if parent_name else net
-        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha))
-    if not chosen:
-        raise ValueError(f"no nn.Linear in {type(net).__name__} matches {suffixes}")
-    return len(chosen)

@@ -44,10 +44,12 @@ class DPDMD:
         self.stop_grad = stop_grad
         self.grad_clip = grad_clip
         self.teacher, self.student, self.fake = backbone.build_networks()
+        # Fused AdamW on a GPU: one kernel set and no full-size temporaries (bench/README_gpu.md).
+        fused = {"fused": True} if backbone.device.type == "cuda" else {}
         self.opt_student = torch.optim.AdamW(self.trainable(self.student), lr=lr_student,
-                                             weight_decay=weight_decay, betas=betas)
+                                             weight_decay=weight_decay, betas=betas, **fused)
         self.opt_fake = torch.optim.AdamW(self.trainable(self.fake), lr=lr_fake,
-                                          weight_decay=weight_decay, betas=betas)
+                                          weight_decay=weight_decay, betas=betas, **fused)
         self.autocast_dtype = torch.bfloat16 if mixed_precision == "bf16" else None
         self.seconds: dict[str, float] = defaultdict(float)  # time per phase, for the benchmark
         self.synchronize = False  # set True to time GPU phases exactly (adds a sync per phase)

@@ -67,10 +67,18 @@ def check(config: TrainConfig, backbone: Backbone) -> None:
 
 def build_method(config: TrainConfig, backbone: Backbone) -> DPDMD:
     lr = config.lr if config.lr is not None else backbone.default_lr
-    return DPDMD(backbone, lambda_div=config.lambda_div, stop_grad=config.stop_grad, lr_student=lr,
-                 lr_fake=config.lr_fake if config.lr_fake is not None else lr,
-                 weight_decay=config.weight_decay, betas=(config.beta1, config.beta2),
-                 grad_clip=config.grad_clip, mixed_precision=config.mixed_precision)
+    method = DPDMD(backbone, lambda_div=config.lambda_div, stop_grad=config.stop_grad, lr_student=lr,
+                   lr_fake=config.lr_fake if config.lr_fake is not None else lr,
+                   weight_decay=config.weight_decay, betas=(config.beta1, config.beta2),
+                   grad_clip=config.grad_clip, mixed_precision=config.mixed_precision)
+    if config.compile:
+        from ._cache import cache_dir
+        from .acceleration import compile_repeated_blocks, configure_compile_cache
+
+        configure_compile_cache(cache_dir() / "compile")
+        for net in (method.teacher, method.student, method.fake):
+            compile_repeated_blocks(net, dynamic=False)
+    return method
 
 
 def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | Path | None = None,

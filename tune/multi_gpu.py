@@ -38,8 +38,6 @@ Wiring into the search (``tune.search.build_tuner``)::
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,12 +49,11 @@ from ray.util.placement_group import get_current_placement_group
 from ray.util.queue import Empty, Queue
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from dpdmd._cache import config_hash
 from dpdmd.config import TrainConfig
 
-from .objective import combined_objective
 from .space import SearchSpace
-from .trainable import anchor_identity, run_trial, sampled_params
+from .trainable import (persistable_checkpoint, run_trial, sampled_params, shared_caches, trial_workspace,
+                        with_objective)
 
 POLL_SECONDS = 0.5  # how often the coordinator checks its workers while no report is waiting
 
@@ -121,7 +118,7 @@ def run_multi_worker_trial(config: dict, *, space: SearchSpace, cache: dict, wor
     if pg is None or len(pg.bundle_specs) < workers:
         raise RuntimeError(f"a {workers}-worker trial needs its placement group from "
                            f"trial_resources / multi_worker_resources(workers={workers}); got {pg}")
-    out_dir = Path(tune.get_context().get_trial_dir() or os.getcwd()) / "run"
+    out_dir = trial_workspace()
     first = len(pg.bundle_specs) - workers
     actors = [_Worker.options(num_cpus=float(resources.get("cpu", 1)), num_gpus=float(resources.get("gpu", 0)),
                               scheduling_strategy=PlacementGroupSchedulingStrategy(
@@ -142,8 +139,8 @@ def run_multi_worker_trial(config: dict, *, space: SearchSpace, cache: dict, wor
                 done, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
                 ray.get(done)  # a worker's exception ends the trial here (Tune may retry it)
                 continue
-            metrics = _with_objective(metrics, out_dir, train_config, space, workers=workers)
-            checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+            metrics = dict(with_objective(metrics, out_dir, train_config, space), workers=workers)
+            checkpoint = persistable_checkpoint(checkpoint_dir, out_dir)
             tune.report(metrics, checkpoint=checkpoint)  # persisted before rank 0 is told to go on
             acks.put(True)
     finally:
@@ -151,19 +148,6 @@ def run_multi_worker_trial(config: dict, *, space: SearchSpace, cache: dict, wor
             ray.kill(actor)  # a rank left waiting in a collective would otherwise wait out its timeout
         reports.shutdown(force=True)
         acks.shutdown(force=True)
-
-
-def _with_objective(metrics: dict, out_dir: Path, train_config: TrainConfig, space: SearchSpace, *,
-                    workers: int) -> dict:
-    """Rank 0's metrics plus what `tune.trainable.run_trial` adds: the backbone, the teacher's
-    reference scores and the combined objective (and here the number of workers)."""
-    reference = json.loads((out_dir / "teacher_metrics.json").read_text())
-    metrics = dict(metrics, backbone=train_config.backbone, workers=workers)
-    metrics["teacher_diversity"], metrics["teacher_quality"] = reference["diversity"], reference["quality"]
-    metrics["objective"] = combined_objective(
-        metrics["diversity"], metrics["quality"], teacher_diversity=reference["diversity"],
-        teacher_quality=reference["quality"], diversity_weight=space.objective.diversity_weight)
-    return metrics
 
 
 # --- the workers ----------------------------------------------------------------------------------
@@ -203,25 +187,7 @@ class _Worker:
 
 
 def _shared_caches(train_config: TrainConfig, cache: dict, *, rank: int, world_size: int):
-    """The search's anchor and prompt caches for one rank (None, None when disabled). A rank sees
-    rows ``rank::world_size`` of the global batch, so its anchors are keyed by rank and world
-    size too: every trial of this backbone (same workers) shares them, rank by rank."""
+    """The search's anchor and prompt caches for one rank (None, None when disabled)."""
     if not cache["enabled"]:
         return None, None
-    from dpdmd.prompt_cache import PromptEmbeddingCache
-
-    from .anchor_cache import CachedAnchors, SharedCache, cached_prompt_lookup, find_store
-
-    store = find_store(cache["spill_uri"])
-    anchor_cache, prompt_cache = SharedCache(store), SharedCache(store)
-
-    def anchors(backbone, teacher, cfg):
-        identity = config_hash({"trial": anchor_identity(cfg, backbone), "rank": rank, "world_size": world_size})
-        return CachedAnchors(anchor_cache, backbone, teacher, cfg.anchor_k, cache["ks"], identity)
-
-    def embeddings(backbone):
-        identity = config_hash({"backbone": train_config.backbone, "options": train_config.backbone_options,
-                                "weights": getattr(backbone, "identity", None)})
-        return PromptEmbeddingCache(backbone, lookup=cached_prompt_lookup(prompt_cache, backbone, identity))
-
-    return anchors, embeddings
+    return shared_caches(train_config, cache, shard=(rank, world_size))

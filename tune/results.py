@@ -124,6 +124,7 @@ def write_outputs(directory: Path, trials: pd.DataFrame, summary: dict) -> dict[
     front.to_parquet(paths["pareto"], index=False)
     if not final.empty:
         plot_pareto(final, paths["plot"], reference_points=reference_points(final),
+                    annotate="all" if len(final) <= 8 else "front",  # many labels would overlap
                     title=f"{summary['space']}: diversity vs quality ({len(final)} trials)")
         plot_curves(trials, paths["curves"])
     paths["summary"].write_text(json.dumps(summary, indent=1, default=str))

@@ -125,7 +125,6 @@ def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
 # --- running ------------------------------------------------------------------------------------
 
 def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, cache: dict):
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dpdmd.config import ConfigError, EvalConfig, TrainConfig, from_mapping, load_yaml
+from dpdmd.config import ConfigError, TrainConfig, from_mapping, load_yaml
 
 METHODS = ("grid", "random", "optuna_tpe", "optuna_nsga2")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform")

@@ -10,7 +10,8 @@ trial continues from ``tune.get_checkpoint()``.
 from __future__ import annotations
 
 import json
-import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -39,37 +40,73 @@ def anchor_identity(train_config, backbone) -> str:
                         "latent_shape": list(backbone.latent_shape)})
 
 
+def trial_workspace() -> Path:
+    """Where the trainer writes while the trial runs: a local folder *outside* Ray's trial
+    directory, which Ray uploads while it changes (a file renamed mid-upload is an error). What
+    must last goes into each reported checkpoint (`persistable_checkpoint`)."""
+    path = Path(tempfile.gettempdir()) / "dpdmd-trials" / tune.get_context().get_trial_id()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def with_objective(metrics: dict, out_dir: Path, train_config, space: SearchSpace) -> dict:
+    """The trainer's metrics plus the backbone, the teacher's reference scores and J."""
+    reference = json.loads((out_dir / "teacher_metrics.json").read_text())
+    metrics = dict(metrics, backbone=train_config.backbone)
+    metrics["teacher_diversity"], metrics["teacher_quality"] = reference["diversity"], reference["quality"]
+    metrics["objective"] = combined_objective(
+        metrics["diversity"], metrics["quality"], teacher_diversity=reference["diversity"],
+        teacher_quality=reference["quality"], diversity_weight=space.objective.diversity_weight)
+    return metrics
+
+
+def persistable_checkpoint(checkpoint_dir, out_dir: Path) -> tune.Checkpoint | None:
+    """The trainer's checkpoint, with the latest sample grids, the teacher's and metrics.csv beside
+    it, so each trial's PNGs reach the experiment's storage (local or S3) with its checkpoint."""
+    if checkpoint_dir is None:
+        return None
+    checkpoint_dir = Path(checkpoint_dir)
+    for name in ("samples/student_latest.png", "samples/teacher.png", "metrics.csv", "teacher_metrics.json"):
+        if (out_dir / name).exists():
+            shutil.copyfile(out_dir / name, checkpoint_dir / Path(name).name)
+    return tune.Checkpoint.from_directory(str(checkpoint_dir))
+
+
+def shared_caches(train_config, cache: dict, *, shard: tuple[int, int] | None = None):
+    """The trainer's ``anchors`` and ``embeddings`` factories, reading the search's shared store.
+
+    ``shard`` = (rank, world_size) for a data-parallel worker: it sees rows rank::world_size of
+    the global batch, so its anchors are keyed by the shard too (shared rank by rank)."""
+    store = find_store(cache["spill_uri"])
+    anchor_cache, prompt_cache = SharedCache(store), SharedCache(store)
+
+    def anchors(backbone, teacher, cfg):
+        identity = anchor_identity(cfg, backbone)
+        if shard is not None:
+            identity = config_hash({"trial": identity, "rank": shard[0], "world_size": shard[1]})
+        return CachedAnchors(anchor_cache, backbone, teacher, cfg.anchor_k, cache["ks"], identity)
+
+    def embeddings(backbone):
+        identity = config_hash({"backbone": train_config.backbone, "options": train_config.backbone_options,
+                                "weights": getattr(backbone, "identity", None)})
+        return PromptEmbeddingCache(backbone, lookup=cached_prompt_lookup(prompt_cache, backbone, identity))
+
+    return anchors, embeddings
+
+
 def run_trial(config: dict, *, space: SearchSpace, cache: dict) -> None:
     """Ray Tune function trainable. ``cache`` = {"enabled", "spill_uri", "ks"}."""
     params = sampled_params(config)
     train_config = space.train_config(params)
     cpus = space.backbones[train_config.backbone].resources.get("cpu", 1)
     torch.set_num_threads(max(1, int(cpus)))  # trials share the cores: never oversubscribe them
-    out_dir = Path(tune.get_context().get_trial_dir() or os.getcwd()) / "run"
+    out_dir = trial_workspace()
 
-    anchors = embeddings = None
-    if cache["enabled"]:
-        store = find_store(cache["spill_uri"])
-        anchor_cache, prompt_cache = SharedCache(store), SharedCache(store)
-
-        def anchors(backbone, teacher, cfg):
-            return CachedAnchors(anchor_cache, backbone, teacher, cfg.anchor_k, cache["ks"],
-                                 anchor_identity(cfg, backbone))
-
-        def embeddings(backbone):
-            identity = config_hash({"backbone": train_config.backbone, "options": train_config.backbone_options,
-                                    "weights": getattr(backbone, "identity", None)})
-            return PromptEmbeddingCache(backbone, lookup=cached_prompt_lookup(prompt_cache, backbone, identity))
+    anchors, embeddings = shared_caches(train_config, cache) if cache["enabled"] else (None, None)
 
     def report(metrics: dict, checkpoint_dir) -> None:
-        reference = json.loads((out_dir / "teacher_metrics.json").read_text())
-        metrics = dict(metrics, backbone=train_config.backbone)
-        metrics["teacher_diversity"], metrics["teacher_quality"] = reference["diversity"], reference["quality"]
-        metrics["objective"] = combined_objective(
-            metrics["diversity"], metrics["quality"], teacher_diversity=reference["diversity"],
-            teacher_quality=reference["quality"], diversity_weight=space.objective.diversity_weight)
-        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        tune.report(metrics, checkpoint=checkpoint)
+        tune.report(with_objective(metrics, out_dir, train_config, space),
+                    checkpoint=persistable_checkpoint(checkpoint_dir, out_dir))
 
     resume_from = None
     checkpoint = tune.get_checkpoint()

@@ -7,7 +7,6 @@ Built in (CPU, no downloads): ``digits-flow`` (rectified flow, an SD3-style tran
 
 from __future__ import annotations
 
-import functools
 import importlib
 import inspect
 from collections.abc import Callable

@@ -2,7 +2,6 @@
 (the teacher's weights sampled in 4 steps), on the same evaluation set."""
 
 import pytest
-import torch
 
 from dpdmd import EvalConfig, TrainConfig, train
 from dpdmd.evaluation import eval_prompts, generate, make_evaluator, score

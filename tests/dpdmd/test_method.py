@@ -126,3 +126,19 @@ def test_updates_change_only_their_own_network():
 def test_two_time_scale_rule():
     pattern = [is_student_iteration(i, 5) for i in range(12)]
     assert pattern == [False] * 5 + [True] + [False] * 5 + [True]
+
+
+def test_regional_compile_keeps_the_numbers():
+    """`compile: true` compiles each repeated block (aot_eager here: no C compiler needed) and the
+    networks compute what they did eagerly."""
+    from dpdmd.acceleration import compile_repeated_blocks
+
+    m = make_method("flow")
+    b = m.backbone
+    batch = batch_for(b)
+    cond = b.encode_prompts(batch.prompts)
+    with torch.no_grad():
+        eager = b.predict(m.student, batch.x1, 0.5, cond)
+        assert compile_repeated_blocks(m.student, backend="aot_eager", dynamic=False) == 4
+        compiled = b.predict(m.student, batch.x1, 0.5, cond)
+    assert torch.allclose(eager, compiled, atol=1e-5)

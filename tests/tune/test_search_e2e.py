@@ -2,7 +2,6 @@
 cache (computed once, bit-for-bit equal to a recomputation), the offline W&B run, resume."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
