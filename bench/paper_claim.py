@@ -6,6 +6,7 @@ CFG). The paper expects DMD to lose diversity against the teacher, DP-DMD to kee
 similar quality, and larger K to give more diversity.
 
     python bench/paper_claim.py --seeds 0 1 2 --workers 2 --out bench/results/paper_claim
+    python bench/paper_claim.py --early-state runs/dmd     # a vanilla-DMD run of dpdmd.train
 
 Each run is `python -m dpdmd.train` in its own process (one thread each). Prints a table of the
 mean and spread (std over seeds) of diversity and quality metrics, and writes table.md, runs.csv,
@@ -70,7 +71,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/results/paper_claim"))
     parser.add_argument("--rerun", action="store_true")
+    parser.add_argument("--early-state", type=Path, metavar="RUN_DIR",
+                        help="only the early-state measurement, on an existing `dpdmd.train --out` directory")
     args = parser.parse_args()
+    if args.early_state:
+        for label, untrained in (("the run's student", False), ("the untrained student", True)):
+            print(f"Early state, {label} (diversity):")
+            for k, v in early_state(args.early_state, untrained=untrained).items():
+                print(f"- {k}: {v:.4f}")
+        return 0
 
     jobs = [(name, flags, seed) for name, flags in settings(args.large_lambda) for seed in args.seeds]
     # The teacher reference is cached on disk under a lock: compute it once before the pool starts.
@@ -97,6 +106,8 @@ def main() -> int:
         dmd_dir = Path(df[(df.setting == order[0]) & (df.seed == args.seeds[0])]["dir"].iloc[0])
         lines = ["", f"Early state (the seed-{args.seeds[0]} vanilla-DMD student, diversity):"]
         lines += [f"- {k}: {v:.4f}" for k, v in early_state(dmd_dir).items()]
+        lines += ["", "Early state (the untrained student: the teacher's weights in 4 steps, diversity):"]
+        lines += [f"- {k}: {v:.4f}" for k, v in early_state(dmd_dir, untrained=True).items()]
         print("\n".join(lines))
         with open(args.out / "table.md", "a") as f:
             f.write("\n".join(lines) + "\n")
@@ -107,11 +118,12 @@ def main() -> int:
 
 
 @torch.no_grad()
-def early_state(run_dir: Path) -> dict[str, float]:
+def early_state(run_dir: Path, *, untrained: bool = False) -> dict[str, float]:
     """Does the state after the student's first step matter? Finish, with a distilled student's
     steps 2..4, (a) its own first step from pure noise and (b) the teacher's own state at the same
     level s_1 (the teacher integrated from the same x1 to s_1): if (b) keeps more diversity, the
-    early state carries sample-specific structure the first step can preserve."""
+    early state carries sample-specific structure the first step can preserve. ``untrained``:
+    the same with the student before training (the teacher's weights, 4 steps)."""
     from dpdmd.config import from_mapping
     from dpdmd.evaluation import eval_noise, eval_prompts, make_evaluator, score
     from dpdmd.prompt_cache import PromptEmbeddingCache
@@ -121,7 +133,8 @@ def early_state(run_dir: Path) -> dict[str, float]:
     config = from_mapping(state["config"])
     backbone = build_backbone(config)
     method = build_method(config, backbone)
-    method.load_state_dict(state["method"])
+    if not untrained:
+        method.load_state_dict(state["method"])
     schedule, embed = backbone.schedule, PromptEmbeddingCache(backbone)
     s = schedule.student_levels
     prompts = eval_prompts(config, backbone)
@@ -139,13 +152,19 @@ def early_state(run_dir: Path) -> dict[str, float]:
             x = schedule.step(x, backbone.guided(method.teacher, x, a, cond, uncond), a, b)
         return x
 
-    rows = {"student from noise": [], "teacher's state at s_1, finished by the student": []}
+    from dpdmd.anchors import teacher_anchors
+
+    rows = {"student from noise": [], "teacher's state at s_1, finished by the student": [],
+            "x1 moved along the K=20 target to s_1 (DP-DMD's aim), finished by the student": []}
     for prompt in prompts:
         cond = embed([prompt] * len(x1))
         own = schedule.step(x1, backbone.predict(method.student, x1, s[0], cond), s[0], s[1])
         rows["student from noise"].append(backbone.decode(finish(own, cond)).cpu())
         rows["teacher's state at s_1, finished by the student"].append(
             backbone.decode(finish(teacher_to(x1, cond, s[1]), cond)).cpu())
+        target = teacher_anchors(backbone, method.teacher, x1, cond, backbone.unconditional(len(x1)), [20])[20]
+        rows["x1 moved along the K=20 target to s_1 (DP-DMD's aim), finished by the student"].append(
+            backbone.decode(finish(schedule.step(x1, target, s[0], s[1]), cond)).cpu())
     evaluator = make_evaluator(config.eval, backbone)
     return {k: score(evaluator, torch.stack(v), prompts)["diversity"] for k, v in rows.items()}
 
