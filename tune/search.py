@@ -78,9 +78,7 @@ def baseline_points(space: SearchSpace) -> list[dict]:
         if k is not None:
             point["anchor_k"] = min(k.extremes())  # unused when lambda_div = 0
         for name, p in space.parameters.items():
-            if name not in point:
-                point[name] = p.value if p.value is not None else (p.values[0] if p.values else
-                                                                   type(p.min)((p.min + p.max) / 2) if p.distribution != "log_uniform_values" else (p.min * p.max) ** 0.5)
+            point.setdefault(name, p.typical())
         out.append(point)
     return out
 
@@ -105,7 +103,7 @@ def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
     lines.append(f"concurrency: {space.max_concurrent or 'as resources allow'}")
     lines.append("resources per trial: " + "; ".join(f"{b}: {s.resources}" for b, s in space.backbones.items()))
     s = space.scheduler
-    config0 = space.train_config(points[0] if points else {"backbone": space.backbone_names()[0]})
+    config0 = space.train_config(points[0] if points else space.base_point())
     max_t = s.max_t or space.max_student_updates(config0)
     lines.append(f"scheduler: {s.type}" + (f" on the combined objective (w = {space.objective.diversity_weight}), "
                                            f"time = student updates, max_t {max_t}, grace {s.grace_period}, "
@@ -157,15 +155,17 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
             import optuna
             from ray.tune.search.optuna import OptunaSearch
 
+            from .baselines import WithBaselines
+
             if space.method == "optuna_tpe":
-                search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=space.seed), metric="objective",
-                                          mode="max", points_to_evaluate=baselines or None)
+                optuna_search = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=space.seed),
+                                             metric="objective", mode="max")
             else:  # NSGA-II on both metrics; ASHA still stops on the combined objective
-                search_alg = OptunaSearch(sampler=optuna.samplers.NSGAIISampler(seed=space.seed),
-                                          metric=["diversity", "quality"], mode=["max", "max"],
-                                          points_to_evaluate=baselines or None)
+                optuna_search = OptunaSearch(sampler=optuna.samplers.NSGAIISampler(seed=space.seed),
+                                             metric=["diversity", "quality"], mode=["max", "max"])
+            search_alg = WithBaselines(optuna_search, baselines)
     s = space.scheduler
-    config0 = space.train_config(points[0] if points else {"backbone": space.backbone_names()[0]})
+    config0 = space.train_config(points[0] if points else space.base_point())
     max_t = s.max_t or space.max_student_updates(config0)
     if s.type == "asha":
         scheduler = ASHAScheduler(time_attr="student_updates", metric="objective", mode="max", max_t=max_t,

@@ -80,6 +80,18 @@ class Param:
             return [self.min, self.max]
         return [self.value]
 
+    def typical(self):
+        """One representative value: the fixed one, the first of a list, a range's middle
+        (geometric for log-uniform). Used for the baseline trials' unsearched settings."""
+        if self.value is not None:
+            return self.value
+        if self.values is not None:
+            return self.values[0]
+        if self.distribution == "log_uniform_values":
+            return (self.min * self.max) ** 0.5
+        middle = (self.min + self.max) / 2
+        return int(round(middle)) if self.distribution == "int_uniform" else middle
+
     def int_values(self) -> list[int] | None:
         """All values of an integer parameter (None if it is continuous)."""
         if self.values is not None:
@@ -158,6 +170,10 @@ class SearchSpace:
                 "backbone_options": dict(spec.options), "eval": dict(self.eval)}
         data.setdefault("seed", self.seed)
         return from_mapping(data, source=str(self.path))
+
+    def base_point(self) -> dict:
+        """A valid point of the space (fixed values, the smallest K, the first backbone)."""
+        return {**_edge_points(self)[0], "backbone": self.backbone_names()[0]}
 
     def anchor_ks(self) -> list[int]:
         """Every K a trial may use: the anchor cache computes all of them in one teacher pass."""
