@@ -2,7 +2,6 @@
 global batch) and `tune.multi_gpu` (a 2-worker Tune trial in one placement group reports metrics and
 a checkpoint). The GPU path differs only in the backend (NCCL) and the bundles' GPUs."""
 
-import dataclasses
 
 import pytest
 import torch
@@ -79,7 +78,7 @@ def test_two_gloo_workers_train_as_one_worker_on_the_global_batch(tmp_path):
 
 SPACE = {
     "name": "multi-gpu", "method": "grid", "seed": 0, "baseline": False,
-    "backbones": {"digits-flow": {"resources": {"cpu": 1}}},
+    "backbones": {"digits-flow": {"resources": {"cpu": 1, "workers": 2}}},
     "parameters": {"anchor_k": {"value": 2}, "lambda_div": {"value": 0.05}},
     "train": {"iterations": 4, "batch_size": 2, "teacher_steps": 10, "fake_updates": 1},
     "eval": {"prompts": ["3", "7"], "seeds_per_prompt": 4, "every": 1},
@@ -98,9 +97,6 @@ def test_two_worker_trial_reports_through_tune_with_a_checkpoint(tmp_path, monke
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(SPACE))
     space = load_space(path)
-    # `workers` is not in the space schema yet (tune.space): set it as the schema will.
-    space.backbones["digits-flow"] = dataclasses.replace(space.backbones["digits-flow"],
-                                                         resources={"cpu": 1.0, "gpu": 0.0, "workers": 2})
     pgf = trial_resources(space.backbones["digits-flow"].resources)
     assert pgf.head_bundle_is_empty and pgf.bundles == [{"CPU": 1.0}, {"CPU": 1.0}]
     assert trial_resources({"cpu": 2, "gpu": 1}).bundles == [{"CPU": 2.0, "GPU": 1.0}]

@@ -158,3 +158,11 @@ def test_real_spaces_load_when_the_weights_are_there(name, monkeypatch, weights_
 
 def test_every_shipped_space_is_covered():
     assert {p.name for p in SHIPPED} == {"quickstart.yaml", "anchor.yaml", "backbone.yaml"}
+
+
+def test_workers_must_be_a_positive_integer(tmp_path):
+    data = with_(backbones={"digits-flow": {"resources": {"cpu": 1, "workers": 0}}})
+    with pytest.raises(SpaceError, match="backbones.digits-flow.resources.workers: 0 must be an integer >= 1"):
+        load_space(write(tmp_path, data))
+    assert load_space(write(tmp_path, with_(backbones={"digits-flow": {"resources": {"workers": 2}}}),
+                            "ok.yaml")).backbones["digits-flow"].resources["workers"] == 2
