@@ -78,4 +78,5 @@ class LocalAnchors:
         return teacher_anchors(self.backbone, self.teacher, x1, cond, uncond, [self.anchor_k])[self.anchor_k]
 
     def stats(self) -> dict[str, int]:
-        return {"anchor_hits": self.hits, "anchor_misses": self.misses, "anchor_teacher_calls": self.teacher_calls}
+        return {"anchor_hits": self.hits, "anchor_misses": self.misses, "anchor_teacher_calls": self.teacher_calls,
+                "anchor_teacher_calls_alone": self.teacher_calls}

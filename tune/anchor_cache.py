@@ -233,8 +233,11 @@ class CachedAnchors:
         return _as_tensor(arrays[str(self.anchor_k)], self.backbone.device)
 
     def stats(self) -> dict[str, int]:
+        asked = self.cache.hits + self.cache.misses
         return {"anchor_hits": self.cache.hits, "anchor_misses": self.cache.misses,
-                "anchor_teacher_calls": self.cache.teacher_calls}
+                "anchor_teacher_calls": self.cache.teacher_calls,
+                # what this trial would have spent on its own K without the cache
+                "anchor_teacher_calls_alone": asked * self._calls([self.anchor_k], self.backbone.schedule)}
 
 
 def cached_prompt_lookup(cache: SharedCache, backbone, identity: str):
