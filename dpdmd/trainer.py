@@ -183,8 +183,8 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
                                      iteration=config.iterations, updates=updates, seconds=time.time() - started)
         if report is not None:
             report(metrics, out / CHECKPOINT if out is not None else None)
-    if out is not None:
-        method.student.save_pretrained(out / "student") if hasattr(method.student, "save_pretrained") else None
+    if out is not None and hasattr(method.student, "save_pretrained"):  # loadable with from_pretrained
+        method.student.save_pretrained(out / "student")
     return metrics
 
 
