@@ -165,7 +165,7 @@ def _convert(value, tp, key: str, problems: list[str]):
         if not isinstance(value, dict):
             problems.append(f"{key}: expected a mapping of {tp.__name__} settings, got {value!r}")
             return tp()
-        return _build(tp, value, problems, prefix=f"{key}.")
+        return build_dataclass(tp, value, problems, prefix=f"{key}.")
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -189,7 +189,9 @@ def _convert(value, tp, key: str, problems: list[str]):
     return None
 
 
-def _build(cls, data: dict, problems: list[str], prefix: str = ""):
+def build_dataclass(cls, data: dict, problems: list[str], prefix: str = ""):
+    """``cls(**data)`` with every unknown key and wrong type appended to ``problems`` (keys named
+    with ``prefix``); the fields' annotations are the schema."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(fields))
@@ -213,7 +215,7 @@ def from_mapping(data: dict, *, source: str | None = None) -> TrainConfig:
     if not isinstance(data, dict):
         raise ConfigError([f"expected a mapping of training settings, got {type(data).__name__}"], source)
     problems: list[str] = []
-    config = _build(TrainConfig, data, problems)
+    config = build_dataclass(TrainConfig, data, problems)
     if not problems:
         problems = config.problems()
     if problems:

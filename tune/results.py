@@ -66,9 +66,9 @@ def pareto_front(final: pd.DataFrame) -> pd.DataFrame:
     return final[pareto_front_mask(points)].sort_values("diversity").reset_index(drop=True)
 
 
-def summarize(trials: pd.DataFrame, *, cache_stats: dict, compute: dict, space_name: str) -> dict:
-    final = final_results(trials)
-    front = pareto_front(final)
+def summarize(final: pd.DataFrame, front: pd.DataFrame, *, cache_stats: dict, compute: dict,
+              space_name: str) -> dict:
+    """``summary.json``'s content from each trial's last report and the front."""
     summary: dict = {"space": space_name, "trials": int(final.shape[0]), "front": _records(front)}
     if not final.empty:
         for metric in ("diversity", "quality", "objective"):
@@ -106,18 +106,19 @@ def reference_points(final: pd.DataFrame) -> dict[str, tuple[float, float]]:
         return points
     for backbone, group in final.groupby("backbone"):
         points[f"teacher ({backbone})"] = (float(group["teacher_diversity"].iloc[0]), float(group["teacher_quality"].iloc[0]))
-        dmd = group[group.get("lambda_div", pd.Series(dtype=float)) == 0] if "lambda_div" in group else group.iloc[:0]
+        if "lambda_div" not in group:
+            continue
+        dmd = group[group["lambda_div"] == 0]
         if not dmd.empty:
             best = dmd.loc[dmd["student_updates"].idxmax()]
             points[f"vanilla DMD ({backbone})"] = (float(best["diversity"]), float(best["quality"]))
     return points
 
 
-def write_outputs(directory: Path, trials: pd.DataFrame, summary: dict) -> dict[str, Path]:
+def write_outputs(directory: Path, trials: pd.DataFrame, final: pd.DataFrame, front: pd.DataFrame,
+                  summary: dict) -> dict[str, Path]:
     """Write every output file; returns their paths by name."""
     directory.mkdir(parents=True, exist_ok=True)
-    final = final_results(trials)
-    front = pareto_front(final)
     paths = {"trials": directory / "trials.parquet", "pareto": directory / "pareto.parquet",
              "plot": directory / "pareto.png", "curves": directory / "curves.png", "summary": directory / "summary.json"}
     trials.to_parquet(paths["trials"], index=False)

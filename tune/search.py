@@ -226,19 +226,20 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     grid = tuner.fit()
 
     trials = res.trials_frame(grid)
+    final = res.final_results(trials)
+    front = res.pareto_front(final)
     cache_stats = ray.get(store.stats.remote()) if store is not None else {}
-    compute = compute_spent(trials, time.time() - started)
-    summary = res.summarize(trials, cache_stats=cache_stats, compute=compute, space_name=name)
+    compute = compute_spent(final, time.time() - started)
+    summary = res.summarize(final, front, cache_stats=cache_stats, compute=compute, space_name=name)
     out_dir = local_experiment_dir(storage, name)
-    paths = res.write_outputs(out_dir, trials, summary)
+    paths = res.write_outputs(out_dir, trials, final, front, summary)
     names = [p.name for p in paths.values() if p.exists()]
     wandb_dir = None
     if space.wandb.enabled:
         from .wandb_summary import log_summary_run
 
-        front = res.pareto_front(res.final_results(trials))
         wandb_dir = log_summary_run(project=space.wandb.project, name=f"{name}-summary", front_df=front,
-                                    trials_df=res.final_results(trials),
+                                    trials_df=final,
                                     png_paths={"pareto": paths["plot"], "curves": paths["curves"]},
                                     summary={k: v for k, v in summary.items() if not isinstance(v, (list, dict))},
                                     mode=space.wandb.mode, directory=str(out_dir))
@@ -252,7 +253,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
         ray.kill(store)
     ray.shutdown()
     print("\nPareto front (diversity vs quality):")
-    print(res.front_table(res.pareto_front(res.final_results(trials))))
+    print(res.front_table(front))
     print(f"\noutputs in {where}/: " + ", ".join(names))
     if wandb_dir:
         print(f"W&B summary run: {wandb_dir}" + ("  (offline: upload with `wandb sync " + wandb_dir + "`)"
@@ -285,12 +286,9 @@ def upload(local: Path, uri: str) -> None:
     shutil.rmtree(local, ignore_errors=True)
 
 
-def compute_spent(trials, wall_seconds: float) -> dict:
+def compute_spent(final, wall_seconds: float) -> dict:
     """Teacher evaluations spent on anchors, against what a search without the cache would spend
-    (each trial's own count of both, from its last report)."""
-    from . import results as res
-
-    final = res.final_results(trials)
+    (each trial's own count of both, from its last report: ``final``)."""
 
     def total(column: str) -> int:
         return int(final[column].fillna(0).sum()) if column in final else 0

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dpdmd.config import ConfigError, TrainConfig, from_mapping, load_yaml
+from dpdmd.config import ConfigError, TrainConfig, build_dataclass, from_mapping, load_yaml
 
 METHODS = ("grid", "random", "optuna_tpe", "optuna_nsga2")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform")
@@ -237,32 +237,13 @@ def _parse_param(name: str, spec, problems: list[str]) -> Param | None:
 
 
 def _build_section(cls, data, where: str, problems: list[str]):
-    """A dataclass section with type-checked fields (unknown keys and wrong types reported)."""
+    """A section of the file as its dataclass (unknown keys and wrong types reported)."""
     if data is None:
         return cls()
     if not isinstance(data, dict):
         problems.append(f"{where}: expected a mapping, got {data!r}")
         return cls()
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    _check_keys(data, list(fields), f"{where}.", problems)
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields:
-            continue
-        default = getattr(cls(), key)
-        ok = (value is None and default is None) or (
-            isinstance(default, bool) and isinstance(value, bool)) or (
-            isinstance(default, float) and _number(value)) or (
-            isinstance(default, int) and not isinstance(default, bool) and isinstance(value, int)
-            and not isinstance(value, bool)) or (
-            isinstance(default, str) and isinstance(value, str)) or (
-            default is None and isinstance(value, (int, str)) and not isinstance(value, bool)) or (
-            isinstance(default, dict) and isinstance(value, dict))
-        if not ok:
-            problems.append(f"{where}.{key}: {value!r} has the wrong type; expected {type(default).__name__}")
-            continue
-        kwargs[key] = float(value) if isinstance(default, float) else value
-    return cls(**kwargs)
+    return build_dataclass(cls, data, problems, prefix=f"{where}.")
 
 
 def load_space(path: str | Path, *, check_weights: bool = True) -> SearchSpace:
