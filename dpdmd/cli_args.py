@@ -1,11 +1,10 @@
 """Command-line flags generated from `TrainConfig`, so every hyperparameter has a flag with the
-same name, type and documentation as the config key (``anchor_k`` <-> ``--anchor-k``)."""
+same name, type and documentation (the field's ``doc``) as the config key (``anchor_k`` <-> ``--anchor-k``)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import typing
 
 from .config import EvalConfig, TrainConfig
@@ -13,26 +12,10 @@ from .config import EvalConfig, TrainConfig
 _SKIP = {"eval", "backbone_options", "evaluator_options"}
 
 
-def _docs(cls) -> dict[str, str]:
-    """Attribute descriptions from the class docstring's 'Attributes:' section."""
-    docs, current = {}, None
-    for line in (cls.__doc__ or "").splitlines():
-        m = re.match(r"\s{8}([\w, ]+): (.*)", line)
-        if m:
-            names, text = m.groups()
-            for name in names.split(","):
-                docs[name.strip()] = text
-            current = [n.strip() for n in names.split(",")]
-        elif current and re.match(r"\s{12}\S", line):
-            for name in current:
-                docs[name] += " " + line.strip()
-    return docs
-
-
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per field of TrainConfig and of its EvalConfig (prefixed ``--eval-``)."""
     for cls, prefix in ((TrainConfig, ""), (EvalConfig, "eval_")):
-        docs, hints = _docs(cls), typing.get_type_hints(cls)
+        hints = typing.get_type_hints(cls)
         group = parser.add_argument_group("training" if not prefix else "evaluation")
         for f in dataclasses.fields(cls):
             if f.name in _SKIP:
@@ -42,7 +25,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             args = typing.get_args(tp)
             base = next((a for a in args if a is not type(None)), tp) if args else tp
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            help_text = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%")
+            help_text = f"{f.metadata['doc']} (default: {default})".replace("%", "%%")
             kwargs = {"dest": prefix + f.name, "default": None, "help": help_text}
             if tp is bool:
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)

@@ -1,9 +1,12 @@
 """The training config: every hyperparameter of method.md in one place, with its default and unit.
 
 `TrainConfig` is what `dpdmd.train` (flags or ``--config FILE.yaml``) and the search's trials
-build, and what ``train(config)`` takes. `from_mapping` builds it from a plain dict (a YAML
-file), refusing unknown keys and wrong types; `problems` lists every out-of-range value. Both
-report *all* problems at once, each naming the key and what is allowed.
+build, and what ``train(config)`` takes. Each field is declared with `knob`: its default, its
+documentation (the flag's help), its valid `Range` and its *role* in the method, so that the
+search (`tune/`) reads what a knob means from here instead of naming fields. A `TrainConfig` checks
+its ranges when it is built (``__post_init__``): a config that exists is in range. `from_mapping`
+builds one from a plain dict (a YAML file), refusing unknown keys and wrong types. Both report
+*all* problems at once, each naming the key and what is allowed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from typing import Any
 
 import yaml
 
+#: Role of the knob that picks the teacher anchor (K): a trial with it needs the teacher's anchor
+#: latents, and a search's anchor cache computes every value it may take in one teacher pass.
+NEEDS_ANCHOR = "needs the teacher anchor"
+
 
 class ConfigError(ValueError):
     """Bad configuration. ``problems`` holds one message per bad key."""
@@ -28,122 +35,164 @@ class ConfigError(ValueError):
         super().__init__(where + ("\n  " if len(problems) > 1 else "") + "\n  ".join(problems))
 
 
+@dataclass(frozen=True)
+class Range:
+    """A knob's valid values: ``low <= v <= high`` (``<`` where open). ``high`` may name another
+    field ("teacher_steps"); ``optional``: None is allowed too (the backbone's default).
+    ``text`` replaces the generated "what is allowed" message ({field} names are filled in)."""
+
+    low: float | None = None
+    high: float | str | None = None
+    low_open: bool = False
+    high_open: bool = False
+    optional: bool = False
+    text: str = ""
+
+    def upper(self, config) -> float | None:
+        return getattr(config, self.high) if isinstance(self.high, str) else self.high
+
+    def contains(self, value, config) -> bool:
+        if value is None:
+            return self.optional
+        high = self.upper(config)
+        return ((self.low is None or (value > self.low if self.low_open else value >= self.low))
+                and (high is None or (value < high if self.high_open else value <= high)))
+
+    def describe(self, config) -> str:
+        if self.text:
+            return self.text.format(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+        if self.low is not None and self.high is not None:
+            text = f"it must be in {'(' if self.low_open else '['}{self.low:g}, {self.upper(config):g}" \
+                   f"{')' if self.high_open else ']'}"
+        else:
+            text = f"it must be {'>' if self.low_open else '>='} {self.low:g}"
+        return text + (", or null for the default" if self.optional else "")
+
+
+def knob(default=dataclasses.MISSING, *, doc: str, range: Range | None = None, role: str | None = None,
+         vanilla: Any = None, label: str | None = None, default_factory=dataclasses.MISSING):
+    """A config field with what the rest of the project needs to know about it.
+
+    Args:
+        doc: one sentence, with the unit; the command-line flag's help.
+        range: the valid values, checked when the config is built.
+        role: what the knob does in the method, e.g. `NEEDS_ANCHOR`.
+        vanilla: the value at which DP-DMD is vanilla DMD (the search's baseline trials use it).
+        label: short name on plots ("K", "λ").
+    """
+    metadata = {"doc": doc, "range": range, "role": role, "vanilla": vanilla, "label": label}
+    return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def _check_ranges(config) -> list[str]:
+    """Every field of ``config`` outside its `Range`, as 'key: value is not allowed; ...'."""
+    out = []
+    for f in dataclasses.fields(config):
+        valid = f.metadata.get("range")
+        value = getattr(config, f.name)
+        if valid is not None and not valid.contains(value, config):
+            out.append(f"{f.name}: {value!r} is not allowed; {valid.describe(config)}")
+    return out
+
+
 @dataclass(kw_only=True)
 class EvalConfig:
-    """How a run is evaluated (method.md, "Evaluation").
+    """How a run is evaluated (method.md, "Evaluation")."""
 
-    Attributes:
-        prompts: evaluation prompts; empty = the backbone's default prompts.
-        seeds_per_prompt: N images per prompt, from seeds 0..N-1 (the reference: 16; 9 in training).
-        every: evaluate every this many student updates (and always at the end); 0 = only at the end.
-        evaluator: which evaluator scores the images; "auto" = the backbone's (digits: "digits").
-        quality_metric: the evaluator's metric used as "quality"; "auto" = the evaluator's default.
-        evaluator_options: settings of the evaluator (real evaluators: model paths).
-    """
-
-    prompts: list[str] = field(default_factory=list)
-    seeds_per_prompt: int = 8
-    every: int = 25
-    evaluator: str = "auto"
-    quality_metric: str = "auto"
-    evaluator_options: dict[str, Any] = field(default_factory=dict)
+    prompts: list[str] = knob(default_factory=list, doc="evaluation prompts; empty = the backbone's default prompts.")
+    seeds_per_prompt: int = knob(8, doc="N images per prompt, from seeds 0..N-1 (the reference: 16; 9 in training).",
+                                 range=Range(2, text="diversity needs >= 2 seeds per prompt"))
+    every: int = knob(25, doc="evaluate every this many student updates (and always at the end); 0 = only at the end.",
+                      range=Range(0, text="it must be >= 0 (0: evaluate only at the end)"))
+    evaluator: str = knob("auto", doc='which evaluator scores the images; "auto" = the backbone\'s (digits: "digits").')
+    quality_metric: str = knob("auto", doc='the evaluator\'s metric used as "quality"; "auto" = the evaluator\'s default.')
+    evaluator_options: dict[str, Any] = knob(default_factory=dict,
+                                             doc="settings of the evaluator (real evaluators: model paths).")
 
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    """One DP-DMD run. Defaults are the reference's (method.md) unless the comment says otherwise.
+    """One DP-DMD run. Defaults are the reference's (method.md) unless the doc says otherwise."""
 
-    Attributes:
-        backbone: registry name ("digits-flow", "digits-eps", "sd35m", "sd35l", "sd3m", "sdxl").
-        backbone_options: backbone constructor settings beyond those below (e.g. a weights path).
-        anchor_k: K, teacher steps to the anchor (1..teacher_steps).
-        lambda_div: weight of L_div (>= 0); 0 is vanilla DMD.
-        stop_grad: the stop-gradient after the first student step (False: the paper's ablation).
-        teacher_steps: the teacher's Euler / DDIM steps.
-        student_steps: the student's steps (NFE).
-        cfg_scale: the teacher's CFG weight w; None = the backbone's default (3.5 for SD3.5-M as the
-            reference; digits-flow 2.0 and digits-eps 3.5, measured: see README).
-        fake_updates: fake-score updates per student update (two-time-scale rule).
-        lr: AdamW learning rate of the student; None = the backbone's default (1e-5 for SD
-            backbones as the reference, 1e-4 for the built-in digits).
-        lr_fake: the fake score's learning rate; None = the same as lr.
-        weight_decay, beta1, beta2: AdamW settings.
-        grad_clip: gradient-norm clip for both networks.
-        batch_size: prompts per iteration (reference: 4 per GPU; ours: 8, the digits are cheap).
-        iterations: training iterations (student + fake).
-        seed: seeds the iteration stream (prompts, x1 and DMD noise of iteration i: seed + i).
-        prompts: training prompts; empty = the backbone's default prompts.
-        device: "auto" (cuda if available), "cpu", "cuda", "cuda:N".
-        mixed_precision: "no" or "bf16".
-        compile: torch.compile each repeated block of the three networks (regional compilation,
-            `dpdmd.acceleration`), with one compile cache under $DPDMD_CACHE/compile shared by all
-            trials of a machine; measured on SD3.5-M at 1024 px: 59 s the first time, 10 s from the
-            cache, the DP-DMD cycle 1.7x faster (bench/README_gpu.md). Off by default: it only pays
-            on a GPU.
-        eval: evaluation settings.
-    """
+    backbone: str = knob("digits-flow", doc='registry name ("digits-flow", "digits-eps", "sd35m", "sd35l", "sd3m", "sdxl").')
+    backbone_options: dict[str, Any] = knob(default_factory=dict,
+                                            doc="backbone constructor settings beyond those below (e.g. a weights path).")
+    anchor_k: int = knob(10, doc="K, teacher steps to the anchor (1..teacher_steps).", role=NEEDS_ANCHOR, label="K",
+                         range=Range(1, "teacher_steps", text="K must be an integer in 1..teacher_steps (= {teacher_steps})"))
+    lambda_div: float = knob(0.05, doc="weight of L_div (>= 0); 0 is vanilla DMD.", vanilla=0.0, label="λ",
+                             range=Range(0, text="it must be >= 0 (0 is vanilla DMD)"))
+    stop_grad: bool = knob(True, doc="the stop-gradient after the first student step (False: the paper's ablation).")
+    teacher_steps: int = knob(30, doc="the teacher's Euler / DDIM steps.", range=Range(1))
+    student_steps: int = knob(4, doc="the student's steps (NFE).",
+                              range=Range(2, text="it must be >= 2 (the first step is anchored, the rest refine)"))
+    cfg_scale: float | None = knob(None, range=Range(0, optional=True, text="it must be >= 0, or null for the backbone's default"),
+                                   doc="the teacher's CFG weight w; None = the backbone's default (3.5 for SD3.5-M as "
+                                       "the reference; digits-flow 2.0 and digits-eps 3.5, measured: see README).")
+    fake_updates: int = knob(5, doc="fake-score updates per student update (two-time-scale rule).", range=Range(0))
+    lr: float | None = knob(None, range=Range(0, low_open=True, optional=True),
+                            doc="AdamW learning rate of the student; None = the backbone's default (1e-5 for SD "
+                                "backbones as the reference, 1e-4 for the built-in digits).")
+    lr_fake: float | None = knob(None, doc="the fake score's learning rate; None = the same as lr.",
+                                 range=Range(0, low_open=True, optional=True))
+    weight_decay: float = knob(0.0, doc="AdamW weight decay of both networks.", range=Range(0))
+    beta1: float = knob(0.9, doc="AdamW's first-moment decay (both networks).", range=Range(0, 1, high_open=True))
+    beta2: float = knob(0.999, doc="AdamW's second-moment decay (both networks).", range=Range(0, 1, high_open=True))
+    grad_clip: float = knob(1.0, doc="gradient-norm clip for both networks.", range=Range(0, low_open=True))
+    batch_size: int = knob(8, doc="prompts per iteration (reference: 4 per GPU; ours: 8, the digits are cheap).",
+                           range=Range(1))
+    iterations: int = knob(600, doc="training iterations (student + fake).", range=Range(1))
+    seed: int = knob(0, doc="seeds the iteration stream (prompts, x1 and DMD noise of iteration i: seed + i).",
+                     range=Range(0))
+    prompts: list[str] = knob(default_factory=list, doc="training prompts; empty = the backbone's default prompts.")
+    device: str = knob("auto", doc='"auto" (cuda if available), "cpu", "cuda", "cuda:N".')
+    mixed_precision: str = knob("no", doc='"no" or "bf16".')
+    compile: bool = knob(False, doc="torch.compile each repeated block of the three networks (regional compilation, "
+                                    "`dpdmd.acceleration`), with one compile cache under $DPDMD_CACHE/compile shared "
+                                    "by all trials of a machine; measured on SD3.5-M at 1024 px: 59 s the first time, "
+                                    "10 s from the cache, the DP-DMD cycle 1.7x faster (bench/README_gpu.md). Off by "
+                                    "default: it only pays on a GPU.")
+    eval: EvalConfig = knob(default_factory=EvalConfig, doc="evaluation settings.")
 
-    backbone: str = "digits-flow"
-    backbone_options: dict[str, Any] = field(default_factory=dict)
-    anchor_k: int = 10
-    lambda_div: float = 0.05
-    stop_grad: bool = True
-    teacher_steps: int = 30
-    student_steps: int = 4
-    cfg_scale: float | None = None
-    fake_updates: int = 5
-    lr: float | None = None
-    lr_fake: float | None = None
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.999
-    grad_clip: float = 1.0
-    batch_size: int = 8
-    iterations: int = 600
-    seed: int = 0
-    prompts: list[str] = field(default_factory=list)
-    device: str = "auto"
-    mixed_precision: str = "no"
-    compile: bool = False
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    def __post_init__(self):
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems)
 
     def problems(self) -> list[str]:
-        """Every out-of-range value, as 'key: value — what is allowed' messages."""
-        out = []
-
-        def need(ok: bool, key: str, allowed: str):
-            if not ok:
-                value = getattr(self, key) if "." not in key else getattr(self.eval, key.split(".")[1])
-                out.append(f"{key}: {value!r} is not allowed; {allowed}")
-
-        need(self.teacher_steps >= 1, "teacher_steps", "it must be >= 1")
-        need(1 <= self.anchor_k <= self.teacher_steps, "anchor_k",
-             f"K must be an integer in 1..teacher_steps (= {self.teacher_steps})")
-        need(self.lambda_div >= 0, "lambda_div", "it must be >= 0 (0 is vanilla DMD)")
-        need(self.student_steps >= 2, "student_steps", "it must be >= 2 (the first step is anchored, the rest refine)")
-        need(self.cfg_scale is None or self.cfg_scale >= 0, "cfg_scale", "it must be >= 0, or null for the backbone's default")
-        need(self.fake_updates >= 0, "fake_updates", "it must be >= 0")
-        for key in ("lr", "lr_fake"):
-            need(getattr(self, key) is None or getattr(self, key) > 0, key, "it must be > 0, or null for the default")
-        need(self.weight_decay >= 0, "weight_decay", "it must be >= 0")
-        need(0 <= self.beta1 < 1, "beta1", "it must be in [0, 1)")
-        need(0 <= self.beta2 < 1, "beta2", "it must be in [0, 1)")
-        need(self.grad_clip > 0, "grad_clip", "it must be > 0")
-        need(self.batch_size >= 1, "batch_size", "it must be >= 1")
-        need(self.iterations >= 1, "iterations", "it must be >= 1")
-        need(self.seed >= 0, "seed", "it must be >= 0")
-        need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
-             "use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        need(self.mixed_precision in ("no", "bf16"), "mixed_precision", "use 'no' or 'bf16'")
-        need(self.eval.seeds_per_prompt >= 2, "eval.seeds_per_prompt", "diversity needs >= 2 seeds per prompt")
-        need(self.eval.every >= 0, "eval.every", "it must be >= 0 (0: evaluate only at the end)")
+        """Every out-of-range value, as 'key: value is not allowed; what is allowed' messages."""
+        out = _check_ranges(self) + [f"eval.{p}" for p in _check_ranges(self.eval)]
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            out.append(f"device: {self.device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if self.mixed_precision not in ("no", "bf16"):
+            out.append(f"mixed_precision: {self.mixed_precision!r} is not allowed; use 'no' or 'bf16'")
         return out
+
+    @property
+    def is_vanilla_dmd(self) -> bool:
+        """DP-DMD with its diversity term off: vanilla DMD, which needs no teacher anchor."""
+        return all(getattr(self, name) == value for name, value in vanilla_dmd().items())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+def vanilla_dmd() -> dict[str, Any]:
+    """The settings that turn DP-DMD into vanilla DMD (``{"lambda_div": 0.0}``), from the fields'
+    ``vanilla`` metadata: the search's baseline trials and the plots' "vanilla DMD" marker."""
+    return {f.name: f.metadata["vanilla"] for f in dataclasses.fields(TrainConfig) if f.metadata.get("vanilla") is not None}
+
+
+def knobs_with_role(role: str) -> list[str]:
+    """The names of the TrainConfig fields that play ``role`` (e.g. `NEEDS_ANCHOR`)."""
+    return [f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("role") == role]
+
+
+def labelled_knobs() -> list[tuple[str, str]]:
+    """``(field, short label)`` of the knobs that name a run on plots: [("anchor_k", "K"), ("lambda_div", "λ")]."""
+    return [(f.name, f.metadata["label"]) for f in dataclasses.fields(TrainConfig) if f.metadata.get("label")]
 
 
 # --- building dataclasses from plain dicts, with every problem reported ------------------------
@@ -205,9 +254,12 @@ def build_dataclass(cls, data: dict, problems: list[str], prefix: str = ""):
                 kwargs[name] = converted
     try:
         return cls(**kwargs)
-    except TypeError as err:  # a None where a value is required: already reported
-        problems.append(f"{prefix.rstrip('.') or cls.__name__}: {err}")
-        return cls()
+    except ConfigError as err:  # out of range: the dataclass checks its own ranges
+        problems.extend(prefix + p for p in err.problems)
+    except TypeError as err:  # a wrong type (already reported) met by a range check
+        if not problems:
+            problems.append(f"{prefix.rstrip('.') or cls.__name__}: {err}")
+    return cls()
 
 
 def from_mapping(data: dict, *, source: str | None = None) -> TrainConfig:
@@ -216,8 +268,6 @@ def from_mapping(data: dict, *, source: str | None = None) -> TrainConfig:
         raise ConfigError([f"expected a mapping of training settings, got {type(data).__name__}"], source)
     problems: list[str] = []
     config = build_dataclass(TrainConfig, data, problems)
-    if not problems:
-        problems = config.problems()
     if problems:
         raise ConfigError(problems, source)
     return config

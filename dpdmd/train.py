@@ -1,6 +1,6 @@
 """Train one DP-DMD student.
 
-    python -m dpdmd.train --backbone digits-flow --anchor-k 10 --lambda-div 0.05 --seed 0 \
+    python -m dpdmd.train --backbone digits-flow --anchor-k 10 --lambda-div 0.05 --seed 0 \\
         --iterations 600 --out runs/k10
     python -m dpdmd.train --config my_run.yaml --out runs/a       # YAML keys = the flags' names
     python -m dpdmd.train --config my_run.yaml --out runs/a --resume
@@ -50,21 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     add_config_flags(parser)
     args = parser.parse_args(argv)
 
-    from .trainer import CHECKPOINT, build_backbone, check, train
+    from .trainer import CHECKPOINT, train
 
-    try:
+    try:  # train() refuses what the backbone refuses before it writes or trains anything
         config = parse_config(args)
-        check(config, build_backbone(config))  # refuse bad input before anything starts
         resume_from = None
         if args.resume:
             resume_from = args.out / CHECKPOINT
             if not (resume_from / "state.pt").exists():
                 raise ConfigError([f"--resume: no checkpoint in {resume_from}; run without --resume to start"])
+        metrics = train(config, out_dir=args.out, resume_from=resume_from, progress=not args.no_progress)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-
-    metrics = train(config, out_dir=args.out, resume_from=resume_from, progress=not args.no_progress)
     print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}, indent=1))
     print(f"outputs in {args.out}")
     return 0

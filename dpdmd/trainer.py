@@ -54,8 +54,9 @@ def build_backbone(config: TrainConfig) -> Backbone:
 
 
 def check(config: TrainConfig, backbone: Backbone) -> None:
-    """Everything that can be refused before training starts, reported at once."""
-    problems = config.problems()
+    """What only the backbone can refuse (its prompts), reported at once. The ranges were
+    checked when ``config`` was built (`TrainConfig`)."""
+    problems = []
     for key, prompts in (("prompts", config.prompts), ("eval.prompts", config.eval.prompts)):
         try:
             backbone.validate_prompts(prompts)
@@ -164,7 +165,7 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
             continue
         uncond = embed([""] * len(batch.prompts))
         target = None
-        if config.lambda_div > 0:  # vanilla DMD needs no anchor
+        if not config.is_vanilla_dmd:  # vanilla DMD needs no anchor
             with method.phase("anchor"):
                 target = provider(batch, cond, uncond)
         for k, v in method.student_update(batch, cond, uncond, target).items():

@@ -52,8 +52,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from dpdmd.config import TrainConfig
 
 from .space import SearchSpace
-from .trainable import (persistable_checkpoint, run_trial, sampled_params, shared_caches, trial_workspace,
-                        with_objective)
+from .trainable import persistable_checkpoint, run_trial, shared_caches, trial_workspace, with_objective
 
 POLL_SECONDS = 0.5  # how often the coordinator checks its workers while no report is waiting
 
@@ -89,7 +88,7 @@ def trial_resources(resources: Mapping[str, float]) -> tune.PlacementGroupFactor
 
 
 def trial_backbone(space: SearchSpace, config: dict) -> str:
-    return sampled_params(config).get("backbone", space.backbone_names()[0])
+    return config.get("backbone", space.backbone_names()[0])
 
 
 def build_trainable(space: SearchSpace, cache: dict):
@@ -112,7 +111,7 @@ def run_search_trial(config: dict, *, space: SearchSpace, cache: dict) -> None:
 def run_multi_worker_trial(config: dict, *, space: SearchSpace, cache: dict, workers: int) -> None:
     """One trial trained data-parallel by ``workers`` worker actors in the trial's placement group
     (built by `multi_worker_resources`; its last ``workers`` bundles are the workers')."""
-    train_config = space.train_config(sampled_params(config))
+    train_config = space.train_config(config)
     resources = space.backbones[train_config.backbone].resources
     pg = get_current_placement_group()
     if pg is None or len(pg.bundle_specs) < workers:

@@ -18,14 +18,15 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from dpdmd.config import labelled_knobs
+
 from .pareto import pareto_front_mask
 
 __all__ = ["DEFAULT_LABEL_COLUMNS", "plot_curves", "plot_pareto"]
 
 #: ``(column, prefix)`` pairs that build a point's label, e.g. "K=10 λ=0.05 digits-flow".
 DEFAULT_LABEL_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("anchor_k", "K="),
-    ("lambda_div", "λ="),
+    *((name, f"{label}=") for name, label in labelled_knobs()),  # the knobs dpdmd labels: K, λ
     ("backbone", ""),
 )
 

@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dpdmd.config import labelled_knobs, vanilla_dmd
+
 from .pareto import hypervolume_2d, pareto_front_mask
 from .plots import plot_curves, plot_pareto
+from .space import BASELINE, SEARCHABLE
 
-CONFIG_COLUMNS = ("backbone", "anchor_k", "lambda_div", "lr", "fake_updates", "cfg_scale", "teacher_steps",
-                  "stop_grad", "batch_size")
+CONFIG_COLUMNS = (*SEARCHABLE, BASELINE)  # whichever of them the trials set
 # The hypervolume's reference point: (0, 0) in teacher-normalised units, i.e. the area dominated
 # by the front in the plane of (D / D_teacher, Q / Q_teacher). Documented in the README.
 HYPERVOLUME_REFERENCE = (0.0, 0.0)
@@ -37,8 +39,7 @@ def trials_frame(results) -> pd.DataFrame:
         if df is None or df.empty:
             continue
         df = df.copy()
-        config = result.config.get("trial", result.config)
-        for key, value in config.items():
+        for key, value in result.config.items():  # the trial's flat overrides (tune.trials)
             df[key] = value
         df["trial_id"] = result.metrics.get("trial_id", df.get("trial_id", pd.Series(["?"])).iloc[-1])
         df["error"] = str(result.error) if result.error else ""
@@ -100,19 +101,26 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 
 def reference_points(final: pd.DataFrame) -> dict[str, tuple[float, float]]:
-    """Markers for the plot: each backbone's teacher, and its vanilla-DMD (lambda_div = 0) trial."""
+    """Markers for the plot: each backbone's teacher, and its vanilla-DMD trial."""
     points = {}
     if final.empty or "backbone" not in final:
         return points
     for backbone, group in final.groupby("backbone"):
         points[f"teacher ({backbone})"] = (float(group["teacher_diversity"].iloc[0]), float(group["teacher_quality"].iloc[0]))
-        if "lambda_div" not in group:
-            continue
-        dmd = group[group["lambda_div"] == 0]
+        dmd = group[vanilla_dmd_rows(group)]
         if not dmd.empty:
             best = dmd.loc[dmd["student_updates"].idxmax()]
             points[f"vanilla DMD ({backbone})"] = (float(best["diversity"]), float(best["quality"]))
     return points
+
+
+def vanilla_dmd_rows(frame: pd.DataFrame) -> pd.Series:
+    """Which rows are vanilla-DMD trials (`dpdmd.config.vanilla_dmd`'s settings; a frame without
+    those columns has none)."""
+    mask = pd.Series(True, index=frame.index)
+    for name, value in vanilla_dmd().items():
+        mask &= frame[name] == value if name in frame else False
+    return mask
 
 
 def write_outputs(directory: Path, trials: pd.DataFrame, final: pd.DataFrame, front: pd.DataFrame,
@@ -136,6 +144,7 @@ def front_table(front: pd.DataFrame) -> str:
     """The front as a plain-text table for the terminal."""
     if front.empty:
         return "(no trial finished with finite diversity and quality)"
-    cols = [c for c in ("backbone", "anchor_k", "lambda_div", "student_updates", "diversity", "quality", "objective")
+    knobs = [name for name, _ in labelled_knobs()]
+    cols = [c for c in ("backbone", *knobs, "student_updates", "diversity", "quality", "objective")
             if c in front.columns]
     return front[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}")

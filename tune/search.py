@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .space import SearchSpace, SpaceError, grid_size, iter_grid, load_space
+from .space import SearchSpace, SpaceError, grid_size, load_space
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,148 +52,92 @@ def join_uri(base: str, *parts: str) -> str:
 
 # --- the plan -----------------------------------------------------------------------------------
 
-def trial_points(space: SearchSpace) -> list[dict] | None:
-    """Grid: every trial's searched values, baselines included; samplers: None."""
-    if space.method != "grid":
-        return None
-    points = [dict(p) for p in iter_grid(space)] * space.num_samples
-    fixed = {n: p.value for n, p in space.parameters.items() if p.value is not None}
-    points = [{**fixed, **p} for p in points]
-    return baseline_points(space) + points
-
-
-def baseline_points(space: SearchSpace) -> list[dict]:
-    """One vanilla-DMD trial (lambda_div = 0) per backbone, for reference, unless the space has one."""
-    if not space.baseline:
-        return []
-    lam = space.parameters.get("lambda_div")
-    if lam is not None and lam.values is not None and 0 in lam.values:
-        return []
-    out = []
-    for backbone in space.backbone_names():
-        point = {"lambda_div": 0.0}
-        if "backbone" in space.parameters:
-            point["backbone"] = backbone
-        k = space.parameters.get("anchor_k")
-        if k is not None:
-            point["anchor_k"] = min(k.extremes())  # unused when lambda_div = 0
-        for name, p in space.parameters.items():
-            point.setdefault(name, p.typical())
-        out.append(point)
-    return out
-
-
 def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
-    from dpdmd.anchors import teacher_calls_for
-    from dpdmd.trainer import build_backbone
+    from .trials import baseline_trials, planned_trials
 
     lines = [f"search space: {space.path} (name {args.name or space.name})", f"method: {space.method}, seed {space.seed}"]
-    points = trial_points(space)
-    if points is not None:
+    baselines = baseline_trials(space)
+    if space.method == "grid":
+        points = planned_trials(space)
         lines.append(f"trials: {len(points)} ({grid_size(space)} grid points"
-                     f"{f' + {len(points) - grid_size(space)} vanilla-DMD baseline(s)' if len(points) > grid_size(space) else ''})")
-        for i, p in enumerate(points):
-            lines.append(f"  {i:3d}  " + "  ".join(f"{k}={v}" for k, v in p.items()))
+                     f"{f' + {len(baselines)} vanilla-DMD baseline(s)' if baselines else ''})")
+        lines.extend(f"  {i:3d}  " + "  ".join(f"{k}={v}" for k, v in p.items()) for i, p in enumerate(points))
     else:
-        n = args.num_samples or space.num_samples
-        lines.append(f"trials: {n} sampled + {len(baseline_points(space))} vanilla-DMD baseline(s)")
+        lines.append(f"trials: {args.num_samples or space.num_samples} sampled + {len(baselines)} vanilla-DMD baseline(s)")
         for name, p in space.parameters.items():
             lines.append(f"  {name}: " + (f"{p.distribution}[{p.min}, {p.max}]" if p.distribution else
                                           f"one of {p.values}" if p.values else f"= {p.value}"))
     lines.append(f"concurrency: {space.max_concurrent or 'as resources allow'}")
     lines.append("resources per trial: " + "; ".join(f"{b}: {s.resources}" for b, s in space.backbones.items()))
-    s = space.scheduler
-    config0 = space.train_config(points[0] if points else space.base_point())
-    max_t = s.max_t or space.max_student_updates(config0)
+    s, max_t = space.scheduler, max_updates(space)
     lines.append(f"scheduler: {s.type}" + (f" on the combined objective (w = {space.objective.diversity_weight}), "
                                            f"time = student updates, max_t {max_t}, grace {s.grace_period}, "
                                            f"reduction {s.reduction_factor}, brackets {s.brackets}" if s.type == "asha" else " (no early stopping)"))
-    ks = space.anchor_ks()
+    lines.extend(_describe_anchor_cache(space))
+    return "\n".join(lines)
+
+
+def _describe_anchor_cache(space: SearchSpace) -> list[str]:
+    """Per backbone: the teacher evaluations one pass over every K costs, and for the search."""
+    from dpdmd.anchors import teacher_calls_for
+    from dpdmd.trainer import build_backbone
+
+    ks, lines = space.anchor_ks(), []
     for backbone in space.backbone_names():
-        cfg = space.train_config({**(points[0] if points else {}), "backbone": backbone, "anchor_k": min(ks)})
+        cfg = space.train_config({**space.base_point(), "backbone": backbone})
         b = build_backbone(cfg.replace(device="cpu")) if backbone.startswith("digits") else None
         calls = teacher_calls_for(ks, b.schedule) if b else max(ks)
         updates = space.max_student_updates(cfg)
         lines.append(f"anchor cache ({backbone}): K in {ks} from one teacher pass of {calls} guided steps "
                      f"per student iteration; at most {updates} iterations x {calls} = {updates * calls} teacher "
                      f"evaluations for the whole search")
-    return "\n".join(lines)
+    return lines
+
+
+def max_updates(space: SearchSpace) -> int:
+    """The scheduler's max_t: as set, else the student updates of the configured iterations."""
+    return space.scheduler.max_t or space.max_student_updates(space.train_config(space.base_point()))
 
 
 # --- running ------------------------------------------------------------------------------------
 
-def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, cache: dict):
-    from ray import tune
+def build_scheduler(space: SearchSpace, max_t: int):
+    """ASHA on the combined objective (time: student updates), or FIFO (no early stopping)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    s = space.scheduler
+    if s.type != "asha":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="student_updates", metric="objective", mode="max", max_t=max_t,
+                         grace_period=min(s.grace_period, max_t), reduction_factor=s.reduction_factor,
+                         brackets=s.brackets)
+
+
+def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, cache: dict):
+    """The `ray.tune.Tuner` of the search (restored from the storage under ``--resume``)."""
+    from ray import tune
 
     from .multi_gpu import build_trainable
+    from .trials import build_searcher, planned_trials
 
-    points = trial_points(space)
-    baselines = baseline_points(space)
-    if points is not None:
-        param_space = {"trial": tune.grid_search(points)}
-        search_alg = BasicVariantGenerator(random_state=space.seed)
-        num_samples = 1
-    else:
-        param_space = {}
-        for name, p in space.parameters.items():
-            if p.value is not None:
-                param_space[name] = p.value
-            elif p.values is not None:
-                param_space[name] = tune.choice(p.values)
-            elif p.distribution == "uniform":
-                param_space[name] = tune.uniform(p.min, p.max)
-            elif p.distribution == "log_uniform_values":
-                param_space[name] = tune.loguniform(p.min, p.max)
-            else:
-                param_space[name] = tune.randint(int(p.min), int(p.max) + 1)
-        num_samples = (args.num_samples or space.num_samples) + len(baselines)
-        if space.method == "random":
-            search_alg = BasicVariantGenerator(random_state=space.seed, points_to_evaluate=baselines or None)
-        else:
-            import optuna
-            from ray.tune.search.optuna import OptunaSearch
-
-            from .baselines import WithBaselines
-
-            if space.method == "optuna_tpe":
-                optuna_search = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=space.seed),
-                                             metric="objective", mode="max")
-            else:  # NSGA-II on both metrics; ASHA still stops on the combined objective
-                optuna_search = OptunaSearch(sampler=optuna.samplers.NSGAIISampler(seed=space.seed),
-                                             metric=["diversity", "quality"], mode=["max", "max"])
-            search_alg = WithBaselines(optuna_search, baselines)
-    s = space.scheduler
-    config0 = space.train_config(points[0] if points else space.base_point())
-    max_t = s.max_t or space.max_student_updates(config0)
-    if s.type == "asha":
-        scheduler = ASHAScheduler(time_attr="student_updates", metric="objective", mode="max", max_t=max_t,
-                                  grace_period=min(s.grace_period, max_t), reduction_factor=s.reduction_factor,
-                                  brackets=s.brackets)
-    else:
-        scheduler = FIFOScheduler()
-
+    name = args.name or space.name
     trainable = build_trainable(space, cache)  # one placement group per trial, several workers if asked
+    if args.resume:
+        return tune.Tuner.restore(join_uri(storage, name), trainable, resume_unfinished=True, resume_errored=True)
     callbacks = []
     if space.wandb.enabled and space.wandb.per_trial:
         from ray.air.integrations.wandb import WandbLoggerCallback
 
-        callbacks.append(WandbLoggerCallback(project=space.wandb.project, entity=space.wandb.entity,
-                                             group=args.name or space.name))
+        callbacks.append(WandbLoggerCallback(project=space.wandb.project, entity=space.wandb.entity, group=name))
     run_config = tune.RunConfig(
-        name=args.name or space.name, storage_path=storage, callbacks=callbacks, verbose=1,
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        failure_config=tune.FailureConfig(max_failures=1))
-    experiment = join_uri(storage, args.name or space.name)
-    if args.resume:
-        return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True,
-                                  param_space=param_space)
-    return tune.Tuner(trainable, param_space=param_space, run_config=run_config,
-                      tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,
-                                                  num_samples=num_samples,
-                                                  max_concurrent_trials=space.max_concurrent or None,
-                                                  reuse_actors=False))
+        name=name, storage_path=storage, callbacks=callbacks, verbose=1,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), failure_config=tune.FailureConfig(max_failures=1))
+    # the searcher says when the plan is done (grid); samplers run num_samples after the baselines
+    sampled = 0 if space.method == "grid" else (args.num_samples or space.num_samples)
+    tune_config = tune.TuneConfig(search_alg=build_searcher(space), scheduler=build_scheduler(space, max_updates(space)),
+                                  num_samples=len(planned_trials(space)) + sampled,
+                                  max_concurrent_trials=space.max_concurrent or None, reuse_actors=False)
+    return tune.Tuner(trainable, run_config=run_config, tune_config=tune_config)
 
 
 def experiment_exists(storage: str, name: str) -> bool:

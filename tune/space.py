@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dpdmd.config import ConfigError, TrainConfig, build_dataclass, from_mapping, load_yaml
+from dpdmd.config import NEEDS_ANCHOR, ConfigError, TrainConfig, build_dataclass, from_mapping, knobs_with_role, load_yaml
 
 METHODS = ("grid", "random", "optuna_tpe", "optuna_nsga2")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform")
@@ -50,6 +50,8 @@ SCHEDULERS = ("asha", "fifo")
 _SCALAR_TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig)
                            if f.name not in ("eval", "backbone_options", "prompts"))
 SEARCHABLE = _SCALAR_TRAIN_KEYS
+#: The key that marks a trial as a reference trial (vanilla DMD) rather than a point of the search.
+BASELINE = "baseline"
 
 
 class SpaceError(ValueError):
@@ -162,24 +164,32 @@ class SearchSpace:
         p = self.parameters.get("backbone")
         return [str(v) for v in p.extremes()] if p else list(self.backbones)
 
-    def train_config(self, sampled: dict) -> TrainConfig:
-        """The TrainConfig of one trial: fixed settings, then its backbone's, then the sampled ones."""
-        backbone = sampled.get("backbone", self.backbone_names()[0])
+    def train_config(self, trial: dict) -> TrainConfig:
+        """The TrainConfig of one trial (`tune.trials`: flat overrides, ``baseline`` ignored):
+        fixed settings, then its backbone's, then the trial's."""
+        overrides = {k: v for k, v in trial.items() if k != BASELINE}
+        backbone = overrides.get("backbone", self.backbone_names()[0])
         spec = self.backbones[backbone]
-        data = {**self.train, **spec.train, **sampled, "backbone": backbone,
+        data = {**self.train, **spec.train, **overrides, "backbone": backbone,
                 "backbone_options": dict(spec.options), "eval": dict(self.eval)}
         data.setdefault("seed", self.seed)
         return from_mapping(data, source=str(self.path))
+
+    def fixed_values(self) -> dict:
+        """The parameters given one ``value``: part of every trial."""
+        return {n: p.value for n, p in self.parameters.items() if p.value is not None}
 
     def base_point(self) -> dict:
         """A valid point of the space (fixed values, the smallest K, the first backbone)."""
         return {**_edge_points(self)[0], "backbone": self.backbone_names()[0]}
 
     def anchor_ks(self) -> list[int]:
-        """Every K a trial may use: the anchor cache computes all of them in one teacher pass."""
-        p = self.parameters.get("anchor_k")
+        """Every K (the anchor knob's values) a trial may use: the anchor cache computes all of
+        them in one teacher pass."""
+        (name,) = knobs_with_role(NEEDS_ANCHOR)
+        p = self.parameters.get(name)
         if p is None:
-            return [int(self.train.get("anchor_k", TrainConfig().anchor_k))]
+            return [int(self.train.get(name, getattr(TrainConfig(), name)))]
         return sorted(set(p.int_values() or []))
 
     def max_student_updates(self, config: TrainConfig) -> int:
@@ -358,21 +368,31 @@ def load_space(path: str | Path, *, check_weights: bool = True) -> SearchSpace:
     return space
 
 
+def _bounded_knobs(space: SearchSpace) -> dict[str, str]:
+    """The searched knobs whose upper bound is another field, e.g. {"anchor_k": "teacher_steps"}
+    (from the fields' `dpdmd.config.Range`)."""
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        valid = f.metadata.get("range")
+        if f.name in space.parameters and valid is not None and isinstance(valid.high, str):
+            out[f.name] = valid.high
+    return out
+
+
 def _edge_points(space: SearchSpace) -> list[dict]:
     """Sampled-parameter dicts at the edges of the space: each parameter at each of its extreme
-    values, the others at a valid base point (fixed values; the smallest K; the largest K when
-    teacher_steps varies, since K must stay <= teacher_steps)."""
-    base = {n: p.value for n, p in space.parameters.items() if p.value is not None and n != "backbone"}
-    if "anchor_k" in space.parameters:
-        base["anchor_k"] = min(space.parameters["anchor_k"].extremes())
+    values, the others at a valid base point (fixed values; a knob bounded by another field, such
+    as K <= teacher_steps, at its smallest, and at its largest while that field varies)."""
+    bounded = _bounded_knobs(space)
+    base = {n: v for n, v in space.fixed_values().items() if n != "backbone"}
+    base.update({n: min(space.parameters[n].extremes()) for n in bounded})
     points = [dict(base)]
     for name, param in space.parameters.items():
         if name == "backbone" or param.value is not None:
             continue
         for value in param.extremes():
             point = {**base, name: value}
-            if name == "teacher_steps" and "anchor_k" in space.parameters:
-                point["anchor_k"] = max(space.parameters["anchor_k"].extremes())
+            point.update({n: max(space.parameters[n].extremes()) for n, bound in bounded.items() if bound == name})
             points.append(point)
     return points
 

@@ -1,6 +1,6 @@
 """The Ray Tune trainable: one DP-DMD trial, a thin wrapper around `dpdmd.train`.
 
-``run_trial(config)`` turns the sampled parameters into a `dpdmd.TrainConfig` (through the
+``run_trial(config)`` turns the trial's overrides into a `dpdmd.TrainConfig` (through the
 space), plugs the shared anchor and prompt caches into the trainer, and at every evaluation
 reports diversity, quality, the combined objective, the losses, the student updates so far and
 its cache hits and misses with ``tune.report(..., checkpoint=...)``. A restarted or resumed
@@ -24,11 +24,6 @@ from dpdmd.trainer import train
 from .anchor_cache import CachedAnchors, SharedCache, cached_prompt_lookup, find_store
 from .objective import combined_objective
 from .space import SearchSpace
-
-
-def sampled_params(config: dict) -> dict:
-    """The searched values of a trial: grid trials carry them under "trial", samplers flat."""
-    return dict(config["trial"]) if "trial" in config else dict(config)
 
 
 def anchor_identity(train_config, backbone) -> str:
@@ -95,9 +90,9 @@ def shared_caches(train_config, cache: dict, *, shard: tuple[int, int] | None = 
 
 
 def run_trial(config: dict, *, space: SearchSpace, cache: dict) -> None:
-    """Ray Tune function trainable. ``cache`` = {"enabled", "spill_uri", "ks"}."""
-    params = sampled_params(config)
-    train_config = space.train_config(params)
+    """Ray Tune function trainable of one trial (``config``: its flat overrides, `tune.trials`).
+    ``cache`` = {"enabled", "spill_uri", "ks"}."""
+    train_config = space.train_config(config)
     cpus = space.backbones[train_config.backbone].resources.get("cpu", 1)
     torch.set_num_threads(max(1, int(cpus)))  # trials share the cores: never oversubscribe them
     out_dir = trial_workspace()

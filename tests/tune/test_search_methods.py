@@ -34,8 +34,9 @@ def test_every_sampler_builds_a_tuner(tmp_path, method):
     args = argparse.Namespace(name=None, num_samples=None, resume=False)
     tuner = search.build_tuner(space, args, storage=str(tmp_path / "runs"), cache={"enabled": False})
     assert tuner is not None
-    baselines = search.baseline_points(space)
-    assert baselines == [{"lambda_div": 0.0, "anchor_k": 2}]
+    from tune.trials import baseline_trials
+
+    assert baseline_trials(space) == [{"baseline": True, "lambda_div": 0.0, "anchor_k": 2}]
 
 
 def test_nsga2_search_runs_with_the_baseline_first(tmp_path):
@@ -57,7 +58,7 @@ def test_baselines_come_first_and_never_reach_the_wrapped_searcher():
     """The state machine, fed by hand with no Ray running."""
     from ray.tune.search import Searcher
 
-    from tune.baselines import WithBaselines
+    from tune.trials import TrialSearcher
 
     class Recording(Searcher):
         def __init__(self):
@@ -74,10 +75,30 @@ def test_baselines_come_first_and_never_reach_the_wrapped_searcher():
             self.completed.append(trial_id)
 
     inner = Recording()
-    searcher = WithBaselines(inner, [{"lambda_div": 0.0, "anchor_k": 2}])
-    assert searcher.suggest("t0") == {"lambda_div": 0.0, "anchor_k": 2}
-    assert searcher.suggest("t1") == {"lambda_div": 0.1, "anchor_k": 3}
+    searcher = TrialSearcher([{"baseline": True, "lambda_div": 0.0, "anchor_k": 2}], inner, fixed={"cfg_scale": 2.0})
+    assert searcher.suggest("t0") == {"baseline": True, "lambda_div": 0.0, "anchor_k": 2}
+    assert searcher.suggest("t1") == {"baseline": False, "cfg_scale": 2.0, "lambda_div": 0.1, "anchor_k": 3}
     for t in ("t0", "t1"):
         searcher.on_trial_result(t, {"objective": 1.0})
         searcher.on_trial_complete(t, {"objective": 1.0})
     assert inner.results == ["t1"] and inner.completed == ["t1"]
+
+
+def test_grid_trials_are_flat_and_the_plan_ends(tmp_path):
+    """Grid: the baselines then every grid point, one flat shape, then FINISHED."""
+    from ray.tune.search import Searcher
+
+    from tune.trials import build_searcher
+
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({**SPACE, "method": "grid", "num_samples": 1,
+                                    "parameters": {"anchor_k": {"values": [2, 4]}, "lambda_div": {"values": [0.1]},
+                                                   "cfg_scale": {"value": 2.0}}}))
+    space = load_space(path)
+    searcher = build_searcher(space)
+    trials = [searcher.suggest(f"t{i}") for i in range(3)]
+    assert trials == [{"baseline": True, "lambda_div": 0.0, "anchor_k": 2, "cfg_scale": 2.0},
+                      {"baseline": False, "cfg_scale": 2.0, "anchor_k": 2, "lambda_div": 0.1},
+                      {"baseline": False, "cfg_scale": 2.0, "anchor_k": 4, "lambda_div": 0.1}]
+    assert searcher.suggest("t3") == Searcher.FINISHED
+    assert [space.train_config(t).anchor_k for t in trials] == [2, 2, 4]
