@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from ._cache import cache_dir, cached_file, config_hash
+from .cache_keys import cache_key
 from .backbones.base import Backbone, Embeddings
 from .config import EvalConfig, TrainConfig
 
@@ -88,10 +89,7 @@ def teacher_reference(config: TrainConfig, backbone: Backbone, teacher: torch.nn
     """The teacher's scores on the run's evaluation set and the path of its sample grid (PNG),
     cached on disk by everything they depend on, so a search computes them once per backbone."""
     prompts = eval_prompts(config, backbone)
-    key = {"backbone": backbone.name, "options": config.backbone_options, "teacher_steps": config.teacher_steps,
-           "cfg_scale": backbone.cfg_scale, "prompts": prompts, "seeds": config.eval.seeds_per_prompt,
-           "evaluator": config.eval.evaluator, "quality_metric": config.eval.quality_metric,
-           "evaluator_options": config.eval.evaluator_options, "identity": getattr(backbone, "identity", None)}
+    key = cache_key("teacher_reference", config, backbone)
 
     def build(path: Path) -> None:
         ev = evaluator or make_evaluator(config.eval, backbone)

@@ -27,7 +27,7 @@ from .distributed import DistributedContext
 from .evaluation import eval_prompts, generate, make_evaluator, save_grid, score, teacher_reference
 from .method import DPDMD
 from .prompt_cache import PromptEmbeddingCache
-from .stream import is_student_iteration, iteration_batch
+from .stream import is_student_iteration, iteration_batch, student_updates_done
 
 Report = Callable[[dict, "Path | None"], None]  # (metrics, checkpoint directory or None)
 CHECKPOINT = "checkpoint"
@@ -121,8 +121,7 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     # Encode every prompt once now (each exactly once, through the cache), then free the text
     # encoders: T5-XXL alone is ~10 GB that training never needs again.
     embed(sorted(set(train_prompts) | set(prompts_eval) | {""}))
-    if hasattr(backbone, "release_text_encoders"):
-        backbone.release_text_encoders()
+    backbone.release_text_encoders()
     if out is not None and not (out / "teacher_metrics.json").exists():
         # The teacher's own scores and samples on the same evaluation set: the reference to read
         # the student's against (cached on disk, so a search computes them once per backbone).
@@ -146,7 +145,7 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     if distributed is not None:  # same weights on every rank, gradients averaged over the ranks
         distributed.attach(method)
         world = distributed.world_size
-    updates = start // (config.fake_updates + 1)
+    updates = student_updates_done(start, config.fake_updates)
     running: dict[str, list[float]] = defaultdict(list)
     metrics: dict = {}
     started = time.time()

@@ -4,12 +4,11 @@
 
 Public pieces: `load_space` / `SearchSpace` (the YAML schema), `run_trial` (the trainable),
 `combined_objective`, the shared anchor cache (`AnchorStore`, `CachedAnchors`), the Pareto helpers
-(`pareto_front_mask`, `hypervolume_2d`, ...), the plots and the W&B summary run.
+(`pareto_front_mask`, `hypervolume_2d`), the plots and the W&B summary run.
 """
 
 from .objective import combined_objective
-from .pareto import dominates, hypervolume_2d, non_domination_rank, pareto_front_mask
+from .pareto import hypervolume_2d, pareto_front_mask
 from .space import SearchSpace, SpaceError, load_space
 
-__all__ = ["SearchSpace", "SpaceError", "combined_objective", "dominates", "hypervolume_2d", "load_space",
-           "non_domination_rank", "pareto_front_mask"]
+__all__ = ["SearchSpace", "SpaceError", "combined_objective", "hypervolume_2d", "load_space", "pareto_front_mask"]

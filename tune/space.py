@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from dpdmd.config import NEEDS_ANCHOR, ConfigError, TrainConfig, build_dataclass, from_mapping, knobs_with_role, load_yaml
+from dpdmd.stream import student_updates_done
 
 METHODS = ("grid", "random", "optuna_tpe", "optuna_nsga2")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform")
@@ -193,7 +194,7 @@ class SearchSpace:
         return sorted(set(p.int_values() or []))
 
     def max_student_updates(self, config: TrainConfig) -> int:
-        return config.iterations // (config.fake_updates + 1)
+        return student_updates_done(config.iterations, config.fake_updates)
 
 
 def _check_keys(data: dict, allowed, where: str, problems: list[str]) -> None:

@@ -18,21 +18,13 @@ import torch
 from ray import tune
 
 from dpdmd._cache import config_hash
+from dpdmd.cache_keys import cache_key
 from dpdmd.prompt_cache import PromptEmbeddingCache
 from dpdmd.trainer import train
 
 from .anchor_cache import CachedAnchors, SharedCache, cached_prompt_lookup, find_store
 from .objective import combined_objective
 from .space import SearchSpace
-
-
-def anchor_identity(train_config, backbone) -> str:
-    """Everything a teacher anchor depends on except the iteration and K."""
-    return config_hash({"backbone": train_config.backbone, "options": train_config.backbone_options,
-                        "weights": getattr(backbone, "identity", None), "teacher_steps": train_config.teacher_steps,
-                        "cfg_scale": backbone.cfg_scale, "seed": train_config.seed,
-                        "batch_size": train_config.batch_size, "prompts": train_config.prompts,
-                        "latent_shape": list(backbone.latent_shape)})
 
 
 def trial_workspace() -> Path:
@@ -76,14 +68,12 @@ def shared_caches(train_config, cache: dict, *, shard: tuple[int, int] | None = 
     anchor_cache, prompt_cache = SharedCache(store), SharedCache(store)
 
     def anchors(backbone, teacher, cfg):
-        identity = anchor_identity(cfg, backbone)
-        if shard is not None:
-            identity = config_hash({"trial": identity, "rank": shard[0], "world_size": shard[1]})
+        rank = {} if shard is None else {"rank": shard[0], "world_size": shard[1]}
+        identity = config_hash(cache_key("anchor", cfg, backbone, **rank))  # all but the iteration and K
         return CachedAnchors(anchor_cache, backbone, teacher, cfg.anchor_k, cache["ks"], identity)
 
     def embeddings(backbone):
-        identity = config_hash({"backbone": train_config.backbone, "options": train_config.backbone_options,
-                                "weights": getattr(backbone, "identity", None)})
+        identity = config_hash(cache_key("embedding", train_config, backbone))
         return PromptEmbeddingCache(backbone, lookup=cached_prompt_lookup(prompt_cache, backbone, identity))
 
     return anchors, embeddings

@@ -16,9 +16,9 @@ per distinct prompt and weights folder:
 3. the trainer's `PromptEmbeddingCache` (per process, on the device).
 
 `release_text_encoders()` drops the text encoders (T5-XXL alone is 4.8 B parameters, 9.5 GB in
-bf16) and frees their GPU memory. `warm_prompts(prompts)` encodes a list (plus ``""``) and then
-releases them: call it once the training and evaluation prompts are known and before training
-starts. A prompt seen only later still works: the encoders are loaded again (with a warning).
+bf16) and frees their GPU memory: the trainer encodes every training and evaluation prompt (and
+``""``) first, then releases them. A prompt seen only later still works: the encoders are loaded
+again (with a warning).
 
 Training modes (``train_mode``): "full" fine-tunes deep copies of the teacher held in float32
 (fp32 master weights; `DPDMD`'s ``mixed_precision="bf16"`` autocast gives bf16 compute) while the
@@ -41,6 +41,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .._cache import cache_dir, cached_file, config_hash
+from ..cache_keys import text_key
 from .base import Backbone, Embeddings
 from .registry_real import LAYOUTS, VARIANTS, Variant, check_weights_dir
 
@@ -172,12 +173,12 @@ class DiffusersBackbone(Backbone):
             if not isinstance(prompt, str):
                 raise ValueError(f"prompt {prompt!r} is not a string")
 
-    def _text_settings(self) -> dict:
+    def embedding_settings(self) -> dict:
         """Everything besides the weights and the prompt that changes an embedding."""
         return {"dtype": str(self.weights_dtype), "version": EMBEDDING_CACHE_VERSION}
 
     def _disk_key(self, prompt: str) -> dict:
-        return {"identity": self.identity, "prompt": prompt, **self._text_settings()}
+        return {**text_key(self), "prompt": prompt}
 
     def _disk_path(self, prompt: str) -> Path:
         # the name `dpdmd._cache.cached_file` gives the same key (it writes the file; we only read)
@@ -212,15 +213,6 @@ class DiffusersBackbone(Backbone):
         """Prompt-independent conditioning added to every batch (SDXL: the size ids)."""
         return emb
 
-    def warm_prompts(self, prompts: Sequence[str]) -> None:
-        """Encode ``prompts`` and ``""`` (memory and disk caches), then release the text encoders.
-
-        Call it before training with the training and evaluation prompts: afterwards the trainer's
-        `PromptEmbeddingCache` gets every row from memory and the encoders' GPU memory is free.
-        """
-        self.encode_prompts(list(dict.fromkeys([*prompts, ""])))
-        self.release_text_encoders()
-
     def release_text_encoders(self) -> None:
         """Drop the text encoders and free their (GPU) memory; cached embeddings stay."""
         if self._text_pipe is None:
@@ -235,7 +227,7 @@ class DiffusersBackbone(Backbone):
         if self._text_pipe is None:
             if self.text_encoder_loads:
                 warnings.warn(f"backbone {self.name!r}: loading the text encoders again for prompts not encoded "
-                              "before release_text_encoders(); pass every prompt to warm_prompts() first",
+                              "before release_text_encoders(); encode every prompt first",
                               stacklevel=3)
             pipeline_class = self.pipeline_class()
             self._text_pipe = pipeline_class.from_pretrained(

@@ -66,6 +66,9 @@ class Backbone(ABC):
     def encode_prompts(self, prompts: Sequence[str]) -> Embeddings:
         """Embeddings of ``prompts`` (batch first); ``""`` gives the unconditional embedding."""
 
+    def release_text_encoders(self) -> None:
+        """Free the text encoders once every prompt is encoded (a no-op for cheap encoders)."""
+
     # --- networks ---
     @abstractmethod
     def load_teacher(self) -> nn.Module:

@@ -29,7 +29,7 @@ weights, gradients and two AdamW moments, 16 bytes a parameter, for the student 
 SD3-M (2.03 B; LoRA 37.6 M) a little below SD3.5-M; SD3.5-L (8.06 B; LoRA 94.3 M) ~258 GB of
 states for full (sharding only) and ~48 GB of frozen bf16 weights for LoRA plus activations. The real
 text encoders (T5-XXL 4.8 B + CLIP-L/G 0.8 B, ~11 GB in bf16) sit on the GPU only while prompts
-are encoded: `warm_prompts` frees them before training, and the disk cache spares later runs them.
+are encoded: the trainer frees them (`release_text_encoders`) before training, and the disk cache spares later runs them.
 Without gradient checkpointing the student's backward keeps the activations of three transformer
 calls (steps 2..4): one forward+backward alone peaked at 53 GiB at this size (stack-notes.md).
 """
@@ -129,8 +129,8 @@ class SD3Backbone(DiffusersBackbone):
                              f"position embedding ({max_side * net['patch_size'] * factor} px at most)")
         self.latent_shape = (net["in_channels"], side, side)
 
-    def _text_settings(self) -> dict:
-        return {**super()._text_settings(), "max_sequence_length": self.max_sequence_length}
+    def embedding_settings(self) -> dict:
+        return {**super().embedding_settings(), "max_sequence_length": self.max_sequence_length}
 
     def _encode_text(self, pipe, prompts: list[str]) -> Embeddings:
         with torch.no_grad():

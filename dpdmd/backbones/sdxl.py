@@ -28,7 +28,7 @@ further 1.1-1.3 s a student update.) LoRA fits one 80 GB GPU; full fine-tuning n
 (2 x 2.57 B x 16 bytes of fp32 weights, gradients and AdamW moments = 77 GiB, plus the bf16
 teacher) and was not tried on an H100, where SD3.5-M's smaller full setup already ran out of
 memory. Not measured: the real CLIP-L + CLIP-G encoders (0.8 B, ~1.6 GB in bf16), on the GPU only
-while prompts are encoded (`warm_prompts` frees them before training).
+while prompts are encoded (the trainer frees them before training).
 """
 
 from __future__ import annotations
@@ -124,8 +124,8 @@ class SDXLBackbone(DiffusersBackbone):
         r = float(self.resolution)
         self._time_ids = torch.tensor([[r, r, 0.0, 0.0, r, r]])
 
-    def _text_settings(self) -> dict:
-        return {**super()._text_settings(), "zeros_for_empty_prompt": self.zeros_for_empty_prompt}
+    def embedding_settings(self) -> dict:
+        return {**super().embedding_settings(), "zeros_for_empty_prompt": self.zeros_for_empty_prompt}
 
     def _encode_text(self, pipe, prompts: list[str]) -> Embeddings:
         with torch.no_grad():

@@ -269,12 +269,13 @@ def test_text_encoders_run_once_per_distinct_prompt(dirs, name, monkeypatch, tmp
     assert fresh.text_encoder_loads == 0 and sum(seen.values()) == 4
     assert all(torch.equal(again[k], first[k]) for k in first)
 
-    # warm_prompts encodes what is new, then frees the encoders; a prompt seen later reloads them
-    b.warm_prompts(["a cat", "a horse"])
+    # encode what is new, then free the encoders (as the trainer does); a prompt seen later reloads them
+    b.encode_prompts(["a cat", "a horse", ""])
+    b.release_text_encoders()
     assert b._text_pipe is None and seen["a horse"] == 1 and seen["a cat"] == 1
     b.encode_prompts(["a horse", "a dog"])
     assert b.text_encoder_loads == 1
-    with pytest.warns(UserWarning, match="warm_prompts"):
+    with pytest.warns(UserWarning, match="before release_text_encoders"):
         b.encode_prompts(["a boat"])
     assert b.text_encoder_loads == 2
 

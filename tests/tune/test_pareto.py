@@ -1,11 +1,11 @@
-"""tune.pareto: front, rank and hypervolume against hand-made sets and brute force."""
+"""tune.pareto: front and hypervolume against hand-made sets and brute force."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tune.pareto import dominates, hypervolume_2d, non_domination_rank, pareto_front_mask
+from tune.pareto import hypervolume_2d, pareto_front_mask
 
 
 def brute_force_front(points: np.ndarray) -> np.ndarray:
@@ -36,18 +36,6 @@ def random_points(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
     dup_src = rng.choice(n, 20, replace=False)
     pts[rng.choice(n, 20, replace=False)] = pts[dup_src]
     return pts
-
-
-def test_dominates_maximises_and_rejects_ties_and_nan():
-    assert dominates([2, 2], [1, 2])
-    assert not dominates([1, 2], [2, 2])
-    assert not dominates([2, 1], [1, 2])  # trade-off: neither dominates
-    assert not dominates([1, 1], [1, 1])  # duplicates never dominate
-    assert not dominates([np.nan, 5], [0, 0])
-    assert not dominates([5, 5], [np.nan, 0])
-    assert not dominates([np.inf, 5], [0, 0])
-    with pytest.raises(ValueError, match="1-D vectors"):
-        dominates([1, 2], [1, 2, 3])
 
 
 def test_front_of_hand_made_set():
@@ -106,31 +94,6 @@ def test_2d_fast_path_is_fast():
     mask = pareto_front_mask(pts)
     assert time.perf_counter() - start < 2.0  # an O(n^2) path would take minutes
     assert 0 < mask.sum() < 200
-
-
-def test_non_domination_rank_layers():
-    pts = np.array([
-        [3.0, 1.0],  # rank 0
-        [1.0, 3.0],  # rank 0
-        [2.0, 0.5],  # rank 1 (dominated by [3, 1] only)
-        [0.5, 2.0],  # rank 1
-        [0.4, 0.4],  # rank 2
-        [0.4, 0.4],  # rank 2 (duplicate shares it)
-        [np.nan, 9.0],  # -1
-    ])
-    assert non_domination_rank(pts).tolist() == [0, 0, 1, 1, 2, 2, -1]
-
-
-def test_rank_zero_is_the_front_and_ranks_respect_domination():
-    pts = random_points(np.random.default_rng(7), 200, 2)
-    ranks = non_domination_rank(pts)
-    np.testing.assert_array_equal(ranks == 0, pareto_front_mask(pts))
-    assert (ranks[~np.isfinite(pts).all(axis=1)] == -1).all()
-    valid = np.flatnonzero(ranks >= 0)
-    for i in valid[:40]:
-        for j in valid:
-            if dominates(pts[i], pts[j]):
-                assert ranks[i] < ranks[j]
 
 
 def test_hypervolume_of_staircase():
