@@ -8,12 +8,13 @@ written to a temporary name and renamed into place, so no reader ever sees a par
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Callable
+
+from filelock import FileLock
 
 
 def cache_dir() -> Path:
@@ -38,14 +39,9 @@ def cached_file(name: str, config: dict, build: Callable[[Path], None], *, suffi
     path = cache_dir() / f"{name}-{config_hash(config)}{suffix}"
     if path.exists():
         return path
-    lock_path = path.with_suffix(path.suffix + ".lock")
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the other processes wait here while one builds
-        try:
-            if not path.exists():
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                build(tmp)
-                os.replace(tmp, path)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with FileLock(path.with_suffix(path.suffix + ".lock")):  # the other processes wait here while one builds
+        if not path.exists():
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            build(tmp)
+            os.replace(tmp, path)
     return path

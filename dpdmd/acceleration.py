@@ -1,5 +1,5 @@
 """Speed helpers the trainer can adopt: regional compilation, a shared compile cache, fused AdamW,
-and freeing gradients between updates. (LoRA is peft's: `dpdmd/backbones/_diffusers_common.py`.)
+and freeing gradients between updates. (LoRA is peft's: `dpdmd/backbones/diffusers_backbone.py`.)
 
 Measured with ``bench/gpu_step.py`` (results in ``bench/README_gpu.md``). Nothing here changes the
 method: the same losses and updates run, only faster or in less memory.

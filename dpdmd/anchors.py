@@ -4,7 +4,7 @@
 first-step target for every K asked for, from one pass up to the largest. The trainer does not
 call it directly: it asks an *anchor provider*, ``provider(batch, cond, uncond) -> target``.
 `LocalAnchors` computes on demand; the search platform puts a cache shared by all trials behind
-the same call (`tune.anchor_cache`).
+the same call (`tune.shared_cache`).
 """
 
 from __future__ import annotations

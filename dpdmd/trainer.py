@@ -87,7 +87,9 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
           anchors: Callable[[Backbone, torch.nn.Module, TrainConfig], AnchorProvider] | None = None,
           embeddings: Callable[[Backbone], PromptEmbeddingCache] | None = None,
           progress: bool = True, distributed: DistributedContext | None = None) -> dict:
-    """Run DP-DMD as ``config`` says; returns the last evaluation's metrics.
+    """Run DP-DMD as ``config`` says; returns the last evaluation's metrics. ``config`` is in
+    range (a `TrainConfig` checks itself); what only the backbone can refuse is checked here,
+    before anything is written.
 
     Args:
         report: called after every evaluation with (metrics, checkpoint dir or None).
@@ -105,10 +107,7 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
         report, out_dir, progress = None, None, False
     backbone = build_backbone(config)
     check(config, backbone)
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    out = _prepare_out_dir(out_dir, config)
 
     torch.manual_seed(config.seed)
     method = build_method(config, backbone)
@@ -117,29 +116,13 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     evaluator = make_evaluator(config.eval, backbone) if main else None
     train_prompts = list(config.prompts) or list(backbone.default_prompts)
     prompts_eval = eval_prompts(config, backbone)
-    num_levels = len(backbone.schedule.dmd_levels)
     # Encode every prompt once now (each exactly once, through the cache), then free the text
     # encoders: T5-XXL alone is ~10 GB that training never needs again.
     embed(sorted(set(train_prompts) | set(prompts_eval) | {""}))
     backbone.release_text_encoders()
-    if out is not None and not (out / "teacher_metrics.json").exists():
-        # The teacher's own scores and samples on the same evaluation set: the reference to read
-        # the student's against (cached on disk, so a search computes them once per backbone).
-        reference, grid = teacher_reference(config, backbone, method.teacher, embed, evaluator)
-        (out / "samples").mkdir(exist_ok=True)
-        shutil.copyfile(grid, out / "samples" / "teacher.png")
-        (out / "teacher_metrics.json").write_text(json.dumps(reference, indent=1))
-
-    start = 0
-    if resume_from is not None:
-        state = torch.load(Path(resume_from) / "state.pt", map_location="cpu", weights_only=False)
-        if state["config"] != config.to_dict():
-            raise ConfigError(["resume: the checkpoint was written by a different config; "
-                               "resume with the same config or start a new run"], str(resume_from))
-        method.load_state_dict(state["method"])
-        start = state["iteration"]
-        if out is not None:
-            _truncate_metrics(out / "metrics.csv", start)
+    if out is not None:
+        _write_teacher_reference(out, config, backbone, method, embed, evaluator)
+    start = _resume(resume_from, config, method, out)
 
     world = 1
     if distributed is not None:  # same weights on every rank, gradients averaged over the ranks
@@ -149,12 +132,22 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     running: dict[str, list[float]] = defaultdict(list)
     metrics: dict = {}
     started = time.time()
+
+    def evaluate(iteration: int) -> dict:
+        """Score the student, write its samples, metrics and checkpoint, and report them."""
+        result = _evaluate_and_save(config, method, evaluator, embed, prompts_eval, provider, running, out,
+                                    iteration=iteration, updates=updates, seconds=time.time() - started)
+        running.clear()
+        if report is not None:
+            report(result, out / CHECKPOINT if out is not None else None)
+        return result
+
     bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, disable=not progress,
                desc=f"{config.backbone} K={config.anchor_k} λ={config.lambda_div:g}", dynamic_ncols=True)
     for i in bar:
         batch = iteration_batch(seed=config.seed, iteration=i, prompts=train_prompts,
                                 batch_size=config.batch_size * world, latent_shape=backbone.latent_shape,
-                                num_dmd_levels=num_levels)
+                                num_dmd_levels=len(backbone.schedule.dmd_levels))
         if distributed is not None:  # this rank's rows of the global batch
             batch = distributed.shard(batch)
         cond = embed(batch.prompts)
@@ -170,22 +163,48 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
         for k, v in method.student_update(batch, cond, uncond, target).items():
             running[k].append(v)
         updates += 1
-        last = i == config.iterations - 1
-        if main and (last or (config.eval.every and updates % config.eval.every == 0)):
-            metrics = _evaluate_and_save(config, method, evaluator, embed, prompts_eval, provider, running, out,
-                                         iteration=i + 1, updates=updates, seconds=time.time() - started)
-            running.clear()
+        if main and (i == config.iterations - 1 or (config.eval.every and updates % config.eval.every == 0)):
+            metrics = evaluate(i + 1)
             bar.set_postfix(div=f"{metrics['diversity']:.4f}", q=f"{metrics['quality']:.3f}")
-            if report is not None:
-                report(metrics, out / CHECKPOINT if out is not None else None)
     if main and not metrics:  # the run ended on fake updates after its last evaluation, or resumed at the end
-        metrics = _evaluate_and_save(config, method, evaluator, embed, prompts_eval, provider, running, out,
-                                     iteration=config.iterations, updates=updates, seconds=time.time() - started)
-        if report is not None:
-            report(metrics, out / CHECKPOINT if out is not None else None)
+        metrics = evaluate(config.iterations)
     if out is not None and hasattr(method.student, "save_pretrained"):  # loadable with from_pretrained
         method.student.save_pretrained(out / "student")
     return metrics
+
+
+def _prepare_out_dir(out_dir: str | Path | None, config: TrainConfig) -> Path | None:
+    if out_dir is None:
+        return None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    return out
+
+
+def _write_teacher_reference(out: Path, config, backbone, method, embed, evaluator) -> None:
+    """The teacher's own scores and samples on the same evaluation set: the reference to read the
+    student's against (cached on disk, so a search computes them once per backbone)."""
+    if (out / "teacher_metrics.json").exists():
+        return
+    reference, grid = teacher_reference(config, backbone, method.teacher, embed, evaluator)
+    (out / "samples").mkdir(exist_ok=True)
+    shutil.copyfile(grid, out / "samples" / "teacher.png")
+    (out / "teacher_metrics.json").write_text(json.dumps(reference, indent=1))
+
+
+def _resume(resume_from: str | Path | None, config: TrainConfig, method: DPDMD, out: Path | None) -> int:
+    """Load the checkpoint's networks and optimisers into ``method``; returns its iteration (0: none)."""
+    if resume_from is None:
+        return 0
+    state = torch.load(Path(resume_from) / "state.pt", map_location="cpu", weights_only=False)
+    if state["config"] != config.to_dict():
+        raise ConfigError(["resume: the checkpoint was written by a different config; "
+                           "resume with the same config or start a new run"], str(resume_from))
+    method.load_state_dict(state["method"])
+    if out is not None:
+        _truncate_metrics(out / "metrics.csv", state["iteration"])
+    return state["iteration"]
 
 
 def _evaluate_and_save(config, method, evaluator, embed, prompts, provider, running, out, *, iteration, updates,

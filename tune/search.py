@@ -151,7 +151,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     import ray
 
     from . import results as res
-    from .anchor_cache import get_or_create_store
+    from .shared_cache import get_or_create_store
 
     storage = storage_uri(args.storage)
     name = args.name or space.name

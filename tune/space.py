@@ -265,15 +265,26 @@ def load_space(path: str | Path, *, check_weights: bool = True) -> SearchSpace:
     except ConfigError as err:
         raise SpaceError(path, err.problems) from None
     problems: list[str] = []
-    top = ("name", "method", "seed", "num_samples", "max_concurrent", "backbones", "parameters", "train",
-           "eval", "objective", "scheduler", "wandb", "baseline")
-    _check_keys(data, top, "", problems)
-
+    _check_keys(data, [f.name for f in dataclasses.fields(SearchSpace) if f.name != "path"], "", problems)
     space = SearchSpace(path=path, name=str(data.get("name", path.stem)))
-    for key, kind in (("seed", int), ("num_samples", int), ("max_concurrent", int)):
+    _parse_top(space, data, problems)
+    space.backbones = _parse_backbones(data.get("backbones"), problems)
+    space.parameters = _parse_parameters(data.get("parameters"), space, problems)
+    _parse_sections(space, data, problems)
+    if not problems:
+        problems.extend(_check_trials(space, check_weights))
+    if problems:
+        raise SpaceError(path, problems)
+    return space
+
+
+def _parse_top(space: SearchSpace, data: dict, problems: list[str]) -> None:
+    """The scalar top-level keys: seed, num_samples, max_concurrent, baseline, method."""
+    for key in ("seed", "num_samples", "max_concurrent"):
         if key in data:
-            if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < (1 if key == "num_samples" else 0):
-                problems.append(f"{key}: {data[key]!r} must be an integer >= {1 if key == 'num_samples' else 0}")
+            low = 1 if key == "num_samples" else 0
+            if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < low:
+                problems.append(f"{key}: {data[key]!r} must be an integer >= {low}")
             else:
                 setattr(space, key, data[key])
     if "baseline" in data:
@@ -281,20 +292,21 @@ def load_space(path: str | Path, *, check_weights: bool = True) -> SearchSpace:
             space.baseline = data["baseline"]
         else:
             problems.append(f"baseline: expected true or false, got {data['baseline']!r}")
-    method = data.get("method", "grid")
-    if method not in METHODS:
-        problems.append(f"method: {method!r} is unknown; allowed: {', '.join(METHODS)}")
-    space.method = method
+    space.method = data.get("method", "grid")
+    if space.method not in METHODS:
+        problems.append(f"method: {space.method!r} is unknown; allowed: {', '.join(METHODS)}")
 
-    # backbones
+
+def _parse_backbones(raw, problems: list[str]) -> dict[str, BackboneSpec]:
+    """``backbones:``: each a known backbone with valid resources and constructor options."""
     from dpdmd.backbones import available_backbones, backbone_options
 
-    raw_backbones = data.get("backbones")
-    if not isinstance(raw_backbones, dict) or not raw_backbones:
+    if not isinstance(raw, dict) or not raw:
         problems.append("backbones: required, a mapping of backbone name -> settings; available: "
                         + ", ".join(available_backbones()))
-        raw_backbones = {}
-    for name, spec in raw_backbones.items():
+        return {}
+    out = {}
+    for name, spec in raw.items():
         where = f"backbones.{name}"
         if name not in available_backbones():
             problems.append(f"{where}: unknown backbone; available: {', '.join(available_backbones())}")
@@ -309,25 +321,30 @@ def load_space(path: str | Path, *, check_weights: bool = True) -> SearchSpace:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             problems.append(f"{where}.resources.workers: {workers!r} must be an integer >= 1 "
                             "(> 1 trains the trial data-parallel over that many workers)")
+        # the training settings that are also constructor options are set through train:
         allowed_opts = [o for o in backbone_options(name) if o not in ("cfg_scale", "teacher_steps", "student_steps", "device")]
         _check_keys(bspec.options, allowed_opts, f"{where}.options.", problems)
         bspec.options = _expand_paths(bspec.options)
-        space.backbones[name] = bspec
+        out[name] = bspec
+    return out
 
-    # parameters
-    raw_params = data.get("parameters") or {}
-    if not isinstance(raw_params, dict):
-        problems.append(f"parameters: expected a mapping of name -> spec, got {raw_params!r}")
-        raw_params = {}
-    for name, spec in raw_params.items():
+
+def _parse_parameters(raw, space: SearchSpace, problems: list[str]) -> dict[str, Param]:
+    """``parameters:``, checked against the method and the defined backbones."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        problems.append(f"parameters: expected a mapping of name -> spec, got {raw!r}")
+        raw = {}
+    out = {}
+    for name, spec in raw.items():
         param = _parse_param(name, spec, problems)
         if param is None:
             continue
-        if method == "grid" and param.distribution is not None:
+        if space.method == "grid" and param.distribution is not None:
             problems.append(f"parameters.{name}: method grid needs values, not a distribution "
                             f"(use method: random or optuna_tpe for {param.distribution})")
-        space.parameters[name] = param
-    bparam = space.parameters.get("backbone")
+        out[name] = param
+    bparam = out.get("backbone")
     if bparam is not None:
         for value in bparam.extremes():
             if value not in space.backbones:
@@ -336,7 +353,11 @@ def load_space(path: str | Path, *, check_weights: bool = True) -> SearchSpace:
     elif len(space.backbones) > 1:
         problems.append("parameters.backbone: several backbones are defined; search over them with "
                         "backbone: {values: [...]}, or keep one")
+    return out
 
+
+def _parse_sections(space: SearchSpace, data: dict, problems: list[str]) -> None:
+    """train, eval (plain mappings, checked by TrainConfig later), objective, scheduler, wandb."""
     for section in ("train", "eval"):
         value = data.get(section) or {}
         if not isinstance(value, dict):
@@ -348,8 +369,7 @@ def load_space(path: str | Path, *, check_weights: bool = True) -> SearchSpace:
     space.objective = _build_section(ObjectiveSpec, data.get("objective"), "objective", problems)
     if not 0 <= space.objective.diversity_weight <= 1:
         problems.append(f"objective.diversity_weight: {space.objective.diversity_weight} must be in [0, 1]")
-    space.scheduler = _build_section(SchedulerSpec, data.get("scheduler"), "scheduler", problems)
-    s = space.scheduler
+    space.scheduler = s = _build_section(SchedulerSpec, data.get("scheduler"), "scheduler", problems)
     if s.type not in SCHEDULERS:
         problems.append(f"scheduler.type: {s.type!r} is unknown; allowed: {', '.join(SCHEDULERS)}")
     if s.grace_period < 1:
@@ -361,12 +381,6 @@ def load_space(path: str | Path, *, check_weights: bool = True) -> SearchSpace:
     space.wandb = _build_section(WandbSpec, data.get("wandb"), "wandb", problems)
     if space.wandb.mode not in (None, "online", "offline", "disabled"):
         problems.append(f"wandb.mode: {space.wandb.mode!r}; allowed: online, offline, disabled (or omit)")
-
-    if not problems:
-        problems.extend(_check_trials(space, check_weights))
-    if problems:
-        raise SpaceError(path, problems)
-    return space
 
 
 def _bounded_knobs(space: SearchSpace) -> dict[str, str]:
@@ -424,19 +438,17 @@ def _check_trials(space: SearchSpace, check_weights: bool) -> list[str]:
                 problems.extend(_where(space, backbone, p) for p in err.problems)
     if problems:
         return list(dict.fromkeys(problems))
-    from dpdmd.trainer import build_backbone
+    from dpdmd.trainer import build_backbone, check
 
     for backbone in space.backbone_names():
         config = space.train_config({**_edge_points(space)[0], "backbone": backbone})
         if check_weights and not backbone.startswith("digits"):  # is the weights directory there?
             problems.extend(_weights_problems(backbone, config.backbone_options))
         if backbone.startswith("digits"):  # cheap to build: check the prompts against it
-            b = build_backbone(config.replace(device="cpu"))
-            for key, prompts in (("train.prompts", config.prompts), ("eval.prompts", config.eval.prompts)):
-                try:
-                    b.validate_prompts(prompts)
-                except ValueError as err:
-                    problems.append(f"{key}: {err}")
+            try:
+                check(config, build_backbone(config.replace(device="cpu")))
+            except ConfigError as err:  # "prompts: ..." is train.prompts in the file
+                problems.extend(p if p.startswith("eval.") else f"train.{p}" for p in err.problems)
         if check_weights and config.eval.evaluator not in ("auto", "digits"):
             from dpdmd.metrics import check_evaluator_paths
 

@@ -22,7 +22,7 @@ from dpdmd.cache_keys import cache_key
 from dpdmd.prompt_cache import PromptEmbeddingCache
 from dpdmd.trainer import train
 
-from .anchor_cache import CachedAnchors, SharedCache, cached_prompt_lookup, find_store
+from .shared_cache import CachedAnchors, SharedCache, cached_prompt_lookup, find_store
 from .objective import combined_objective
 from .space import SearchSpace
 

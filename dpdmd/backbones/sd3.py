@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from ..schedules import FlowSchedule
-from ._diffusers_common import DiffusersBackbone
+from .diffusers_backbone import DiffusersBackbone
 from .base import Embeddings
 
 SD3_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..schedules import EpsSchedule
-from ._diffusers_common import DiffusersBackbone
+from .diffusers_backbone import DiffusersBackbone
 from .base import Embeddings
 
 UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")

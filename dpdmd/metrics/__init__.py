@@ -6,7 +6,7 @@ encoder's features.
 """
 
 from .base import Evaluator
-from .digits import DigitsClassifier, DigitsClassifierConfig, DigitsEvaluator
+from .digits_classifier import DigitsClassifier, DigitsClassifierConfig, DigitsEvaluator
 from .diversity import pairwise_diversity
 from .feature_stats import frechet_distance, knn_precision_recall_coverage
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.model_selection import train_test_split
 
-from dpdmd.digits import ALL_PROMPTS
+from dpdmd.digits_data import ALL_PROMPTS
 from dpdmd.metrics import (
     DigitsClassifier,
     DigitsClassifierConfig,
@@ -19,7 +19,7 @@ from dpdmd.metrics import (
     knn_precision_recall_coverage,
     pairwise_diversity,
 )
-from dpdmd.metrics.digits import real_digits
+from dpdmd.metrics.digits_classifier import real_digits
 
 
 @pytest.fixture(autouse=True)

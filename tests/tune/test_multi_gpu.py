@@ -90,7 +90,7 @@ def test_two_worker_trial_reports_through_tune_with_a_checkpoint(tmp_path, monke
     ray = pytest.importorskip("ray")
     from ray import tune
 
-    from tune.anchor_cache import get_or_create_store
+    from tune.shared_cache import get_or_create_store
     from tune.multi_gpu import build_trainable, multi_worker_resources, trial_resources
     from tune.space import load_space
 

@@ -3,7 +3,7 @@
 `DigitsClassifier` plays the role DINOv2 / CLIP play for the real backbones: its penultimate layer
 gives the features behind diversity, FID and k-NN precision / recall / coverage, and its softmax
 gives the "quality" of a sample (the probability of the prompted digit). It reads images at 32x32,
-maps them to [-1, 1] and average-pools them to the native 8x8 (`dpdmd.digits.downsample`), which
+maps them to [-1, 1] and average-pools them to the native 8x8 (`dpdmd.digits_data.downsample`), which
 also averages away most of the pixel noise generated samples carry.
 
 It is trained once, on first use, and cached on disk (`dpdmd._cache.cached_file`): all 1,797 real
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .. import digits as digits_data
+from .. import digits_data
 from .._cache import cached_file
 from .base import Evaluator, check_grid
 from .feature_stats import frechet_distance, knn_precision_recall_coverage
