@@ -11,8 +11,10 @@ Nothing here talks to AWS or Kubernetes. Two kinds of file are understood:
   of each problem, then the same derivation of node types the in-tree autoscaler runs on the head
   pod (``_derive_autoscaling_config_from_ray_cr``), which also runs ``validate_config``.
 
-``node_resources`` and ``fits`` let the search-space loader check that one trial's resources
-(e.g. ``{"CPU": 8, "GPU": 1}``) fit on some node type of a cluster.
+``node_resources`` and ``fits`` check that one trial's resources (e.g. ``{"CPU": 8, "GPU": 1}``)
+fit on some node type of a cluster file. The search-space loader does not know which cluster a
+search will run on, so the check runs offline: ``tests/cluster/test_cluster_configs.py`` holds
+every shipped search space against every shipped cluster file.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ docstring says why). The workers here are a few dozen lines of plain Ray actors 
 
 Wiring into the search (``tune.search.build_tuner``)::
 
-    trainable = build_trainable(space, cache)    # replaces with_resources(with_parameters(run_trial))
+    trainable = build_trainable(space, cache)    # each trial: its backbone's placement group, its flat overrides
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def multi_worker_resources(*, workers: int, cpu: float = 1.0, gpu: float = 0.0, 
 
 def trial_resources(resources: Mapping[str, float]) -> tune.PlacementGroupFactory:
     """A backbone's ``resources`` ({cpu, gpu[, workers]}) as the trial's placement group:
-    one bundle for one worker (as before), `multi_worker_resources` for several."""
+    one bundle for one worker, `multi_worker_resources` for several."""
     workers = int(resources.get("workers", 1))
     cpu, gpu = float(resources.get("cpu", 1)), float(resources.get("gpu", 0))
     if workers == 1:
