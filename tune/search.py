@@ -105,9 +105,11 @@ def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
     s = space.scheduler
     config0 = space.train_config(points[0] if points else space.base_point())
     max_t = s.max_t or space.max_student_updates(config0)
-    lines.append(f"scheduler: {s.type}" + (f" on the combined objective (w = {space.objective.diversity_weight}), "
-                                           f"time = student updates, max_t {max_t}, grace {s.grace_period}, "
-                                           f"reduction {s.reduction_factor}, brackets {s.brackets}" if s.type == "asha" else " (no early stopping)"))
+    on = {"asha": f" on the combined objective (w = {space.objective.diversity_weight})",
+          "moasha": " on (diversity_score, quality_score) by non-dominated sorting, ties by epsilon-net"}
+    lines.append(f"scheduler: {s.type}" + (f"{on[s.type]}, time = student updates, max_t {max_t}, grace "
+                                           f"{s.grace_period}, reduction {s.reduction_factor}, brackets {s.brackets}"
+                                           if s.type in on else " (no early stopping)"))
     ks = space.anchor_ks()
     for backbone in space.backbone_names():
         cfg = space.train_config({**(points[0] if points else {}), "backbone": backbone, "anchor_k": min(ks)})
@@ -124,10 +126,12 @@ def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
 
 def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, cache: dict):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from .moasha import MOASHA_METRICS
     from .multi_gpu import build_trainable
+    from .schedulers import STATE_FILE as SCHEDULER_STATE_FILE
+    from .schedulers import clear_state, make_scheduler
 
     points = trial_points(space)
     baselines = baseline_points(space)
@@ -157,9 +161,13 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
 
             from .baselines import WithBaselines
 
-            if space.method == "optuna_tpe":
+            if space.method == "optuna_tpe" and space.scheduler.type != "moasha":
                 optuna_search = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=space.seed),
                                              metric="objective", mode="max")
+            elif space.scheduler.type == "moasha":  # both samplers on the two scores MO-ASHA ranks
+                sampler = (optuna.samplers.TPESampler if space.method == "optuna_tpe"
+                           else optuna.samplers.NSGAIISampler)(seed=space.seed)
+                optuna_search = OptunaSearch(sampler=sampler, metric=list(MOASHA_METRICS), mode=["max", "max"])
             else:  # NSGA-II on both metrics; ASHA still stops on the combined objective
                 optuna_search = OptunaSearch(sampler=optuna.samplers.NSGAIISampler(seed=space.seed),
                                              metric=["diversity", "quality"], mode=["max", "max"])
@@ -167,12 +175,10 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     s = space.scheduler
     config0 = space.train_config(points[0] if points else space.base_point())
     max_t = s.max_t or space.max_student_updates(config0)
-    if s.type == "asha":
-        scheduler = ASHAScheduler(time_attr="student_updates", metric="objective", mode="max", max_t=max_t,
-                                  grace_period=min(s.grace_period, max_t), reduction_factor=s.reduction_factor,
-                                  brackets=s.brackets)
-    else:
-        scheduler = FIFOScheduler()
+    # Ray's restore brings back the scheduler pickled at the start, with empty rungs: ours keep
+    # theirs in the experiment directory and reload them before the first resumed trial is added.
+    state_uri = join_uri(storage, args.name or space.name, SCHEDULER_STATE_FILE)
+    scheduler = make_scheduler(s, max_t=max_t, state_uri=state_uri)
 
     trainable = build_trainable(space, cache)  # one placement group per trial, several workers if asked
     callbacks = []
@@ -186,9 +192,10 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=1))
     experiment = join_uri(storage, args.name or space.name)
-    if args.resume:
+    if args.resume:  # the restored scheduler reads its rungs back from state_uri
         return tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True,
                                   param_space=param_space)
+    clear_state(state_uri)  # a fresh search of an old name: the old rungs are not ours
     return tune.Tuner(trainable, param_space=param_space, run_config=run_config,
                       tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,
                                                   num_samples=num_samples,
