@@ -1,6 +1,7 @@
 """MO-ASHA tested the way Ray tests ASHA: fake results fed straight into `on_trial_result`, no
 cluster; every decision below is worked out by hand in the comments."""
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -186,3 +187,65 @@ def test_a_stream_keeps_about_one_in_rf_at_each_rung():
         order = rank_points(points[: i + 1])
         assert (decision == CONTINUE) == (i in order[: math.ceil((i + 1) / 4)])
     assert 8 <= decisions.count(CONTINUE) <= 16
+
+
+# --- Ray 2.60 runs it with every searcher of tune.search ------------------------------------------
+
+def fake_trainable(space, cache):
+    """Stands in for the DP-DMD trial: 8 reports whose scores depend on lambda_div only (fast)."""
+    from ray import tune as ray_tune
+
+    def run(config):
+        lam = float((config.get("trial") or config)["lambda_div"])
+        for t in range(1, 9):
+            d, q = lam * (1 - 1 / (t + 1)), 1 - lam ** 0.5
+            ray_tune.report({"student_updates": t, "diversity_score": d, "quality_score": q,
+                             "diversity": d, "quality": q, "objective": 0.5 * d + 0.5 * q})
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import os
+
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("method", [pytest.param("grid", marks=pytest.mark.slow),
+                                    pytest.param("random", marks=pytest.mark.slow),
+                                    "optuna_tpe",  # multi-objective TPE: the combination new here
+                                    pytest.param("optuna_nsga2", marks=pytest.mark.slow)])
+def test_ray_runs_moasha_with_every_searcher(method, tmp_path, monkeypatch, local_ray):
+    import argparse
+
+    import yaml
+
+    import tune.multi_gpu
+    from tune import search
+    from tune.space import load_space
+
+    monkeypatch.setattr(tune.multi_gpu, "build_trainable", fake_trainable)
+    lam = ({"values": [0.05, 0.3, 0.6, 0.9]} if method == "grid"
+           else {"distribution": "uniform", "min": 0.01, "max": 0.9})
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(yaml.safe_dump({
+        "name": f"moasha-{method}", "method": method, "seed": 0, "num_samples": 1 if method == "grid" else 4, "max_concurrent": 2,
+        "backbones": {"digits-flow": {"resources": {"cpu": 1}}}, "parameters": {"lambda_div": lam},
+        "train": {"iterations": 16, "batch_size": 2, "teacher_steps": 6, "fake_updates": 1, "anchor_k": 2},
+        "scheduler": {"type": "moasha", "grace_period": 1, "reduction_factor": 2}, "wandb": {"enabled": False}}))
+    space = load_space(space_file)
+    args = argparse.Namespace(name=None, num_samples=None, resume=False)
+    tuner = search.build_tuner(space, args, storage=str(tmp_path / "runs"), cache={"enabled": False})
+    grid = tuner.fit()
+    assert not grid.errors
+    updates = [r.metrics["student_updates"] for r in grid]
+    assert len(updates) == 5  # 4 + the vanilla-DMD baseline
+    assert max(updates) == 8 and min(updates) < 8  # MO-ASHA let some finish and stopped others early
+    saved = json.loads((tmp_path / "runs" / f"moasha-{method}" / "scheduler_state.json").read_text())
+    assert sum(len(rec) for _, rec in saved["scheduler"]["rungs"][0]) >= 5
