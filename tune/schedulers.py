@@ -3,10 +3,10 @@ survive ``--resume``.
 
 Ray 2.60's `Tuner.restore` unpickles the scheduler from ``tuner.pkl``, which Ray writes once when
 the search starts: its rungs come back empty, and Ray never calls `TrialScheduler.save/restore`.
-So the schedulers here keep their rungs in a small JSON file in the experiment directory
-(``scheduler_state.json``, local or a URI such as ``s3://``, written through ``pyarrow.fs``), saved
-atomically whenever it changes and read back before the first trial of a resumed search is
-added (the path travels inside ``tuner.pkl``). A search resumed from the same experiment
+So the schedulers here keep their rungs in a small file in the experiment directory
+(``scheduler_state.jsonl``: one JSON line; local or a URI such as ``s3://``, written through
+``pyarrow.fs``), saved atomically whenever it changes and read back before the first trial of
+a resumed search is added (the path travels inside ``tuner.pkl``). A search resumed from the same experiment
 directory therefore makes the same stop/continue decisions as one that was never interrupted,
 including for a trial whose STOP was decided but whose end Ray had not yet saved: it is told
 STOP again.
@@ -23,7 +23,10 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from .moasha import MOASHA_METRICS, MultiObjectiveASHAScheduler
 
-STATE_FILE = "scheduler_state.json"
+# Not ``.json``: on restore Ray copies every top-level *.json / *.pkl of the experiment into its
+# driver staging directory and uploads that copy back at each experiment checkpoint, which would
+# overwrite the rungs saved after the resume with the ones of the interruption (seen in testing).
+STATE_FILE = "scheduler_state.jsonl"
 ASHA_METRIC = "objective"  # the scalar (combined) objective Ray's ASHA ranks on
 TIME_ATTR = "student_updates"
 
@@ -50,7 +53,7 @@ def write_state(uri: str, text: str) -> None:
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
     with fs.open_output_stream(tmp) as f:
-        f.write(text.encode())
+        f.write(text.encode() + b"\n")
     fs.move(tmp, path)
 
 

@@ -247,5 +247,7 @@ def test_ray_runs_moasha_with_every_searcher(method, tmp_path, monkeypatch, loca
     updates = [r.metrics["student_updates"] for r in grid]
     assert len(updates) == 5  # 4 + the vanilla-DMD baseline
     assert max(updates) == 8 and min(updates) < 8  # MO-ASHA let some finish and stopped others early
-    saved = json.loads((tmp_path / "runs" / f"moasha-{method}" / "scheduler_state.json").read_text())
+    from tune.schedulers import STATE_FILE
+
+    saved = json.loads((tmp_path / "runs" / f"moasha-{method}" / STATE_FILE).read_text())
     assert sum(len(rec) for _, rec in saved["scheduler"]["rungs"][0]) >= 5

@@ -162,6 +162,67 @@ def test_state_file_is_plain_json_written_atomically(tmp_path):
     trial = SimpleNamespace(trial_id="a")
     s.on_trial_add(None, trial)
     s.on_trial_result(None, trial, {"student_updates": 1, "objective": 0.25})
-    saved = json.loads((tmp_path / "exp" / STATE_FILE).read_text())
+    saved = json.loads((tmp_path / "exp" / STATE_FILE).read_text())  # one JSON line
     assert saved["scheduler"]["rungs"][0][-1] == [1, {"a": 0.25}]  # rung at t 1 (last: descending)
     assert [p.name for p in (tmp_path / "exp").iterdir()] == [STATE_FILE]  # no temporary left behind
+
+
+# --- a real search, interrupted with Ctrl+C and resumed -------------------------------------------
+
+SPACE = {
+    "name": "rungs",
+    "method": "grid",
+    "seed": 0,
+    "max_concurrent": 2,
+    "baseline": False,
+    "backbones": {"digits-flow": {"resources": {"cpu": 1}}},
+    "parameters": {"anchor_k": {"values": [2, 5]}, "lambda_div": {"values": [0.05, 0.5]}},
+    "train": {"iterations": 120, "batch_size": 2, "teacher_steps": 6},
+    "eval": {"prompts": ["3"], "seeds_per_prompt": 4, "every": 4},
+    "scheduler": {"type": "asha", "grace_period": 2, "reduction_factor": 2},
+    "wandb": {"enabled": False},
+}
+
+
+def recorded(state: dict) -> dict:
+    """{(bracket, milestone, trial_id): value} of a saved ASHA state."""
+    return {(b, m, tid): v for b, rungs in enumerate(state["scheduler"]["rungs"]) for m, rec in rungs
+            for tid, v in rec.items()}
+
+
+@pytest.mark.slow  # minutes on 2 shared cores (a real search, run twice)
+def test_ctrl_c_then_resume_keeps_the_rungs(tmp_path):
+    import pandas as pd
+
+    from tune import search
+
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(SPACE))
+    storage = tmp_path / "runs"
+    state_file = storage / "rungs" / STATE_FILE
+    proc = subprocess.Popen([sys.executable, "-m", "tune.search", "--space", str(path), "--storage", str(storage)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(os.environ, RAY_AUTH_MODE="disabled"))
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (state_file.exists() and len(recorded(read_state(str(state_file)))) >= 3):
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl+C: Tune saves the experiment and stops
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = read_state(str(state_file))
+    assert len(recorded(before)) >= 3, "no trial reached a rung before the interruption"
+
+    assert search.main(["--space", str(path), "--storage", str(storage), "--resume"]) == 0
+    after = read_state(str(state_file))
+    # every rung entry made before the interruption is still there, with its value: the resumed
+    # search ranked its trials against them (without the state file the rungs restart empty and
+    # trials already past a milestone are never recorded there again)
+    assert recorded(before).items() <= recorded(after).items()
+    assert set(before["stopped"]) <= set(after["stopped"])
+    trials = pd.read_parquet(storage / "rungs" / "trials.parquet")
+    assert trials["trial_id"].nunique() == 4
+    last = trials.groupby("trial_id")["student_updates"].max()
+    assert (last[last < 20].index.isin(after["stopped"])).all()  # early ends were ASHA's STOPs
