@@ -70,9 +70,11 @@ def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
     lines.append(f"concurrency: {space.max_concurrent or 'as resources allow'}")
     lines.append("resources per trial: " + "; ".join(f"{b}: {s.resources}" for b, s in space.backbones.items()))
     s, max_t = space.scheduler, max_updates(space)
-    lines.append(f"scheduler: {s.type}" + (f" on the combined objective (w = {space.objective.diversity_weight}), "
-                                           f"time = student updates, max_t {max_t}, grace {s.grace_period}, "
-                                           f"reduction {s.reduction_factor}, brackets {s.brackets}" if s.type == "asha" else " (no early stopping)"))
+    on = {"asha": f" on the combined objective (w = {space.objective.diversity_weight})",
+          "moasha": " on (diversity_score, quality_score) by non-dominated sorting, ties by epsilon-net"}
+    lines.append(f"scheduler: {s.type}" + (f"{on[s.type]}, time = student updates, max_t {max_t}, grace "
+                                           f"{s.grace_period}, reduction {s.reduction_factor}, brackets {s.brackets}"
+                                           if s.type in on else " (no early stopping)"))
     lines.extend(_describe_anchor_cache(space))
     return "\n".join(lines)
 
@@ -101,29 +103,23 @@ def max_updates(space: SearchSpace) -> int:
 
 # --- running ------------------------------------------------------------------------------------
 
-def build_scheduler(space: SearchSpace, max_t: int):
-    """ASHA on the combined objective (time: student updates), or FIFO (no early stopping)."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    s = space.scheduler
-    if s.type != "asha":
-        return FIFOScheduler()
-    return ASHAScheduler(time_attr="student_updates", metric="objective", mode="max", max_t=max_t,
-                         grace_period=min(s.grace_period, max_t), reduction_factor=s.reduction_factor,
-                         brackets=s.brackets)
-
-
 def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, cache: dict):
     """The `ray.tune.Tuner` of the search (restored from the storage under ``--resume``)."""
     from ray import tune
 
     from .multi_gpu import build_trainable
+    from .schedulers import STATE_FILE as SCHEDULER_STATE_FILE
+    from .schedulers import clear_state, make_scheduler
     from .trials import build_searcher, planned_trials
 
     name = args.name or space.name
     trainable = build_trainable(space, cache)  # one placement group per trial, several workers if asked
+    # Ray's restore brings back the scheduler pickled at the start, with empty rungs: ours keep
+    # theirs in the experiment directory and reload them before the first resumed trial is added.
+    state_uri = join_uri(storage, name, SCHEDULER_STATE_FILE)
     if args.resume:
         return tune.Tuner.restore(join_uri(storage, name), trainable, resume_unfinished=True, resume_errored=True)
+    clear_state(state_uri)  # a fresh search of an old name: the old rungs are not ours
     callbacks = []
     if space.wandb.enabled and space.wandb.per_trial:
         from ray.air.integrations.wandb import WandbLoggerCallback
@@ -134,7 +130,8 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1), failure_config=tune.FailureConfig(max_failures=1))
     # the searcher says when the plan is done (grid); samplers run num_samples after the baselines
     sampled = 0 if space.method == "grid" else (args.num_samples or space.num_samples)
-    tune_config = tune.TuneConfig(search_alg=build_searcher(space), scheduler=build_scheduler(space, max_updates(space)),
+    scheduler = make_scheduler(space.scheduler, max_t=max_updates(space), state_uri=state_uri)
+    tune_config = tune.TuneConfig(search_alg=build_searcher(space), scheduler=scheduler,
                                   num_samples=len(planned_trials(space)) + sampled,
                                   max_concurrent_trials=space.max_concurrent or None, reuse_actors=False)
     return tune.Tuner(trainable, run_config=run_config, tune_config=tune_config)

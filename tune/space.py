@@ -20,7 +20,7 @@ A space file reads like a W&B sweep file::
     train: {iterations: 300}          # fixed training settings (keys of dpdmd.TrainConfig)
     eval: {seeds_per_prompt: 8, every: 10}
     objective: {diversity_weight: 0.5}
-    scheduler: {type: asha, grace_period: 10, reduction_factor: 2, brackets: 1}
+    scheduler: {type: asha, grace_period: 10, reduction_factor: 2, brackets: 1}  # asha | moasha | fifo
     wandb: {enabled: true, project: dpdmd-tune}
 
 A parameter is ``{value: x}`` (fixed), ``{values: [...]}`` (grid axis under ``method: grid``,
@@ -28,6 +28,11 @@ else a categorical choice), or ``{distribution: D, min: a, max: b}`` with D one 
 log_uniform_values, int_uniform (not allowed under grid). Searchable: ``backbone`` and the
 scalar keys of `dpdmd.TrainConfig` (anchor_k, lambda_div, lr, lr_fake, fake_updates, cfg_scale,
 teacher_steps, batch_size, stop_grad, ...).
+
+``scheduler.type``: ``asha`` stops trials early on the scalar ``objective`` (Ray's ASHA);
+``moasha`` on the pair (diversity_score, quality_score) by non-dominated sorting at each rung,
+ties broken by an epsilon-net (`tune.moasha`); ``fifo`` runs every trial to the end. Both ASHAs
+save their rungs in the experiment directory, so ``--resume`` continues them.
 
 `load_space` returns a `SearchSpace` or raises `SpaceError` listing every problem as
 ``FILE: KEY: what is wrong; what is allowed``.
@@ -47,7 +52,7 @@ from dpdmd.stream import student_updates_done
 
 METHODS = ("grid", "random", "optuna_tpe", "optuna_nsga2")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform")
-SCHEDULERS = ("asha", "fifo")
+SCHEDULERS = ("asha", "moasha", "fifo")
 _SCALAR_TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig)
                            if f.name not in ("eval", "backbone_options", "prompts"))
 SEARCHABLE = _SCALAR_TRAIN_KEYS
@@ -115,8 +120,12 @@ class BackboneSpec:
 
 @dataclass(kw_only=True)
 class SchedulerSpec:
-    """ASHA's settings; time is counted in student updates (``student_updates``).
+    """Early stopping; time is counted in student updates (``student_updates``).
 
+    type: ``asha`` (Ray's ASHA on the scalar ``objective``), ``moasha`` (multi-objective ASHA:
+    promotes at each rung by non-dominated sorting of (diversity_score, quality_score), ties by an
+    epsilon-net; see `tune.moasha`) or ``fifo`` (no early stopping). Both ASHAs keep their rungs
+    in the experiment directory, so ``--resume`` continues with them (`tune.schedulers`).
     max_t: None = the student updates of the configured iterations.
     """
 

@@ -21,6 +21,7 @@ from ray.tune.search import Searcher
 
 from dpdmd.config import NEEDS_ANCHOR, knobs_with_role, vanilla_dmd
 
+from .moasha import MOASHA_METRICS
 from .space import BASELINE, SearchSpace, iter_grid
 
 SAMPLERS = {"random": "RandomSampler", "optuna_tpe": "TPESampler", "optuna_nsga2": "NSGAIISampler"}
@@ -76,15 +77,16 @@ def optuna_space(space: SearchSpace) -> dict:
 
 def build_searcher(space: SearchSpace) -> "TrialSearcher":
     """The search's one searcher: the planned trials, then (samplers) Optuna's suggestions.
-    NSGA-II optimises diversity and quality together; the others the combined objective."""
+    NSGA-II, and any sampler under MO-ASHA, optimises the two scores MO-ASHA ranks
+    (diversity_score, quality_score) together; the others the combined objective."""
     sampler = None
     if space.method in SAMPLERS:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         make = getattr(optuna.samplers, SAMPLERS[space.method])
-        metric, mode = (["diversity", "quality"], ["max", "max"]) if space.method == "optuna_nsga2" \
-            else ("objective", "max")
+        two_scores = space.method == "optuna_nsga2" or space.scheduler.type == "moasha"
+        metric, mode = (list(MOASHA_METRICS), ["max", "max"]) if two_scores else ("objective", "max")
         sampler = OptunaSearch(space=optuna_space(space), sampler=make(seed=space.seed), metric=metric, mode=mode)
     return TrialSearcher(planned_trials(space), sampler, fixed=space.fixed_values())
 

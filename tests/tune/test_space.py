@@ -66,7 +66,7 @@ BAD = [
     ("min above max", with_(method="random", parameters__lambda_div={"distribution": "uniform", "min": 1, "max": 0.5}), "min (1) must be below max (0.5)"),
     ("unknown train key", with_(train__lambda_dvi=0.1), "train.lambda_dvi (backbone digits-flow): unknown key"),
     ("unknown prompt", with_(eval={"prompts": ["a cat"]}), "eval.prompts: unknown digits prompt 'a cat'"),
-    ("bad scheduler", with_(scheduler={"type": "hyperband", "reduction_factor": 1}), "scheduler.type: 'hyperband' is unknown; allowed: asha, fifo"),
+    ("bad scheduler", with_(scheduler={"type": "hyperband", "reduction_factor": 1}), "scheduler.type: 'hyperband' is unknown; allowed: asha, moasha, fifo"),
     ("backbone param without its section", with_(parameters__backbone={"values": ["digits-eps"]}), "parameters.backbone: 'digits-eps' has no entry under backbones"),
     ("negative resources", with_(backbones={"digits-flow": {"resources": {"cpu": -1}}}), "backbones.digits-flow.resources.cpu: -1 must be a number >= 0"),
     ("objective weight", with_(objective={"diversity_weight": 2}), "objective.diversity_weight: 2.0 must be in [0, 1]"),
