@@ -76,14 +76,14 @@ def optuna_space(space: SearchSpace) -> dict:
 
 def build_searcher(space: SearchSpace) -> "TrialSearcher":
     """The search's one searcher: the planned trials, then (samplers) Optuna's suggestions.
-    NSGA-II optimises diversity and quality together; the others the combined objective."""
+    NSGA-II optimises diversity_score and quality_score together; the others the combined objective."""
     sampler = None
     if space.method in SAMPLERS:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         make = getattr(optuna.samplers, SAMPLERS[space.method])
-        metric, mode = (["diversity", "quality"], ["max", "max"]) if space.method == "optuna_nsga2" \
+        metric, mode = (["diversity_score", "quality_score"], ["max", "max"]) if space.method == "optuna_nsga2" \
             else ("objective", "max")
         sampler = OptunaSearch(space=optuna_space(space), sampler=make(seed=space.seed), metric=metric, mode=mode)
     return TrialSearcher(planned_trials(space), sampler, fixed=space.fixed_values())
