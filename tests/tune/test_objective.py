@@ -130,3 +130,15 @@ def test_clean_set_dominates_corruptions_the_evaluator_resolves(corrupted_scores
     if backbone == "digits-flow":
         names = ["noise 0.2", "noise 0.4", "drop 3 -> 8"]
     assert all(_dominated(scores[n], scores["clean"]) for n in names), {n: scores[n] for n in names}
+
+
+def test_rung_kendall_tau_against_the_final_ranking():
+    from tune.rank_agreement import rung_kendall_tau
+
+    rows = [(t, u, v) for t, values in {"a": [1, 3], "b": [2, 2], "c": [3, 1], "d": [4, None]}.items()
+            for u, v in zip((10, 20), values) if v is not None]
+    trials = pd.DataFrame(rows, columns=["trial_id", "student_updates", "objective"])
+    table = rung_kendall_tau(trials, "objective").set_index("rung")
+    # rung 10: a1 b2 c3 d4 vs final a3 b2 c1 d4 -> pairs: 3 discordant (ab, ac, bc), 3 concordant
+    assert table.loc[10, "trials"] == 4 and table.loc[10, "tau"] == pytest.approx(0.0)
+    assert table.loc[20, "tau"] == pytest.approx(1.0)  # the last rung is the final ranking
