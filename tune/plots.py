@@ -167,8 +167,8 @@ def plot_pareto(
 
     if not finite.any() and not reference_points:
         ax.text(0.5, 0.5, "no finite trials", transform=ax.transAxes, ha="center")
-    ax.set_xlabel(f"{x} (higher is better)")
-    ax.set_ylabel(f"{y} (higher is better)")
+    ax.set_xlabel("D / D_teacher (1 = the teacher's diversity)" if teacher_normalised else f"{x} (higher is better)")
+    ax.set_ylabel(f"{y} (fidelity / the teacher's)" if teacher_normalised else f"{y} (higher is better)")
     ax.set_title(title if title is not None else f"Pareto front: {y} vs {x}")
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
