@@ -145,8 +145,10 @@ def test_offline_wandb_summary_run_holds_the_front(finished_search):
     assert tables
     table = json.loads(tables[0].read_text())
     front = pd.read_parquet(exp / "pareto.parquet")
-    assert len(table["data"]) == len(front)
-    assert "diversity" in table["columns"] and "quality" in table["columns"]
+    assert len(table["data"]) == len(front) + 1  # the front and the teacher's row at (1, 1)
+    assert {"diversity", "quality", "diversity_score", "quality_score"} <= set(table["columns"])
+    teacher = dict(zip(table["columns"], table["data"][-1]))
+    assert teacher["trial_id"] == "teacher" and teacher["diversity_score"] == teacher["quality_score"] == 1.0
 
 
 def test_resume_reruns_nothing_and_recomputes_no_anchor(finished_search, capsys):
