@@ -1,12 +1,19 @@
-"""The combined objective ASHA ranks trials by.
+"""The combined objective ASHA ranks trials by, and the scores the front is drawn in.
 
-    J = w * D / D_teacher + (1 - w) * Q / Q_teacher
+Both axes are normalised by the teacher's own scores on the same evaluation set (computed once
+per backbone and cached), so they mean the same on every backbone and the teacher sits at (1, 1):
 
-D and Q are a trial's diversity and quality at an evaluation; D_teacher and Q_teacher are the
-teacher's own scores on the same evaluation set (computed once per backbone and cached), so J
-means the same on every backbone: J = 1 is "as diverse and as good as the teacher", and w (the
-space's ``objective.diversity_weight``) says how much diversity is worth against quality. A
-NaN score (a diverged trial) gives J = -inf, so ASHA stops it first.
+- ``diversity_score`` = r if r <= 1 else max(0, 2 - r), r = D / D_teacher. The student's target
+  is the teacher's distribution: a student less spread than the teacher has lost modes, and one
+  *more* spread than the teacher is off it (pixel noise, artefacts and half-trained students are
+  all "spread"). Both are deviations, penalised alike; diversity beyond the teacher's earns nothing.
+- ``quality_score`` = Q / Q_teacher, not capped: a student may beat its teacher's fidelity.
+- ``objective`` J = w * diversity_score + (1 - w) * quality_score, w = ``objective.diversity_weight``.
+  J = 1 is "as diverse and as good as the teacher". A NaN score (a diverged trial) gives J = -inf,
+  so ASHA stops it first.
+
+`legacy_objective` is the objective this replaced (0.5 D / D_T + 0.5 Q / Q_T uncapped), kept only
+to compare rankings (`tune.rank_agreement`): it rewards noise, which looks like diversity.
 """
 
 from __future__ import annotations
@@ -14,13 +21,48 @@ from __future__ import annotations
 import math
 
 
-def combined_objective(diversity: float, quality: float, *, teacher_diversity: float, teacher_quality: float,
-                       diversity_weight: float) -> float:
-    """J for one evaluation (higher is better)."""
-    if not 0.0 <= diversity_weight <= 1.0:
-        raise ValueError(f"diversity_weight must be in [0, 1], got {diversity_weight}")
-    if teacher_diversity <= 0 or teacher_quality <= 0:
+def _check_teacher(teacher_diversity: float, teacher_quality: float) -> None:
+    if not (teacher_diversity > 0 and teacher_quality > 0):
         raise ValueError(f"the teacher's scores must be positive to normalise by, got diversity "
                          f"{teacher_diversity} and quality {teacher_quality}")
+
+
+def diversity_score(diversity: float, teacher_diversity: float) -> float:
+    """Two-sided, teacher-normalised diversity in [0, 1]: 1 exactly at the teacher's diversity.
+
+    NaN stays NaN."""
+    _check_teacher(teacher_diversity, 1.0)
+    ratio = diversity / teacher_diversity
+    return ratio if ratio <= 1.0 or math.isnan(ratio) else max(0.0, 2.0 - ratio)
+
+
+def quality_score(quality: float, teacher_quality: float) -> float:
+    """Teacher-normalised quality Q / Q_teacher (> 1: better than the teacher). NaN stays NaN."""
+    _check_teacher(1.0, teacher_quality)
+    return quality / teacher_quality
+
+
+def combined_objective(diversity: float, quality: float, *, teacher_diversity: float, teacher_quality: float,
+                       diversity_weight: float) -> float:
+    """J for one evaluation (higher is better; the teacher scores 1)."""
+    return objective_metrics(diversity, quality, teacher_diversity=teacher_diversity,
+                             teacher_quality=teacher_quality, diversity_weight=diversity_weight)["objective"]
+
+
+def objective_metrics(diversity: float, quality: float, *, teacher_diversity: float, teacher_quality: float,
+                      diversity_weight: float) -> dict[str, float]:
+    """``{"diversity_score", "quality_score", "objective"}`` of one evaluation (see the module)."""
+    if not 0.0 <= diversity_weight <= 1.0:
+        raise ValueError(f"diversity_weight must be in [0, 1], got {diversity_weight}")
+    _check_teacher(teacher_diversity, teacher_quality)
+    d_score, q_score = diversity_score(diversity, teacher_diversity), quality_score(quality, teacher_quality)
+    value = diversity_weight * d_score + (1 - diversity_weight) * q_score
+    return {"diversity_score": d_score, "quality_score": q_score,
+            "objective": value if math.isfinite(value) else -math.inf}
+
+
+def legacy_objective(diversity: float, quality: float, *, teacher_diversity: float, teacher_quality: float,
+                     diversity_weight: float = 0.5) -> float:
+    """The replaced J = w D / D_T + (1 - w) Q / Q_T (uncapped), for comparisons only."""
     value = diversity_weight * diversity / teacher_diversity + (1 - diversity_weight) * quality / teacher_quality
     return value if math.isfinite(value) else -math.inf

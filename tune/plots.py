@@ -84,6 +84,9 @@ def plot_pareto(
     reference_points: Mapping[str, tuple[float, float]] | None = None,
     title: str | None = None,
     annotate: Literal["all", "front", "none"] = "all",
+    teacher_normalised: bool = False,
+    min_quality: float | None = None,
+    front_columns: tuple[str, str] | None = None,
 ) -> Path:
     """Scatter every trial in ``(x, y)``, highlight the Pareto front, save a PNG.
 
@@ -102,6 +105,13 @@ def plot_pareto(
             ``{"teacher": (0.08, 0.95), "vanilla DMD": (0.03, 0.96)}``.
         title: figure title; default ``"Pareto front: {y} vs {x}"``.
         annotate: label every trial, only the front, or none (many trials clutter).
+        teacher_normalised: x, y are teacher-normalised scores (`tune.objective`): the region
+            beyond the teacher's diversity (x > 1, where diversity_score = 2 - x) is shaded, and each front member's label shows its y (its fidelity to the teacher's).
+        min_quality: the fidelity floor: a dashed line at y = min_quality; rows with a true
+            ``below_floor`` column are greyed and never on the front.
+        front_columns: the columns the front is computed on when they are not (x, y), e.g.
+            x = D / D_teacher shown, the front over diversity_score; the front members are then
+            highlighted without the staircase (it bounds a region of the other plane).
 
     Returns:
         ``path`` as a ``Path``.
@@ -111,28 +121,38 @@ def plot_pareto(
         raise ValueError(f"annotate must be 'all', 'front' or 'none', got {annotate!r}.")
     data = df.reset_index(drop=True)
     xy = data[[x, y]].to_numpy(dtype=np.float64, na_value=np.nan)
-    on_front = pareto_front_mask(xy)
+    below = data["below_floor"].to_numpy(dtype=bool) if "below_floor" in data else np.zeros(len(data), bool)
+    ranked = xy if front_columns is None else data[list(front_columns)].to_numpy(dtype=np.float64, na_value=np.nan)
+    on_front = pareto_front_mask(np.where(below[:, None], np.nan, ranked))
     finite = np.isfinite(xy).all(axis=1)
 
     fig = Figure(figsize=(8, 6), dpi=110, layout="constrained")
     ax = fig.add_subplot()
-    rest = finite & ~on_front
+    if teacher_normalised:
+        _draw_teacher_regions(ax, min_quality)
+    rest = finite & ~on_front & ~below
     n_bad = int((~finite).sum())
     ax.scatter(xy[rest, 0], xy[rest, 1], s=28, c="tab:gray", alpha=0.7,
                label=f"dominated ({int(rest.sum())})"
                + (f"; {n_bad} NaN/inf not shown" if n_bad else ""))
+    if (finite & below).any():
+        ax.scatter(xy[finite & below, 0], xy[finite & below, 1], s=28, c="lightgray", marker="x",
+                   label=f"below the fidelity floor ({int((finite & below).sum())})")
     if on_front.any():
         front = xy[on_front]
         front = front[np.lexsort((-front[:, 1], front[:, 0]))]  # x ascending
         # "pre": between two front points the best attainable y is the right-hand point's,
         # which draws the boundary of the dominated region (maximisation).
-        ax.step(front[:, 0], front[:, 1], where="pre", color="tab:red", lw=1.5, zorder=2)
+        if front_columns is None:
+            ax.step(front[:, 0], front[:, 1], where="pre", color="tab:red", lw=1.5, zorder=2)
         ax.scatter(front[:, 0], front[:, 1], s=60, c="tab:red", edgecolors="black",
                    zorder=3, label=f"Pareto front ({int(on_front.sum())})")
 
     if annotate != "none":
         for i in np.flatnonzero(on_front if annotate == "front" else finite):
             text = _point_label(data.iloc[i], label_columns)
+            if teacher_normalised and on_front[i]:
+                text = f"{text} fidelity {xy[i, 1]:.2f}".strip()
             if text:
                 ax.annotate(text, (xy[i, 0], xy[i, 1]), xytext=(4, 4),
                             textcoords="offset points", fontsize=7,
@@ -147,13 +167,25 @@ def plot_pareto(
 
     if not finite.any() and not reference_points:
         ax.text(0.5, 0.5, "no finite trials", transform=ax.transAxes, ha="center")
-    ax.set_xlabel(f"{x} (higher is better)")
-    ax.set_ylabel(f"{y} (higher is better)")
+    ax.set_xlabel("D / D_teacher (1 = the teacher's diversity)" if teacher_normalised else f"{x} (higher is better)")
+    ax.set_ylabel(f"{y} (fidelity / the teacher's)" if teacher_normalised else f"{y} (higher is better)")
     ax.set_title(title if title is not None else f"Pareto front: {y} vs {x}")
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", fontsize=8)
     return _save(fig, path)
+
+
+def _draw_teacher_regions(ax, min_quality: float | None) -> None:
+    """Teacher-normalised axes: shade diversity beyond the teacher's, draw the floor line."""
+    ax.axvspan(1.0, 2.0, color="tab:orange", alpha=0.08, lw=0)
+    ax.axvline(1.0, color="tab:orange", lw=0.8, ls=":")
+    ax.annotate("beyond the teacher's diversity:\nscored 2 - D/D_T (noise looks diverse)", (1.0, 0.02),
+                xycoords=("data", "axes fraction"), xytext=(4, 0), textcoords="offset points",
+                fontsize=7, color="tab:orange")
+    if min_quality:
+        ax.axhline(min_quality, color="dimgray", lw=0.8, ls="--",
+                   label=f"fidelity floor (quality_score {min_quality:g})")
 
 
 def plot_curves(

@@ -1,13 +1,19 @@
 """What a search leaves behind, under the experiment directory:
 
 - ``trials.parquet``: one row per report (trial id, its configuration, every metric);
-- ``pareto.parquet``: the non-dominated trials over (diversity, quality) of the final results;
-- ``pareto.png`` (and ``curves.png``): every trial, the front highlighted, teacher and vanilla DMD marked;
-- ``summary.json``: the front, the best per objective, the hypervolume, cache statistics, compute spent.
+- ``pareto.parquet``: the front (below);
+- ``pareto.png`` (and ``curves.png``): every trial in teacher-normalised units, the front
+  highlighted, the teacher at (1, 1), vanilla DMD marked, trials below the fidelity floor greyed;
+- ``summary.json``: the front, the recommended trial, the best per metric, the hypervolume,
+  cache statistics, compute spent.
 
 The front is computed over each trial's *last* report, early-stopped trials included (their
 students exist and are scored like the others; the ``student_updates`` column tells how long
-each trained). Trials whose last diversity or quality is NaN are never on the front.
+each trained): the non-dominated trials over (``diversity_score``, ``quality_score``) among those
+with ``quality_score >= objective.min_quality`` (the fidelity floor, a fraction of the teacher's
+quality). Trials below the floor stay in every table and plot, marked ``below_floor``, never on
+the front. The recommended trial is the front member with the highest objective J. Trials whose
+last scores are NaN are never on the front.
 """
 
 from __future__ import annotations
@@ -21,14 +27,16 @@ import pandas as pd
 
 from dpdmd.config import labelled_knobs, vanilla_dmd
 
+from .objective import objective_metrics
 from .pareto import hypervolume_2d, pareto_front_mask
 from .plots import plot_curves, plot_pareto
 from .space import BASELINE, SEARCHABLE
 
 CONFIG_COLUMNS = (*SEARCHABLE, BASELINE)  # whichever of them the trials set
-# The hypervolume's reference point: (0, 0) in teacher-normalised units, i.e. the area dominated
-# by the front in the plane of (D / D_teacher, Q / Q_teacher). Documented in the README.
+# The hypervolume's reference point: (0, 0) in the front's own teacher-normalised units, i.e. the
+# area dominated by the front in the plane of (diversity_score, quality_score). README.
 HYPERVOLUME_REFERENCE = (0.0, 0.0)
+SCORE_AXES = ("diversity_score", "quality_score")
 
 
 def trials_frame(results) -> pd.DataFrame:
@@ -51,36 +59,63 @@ def trials_frame(results) -> pd.DataFrame:
     return frame[keep]
 
 
-def final_results(trials: pd.DataFrame) -> pd.DataFrame:
-    """Each trial's last report."""
+def final_results(trials: pd.DataFrame, *, min_quality: float = 0.0) -> pd.DataFrame:
+    """Each trial's last report, with ``below_floor`` (quality_score < ``min_quality``, or NaN)."""
     if trials.empty:
         return trials
     order = trials.sort_values(["trial_id", "student_updates"], kind="stable")
-    return order.groupby("trial_id", as_index=False).tail(1).reset_index(drop=True)
+    final = order.groupby("trial_id", as_index=False).tail(1).reset_index(drop=True)
+    final["below_floor"] = ~(final["quality_score"].astype(float) >= min_quality)
+    return final
+
+
+def with_scores(trials: pd.DataFrame, *, diversity_weight: float = 0.5) -> pd.DataFrame:
+    """``trials`` with the score columns (`tune.objective`) filled in where a report lacks them
+    (results recorded before they existed), from the raw and teacher columns."""
+    if trials.empty or all(c in trials and trials[c].notna().all() for c in (*SCORE_AXES, "objective")):
+        return trials
+    scores = pd.DataFrame([objective_metrics(r.diversity, r.quality, teacher_diversity=r.teacher_diversity,
+                                             teacher_quality=r.teacher_quality, diversity_weight=diversity_weight)
+                           for r in trials.itertuples()], index=trials.index)
+    trials = trials.copy()
+    for column in scores:
+        trials[column] = trials[column].fillna(scores[column]) if column in trials else scores[column]
+    return trials
 
 
 def pareto_front(final: pd.DataFrame) -> pd.DataFrame:
-    """The non-dominated rows over (diversity, quality), sorted by diversity."""
+    """The non-dominated rows over (diversity_score, quality_score) among those not
+    ``below_floor``, sorted by diversity_score."""
     if final.empty:
         return final
-    points = final[["diversity", "quality"]].to_numpy(dtype=float)
-    return final[pareto_front_mask(points)].sort_values("diversity").reset_index(drop=True)
+    eligible = final[~final["below_floor"]] if "below_floor" in final else final
+    points = eligible[list(SCORE_AXES)].to_numpy(dtype=float)
+    return eligible[pareto_front_mask(points)].sort_values("diversity_score").reset_index(drop=True)
+
+
+def recommended(front: pd.DataFrame) -> pd.DataFrame:
+    """The front member with the highest objective J (one row; empty if the front is)."""
+    valid = front[np.isfinite(front["objective"].astype(float))] if not front.empty else front
+    return valid.loc[[valid["objective"].astype(float).idxmax()]] if not valid.empty else valid
 
 
 def summarize(final: pd.DataFrame, front: pd.DataFrame, *, cache_stats: dict, compute: dict,
-              space_name: str) -> dict:
+              space_name: str, min_quality: float | None = None) -> dict:
     """``summary.json``'s content from each trial's last report and the front."""
-    summary: dict = {"space": space_name, "trials": int(final.shape[0]), "front": _records(front)}
+    summary: dict = {"space": space_name, "trials": int(final.shape[0]), "min_quality": min_quality,
+                     "front": _records(front)}
+    pick = recommended(front)
+    summary["recommended"] = _records(pick)[0] if not pick.empty else None
     if not final.empty:
+        summary["below_floor"] = int(final["below_floor"].sum()) if "below_floor" in final else 0
         for metric in ("diversity", "quality", "objective"):
             valid = final[np.isfinite(final[metric].astype(float))]
             if not valid.empty:
                 summary[f"best_{metric}"] = _records(valid.loc[[valid[metric].astype(float).idxmax()]])[0]
-        normalised = np.stack([front["diversity"] / front["teacher_diversity"],
-                               front["quality"] / front["teacher_quality"]], axis=1) if not front.empty else np.zeros((0, 2))
-        summary["hypervolume"] = hypervolume_2d(normalised, HYPERVOLUME_REFERENCE) if len(normalised) else 0.0
-        summary["hypervolume_reference"] = {"point": HYPERVOLUME_REFERENCE,
-                                            "units": "diversity / teacher diversity, quality / teacher quality"}
+        points = front[list(SCORE_AXES)].to_numpy(dtype=float) if not front.empty else np.zeros((0, 2))
+        summary["hypervolume"] = hypervolume_2d(points, HYPERVOLUME_REFERENCE) if len(points) else 0.0
+        summary["hypervolume_reference"] = {"point": HYPERVOLUME_REFERENCE, "units": "diversity_score, quality_score "
+                                            "(teacher = (1, 1); the front's own axes)"}
         summary["teacher"] = {b: {"diversity": float(g["teacher_diversity"].iloc[0]),
                                   "quality": float(g["teacher_quality"].iloc[0])}
                               for b, g in final.groupby("backbone")} if "backbone" in final else {}
@@ -91,8 +126,8 @@ def summarize(final: pd.DataFrame, front: pd.DataFrame, *, cache_stats: dict, co
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
-    cols = [c for c in ("trial_id", *CONFIG_COLUMNS, "student_updates", "diversity", "quality", "objective")
-            if c in frame.columns]
+    cols = [c for c in ("trial_id", *CONFIG_COLUMNS, "student_updates", "diversity", "quality", *SCORE_AXES,
+                        "objective", "below_floor") if c in frame.columns]
     out = []
     for row in frame[cols].to_dict("records"):
         out.append({k: (None if isinstance(v, float) and math.isnan(v) else (v.item() if hasattr(v, "item") else v))
@@ -101,16 +136,18 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 
 def reference_points(final: pd.DataFrame) -> dict[str, tuple[float, float]]:
-    """Markers for the plot: each backbone's teacher, and its vanilla-DMD trial."""
+    """Markers for the plot (D / D_teacher, quality_score): the teacher (1, 1) and each
+    backbone's vanilla-DMD (lambda_div = 0) trial."""
     points = {}
     if final.empty or "backbone" not in final:
         return points
+    points["teacher"] = (1.0, 1.0)
     for backbone, group in final.groupby("backbone"):
-        points[f"teacher ({backbone})"] = (float(group["teacher_diversity"].iloc[0]), float(group["teacher_quality"].iloc[0]))
         dmd = group[vanilla_dmd_rows(group)]
         if not dmd.empty:
             best = dmd.loc[dmd["student_updates"].idxmax()]
-            points[f"vanilla DMD ({backbone})"] = (float(best["diversity"]), float(best["quality"]))
+            points[f"vanilla DMD ({backbone})"] = (float(best["diversity"] / best["teacher_diversity"]),
+                                                   float(best["quality_score"]))
     return points
 
 
@@ -132,12 +169,30 @@ def write_outputs(directory: Path, trials: pd.DataFrame, final: pd.DataFrame, fr
     trials.to_parquet(paths["trials"], index=False)
     front.to_parquet(paths["pareto"], index=False)
     if not final.empty:
-        plot_pareto(final, paths["plot"], reference_points=reference_points(final),
+        shown = final.assign(diversity_ratio=final["diversity"] / final["teacher_diversity"])
+        plot_pareto(shown, paths["plot"], x="diversity_ratio", y="quality_score", front_columns=SCORE_AXES,
+                    reference_points=reference_points(final), teacher_normalised=True,
+                    min_quality=summary.get("min_quality"),
                     annotate="all" if len(final) <= 8 else "front",  # many labels would overlap
-                    title=f"{summary['space']}: diversity vs quality ({len(final)} trials)")
+                    title=f"{summary['space']}: diversity vs quality, teacher = (1, 1) ({len(final)} trials)")
         plot_curves(trials, paths["curves"])
     paths["summary"].write_text(json.dumps(summary, indent=1, default=str))
     return paths
+
+
+def front_with_teacher(front: pd.DataFrame) -> pd.DataFrame:
+    """The front plus a row for the teacher at (1, 1) (``trial_id`` "teacher"), for the W&B table
+    and scatter, where each member's ``quality_score`` is its fidelity to the teacher's."""
+    teacher = pd.DataFrame([{"trial_id": "teacher", "diversity_score": 1.0, "quality_score": 1.0, "objective": 1.0}])
+    return pd.concat([front, teacher], ignore_index=True) if not front.empty else teacher
+
+
+def headline(summary: dict) -> dict:
+    """The scalar numbers of ``summary`` for W&B's run summary, the recommended trial's included."""
+    flat = {k: v for k, v in summary.items() if not isinstance(v, (list, dict)) and v is not None}
+    for key, value in (summary.get("recommended") or {}).items():
+        flat[f"recommended/{key}"] = value
+    return flat
 
 
 def front_table(front: pd.DataFrame) -> str:
@@ -145,6 +200,7 @@ def front_table(front: pd.DataFrame) -> str:
     if front.empty:
         return "(no trial finished with finite diversity and quality)"
     knobs = [name for name, _ in labelled_knobs()]
-    cols = [c for c in ("backbone", *knobs, "student_updates", "diversity", "quality", "objective")
+    cols = [c for c in ("backbone", *knobs, "student_updates", "diversity", "quality",
+                        *SCORE_AXES, "objective")
             if c in front.columns]
     return front[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}")

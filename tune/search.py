@@ -166,12 +166,13 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     tuner = build_tuner(space, args, storage=storage, cache=cache)
     grid = tuner.fit()
 
-    trials = res.trials_frame(grid)
-    final = res.final_results(trials)
+    trials = res.with_scores(res.trials_frame(grid), diversity_weight=space.objective.diversity_weight)
+    final = res.final_results(trials, min_quality=space.objective.min_quality)
     front = res.pareto_front(final)
     cache_stats = ray.get(store.stats.remote()) if store is not None else {}
     compute = compute_spent(final, time.time() - started)
-    summary = res.summarize(final, front, cache_stats=cache_stats, compute=compute, space_name=name)
+    summary = res.summarize(final, front, cache_stats=cache_stats, compute=compute, space_name=name,
+                            min_quality=space.objective.min_quality)
     out_dir = local_experiment_dir(storage, name)
     paths = res.write_outputs(out_dir, trials, final, front, summary)
     names = [p.name for p in paths.values() if p.exists()]
@@ -179,10 +180,10 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     if space.wandb.enabled:
         from .wandb_summary import log_summary_run
 
-        wandb_dir = log_summary_run(project=space.wandb.project, name=f"{name}-summary", front_df=front,
-                                    trials_df=final,
+        wandb_dir = log_summary_run(project=space.wandb.project, name=f"{name}-summary",
+                                    front_df=res.front_with_teacher(front), trials_df=final,
                                     png_paths={"pareto": paths["plot"], "curves": paths["curves"]},
-                                    summary={k: v for k, v in summary.items() if not isinstance(v, (list, dict))},
+                                    summary=res.headline(summary), x="diversity_score", y="quality_score",
                                     mode=space.wandb.mode, directory=str(out_dir))
     where = str(out_dir)
     if "://" in storage:  # the outputs (and the offline W&B run) go to the storage too
@@ -193,8 +194,10 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     if store is not None and args.address:  # a shared cluster: free the objects (the spill stays)
         ray.kill(store)
     ray.shutdown()
-    print("\nPareto front (diversity vs quality):")
+    print(f"\nPareto front (diversity_score, quality_score; teacher = (1, 1), quality_score >= "
+          f"{space.objective.min_quality:g}):")
     print(res.front_table(front))
+    print(f"recommended (highest J on the front): {summary['recommended']}")
     print(f"\noutputs in {where}/: " + ", ".join(names))
     if wandb_dir:
         print(f"W&B summary run: {wandb_dir}" + ("  (offline: upload with `wandb sync " + wandb_dir + "`)"

@@ -138,9 +138,11 @@ class SchedulerSpec:
 
 @dataclass(kw_only=True)
 class ObjectiveSpec:
-    """J = w * D / D_teacher + (1 - w) * Q / Q_teacher (see `tune.objective`)."""
+    """J = w * diversity_score + (1 - w) * quality_score (see `tune.objective`); the front keeps
+    only trials with quality_score >= min_quality (a fraction of the teacher's quality)."""
 
     diversity_weight: float = 0.5
+    min_quality: float = 0.9
 
 
 @dataclass(kw_only=True)
@@ -378,6 +380,9 @@ def _parse_sections(space: SearchSpace, data: dict, problems: list[str]) -> None
     space.objective = _build_section(ObjectiveSpec, data.get("objective"), "objective", problems)
     if not 0 <= space.objective.diversity_weight <= 1:
         problems.append(f"objective.diversity_weight: {space.objective.diversity_weight} must be in [0, 1]")
+    if not 0 <= space.objective.min_quality <= 2:  # a fraction of the teacher's quality
+        problems.append(f"objective.min_quality: {space.objective.min_quality} must be in [0, 2] "
+                        "(a fraction of the teacher's quality; 0 = no fidelity floor)")
     space.scheduler = s = _build_section(SchedulerSpec, data.get("scheduler"), "scheduler", problems)
     if s.type not in SCHEDULERS:
         problems.append(f"scheduler.type: {s.type!r} is unknown; allowed: {', '.join(SCHEDULERS)}")

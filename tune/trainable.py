@@ -23,7 +23,7 @@ from dpdmd.prompt_cache import PromptEmbeddingCache
 from dpdmd.trainer import train
 
 from .shared_cache import CachedAnchors, SharedCache, cached_prompt_lookup, find_store
-from .objective import combined_objective
+from .objective import objective_metrics
 from .space import SearchSpace
 
 
@@ -37,13 +37,14 @@ def trial_workspace() -> Path:
 
 
 def with_objective(metrics: dict, out_dir: Path, train_config, space: SearchSpace) -> dict:
-    """The trainer's metrics plus the backbone, the teacher's reference scores and J."""
+    """The trainer's metrics plus the backbone, the teacher's reference scores, the
+    teacher-normalised ``diversity_score`` / ``quality_score`` and J (``objective``)."""
     reference = json.loads((out_dir / "teacher_metrics.json").read_text())
     metrics = dict(metrics, backbone=train_config.backbone)
     metrics["teacher_diversity"], metrics["teacher_quality"] = reference["diversity"], reference["quality"]
-    metrics["objective"] = combined_objective(
+    metrics.update(objective_metrics(
         metrics["diversity"], metrics["quality"], teacher_diversity=reference["diversity"],
-        teacher_quality=reference["quality"], diversity_weight=space.objective.diversity_weight)
+        teacher_quality=reference["quality"], diversity_weight=space.objective.diversity_weight))
     return metrics
 
 

@@ -2,7 +2,8 @@
 
 `DigitsClassifier` plays the role DINOv2 / CLIP play for the real backbones: its penultimate layer
 gives the features behind diversity, FID and k-NN precision / recall / coverage, and its softmax
-gives the "quality" of a sample (the probability of the prompted digit). It reads images at 32x32,
+gives the probability of the prompted digit; the default "quality", fidelity, is that probability
+times the k-NN precision against the real digits of the class. It reads images at 32x32,
 maps them to [-1, 1] and average-pools them to the native 8x8 (`dpdmd.digits_data.downsample`), which
 also averages away most of the pixel noise generated samples carry.
 
@@ -38,7 +39,7 @@ from .feature_stats import frechet_distance, knn_precision_recall_coverage
 
 _VERSION = 1  # bump when the architecture, the training or the augmentation changes
 NUM_CLASSES = len(digits_data.DIGIT_WORDS)
-QUALITY_METRICS = ("class_prob", "accuracy", "precision", "coverage")
+QUALITY_METRICS = ("fidelity", "class_prob", "accuracy", "precision", "coverage")
 
 
 @dataclass(frozen=True)
@@ -215,15 +216,20 @@ class DigitsEvaluator(Evaluator):
       samples against the real digits of the class, with neighbour ``k`` (default 3, since N is
       small, e.g. 8; N must exceed k). Recall and coverage of 8 samples against ~180 reals are
       low even for real digits: read them against `reference_scores` at the same N;
+    - ``"fidelity"``: ``class_prob * precision``, "the right digit AND on the real digits'
+      manifold". Class probability alone barely moves with pixel noise or blur (the classifier
+      average-pools them away); precision falls with both; a lost class lowers class_prob. The
+      default quality: README "The combined objective and the front" has the measurements;
     - ``"quality"``: a copy of the metric named by ``quality_metric``.
 
     Args:
-        quality_metric: one of ``"class_prob"``, ``"accuracy"``, ``"precision"``, ``"coverage"``.
+        quality_metric: one of ``"fidelity"`` (default), ``"class_prob"``, ``"accuracy"``,
+            ``"precision"``, ``"coverage"``.
         k: the k-NN neighbour for precision / recall / coverage.
         classifier: a trained `DigitsClassifier`; default `DigitsClassifier.load()` (on first use).
     """
 
-    def __init__(self, *, quality_metric: str = "class_prob", k: int = 3,
+    def __init__(self, *, quality_metric: str = "fidelity", k: int = 3,
                  classifier: DigitsClassifier | None = None):
         if quality_metric not in QUALITY_METRICS:
             raise ValueError(
@@ -313,6 +319,7 @@ class DigitsEvaluator(Evaluator):
         }
         for key in ("fid", "precision", "recall", "coverage"):
             metrics[key] = sum(m[key] for m in per_prompt) / len(per_prompt)
+        metrics["fidelity"] = metrics["class_prob"] * metrics["precision"]
         return self.with_quality(metrics)
 
 

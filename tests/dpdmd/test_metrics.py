@@ -165,13 +165,16 @@ def test_evaluator_on_real_digits_and_on_noise(split, classifier):
     evaluator = DigitsEvaluator(classifier=classifier)
     real = evaluator.score(_held_out_grid(split, 8), ALL_PROMPTS)
     assert set(real) >= {"diversity", "quality", "class_prob", "accuracy", "fid", "precision", "recall", "coverage"}
-    assert real["quality"] == real["class_prob"] > 0.9
+    assert real["class_prob"] > 0.9
+    # the default quality is fidelity = class_prob x precision (right digit AND on the real manifold)
+    assert real["quality"] == real["fidelity"] == pytest.approx(real["class_prob"] * real["precision"])
     assert real["accuracy"] > 0.9
     assert 0.0 < real["diversity"] < 1.0 and real["precision"] > 0.5
     noise = torch.rand(10, 8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     fake = evaluator.score(noise, [str(d) for d in range(10)])
     assert fake["class_prob"] < 0.3 and fake["accuracy"] < 0.3
     assert fake["fid"] > real["fid"] and fake["precision"] < real["precision"]
+    assert fake["quality"] < real["quality"]
 
 
 def test_evaluator_quality_metric_and_reference_scores(split, classifier):
@@ -184,7 +187,7 @@ def test_evaluator_quality_metric_and_reference_scores(split, classifier):
 
 
 def test_evaluator_errors_name_the_bad_value(classifier):
-    with pytest.raises(ValueError, match="'pickscore'.*class_prob, accuracy, precision, coverage"):
+    with pytest.raises(ValueError, match="'pickscore'.*fidelity, class_prob, accuracy, precision, coverage"):
         DigitsEvaluator(quality_metric="pickscore")
     evaluator = DigitsEvaluator(classifier=classifier)
     images = torch.rand(1, 4, 1, 32, 32)

@@ -21,6 +21,9 @@ SPACE = {
     "train": {"iterations": 48, "batch_size": 4, "teacher_steps": 10},
     "eval": {"prompts": ["3", "7"], "seeds_per_prompt": 4, "every": 1},
     "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    # 8 student updates scored on 4 seeds: k-NN precision takes a few values only, so no floor
+    # here (the floor is tested in test_objective.py); the front is still in teacher units
+    "objective": {"min_quality": 0.0},
     "wandb": {"enabled": True, "project": "dpdmd-tune-test"},
 }
 
@@ -49,7 +52,7 @@ def test_every_output_is_written(finished_search):
         assert (exp / name).stat().st_size > 0, name
     trials = pd.read_parquet(exp / "trials.parquet")
     assert {"trial_id", "anchor_k", "lambda_div", "backbone", "student_updates", "diversity", "quality",
-            "objective", "loss_dmd", "anchor_hits", "anchor_misses"} <= set(trials.columns)
+            "diversity_score", "quality_score", "objective", "loss_dmd", "anchor_hits", "anchor_misses"} <= set(trials.columns)
     assert trials["trial_id"].nunique() == 5  # 4 grid points + the vanilla-DMD baseline
     summary = json.loads((exp / "summary.json").read_text())
     assert summary["trials"] == 5 and summary["hypervolume"] > 0
@@ -65,11 +68,14 @@ def test_front_equals_brute_force_non_dominated_filter(finished_search):
     _, _, exp = finished_search
     trials = pd.read_parquet(exp / "trials.parquet")
     final = trials.sort_values("student_updates").groupby("trial_id").tail(1)
-    pts = {r.trial_id: (r.diversity, r.quality) for r in final.itertuples()}
+    pts = {r.trial_id: (r.diversity_score, r.quality_score) for r in final.itertuples()}
     brute = {t for t, p in pts.items()
              if np.all(np.isfinite(p)) and not any(dominates(q, p) for u, q in pts.items() if u != t)}
     front = pd.read_parquet(exp / "pareto.parquet")
     assert set(front["trial_id"]) == brute and brute
+    summary = json.loads((exp / "summary.json").read_text())
+    best_j = max(front["objective"])
+    assert summary["recommended"]["trial_id"] in brute and summary["recommended"]["objective"] == best_j
 
 
 def test_asha_stops_some_trials_early(finished_search):
@@ -139,8 +145,10 @@ def test_offline_wandb_summary_run_holds_the_front(finished_search):
     assert tables
     table = json.loads(tables[0].read_text())
     front = pd.read_parquet(exp / "pareto.parquet")
-    assert len(table["data"]) == len(front)
-    assert "diversity" in table["columns"] and "quality" in table["columns"]
+    assert len(table["data"]) == len(front) + 1  # the front and the teacher's row at (1, 1)
+    assert {"diversity", "quality", "diversity_score", "quality_score"} <= set(table["columns"])
+    teacher = dict(zip(table["columns"], table["data"][-1]))
+    assert teacher["trial_id"] == "teacher" and teacher["diversity_score"] == teacher["quality_score"] == 1.0
 
 
 def test_resume_reruns_nothing_and_recomputes_no_anchor(finished_search, capsys):
