@@ -39,7 +39,6 @@ import statistics
 import sys
 import time
 import traceback
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,6 +53,7 @@ from dpdmd import acceleration as acc  # noqa: E402
 from dpdmd.anchors import LocalAnchors, teacher_calls_for  # noqa: E402
 from dpdmd.backbones.base import Backbone, Embeddings  # noqa: E402
 from dpdmd.method import DPDMD  # noqa: E402
+from dpdmd.optimizers import OPTIMIZERS  # noqa: E402
 from dpdmd.schedules import EpsSchedule, FlowSchedule  # noqa: E402
 from dpdmd.stream import iteration_batch  # noqa: E402
 
@@ -157,11 +157,14 @@ class RandomDiffusersBackbone(Backbone):
 
     def build_networks(self) -> tuple[nn.Module, nn.Module, nn.Module]:
         base = self.load_teacher()  # fp32
+        # bf16 teacher (and LoRA bases); on the meta device (FLOP counting, `meta_flops`) all stay
+        # fp32: the counts do not depend on the dtype, and meta tensors have no autocast.
+        low = torch.float32 if self.device.type == "meta" else torch.bfloat16
         if self.setup == "full":
             student, fake = copy.deepcopy(base).train(), copy.deepcopy(base).train()
-            teacher = base.to(torch.bfloat16)
+            teacher = base.to(low)
         else:
-            teacher = base.to(torch.bfloat16)
+            teacher = base.to(low)
             student, fake = copy.deepcopy(teacher).train(), copy.deepcopy(teacher).train()
             for net in (student, fake):  # peft's LoRA, as the diffusers backbones use
                 net.requires_grad_(False)
@@ -180,7 +183,8 @@ class RandomDiffusersBackbone(Backbone):
 
     def predict(self, net: nn.Module, x: torch.Tensor, level, emb: Embeddings) -> torch.Tensor:
         t = torch.full((x.shape[0],), self.schedule.net_timestep(level), device=x.device)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+        bf16 = x.device.type != "meta"
+        with torch.autocast(x.device.type if bf16 else "cpu", dtype=torch.bfloat16, enabled=bf16):
             if self.model == "sd35m":
                 out = net(hidden_states=x, timestep=t, encoder_hidden_states=emb["encoder_hidden_states"],
                           pooled_projections=emb["pooled_projections"], return_dict=False)[0]
@@ -191,22 +195,6 @@ class RandomDiffusersBackbone(Backbone):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("the benchmark backbone has no VAE")
-
-
-class BenchDPDMD(DPDMD):
-    """DPDMD that can also count the FLOPs of each phase (``self.flops``, when not None)."""
-
-    flops: dict[str, int] | None = None
-
-    @contextlib.contextmanager
-    def phase(self, name: str):
-        if self.flops is None:
-            with super().phase(name):
-                yield
-            return
-        with FlopCounterMode(display=False) as counter, super().phase(name):
-            yield
-        self.flops[name] += counter.get_total_flops()
 
 
 # --- measurement helpers --------------------------------------------------------------------------
@@ -242,6 +230,62 @@ def stance(eager: bool):
     return contextlib.nullcontext()
 
 
+def meta_flops(args, model: str, setup: str, pixels: int, batch: int) -> dict[str, int]:
+    """FLOPs of one guided teacher call, one plain forward, the anchor and each DP-DMD phase.
+
+    Counted with ``FlopCounterMode`` on the meta device: networks of the same shapes whose tensors
+    hold no data, so counting costs no GPU memory and never competes with training for it. (The
+    earlier count ran on the GPU next to the training state: ``FlopCounterMode``'s module tracker
+    hooks every module output, and the SD3.5-M full update ran out of memory on an 80 GB H100
+    under it although training alone fits.) The phases mirror `DPDMD.student_update` and
+    `DPDMD.fake_update` through the same methods (rollout, guided teacher, fake score, losses,
+    backward with the same gradient checkpointing); the optimiser step has no FLOPs counted
+    (elementwise) and needs real numbers, so it is left out. Returns {phase: FLOPs} at ``batch``.
+    """
+    from dpdmd.losses import diversity_loss, dmd_loss, fake_score_loss
+
+    meta = torch.device("meta")
+    bb = RandomDiffusersBackbone(model=model, setup=setup, device=meta, tiny=args.smoke,
+                                 lora_rank=args.lora_rank, grad_ckpt=not args.no_grad_ckpt)
+    bb.set_resolution(pixels)
+    dp = DPDMD(bb, lambda_div=0.05, lr_student=1e-5, lr_fake=1e-5)  # fp32 on meta: no autocast there
+    sched = bb.schedule
+    b = iteration_batch(seed=0, iteration=0, prompts=bb.default_prompts, batch_size=batch,
+                        latent_shape=bb.latent_shape, num_dmd_levels=len(sched.dmd_levels))
+    cond, uncond = bb.encode_prompts(b.prompts), bb.unconditional(batch)
+    x1, eps = b.x1.to(meta), b.dmd_eps.to(meta)
+    level = sched.dmd_levels[b.dmd_level_index]
+    flops: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def count(name: str):
+        with FlopCounterMode(display=False) as c:
+            yield
+        flops[name] = c.get_total_flops()
+
+    with torch.no_grad():
+        with count("guided"):
+            dp._guided_teacher(x1, sched.teacher_levels[0], cond, uncond)
+        with count("forward"):
+            dp._predict(dp.student, x1, sched.student_levels[0], cond)
+    with count("rollout"):
+        out1, x_s = dp.rollout(x1, cond)
+        loss_div = diversity_loss(sched.first_step_prediction(x1, out1), torch.zeros_like(x1))
+    with count("dmd"), torch.no_grad():
+        x_t = sched.add_noise(x_s.detach(), eps, level)
+        real_out = dp._guided_teacher(x_t, level, cond, uncond)
+        fake_out = dp._predict(dp.fake, x_t, level, cond)
+        grad = sched.dmd_gradient(x_s.detach(), x_t, level, real_out, fake_out)
+    with count("student_backward"):
+        (dmd_loss(x_s, grad) + dp.lambda_div * loss_div).backward()
+    with count("fake"):
+        x_s = dp.sample(x1, cond)
+        x_t = sched.add_noise(x_s, eps, level)
+        fake_score_loss(dp._predict(dp.fake, x_t, level, cond), sched.fake_target(x_s, eps)).backward()
+    flops["anchor"] = flops["guided"] * teacher_calls_for([args.anchor_k], sched)
+    return flops
+
+
 class Runner:
     """One (model, setup): builds the networks once and measures each (resolution, batch)."""
 
@@ -250,11 +294,11 @@ class Runner:
         self.backbone = RandomDiffusersBackbone(model=model, setup=setup, device=device, tiny=args.smoke,
                                                 lora_rank=args.lora_rank, grad_ckpt=not args.no_grad_ckpt)
         t0 = time.perf_counter()
-        self.dp = BenchDPDMD(self.backbone, lambda_div=0.05, lr_student=1e-5, lr_fake=1e-5,
-                             mixed_precision="bf16")
+        self.dp = DPDMD(self.backbone, lambda_div=0.05, lr_student=1e-5, lr_fake=1e-5,
+                        mixed_precision="bf16", optimizer=args.optimizer)
         self.build_s = time.perf_counter() - t0
         self.dp.synchronize = True
-        if args.fused_adamw:
+        if args.fused_adamw and args.optimizer == "adamw":
             self.dp.opt_student = acc.use_fused_adamw(self.dp.opt_student)
             self.dp.opt_fake = acc.use_fused_adamw(self.dp.opt_fake)
         self.anchors = LocalAnchors(self.backbone, self.dp.teacher, args.anchor_k)
@@ -289,38 +333,9 @@ class Runner:
         return self.dp.seconds["fake"]
 
     def count_flops(self, batch: int) -> dict[str, int]:
-        """FLOPs of one guided teacher call, one plain forward, and each phase of both updates.
-
-        Counted at batch 1 and multiplied by ``batch``: every op of these networks is per sample
-        (checked: 1024 px batch 1, 2 and 4 counts scale exactly). Counting at full batch also
-        costs memory: ``FlopCounterMode``'s module tracker hooks every module output, and at
-        1024 px batch 4 the SD3.5-M student update ran out of 139 GiB under it.
-        """
-        dp, bb, sched = self.dp, self.backbone, self.backbone.schedule
-        batches = [iteration_batch(seed=0, iteration=i, prompts=bb.default_prompts, batch_size=1,
-                                   latent_shape=bb.latent_shape, num_dmd_levels=len(sched.dmd_levels))
-                   for i in range(2)]
-        cond, uncond = bb.encode_prompts(batches[0].prompts), bb.unconditional(1)
-        x1 = batches[0].x1.to(self.device)
-        with stance(True):
-            with torch.no_grad(), FlopCounterMode(display=False) as c:
-                dp._guided_teacher(x1, sched.teacher_levels[0], cond, uncond)
-            guided = c.get_total_flops()
-            with torch.no_grad(), FlopCounterMode(display=False) as c:
-                dp._predict(dp.student, x1, sched.student_levels[0], cond)
-            forward = c.get_total_flops()
-            target, _ = self.anchor(batches[0], cond, uncond)
-            dp.flops = defaultdict(int)
-            try:
-                self.student(batches[0], cond, uncond, target)
-                self.fake(batches[1], cond)
-            finally:
-                flops, dp.flops = dict(dp.flops), None
-        flops.update(guided=guided, forward=forward,
-                     anchor=guided * teacher_calls_for([self.args.anchor_k], sched))
-        del batches, cond, uncond, x1, target
-        cleanup()
-        return {k: v * batch for k, v in flops.items()}
+        """FLOPs of each phase, counted on the meta device (`meta_flops`): no GPU memory at all."""
+        pixels = 8 * self.backbone.latent_shape[1]
+        return meta_flops(self.args, self.backbone.model, self.backbone.setup, pixels, batch)
 
     def iteration(self, batches, i, cond, uncond, fakes: int, target=None) -> tuple[dict, torch.Tensor]:
         """Anchor (unless ``target`` is given) + one student update + ``fakes`` fake updates.
@@ -466,6 +481,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lora-rank", type=int, default=64)
     ap.add_argument("--no-grad-ckpt", action="store_true")
     ap.add_argument("--fused-adamw", action="store_true")
+    ap.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS, help="dpdmd.optimizers (TrainConfig.optimizer)")
     ap.add_argument("--compile", action="store_true", help="torch.compile each repeated block (regional)")
     ap.add_argument("--eager-baseline", action="store_true", help="with --compile: time eager first, same process")
     ap.add_argument("--compile-backend", default=None, help="default: inductor (aot_eager with --smoke)")
@@ -534,7 +550,8 @@ def main(argv=None) -> int:
                 modes = (["eager", "compiled"] if args.eager_baseline else ["compiled"]) if args.compile else ["eager"]
                 flops = None
                 for mode in modes:
-                    label = mode + ("+fused" if args.fused_adamw else "")
+                    label = mode + ("+fused" if args.fused_adamw and args.optimizer == "adamw" else "")
+                    label += "" if args.optimizer == "adamw" else f"+{args.optimizer}"
                     row = dict(head, px=pixels, B=batch, mode=label, trainable=runner.trainable,
                                build_s=runner.build_s, ceiling_tflops=info["ceiling_tflops"],
                                fused_adamw=args.fused_adamw, grad_ckpt=not args.no_grad_ckpt)

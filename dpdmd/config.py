@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from .optimizers import OPTIMIZERS
+
 #: Role of the knob that picks the teacher anchor (K): a trial with it needs the teacher's anchor
 #: latents, and a search's anchor cache computes every value it may take in one teacher pass.
 NEEDS_ANCHOR = "needs the teacher anchor"
@@ -146,6 +148,9 @@ class TrainConfig:
     prompts: list[str] = knob(default_factory=list, doc="training prompts; empty = the backbone's default prompts.")
     device: str = knob("auto", doc='"auto" (cuda if available), "cpu", "cuda", "cuda:N".')
     mixed_precision: str = knob("no", doc='"no" or "bf16".')
+    optimizer: str = knob("adamw", doc='"adamw" (torch AdamW, fused on a GPU), "adamw8bit" (torchao, 8-bit moments: '
+                                       '6 bytes less per trained parameter on the GPU) or "adamw_offload" (torchao, '
+                                       'moments and step on the host; CUDA only). Peaks and times: bench/README_gpu.md.')
     compile: bool = knob(False, doc="torch.compile each repeated block of the three networks (regional compilation, "
                                     "`dpdmd.acceleration`), with one compile cache under $DPDMD_CACHE/compile shared "
                                     "by all trials of a machine; measured on SD3.5-M at 1024 px: 59 s the first time, "
@@ -165,6 +170,8 @@ class TrainConfig:
             out.append(f"device: {self.device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
         if self.mixed_precision not in ("no", "bf16"):
             out.append(f"mixed_precision: {self.mixed_precision!r} is not allowed; use 'no' or 'bf16'")
+        if self.optimizer not in OPTIMIZERS:
+            out.append(f"optimizer: {self.optimizer!r} is not allowed; use one of {', '.join(OPTIMIZERS)}")
         return out
 
     @property

@@ -18,6 +18,7 @@ from torch import nn
 
 from .backbones.base import Backbone, Embeddings
 from .losses import diversity_loss, dmd_loss, fake_score_loss
+from .optimizers import make_optimizer
 from .stream import Batch
 
 
@@ -32,24 +33,22 @@ class DPDMD:
         weight_decay, betas: AdamW settings (reference: 0, (0.9, 0.999)).
         grad_clip: max gradient norm for both networks (reference: 1.0).
         mixed_precision: "no" or "bf16" (autocast; the master weights stay fp32).
+        optimizer: "adamw" (default), "adamw8bit" or "adamw_offload" (`dpdmd.optimizers`).
     """
 
     def __init__(self, backbone: Backbone, *, lambda_div: float, stop_grad: bool = True,
                  lr_student: float, lr_fake: float, weight_decay: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.999), grad_clip: float = 1.0,
-                 mixed_precision: str = "no"):
+                 mixed_precision: str = "no", optimizer: str = "adamw"):
         self.backbone = backbone
         self.schedule = backbone.schedule
         self.lambda_div = lambda_div
         self.stop_grad = stop_grad
         self.grad_clip = grad_clip
         self.teacher, self.student, self.fake = backbone.build_networks()
-        # Fused AdamW on a GPU: one kernel set and no full-size temporaries (bench/README_gpu.md).
-        fused = {"fused": True} if backbone.device.type == "cuda" else {}
-        self.opt_student = torch.optim.AdamW(self.trainable(self.student), lr=lr_student,
-                                             weight_decay=weight_decay, betas=betas, **fused)
-        self.opt_fake = torch.optim.AdamW(self.trainable(self.fake), lr=lr_fake,
-                                          weight_decay=weight_decay, betas=betas, **fused)
+        adamw = dict(weight_decay=weight_decay, betas=betas, device=backbone.device)
+        self.opt_student = make_optimizer(optimizer, self.trainable(self.student), lr=lr_student, **adamw)
+        self.opt_fake = make_optimizer(optimizer, self.trainable(self.fake), lr=lr_fake, **adamw)
         self.autocast_dtype = torch.bfloat16 if mixed_precision == "bf16" else None
         self.seconds: dict[str, float] = defaultdict(float)  # time per phase, for the benchmark
         self.synchronize = False  # set True to time GPU phases exactly (adds a sync per phase)

@@ -54,9 +54,12 @@ def build_backbone(config: TrainConfig) -> Backbone:
 
 
 def check(config: TrainConfig, backbone: Backbone) -> None:
-    """What only the backbone can refuse (its prompts), reported at once. The ranges were
-    checked when ``config`` was built (`TrainConfig`)."""
+    """What only the backbone can refuse (its prompts, its device), reported at once. The ranges
+    were checked when ``config`` was built (`TrainConfig`)."""
     problems = []
+    if config.optimizer == "adamw_offload" and backbone.device.type != "cuda":
+        problems.append(f"optimizer: 'adamw_offload' offloads GPU states to the host; the device is "
+                        f"{backbone.device}: use 'adamw' or 'adamw8bit'")
     for key, prompts in (("prompts", config.prompts), ("eval.prompts", config.eval.prompts)):
         try:
             backbone.validate_prompts(prompts)
@@ -71,7 +74,8 @@ def build_method(config: TrainConfig, backbone: Backbone) -> DPDMD:
     method = DPDMD(backbone, lambda_div=config.lambda_div, stop_grad=config.stop_grad, lr_student=lr,
                    lr_fake=config.lr_fake if config.lr_fake is not None else lr,
                    weight_decay=config.weight_decay, betas=(config.beta1, config.beta2),
-                   grad_clip=config.grad_clip, mixed_precision=config.mixed_precision)
+                   grad_clip=config.grad_clip, mixed_precision=config.mixed_precision,
+                   optimizer=config.optimizer)
     if config.compile:
         from ._cache import cache_dir
         from .acceleration import compile_repeated_blocks, configure_compile_cache
