@@ -53,6 +53,8 @@ def join_uri(base: str, *parts: str) -> str:
 # --- the plan -----------------------------------------------------------------------------------
 
 def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
+    from dpdmd.memory import fit_line
+
     from .trials import baseline_trials, planned_trials
 
     lines = [f"search space: {space.path} (name {args.name or space.name})", f"method: {space.method}, seed {space.seed}"]
@@ -69,6 +71,9 @@ def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
                                           f"one of {p.values}" if p.values else f"= {p.value}"))
     lines.append(f"concurrency: {space.max_concurrent or 'as resources allow'}")
     lines.append("resources per trial: " + "; ".join(f"{b}: {s.resources}" for b, s in space.backbones.items()))
+    for b, spec in space.backbones.items():  # GPU memory per trial against its share (dpdmd.memory)
+        line = fit_line(b, spec.options, {**space.train, **spec.train}, spec.resources)
+        lines += [line] if line else []
     s, max_t = space.scheduler, max_updates(space)
     on = {"asha": f" on the combined objective (w = {space.objective.diversity_weight})",
           "moasha": " on (diversity_score, quality_score) by non-dominated sorting, ties by epsilon-net"}
