@@ -248,7 +248,10 @@ def cached_prompt_lookup(cache: SharedCache, backbone, identity: str):
         for prompt in prompts:
             def compute(prompt=prompt):
                 emb = backbone.encode_prompts([prompt])
-                return {k: v.detach().cpu().numpy() for k, v in emb.items()}, 0
+                # numpy has no bfloat16 (SD backbones in bf16): widen to float32, exactly; the
+                # backbone casts embeddings to its network's dtype anyway
+                return {k: (v.float() if v.dtype == torch.bfloat16 else v).detach().cpu().numpy()
+                        for k, v in emb.items()}, 0
 
             arrays = cache.get_or_compute(f"emb/{identity}/{prompt}", compute)
             rows.append({k: _as_tensor(v, backbone.device) for k, v in arrays.items()})
