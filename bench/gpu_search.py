@@ -74,8 +74,31 @@ def make_sd35m_pipeline(directory: Path, device: str, tiny: bool = False) -> Pat
     return directory
 
 
+def positive_pickscore(root: Path) -> dict[str, str]:
+    """The tiny PickScore-layout model, changed so that its score is positive for every image.
+
+    With random weights the cosine of image and prompt has a random sign, and a negative teacher
+    quality cannot normalise the combined objective (`tune.objective`). Here both towers' last
+    LayerNorm outputs a constant and both projections map it to one direction: the score is
+    ``logit_scale`` (50) for every image. Quality is then a constant placeholder and ASHA ranks
+    trials on diversity alone: this run tests the machinery, not the quality of random weights.
+    """
+    from transformers import CLIPModel
+
+    paths = tiny_encoders.save_tiny_pickscore(root)
+    model = CLIPModel.from_pretrained(paths["model"])
+    with torch.no_grad():
+        for norm in (model.text_model.final_layer_norm, model.vision_model.post_layernorm):
+            norm.weight.zero_()
+            norm.bias.fill_(1.0)
+        for proj in (model.text_projection, model.visual_projection):
+            proj.weight.fill_(1.0 / proj.weight.shape[1])
+    model.save_pretrained(paths["model"])
+    return paths
+
+
 def space(root: Path, args) -> dict:
-    pick = tiny_encoders.save_tiny_pickscore(root / "eval" / "pickscore")
+    pick = positive_pickscore(root / "eval" / "pickscore")
     dino = str(tiny_encoders.save_tiny_dinov2(root / "eval" / "dinov2"))
     return {
         "name": "gpu_e2e", "method": "grid", "seed": 0, "max_concurrent": 2,
