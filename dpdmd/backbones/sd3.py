@@ -20,7 +20,9 @@ full (H200)            2.24 B     23.0        73.2        84.1        1.48 s    
 full (H100)            2.24 B     23.1        out of memory at batch 1 and 4 (76.9 GiB reached)
 =====================  =========  ==========  ==========  ==========  =========  ===========
 
-("built": the three networks; "steady": with AdamW states; the teacher anchor at K = 5 took a
+(Since then `DPDMD` uses fused AdamW on CUDA: full fine-tuning measured 72.4 GiB on an H100 through
+``bench/gpu_step.py``, 47.5 GiB with ``optimizer: adamw8bit``, 39.0 GiB with ``adamw_offload``;
+bench/README_gpu.md.) ("built": the three networks; "steady": with AdamW states; the teacher anchor at K = 5 took a
 further 1.7-1.8 s a student update.) So: LoRA fits one 80 GB GPU with room for larger batches;
 full fine-tuning, the reference's mode, needs a 141 GB H200 per process here (the reference shards
 it over 8 GPUs; sharding is not implemented here). The arithmetic behind it: full holds fp32
