@@ -48,7 +48,8 @@ def cache_key(kind: str, config, backbone, **extra) -> dict[str, Any]:
         key.update(prompts=eval_prompts(config, backbone), seeds=config.eval.seeds_per_prompt,
                    evaluator=config.eval.evaluator, quality_metric=config.eval.quality_metric,
                    evaluator_options=config.eval.evaluator_options,
-                   # bumped when what an evaluator returns changes (2: digits quality = fidelity),
-                   # so no stale teacher score normalises a new one
-                   reference=2)
+                   # bumped when what an evaluator returns changes (2: digits quality = fidelity;
+                   # 3: real quality = preference x precision against the teacher's features, saved
+                   # beside the scores), so no stale teacher score normalises a new one
+                   reference=3)
     return {**key, **extra}

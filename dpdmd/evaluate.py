@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", type=Path, help="also write the samples as this PNG")
     args = parser.parse_args(argv)
 
-    from .evaluation import eval_prompts, generate, make_evaluator, save_grid, score, teacher_sampler
+    from .evaluation import eval_prompts, generate, make_evaluator, save_grid, score, teacher_reference, teacher_sampler
     from .prompt_cache import PromptEmbeddingCache
     from .trainer import CHECKPOINT, build_backbone, build_method, check
 
@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         sampler, who = teacher_sampler(backbone, method.teacher), f"teacher ({config.teacher_steps} steps, CFG {backbone.cfg_scale})"
     prompts = eval_prompts(config, backbone)
     images = generate(backbone, sampler, prompts, config.eval.seeds_per_prompt, PromptEmbeddingCache(backbone))
-    metrics = score(make_evaluator(config.eval, backbone), images, prompts)
+    evaluator = make_evaluator(config.eval, backbone)
+    if evaluator.uses_teacher_reference:  # the real evaluator reads samples against the teacher's (cached)
+        teacher_reference(config, backbone, method.teacher, PromptEmbeddingCache(backbone), evaluator)
+    metrics = score(evaluator, images, prompts)
     if args.grid:
         save_grid(images, args.grid)
     print(json.dumps({"scored": who, **{k: round(v, 5) for k, v in metrics.items()}}, indent=1))

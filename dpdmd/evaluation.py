@@ -87,19 +87,37 @@ def score(evaluator, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, 
 def teacher_reference(config: TrainConfig, backbone: Backbone, teacher: torch.nn.Module,
                       embed: Callable[[Sequence[str]], Embeddings], evaluator=None) -> tuple[dict[str, float], Path]:
     """The teacher's scores on the run's evaluation set and the path of its sample grid (PNG),
-    cached on disk by everything they depend on, so a search computes them once per backbone."""
+    cached on disk by everything they depend on, so a search computes them once per backbone.
+
+    An evaluator that reads students against the teacher's samples (``uses_teacher_reference``,
+    the real evaluator) gets its reference here: derived from the teacher's images when they are
+    generated, saved beside the scores (``teacher-features-<hash>.pt``) and loaded into
+    ``evaluator`` on every later call, so every trial of a search is read against the same one.
+    The teacher's own scores are computed against that reference (leave-one-out)."""
     prompts = eval_prompts(config, backbone)
     key = cache_key("teacher_reference", config, backbone)
+    ev = evaluator or make_evaluator(config.eval, backbone)
+    grid = cache_dir() / f"teacher-samples-{config_hash(key)}.png"
+    state_file = cache_dir() / f"teacher-features-{config_hash(key)}.pt"
 
     def build(path: Path) -> None:
-        ev = evaluator or make_evaluator(config.eval, backbone)
         images = generate(backbone, teacher_sampler(backbone, teacher), prompts, config.eval.seeds_per_prompt, embed)
         tmp_png = save_grid(images, grid.with_name(f".{grid.name}.{os.getpid()}.png"))
         os.replace(tmp_png, grid)
+        state = ev.teacher_reference_state(images, prompts)
+        if state is not None:  # written before the scores, which mark the entry complete
+            tmp_state = state_file.with_name(f".{state_file.name}.{os.getpid()}.tmp")
+            torch.save(state, tmp_state)
+            os.replace(tmp_state, state_file)
+            ev.set_teacher_reference(state)
         path.write_text(json.dumps(score(ev, images, prompts)))
 
-    grid = cache_dir() / f"teacher-samples-{config_hash(key)}.png"
     path = cached_file("teacher-metrics", key, build, suffix=".json")
+    if ev.uses_teacher_reference:
+        if not state_file.exists():
+            raise FileNotFoundError(f"{path} has no teacher reference beside it ({state_file} is missing); "
+                                    f"delete {path} so that the teacher's reference is computed again")
+        ev.set_teacher_reference(torch.load(state_file, map_location="cpu", weights_only=True))
     return json.loads(path.read_text()), grid
 
 

@@ -124,7 +124,7 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     # encoders: T5-XXL alone is ~10 GB that training never needs again.
     embed(sorted(set(train_prompts) | set(prompts_eval) | {""}))
     backbone.release_text_encoders()
-    if out is not None:
+    if out is not None or (evaluator is not None and evaluator.uses_teacher_reference):
         _write_teacher_reference(out, config, backbone, method, embed, evaluator)
     start = _resume(resume_from, config, method, out)
 
@@ -186,12 +186,17 @@ def _prepare_out_dir(out_dir: str | Path | None, config: TrainConfig) -> Path | 
     return out
 
 
-def _write_teacher_reference(out: Path, config, backbone, method, embed, evaluator) -> None:
+def _write_teacher_reference(out: Path | None, config, backbone, method, embed, evaluator) -> None:
     """The teacher's own scores and samples on the same evaluation set: the reference to read the
-    student's against (cached on disk, so a search computes them once per backbone)."""
-    if (out / "teacher_metrics.json").exists():
+    student's against (cached on disk, so a search computes them once per backbone). Also hands
+    an evaluator that scores against the teacher's samples (the real one) its reference."""
+    needs_reference = evaluator is not None and evaluator.uses_teacher_reference
+    written = out is not None and (out / "teacher_metrics.json").exists()  # a resumed run
+    if written and not needs_reference:
         return
     reference, grid = teacher_reference(config, backbone, method.teacher, embed, evaluator)
+    if out is None or written:
+        return
     (out / "samples").mkdir(exist_ok=True)
     shutil.copyfile(grid, out / "samples" / "teacher.png")
     (out / "teacher_metrics.json").write_text(json.dumps(reference, indent=1))

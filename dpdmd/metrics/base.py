@@ -9,6 +9,12 @@ reports at least
 
 so the trainer and the search can read ``diversity`` and ``quality`` without knowing which
 evaluator produced them. Extra metrics go in the same dict under their own names.
+
+An evaluator whose fidelity is measured against the teacher's own samples (the real evaluator:
+no real images exist for free-text prompts) sets ``uses_teacher_reference``: the caller derives a
+reference from the teacher's samples once (`teacher_reference_state`, cached on disk with the
+teacher's scores by `dpdmd.evaluation.teacher_reference`) and hands it to every evaluator that
+scores against it (`set_teacher_reference`), so every trial is read against the same one.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class Evaluator(ABC):
     """
 
     quality_key: str
+    uses_teacher_reference: bool = False  # True: `score` needs `set_teacher_reference` first
 
     @abstractmethod
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -41,6 +48,16 @@ class Evaluator(ABC):
         Returns at least ``"diversity"`` and ``"quality"`` (== the value under `quality_key`).
         Subclasses typically call `grid_features`, `diversity` and `with_quality`.
         """
+
+    def teacher_reference_state(self, images: torch.Tensor, prompts: Sequence[str]) -> dict | None:
+        """What `score` reads later students against, derived from the teacher's images
+        (P, N, C, H, W) on the evaluation prompts; None (the default): this evaluator has its own
+        reference (the digits evaluator: the real digits). A dict of tensors, strings and numbers
+        (saved with ``torch.save``, loaded with ``weights_only=True``)."""
+        return None
+
+    def set_teacher_reference(self, state: dict | None) -> None:
+        """Use ``state`` (from `teacher_reference_state`) as the reference; the default ignores it."""
 
     # --- shared helpers for subclasses ---
     def grid_features(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:

@@ -119,3 +119,38 @@ def knn_precision_recall_coverage(real, fake, k: int = 5) -> dict[str, float]:
     recall = (dist <= fake_radius[None, :]).any(dim=1).double().mean()
     coverage = (dist.min(dim=1).values <= real_radius).double().mean()
     return {"precision": float(precision), "recall": float(recall), "coverage": float(coverage)}
+
+
+def seed_excluded_precision(reference, samples, k: int = 3) -> float:
+    """k-NN precision of ``samples`` against ``reference`` when both come from the same seeds:
+    sample n is judged against the reference *without* its row n (radii recomputed without it).
+
+    With ``samples`` = ``reference`` this is the leave-one-out precision of a set against itself
+    (a sample is not its own neighbour); with a student's samples on the teacher's seeds, the
+    student's sample of seed n is not credited for sitting near the teacher's sample of the same
+    seed, so a student identical to its teacher scores exactly the teacher's own precision, and a
+    lightly corrupted copy of a teacher sample is not "on the manifold" only through its original.
+
+    Args:
+        reference: (N, D) features, one row per seed; N >= k + 2 (k neighbours must remain).
+        samples: (N, D) features of the same seeds, same D.
+        k: the neighbour defining each ball's radius.
+
+    Returns:
+        The fraction of samples inside the union of the other seeds' reference balls, in [0, 1].
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    reference = torch.from_numpy(_as_matrix(reference, "the reference set", k + 2))
+    samples = torch.from_numpy(_as_matrix(samples, "the sample set", 1))
+    if samples.shape != reference.shape:
+        raise ValueError(f"samples must pair row by row (seed by seed) with the reference: got shapes "
+                         f"{tuple(samples.shape)} and {tuple(reference.shape)}")
+    n = reference.shape[0]
+    inside = []
+    for i in range(n):
+        others = reference[torch.arange(n) != i]  # (N - 1, D)
+        radius = _kth_neighbour_radius(others, k)  # (N - 1,)
+        dist = torch.cdist(samples[i:i + 1], others)[0]  # (N - 1,)
+        inside.append(bool((dist <= radius).any()))
+    return sum(inside) / n

@@ -21,6 +21,7 @@ search can refuse a bad config before training. The options:
             model: /weights/PickScore_v1
           clip_score: /weights/clip-vit-large-patch14
         batch_size: 32               # images per forward pass (default 32)
+        precision_k: 3               # k of the k-NN precision against the teacher (default 3)
         dtype: float32               # float32 (default) | bfloat16 | float16
 
 Names: ``diversity_encoders`` takes ``dinov2``, ``dinov3`` and ``clip``; ``quality_models`` takes
@@ -31,7 +32,20 @@ so ``${WEIGHTS}/dinov2-base`` keeps machine paths out of shipped files. A direct
 (``clip`` and ``clip_score`` above) is loaded once.
 
 `RealEvaluator.score` reports ``diversity_<encoder>`` for each encoder, ``diversity`` (the first),
-each quality model's mean score under its name, and ``quality``.
+each quality model's mean score under its name, ``teacher_precision`` and ``quality``.
+
+**Fidelity against the teacher.** A preference score alone need not fall with pixel noise, blur or
+a lost prompt mode (nothing measured that it does), and no real images exist for free-text
+prompts; the student's target is the teacher's distribution. So ``quality`` = ``fidelity`` =
+the ``quality_metric``'s preference score x ``teacher_precision``, "preferred AND on the teacher's
+manifold": per prompt, the k-NN precision (``precision_k``, default 3) of the student's features
+(the first diversity encoder's) against the teacher's own samples of that prompt, seed n judged
+against the teacher's other seeds (`dpdmd.metrics.feature_stats.seed_excluded_precision`), so the
+teacher's own score is leave-one-out and a student identical to the teacher scores exactly it.
+The teacher's features come from `RealEvaluator.teacher_reference_state`, cached with the
+teacher's scores (`dpdmd.evaluation.teacher_reference`); `score` refuses to run without them.
+It needs N >= precision_k + 2 seeds per prompt. The preference score must be positive for the
+product to order sets (CLIP score is clamped at 0; PickScore of real images is about 0.8).
 
 Images arrive as float tensors in [0, 1] and are converted to 8-bit RGB PIL images (grey repeated
 to RGB) before the models' own image processors see them: that is exactly what a saved PNG holds,
@@ -56,13 +70,14 @@ from ..config import ConfigError
 from .base import Evaluator, check_grid
 from .clip import FEATURE_MODEL_TYPES, IMAGE_TEXT_MODEL_TYPES, ClipFeatures, ClipScore
 from .dino import DINOV3_MIN_TRANSFORMERS, MODEL_TYPES as DINO_MODEL_TYPES, DinoFeatures
+from .feature_stats import seed_excluded_precision
 from .pickscore import PickScore
 
 REAL_EVALUATORS = ("real",)
 ENCODER_MODEL_TYPES = {**DINO_MODEL_TYPES, "clip": FEATURE_MODEL_TYPES}
 SCORERS = {"pickscore": PickScore, "clip_score": ClipScore}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_OPTION_KEYS = ("diversity_encoders", "quality_models", "batch_size", "dtype")
+_OPTION_KEYS = ("diversity_encoders", "quality_models", "batch_size", "dtype", "precision_k")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
 
@@ -96,6 +111,7 @@ class RealEvaluatorOptions:
     quality_models: dict[str, ModelPaths]
     batch_size: int = 32
     dtype: str = "float32"
+    precision_k: int = 3
 
 
 def parse_options(options: Mapping[str, Any], *, prefix: str = "evaluator_options"
@@ -119,12 +135,17 @@ def parse_options(options: Mapping[str, Any], *, prefix: str = "evaluator_option
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         problems.append(f"{prefix}.batch_size: must be a positive integer, got {batch_size!r}")
         batch_size = RealEvaluatorOptions.batch_size
+    precision_k = options.get("precision_k", RealEvaluatorOptions.precision_k)
+    if isinstance(precision_k, bool) or not isinstance(precision_k, int) or precision_k < 1:
+        problems.append(f"{prefix}.precision_k: must be a positive integer (the k-NN neighbour of the "
+                        f"precision against the teacher), got {precision_k!r}")
+        precision_k = RealEvaluatorOptions.precision_k
     dtype = options.get("dtype", RealEvaluatorOptions.dtype)
     if not isinstance(dtype, str) or dtype not in DTYPES:
         problems.append(f"{prefix}.dtype: {dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
         dtype = RealEvaluatorOptions.dtype
     parsed = RealEvaluatorOptions(diversity_encoders=encoders, quality_models=scorers,
-                                  batch_size=batch_size, dtype=dtype)
+                                  batch_size=batch_size, dtype=dtype, precision_k=precision_k)
     return parsed, problems
 
 
@@ -344,27 +365,34 @@ def make_real_evaluator(name: str, *, device: torch.device | str, quality_metric
                                                load.tokenizer(paths))
                for score_name, paths in parsed.quality_models.items()}
     return RealEvaluator(encoders=encoders, scorers=scorers, quality_metric=quality_metric,
-                         batch_size=parsed.batch_size)
+                         batch_size=parsed.batch_size, precision_k=parsed.precision_k)
 
 
 # --- the evaluator ---
 class RealEvaluator(Evaluator):
-    """Diversity in one or more feature spaces and image-text quality scores.
+    """Diversity in one or more feature spaces; quality = a preference score x fidelity to the teacher.
 
     `score` returns ``diversity_<encoder>`` for every encoder (`Evaluator.diversity` of its
     features), ``diversity`` (a copy of the first encoder's), the mean over all P * N images of
-    every scorer's per-image score under its name, and ``quality`` (the ``quality_metric``'s).
+    every scorer's per-image score under its name, ``teacher_precision`` (the mean over prompts of
+    the seed-excluded k-NN precision of the first encoder's features against the teacher's, see
+    the module docstring), ``fidelity`` = the ``quality_metric``'s score x ``teacher_precision``,
+    and ``quality`` (a copy of ``fidelity``). It needs the teacher's reference first:
+    ``set_teacher_reference(teacher_reference_state(teacher_images, prompts))``.
 
     Args:
         encoders: name -> image encoder (`DinoFeatures`, `ClipFeatures`), in order; non-empty.
         scorers: name -> image-text scorer (`PickScore`, `ClipScore`); non-empty.
-        quality_metric: the scorer whose score is ``quality``; None: "pickscore" when present,
-            else the first scorer.
+        quality_metric: the scorer whose score is the preference factor of ``quality``; None:
+            "pickscore" when present, else the first scorer.
         batch_size: images per forward pass.
+        precision_k: the k-NN neighbour of ``teacher_precision``; N >= k + 2 seeds are needed.
     """
 
+    uses_teacher_reference = True
+
     def __init__(self, *, encoders: Mapping[str, ImageEncoder], scorers: Mapping[str, ImageTextScorer],
-                 quality_metric: str | None = None, batch_size: int = 32):
+                 quality_metric: str | None = None, batch_size: int = 32, precision_k: int = 3):
         if not encoders or not scorers:
             raise ValueError("RealEvaluator needs at least one encoder (diversity) and one scorer (quality), "
                              f"got encoders {list(encoders)} and scorers {list(scorers)}")
@@ -373,28 +401,74 @@ class RealEvaluator(Evaluator):
         if quality_metric not in scorers:
             raise ValueError(f"unknown quality_metric {quality_metric!r} for this RealEvaluator; "
                              f"allowed: {', '.join(scorers)}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        for name, value in (("batch_size", batch_size), ("precision_k", precision_k)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.encoders, self.scorers = dict(encoders), dict(scorers)
-        self.quality_key = quality_metric
+        self.preference_key = quality_metric
+        self.quality_key = "fidelity"
         self.batch_size = batch_size
+        self.precision_k = precision_k
+        self._reference: dict | None = None
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The first encoder's features (B, D) float32 of images (B, C, H, W) in [0, 1], C = 1 or 3."""
         return self._embed(next(iter(self.encoders.values())), to_pil_images(images))
 
+    def teacher_reference_state(self, images: torch.Tensor, prompts: Sequence[str]) -> dict:
+        """``{"encoder", "prompts", "features"}``: the first encoder's name and its features
+        (P, N, D) float32 of the teacher's images (P, N, C, H, W), the prompts in order."""
+        return {"encoder": next(iter(self.encoders)), "prompts": list(prompts),
+                "features": self.grid_features(images, prompts).contiguous()}
+
+    def set_teacher_reference(self, state: dict | None) -> None:
+        """Read later students against ``state`` (from `teacher_reference_state`)."""
+        encoder = next(iter(self.encoders))
+        if not isinstance(state, Mapping) or not {"encoder", "prompts", "features"} <= set(state):
+            raise ValueError(f"a teacher reference is a dict with encoder, prompts and features "
+                             f"(RealEvaluator.teacher_reference_state), got {type(state).__name__}")
+        if state["encoder"] != encoder:
+            raise ValueError(f"the teacher reference holds {state['encoder']!r} features but this "
+                             f"evaluator's first diversity encoder is {encoder!r}; recompute the reference")
+        self._reference = dict(state)
+
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, float]:
         """Metrics of images (P, N, C, H, W) in [0, 1], N seeds for each of the P prompts."""
         p, n = check_grid(images, prompts)
+        reference = self._checked_reference(prompts, n)
         pil = to_pil_images(images.reshape(p * n, *images.shape[2:]))  # row-major: prompt, then seed
-        metrics = {}
+        metrics, first = {}, None
         for name, encoder in self.encoders.items():
-            metrics[f"diversity_{name}"] = self.diversity(self._embed(encoder, pil).reshape(p, n, -1))
+            feats = self._embed(encoder, pil).reshape(p, n, -1)
+            first = feats if first is None else first
+            metrics[f"diversity_{name}"] = self.diversity(feats)
         metrics = {"diversity": metrics[f"diversity_{next(iter(self.encoders))}"], **metrics}
         for name, scorer in self.scorers.items():
             image_embeds = self._embed(scorer, pil).reshape(p, n, -1)
             metrics[name] = float(scorer.scores(image_embeds, scorer.embed_texts(list(prompts))).mean())
+        metrics["teacher_precision"] = sum(seed_excluded_precision(reference[i], first[i], k=self.precision_k)
+                                           for i in range(p)) / p
+        metrics["fidelity"] = metrics[self.preference_key] * metrics["teacher_precision"]
         return self.with_quality(metrics)
+
+    def _checked_reference(self, prompts: Sequence[str], n: int) -> torch.Tensor:
+        """The teacher's features (P, N, D) for exactly these prompts and N, or a teaching error."""
+        if self._reference is None:
+            raise ValueError("RealEvaluator.score needs the teacher's reference (quality is fidelity to "
+                             "the teacher's samples): call set_teacher_reference(teacher_reference_state("
+                             "teacher_images, prompts)); dpdmd.evaluation.teacher_reference does it from the cache")
+        if list(prompts) != list(self._reference["prompts"]):
+            raise ValueError(f"the teacher reference was computed on prompts {self._reference['prompts']}, "
+                             f"not {list(prompts)}; score the evaluation prompts it was computed on")
+        features = self._reference["features"]
+        if features.shape[1] != n:
+            raise ValueError(f"the teacher reference has {features.shape[1]} seeds per prompt, the images {n}; "
+                             "score the same seeds 0..N-1 as the teacher")
+        if n < self.precision_k + 2:
+            raise ValueError(f"teacher_precision with precision_k={self.precision_k} needs at least "
+                             f"{self.precision_k + 2} seeds per prompt (k neighbours among the other "
+                             f"seeds), got {n}; raise eval.seeds_per_prompt or lower precision_k")
+        return features
 
     def _embed(self, encoder: ImageEncoder, images: list[Image.Image]) -> torch.Tensor:
         chunks = [encoder.embed_images(images[i:i + self.batch_size])
