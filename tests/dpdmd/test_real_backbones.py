@@ -7,6 +7,7 @@ missing or incomplete weights give."""
 from __future__ import annotations
 
 import collections
+import json
 import importlib.util
 import shutil
 
@@ -349,16 +350,27 @@ def test_train_end_to_end_sd35m(dirs, tmp_path):
 
     clip = str(tiny_encoders.save_tiny_clip(tmp_path / "clip"))
     evaluator_options = {"diversity_encoders": {"dinov2": str(tiny_encoders.save_tiny_dinov2(tmp_path / "dino"))},
-                         "quality_models": {"clip_score": clip}}
+                         "quality_models": {"clip_score": clip}, "precision_k": 1}
     config = TrainConfig(
         backbone="sd35m", backbone_options={"path": dirs["sd35m"], "resolution": 32, "weights_dtype": "fp32",
                                             "max_sequence_length": 16},
         iterations=12, fake_updates=5, batch_size=2, teacher_steps=6, anchor_k=2, device="cpu",
         prompts=PROMPTS,
-        eval=EvalConfig(prompts=["a cat"], seeds_per_prompt=2, evaluator="real", every=0,
+        eval=EvalConfig(prompts=["a cat"], seeds_per_prompt=3, evaluator="real", every=0,
                         evaluator_options=evaluator_options))
     metrics = train(config, out_dir=tmp_path / "run", progress=False)
     assert metrics["iteration"] == 12 and metrics["student_updates"] == 2
     assert 0 <= metrics["diversity"] <= 2 and "quality" in metrics
+    # quality is read against the teacher's own samples, whose features are cached with its scores
+    teacher = json.loads((tmp_path / "run" / "teacher_metrics.json").read_text())
+    for scores in (metrics, teacher):
+        assert scores["quality"] == pytest.approx(scores["clip_score"] * scores["teacher_precision"])
+    from dpdmd.evaluation import make_evaluator, teacher_reference
+    from dpdmd.trainer import build_backbone
+
+    backbone = build_backbone(config)
+    fresh = make_evaluator(config.eval, backbone)  # a second trial: the cached reference, no teacher run
+    assert teacher_reference(config, backbone, None, None, fresh)[0] == teacher
+    assert fresh._reference["features"].shape == (1, 3, 32)  # one prompt, 3 seeds, tiny DINOv2 width
     assert (tmp_path / "run" / "samples" / "student_latest.png").exists()
     assert (tmp_path / "run" / "student" / "config.json").exists()  # full mode: the whole transformer

@@ -15,6 +15,7 @@ from PIL import Image
 
 from dpdmd import ConfigError
 from dpdmd.metrics import RealEvaluator, check_evaluator_paths, make_real_evaluator
+from dpdmd.metrics.feature_stats import seed_excluded_precision
 
 from . import tiny_encoders
 
@@ -39,34 +40,47 @@ def options(weights, **overrides):
         "diversity_encoders": {"dinov2": weights["dinov2"], "clip": weights["clip"]},
         "quality_models": {"pickscore": weights["pickscore"], "clip_score": weights["clip"]},
         "batch_size": 4,  # smaller than P * N = 6, so batching is exercised
+        "precision_k": 1,  # N = 3 seeds: k + 2 are needed for the precision against the teacher
     }
     return {**base, **overrides}
-
-
-@pytest.fixture(scope="module")
-def evaluator(weights):
-    return make_real_evaluator("real", device="cpu", **options(weights))
 
 
 def grid(seed=0, p=2, n=3):
     return torch.rand(p, n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
+def with_teacher(evaluator, teacher_seed=99):
+    """``evaluator`` reading samples against a random "teacher" grid of PROMPTS x 3 seeds."""
+    evaluator.set_teacher_reference(evaluator.teacher_reference_state(grid(seed=teacher_seed), PROMPTS))
+    return evaluator
+
+
+@pytest.fixture(scope="module")
+def evaluator(weights):
+    return with_teacher(make_real_evaluator("real", device="cpu", **options(weights)))
+
+
 # --- scores ---
 def test_score_reports_every_space_and_quality_model(evaluator):
     metrics = evaluator.score(grid(), PROMPTS)
-    assert set(metrics) == {"diversity", "diversity_dinov2", "diversity_clip", "pickscore", "clip_score", "quality"}
+    assert set(metrics) == {"diversity", "diversity_dinov2", "diversity_clip", "pickscore", "clip_score",
+                            "teacher_precision", "fidelity", "quality"}
     assert metrics["diversity"] == metrics["diversity_dinov2"]  # the first encoder
     for key in ("diversity_dinov2", "diversity_clip"):
         assert 0.0 <= metrics[key] <= 2.0
     assert metrics["diversity_dinov2"] > 1e-4 and metrics["diversity_clip"] > 1e-4
     assert all(np.isfinite(v) for v in metrics.values())
-    assert metrics["quality"] == metrics["pickscore"]  # the default quality_metric
+    assert 0.0 <= metrics["teacher_precision"] <= 1.0
+    # the default quality_metric's preference score x the precision against the teacher
+    assert metrics["quality"] == metrics["fidelity"] == pytest.approx(metrics["pickscore"] * metrics["teacher_precision"])
+    teacher = evaluator.score(grid(seed=99), PROMPTS)  # the teacher's own samples: leave-one-out
+    assert teacher["teacher_precision"] == pytest.approx(0.5 * sum(
+        seed_excluded_precision(f, f, k=1) for f in evaluator._reference["features"]))
     assert evaluator.features(grid().reshape(6, 3, 32, 32)).shape == (6, 32)  # DINOv2 hidden size
 
 
 def test_identical_images_in_a_row_have_no_diversity(evaluator):
-    images = grid(seed=1, n=1).expand(2, 4, 3, 32, 32).clone()
+    images = grid(seed=1, n=1).expand(2, 3, 3, 32, 32).clone()
     metrics = evaluator.score(images, PROMPTS)
     assert metrics["diversity_dinov2"] == pytest.approx(0.0, abs=1e-5)
     assert metrics["diversity_clip"] == pytest.approx(0.0, abs=1e-5)
@@ -111,17 +125,19 @@ def test_pickscore_and_clip_score_match_hand_computation(weights, evaluator):
     assert metrics["pickscore"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
     cosine, _ = _hand_cosine(weights["clip"], weights["clip"], images)
     assert metrics["clip_score"] == pytest.approx(float((100 * cosine).clamp(min=0).mean()), rel=1e-4, abs=1e-6)
-    clip_quality = make_real_evaluator("real", device="cpu", quality_metric="clip_score", **options(weights))
-    assert clip_quality.score(images, PROMPTS)["quality"] == pytest.approx(metrics["clip_score"])
+    clip_quality = with_teacher(make_real_evaluator("real", device="cpu", quality_metric="clip_score", **options(weights)))
+    assert clip_quality.score(images, PROMPTS)["quality"] == pytest.approx(
+        metrics["clip_score"] * metrics["teacher_precision"])
 
 
 def test_dinov3_and_single_encoder_configs(weights):
     dinov3 = {"model": weights["dinov3"], "processor": weights["dino_processor"]}
     ev = make_real_evaluator("real", device="cpu", diversity_encoders={"dinov3": dinov3},
-                             quality_models={"clip_score": weights["clip"]})
-    assert isinstance(ev, RealEvaluator) and ev.quality_key == "clip_score"  # first configured
-    metrics = ev.score(grid(seed=4), PROMPTS)
-    assert set(metrics) == {"diversity", "diversity_dinov3", "clip_score", "quality"}
+                             quality_models={"clip_score": weights["clip"]}, precision_k=1)
+    assert isinstance(ev, RealEvaluator) and ev.preference_key == "clip_score"  # first configured
+    assert ev.quality_key == "fidelity"
+    metrics = with_teacher(ev).score(grid(seed=4), PROMPTS)
+    assert set(metrics) == {"diversity", "diversity_dinov3", "clip_score", "teacher_precision", "fidelity", "quality"}
     assert 0.0 < metrics["diversity"] <= 2.0 and np.isfinite(metrics["quality"])
 
 
@@ -168,6 +184,9 @@ def test_malformed_options_list_every_problem(weights, tmp_path):
                      f"diversity_encoders.clip: {missing} does not exist"):  # paths still checked
         assert fragment in text
     assert len(problems) == 5
+    assert check_evaluator_paths(options(weights, precision_k=0)) == [
+        "evaluator_options.precision_k: must be a positive integer (the k-NN neighbour of the precision "
+        "against the teacher), got 0"]
     assert check_evaluator_paths(options(weights, quality_models={"pickscore": {"model": "/m"}}))[0].startswith(
         "evaluator_options.quality_models.pickscore: expected a directory path, or a mapping")
 
