@@ -468,7 +468,8 @@ def _check_trials(space: SearchSpace, check_weights: bool) -> list[str]:
 
             problems.extend(check_evaluator_paths(config.eval.evaluator_options, prefix="eval.evaluator_options",
                                                   quality_metric=None if config.eval.quality_metric == "auto"
-                                                  else config.eval.quality_metric))
+                                                  else config.eval.quality_metric,
+                                                  seeds_per_prompt=config.eval.seeds_per_prompt))
     return list(dict.fromkeys(problems))
 
 

@@ -190,14 +190,15 @@ def _quality_problem(quality_metric: str | None, configured: Sequence[str], pref
 
 # --- path checks (no model is loaded) ---
 def check_evaluator_paths(options: Mapping[str, Any], *, quality_metric: str | None = None,
-                          prefix: str = "evaluator_options") -> list[str]:
+                          prefix: str = "evaluator_options", seeds_per_prompt: int | None = None) -> list[str]:
     """Every problem of the real evaluator's options, one message each naming the option key.
 
     Checks the shape of the options, then each directory: it exists, holds ``config.json`` of an
     accepted ``model_type`` and weights; the processor directory holds ``preprocessor_config.json``
     and, for quality models, a tokenizer; DINOv3 needs a recent transformers (and torchvision for
     its own image processor). Reads only small JSON files. ``quality_metric``, when given, must
-    name a configured quality model. Returns [] when all is well.
+    name a configured quality model; ``seeds_per_prompt``, when given, must be enough for the
+    precision against the teacher (precision_k + 2). Returns [] when all is well.
     """
     parsed, problems = parse_options(options, prefix=prefix)
     for name, paths in parsed.diversity_encoders.items():
@@ -207,7 +208,13 @@ def check_evaluator_paths(options: Mapping[str, Any], *, quality_metric: str | N
         problems += _check_model_dir(paths, IMAGE_TEXT_MODEL_TYPES)
         problems += _check_processor_dir(paths, tokenizer=True)
     quality_problem = _quality_problem(quality_metric, list(parsed.quality_models), prefix)
-    return problems + ([quality_problem] if quality_problem else [])
+    problems += [quality_problem] if quality_problem else []
+    if seeds_per_prompt is not None and seeds_per_prompt < parsed.precision_k + 2:
+        problems.append(f"eval.seeds_per_prompt: {seeds_per_prompt} seeds per prompt, but the real evaluator's "
+                        f"teacher_precision with {prefix}.precision_k={parsed.precision_k} needs at least "
+                        f"{parsed.precision_k + 2} (k neighbours among the teacher's other seeds); raise "
+                        "eval.seeds_per_prompt or lower precision_k")
+    return problems
 
 
 def _check_dir(key: str, path: str, what: str) -> str | None:

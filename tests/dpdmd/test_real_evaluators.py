@@ -184,6 +184,11 @@ def test_malformed_options_list_every_problem(weights, tmp_path):
                      f"diversity_encoders.clip: {missing} does not exist"):  # paths still checked
         assert fragment in text
     assert len(problems) == 5
+    assert check_evaluator_paths(options(weights), seeds_per_prompt=3) == []  # precision_k 1: 3 seeds suffice
+    assert check_evaluator_paths(options(weights, precision_k=3), seeds_per_prompt=4) == [
+        "eval.seeds_per_prompt: 4 seeds per prompt, but the real evaluator's teacher_precision with "
+        "evaluator_options.precision_k=3 needs at least 5 (k neighbours among the teacher's other seeds); "
+        "raise eval.seeds_per_prompt or lower precision_k"]
     assert check_evaluator_paths(options(weights, precision_k=0)) == [
         "evaluator_options.precision_k: must be a positive integer (the k-NN neighbour of the precision "
         "against the teacher), got 0"]
