@@ -35,8 +35,8 @@ def test_errored_and_diverged_trials_are_listed_and_kept_off_the_front():
 
 
 def test_counts_add_up_across_a_resume(tmp_path):
-    from dpdmd import EvalConfig, TrainConfig, train
-    from dpdmd.trainer import CHECKPOINT
+    from dpdmd import EvalConfig, TrainConfig
+    from dpdmd.trainer import CHECKPOINT, train
 
     from ..dpdmd.helpers import register_random_backbones
 

@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from dpdmd import EvalConfig, TrainConfig, train
-from dpdmd.trainer import CHECKPOINT, PREVIOUS
+from dpdmd import EvalConfig, TrainConfig
+from dpdmd.trainer import CHECKPOINT, PREVIOUS, train
 
 from ..dpdmd.helpers import register_random_backbones
 
