@@ -37,8 +37,8 @@ SPACE = {
     "baseline": False,
     "backbones": {"digits-flow": {"resources": {"cpu": 1}}},
     "parameters": {"anchor_k": {"values": [2, 5]}, "lambda_div": {"values": [0.05, 0.5]}},
-    "train": {"iterations": 60, "batch_size": 2, "teacher_steps": 6, "fake_updates": 1},
-    "eval": {"prompts": ["3"], "seeds_per_prompt": 4, "every": 5},
+    "train": {"iterations": 60, "batch_size": 2, "teacher_steps": 10, "fake_updates": 1},
+    "eval": {"prompts": ["3", "7"], "seeds_per_prompt": 4, "every": 5},
     "scheduler": {"type": "fifo"},
     "wandb": {"enabled": False},
 }

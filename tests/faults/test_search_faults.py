@@ -22,8 +22,8 @@ SPACE = {
     "baseline": False,
     "backbones": {"digits-flow": {"resources": {"cpu": 1}}},
     "parameters": {"lr": {"values": [1.0e-4, 1.0e30]}, "anchor_k": {"value": 2}, "lambda_div": {"value": 0.5}},
-    "train": {"iterations": 24, "batch_size": 2, "teacher_steps": 6, "fake_updates": 1},
-    "eval": {"prompts": ["3"], "seeds_per_prompt": 4, "every": 2},
+    "train": {"iterations": 24, "batch_size": 2, "teacher_steps": 10, "fake_updates": 1},
+    "eval": {"prompts": ["3", "7"], "seeds_per_prompt": 4, "every": 2},
     "scheduler": {"type": "fifo"},
     "wandb": {"enabled": False},
 }

@@ -21,8 +21,8 @@ SPACE = {
     "baseline": False,
     "backbones": {"digits-flow": {"resources": {"cpu": 1}}},
     "parameters": {"anchor_k": {"value": 2}, "lambda_div": {"value": 0.5}},
-    "train": {"iterations": 8, "batch_size": 2, "teacher_steps": 6, "fake_updates": 1},
-    "eval": {"prompts": ["3"], "seeds_per_prompt": 4, "every": 2},
+    "train": {"iterations": 8, "batch_size": 2, "teacher_steps": 10, "fake_updates": 1},
+    "eval": {"prompts": ["3", "7"], "seeds_per_prompt": 4, "every": 2},
     "scheduler": {"type": "fifo"},
     "wandb": {"enabled": True, "per_trial": True, "project": "dpdmd-secrets-test", "mode": "offline"},
 }
