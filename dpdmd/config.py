@@ -12,13 +12,15 @@ builds one from a plain dict (a YAML file), refusing unknown keys and wrong type
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from .optimizers import OPTIMIZERS
 
@@ -97,13 +99,21 @@ def _check_ranges(config) -> list[str]:
     return out
 
 
+# An evaluation holds all its images in memory at once (P prompts x N seeds): bounded so that a
+# typo (seeds_per_prompt: 100000) is refused up front instead of ending in MemoryError.
+MAX_SEEDS_PER_PROMPT = 1024
+MAX_EVAL_PROMPTS = 1024
+
+
 @dataclass(kw_only=True)
 class EvalConfig:
     """How a run is evaluated (method.md, "Evaluation")."""
 
     prompts: list[str] = knob(default_factory=list, doc="evaluation prompts; empty = the backbone's default prompts.")
     seeds_per_prompt: int = knob(8, doc="N images per prompt, from seeds 0..N-1 (the reference: 16; 9 in training).",
-                                 range=Range(2, text="diversity needs >= 2 seeds per prompt"))
+                                 range=Range(2, MAX_SEEDS_PER_PROMPT, text="diversity needs >= 2 seeds per prompt, and "
+                                             f"at most {MAX_SEEDS_PER_PROMPT} are generated (every image of an "
+                                             "evaluation is held in memory at once)"))
     every: int = knob(25, doc="evaluate every this many student updates (and always at the end); 0 = only at the end.",
                       range=Range(0, text="it must be >= 0 (0: evaluate only at the end)"))
     evaluator: str = knob("auto", doc='which evaluator scores the images; "auto" = the backbone\'s (digits: "digits").')
@@ -172,6 +182,9 @@ class TrainConfig:
             out.append(f"mixed_precision: {self.mixed_precision!r} is not allowed; use 'no' or 'bf16'")
         if self.optimizer not in OPTIMIZERS:
             out.append(f"optimizer: {self.optimizer!r} is not allowed; use one of {', '.join(OPTIMIZERS)}")
+        if len(self.eval.prompts) > MAX_EVAL_PROMPTS:
+            out.append(f"eval.prompts: {len(self.eval.prompts)} prompts are not allowed; at most {MAX_EVAL_PROMPTS} "
+                       "(every image of an evaluation is held in memory at once)")
         return out
 
     @property
@@ -234,6 +247,9 @@ def _convert(value, tp, key: str, problems: list[str]):
             return {}
         return dict(value)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):  # .inf / .nan: every float setting is a finite number
+            problems.append(f"{key}: {value!r} is not allowed; give a finite number")
+            return None
         return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -281,21 +297,32 @@ def from_mapping(data: dict, *, source: str | None = None) -> TrainConfig:
 
 
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; a missing or unparsable file is a `ConfigError` naming it."""
+    """Read a YAML mapping; a missing, unreadable, oversized, non-UTF-8 or unparsable file, a
+    duplicate key or an alias bomb is a `ConfigError` naming the file (`dpdmd._yaml`)."""
+    from ._yaml import read_yaml_mapping
+
     path = Path(path)
     try:
-        text = path.read_text()
+        data = read_yaml_mapping(path)
     except OSError as err:
         raise ConfigError([f"cannot read the file: {err.strerror}"], str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError([f"not valid YAML: {err}"], str(path)) from None
+    except ValueError as err:
+        raise ConfigError([str(err)], str(path)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"expected a mapping at the top level, got {type(data).__name__}"], str(path))
     return data
+
+
+_ENV_REFERENCE = re.compile(r"\$(\w+|\{(\w+)\})")
+
+
+def unset_variables(text: str) -> list[str]:
+    """Names of the ``$VAR`` / ``${VAR}`` in ``text`` that the environment does not set
+    (`os.path.expandvars` leaves them in place, and the path then names a folder nobody meant)."""
+    names = [m.group(2) or m.group(1) for m in _ENV_REFERENCE.finditer(text)]
+    return [n for n in dict.fromkeys(names) if n not in os.environ]
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:

@@ -76,6 +76,31 @@ def make_evaluator(eval_config: EvalConfig, backbone: Backbone):
     return make_real_evaluator(name, device=backbone.device, **kwargs)
 
 
+def evaluator_problems(eval_config: EvalConfig, default_evaluator: str = "digits") -> list[str]:
+    """What the configured evaluator refuses, found before anything runs: its options, its model
+    folders (real evaluators: read only small JSON files) and the seeds per prompt it needs
+    (the digits evaluator's k-NN recall needs more than k samples per prompt)."""
+    name = default_evaluator if eval_config.evaluator == "auto" else eval_config.evaluator
+    quality = None if eval_config.quality_metric == "auto" else eval_config.quality_metric
+    n = eval_config.seeds_per_prompt
+    if name == "digits":
+        from .metrics import DigitsEvaluator
+
+        kwargs = dict(eval_config.evaluator_options, **({"quality_metric": quality} if quality else {}))
+        try:
+            evaluator = DigitsEvaluator(**kwargs)
+        except (TypeError, ValueError) as err:
+            return [f"eval.evaluator_options: {err}"]
+        if n <= evaluator.k:
+            return [f"eval.seeds_per_prompt: {n} is not allowed; the digits evaluator's k-NN recall "
+                    f"(k = {evaluator.k}) needs more than {evaluator.k} seeds per prompt: use >= {evaluator.k + 1}"]
+        return []
+    from .metrics import check_evaluator_paths
+
+    return check_evaluator_paths(eval_config.evaluator_options, prefix="eval.evaluator_options",
+                                 quality_metric=quality, seeds_per_prompt=n)
+
+
 def eval_prompts(config: TrainConfig, backbone: Backbone) -> list[str]:
     return list(config.eval.prompts) or list(backbone.default_prompts)
 

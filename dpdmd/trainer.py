@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +26,7 @@ from .anchors import AnchorProvider, LocalAnchors
 from .backbones import Backbone, get_backbone
 from .config import ConfigError, TrainConfig
 from .distributed import DistributedContext
-from .evaluation import eval_prompts, generate, make_evaluator, save_grid, score, teacher_reference
+from .evaluation import eval_prompts, evaluator_problems, generate, make_evaluator, save_grid, score, teacher_reference
 from .method import DPDMD
 from .prompt_cache import PromptEmbeddingCache
 from .stream import is_student_iteration, iteration_batch, student_updates_done
@@ -65,6 +67,8 @@ def check(config: TrainConfig, backbone: Backbone) -> None:
             backbone.validate_prompts(prompts)
         except ValueError as err:
             problems.append(f"{key}: {err}")
+    if not problems:  # the evaluator's options, weights and needs (before anything is trained)
+        problems = evaluator_problems(config.eval, getattr(backbone, "default_evaluator", "digits"))
     if problems:
         raise ConfigError(problems)
 
@@ -90,10 +94,11 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
           resume_from: str | Path | None = None,
           anchors: Callable[[Backbone, torch.nn.Module, TrainConfig], AnchorProvider] | None = None,
           embeddings: Callable[[Backbone], PromptEmbeddingCache] | None = None,
-          progress: bool = True, distributed: DistributedContext | None = None) -> dict:
+          progress: bool = True, distributed: DistributedContext | None = None,
+          keep_previous_checkpoint: bool = False) -> dict:
     """Run DP-DMD as ``config`` says; returns the last evaluation's metrics. ``config`` is in
-    range (a `TrainConfig` checks itself); what only the backbone can refuse is checked here,
-    before anything is written.
+    range (a `TrainConfig` checks itself); what only the backbone can refuse, and the checkpoint
+    to resume from, are checked here, before anything is written.
 
     Args:
         report: called after every evaluation with (metrics, checkpoint dir or None).
@@ -105,12 +110,19 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
             iteration's batch is drawn for all ranks and sharded, gradients are averaged over the
             ranks, and only rank 0 evaluates, writes ``out_dir`` and calls ``report`` (the other
             ranks return {}). None: one process.
+        keep_previous_checkpoint: keep the checkpoint before the last as ``checkpoint.prev`` (the
+            command line's fallback when the last is found damaged; twice the disk).
+
+    A NaN or infinite loss, weight, sample or score stops the run as *diverged*: a last row with
+    NaN scores, ``diverged`` = 1 and ``diverged_reason`` is logged and reported (no checkpoint).
     """
     main = distributed is None or distributed.is_main
     if not main:  # only rank 0 evaluates, writes and reports
         report, out_dir, progress = None, None, False
     backbone = build_backbone(config)
     check(config, backbone)
+    # the checkpoint is read (and refused) before anything is written
+    state = load_checkpoint(Path(resume_from), config) if resume_from is not None else None
     out = _prepare_out_dir(out_dir, config)
 
     torch.manual_seed(config.seed)
@@ -126,7 +138,7 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     backbone.release_text_encoders()
     if out is not None or (evaluator is not None and evaluator.uses_teacher_reference):
         _write_teacher_reference(out, config, backbone, method, embed, evaluator)
-    start = _resume(resume_from, config, method, out)
+    start, carried = _resume(state, method, out)
 
     world = 1
     if distributed is not None:  # same weights on every rank, gradients averaged over the ranks
@@ -135,15 +147,20 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     updates = student_updates_done(start, config.fake_updates)
     running: dict[str, list[float]] = defaultdict(list)
     metrics: dict = {}
+    # Non-finite losses stop the run as diverged. Data-parallel ranks see only their own losses
+    # (stopping one rank alone would hang the others): there rank 0 catches it at evaluation.
+    watch_losses = distributed is None
+    diverged = None
     started = time.time()
 
     def evaluate(iteration: int) -> dict:
         """Score the student, write its samples, metrics and checkpoint, and report them."""
         result = _evaluate_and_save(config, method, evaluator, embed, prompts_eval, provider, running, out,
-                                    iteration=iteration, updates=updates, seconds=time.time() - started)
+                                    iteration=iteration, updates=updates, seconds=time.time() - started,
+                                    keep_previous=keep_previous_checkpoint, carried=carried)
         running.clear()
-        if report is not None:
-            report(result, out / CHECKPOINT if out is not None else None)
+        if report is not None:  # a diverged student has no checkpoint (the last good one stays)
+            report(result, out / CHECKPOINT if out is not None and not result["diverged"] else None)
         return result
 
     bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, disable=not progress,
@@ -156,22 +173,40 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
             batch = distributed.shard(batch)
         cond = embed(batch.prompts)
         if not is_student_iteration(i, config.fake_updates):
-            for k, v in method.fake_update(batch, cond).items():
+            losses = method.fake_update(batch, cond)
+            for k, v in losses.items():
                 running[k].append(v)
+            diverged = _non_finite(losses, f"at iteration {i + 1}") if watch_losses else None
+            if diverged:
+                break
             continue
         uncond = embed([""] * len(batch.prompts))
         target = None
         if not config.is_vanilla_dmd:  # vanilla DMD needs no anchor
             with method.phase("anchor"):
                 target = provider(batch, cond, uncond)
-        for k, v in method.student_update(batch, cond, uncond, target).items():
+        losses = method.student_update(batch, cond, uncond, target)
+        for k, v in losses.items():
             running[k].append(v)
         updates += 1
+        diverged = _non_finite(losses, f"at iteration {i + 1}") if watch_losses else None
+        if diverged:
+            break
         if main and (i == config.iterations - 1 or (config.eval.every and updates % config.eval.every == 0)):
             metrics = evaluate(i + 1)
+            if metrics["diverged"]:
+                return metrics
             bar.set_postfix(div=f"{metrics['diversity']:.4f}", q=f"{metrics['quality']:.3f}")
+    if diverged is not None:  # stop as diverged: the row is kept and marked, the last good checkpoint stays
+        metrics = _diverged_row(diverged, running, out, iteration=i + 1, updates=updates,
+                                seconds=time.time() - started, provider=provider, carried=carried) if main else {}
+        if report is not None:
+            report(metrics, None)
+        return metrics
     if main and not metrics:  # the run ended on fake updates after its last evaluation, or resumed at the end
         metrics = evaluate(config.iterations)
+        if metrics["diverged"]:
+            return metrics
     if out is not None and hasattr(method.student, "save_pretrained"):  # loadable with from_pretrained
         method.student.save_pretrained(out / "student")
     return metrics
@@ -202,51 +237,143 @@ def _write_teacher_reference(out: Path | None, config, backbone, method, embed, 
     (out / "teacher_metrics.json").write_text(json.dumps(reference, indent=1))
 
 
-def _resume(resume_from: str | Path | None, config: TrainConfig, method: DPDMD, out: Path | None) -> int:
-    """Load the checkpoint's networks and optimisers into ``method``; returns its iteration (0: none)."""
-    if resume_from is None:
-        return 0
-    state = torch.load(Path(resume_from) / "state.pt", map_location="cpu", weights_only=False)
-    if state["config"] != config.to_dict():
-        raise ConfigError(["resume: the checkpoint was written by a different config; "
-                           "resume with the same config or start a new run"], str(resume_from))
+def _resume(state: dict | None, method: DPDMD, out: Path | None) -> tuple[int, dict]:
+    """Load a checkpoint's networks and optimisers into ``method``; returns its iteration (0: no
+    checkpoint) and the counts of the run before it (added to this run's, `_carry`)."""
+    if state is None:
+        return 0, {}
     method.load_state_dict(state["method"])
     if out is not None:
         _truncate_metrics(out / "metrics.csv", state["iteration"])
-    return state["iteration"]
+    return state["iteration"], dict(state.get("counters", {}))
+
+
+def _non_finite(values: dict, where: str) -> str | None:
+    """'NAME = VALUE WHERE' for the first NaN or infinite value, else None."""
+    for name, value in values.items():
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            return f"{name} = {value} {where}"
+    return None
+
+
+def _divergence(method: DPDMD, images: torch.Tensor, where: str) -> str | None:
+    """Why the student cannot be scored: non-finite weights or samples (None if it can)."""
+    for name, param in method.student.named_parameters():
+        if not torch.isfinite(param).all():
+            return f"student weight {name} is not finite {where}"
+    if not torch.isfinite(images).all():
+        return f"the student's samples are not finite {where}"
+    return None
+
+
+def _diverged_row(reason: str, running, out: Path | None, *, iteration: int, updates: int, seconds: float,
+                  provider=None, carried: dict | None = None) -> dict:
+    """The last row of a diverged run: NaN scores, ``diverged`` 1 and why; logged, never checkpointed."""
+    metrics = {"iteration": iteration, "student_updates": updates, "diversity": math.nan, "quality": math.nan,
+               "diverged": 1, "diverged_reason": reason, "seconds": seconds}
+    metrics.update({k: sum(v) / len(v) for k, v in running.items() if v})
+    stats = getattr(provider, "stats", None)
+    metrics.update(stats() if stats else {})  # the compute it spent still counts
+    _carry(metrics, carried)
+    warnings.warn(f"the run diverged: {reason}; stopped (its rows are kept, the last checkpoint is the last "
+                  "good one)", stacklevel=2)
+    if out is not None:
+        _append_metrics(out / "metrics.csv", metrics)
+    return metrics
 
 
 def _evaluate_and_save(config, method, evaluator, embed, prompts, provider, running, out, *, iteration, updates,
-                       seconds) -> dict:
+                       seconds, keep_previous: bool = False, carried: dict | None = None) -> dict:
     images = generate(method.backbone, method.sample, prompts, config.eval.seeds_per_prompt, embed)
-    metrics = {"iteration": iteration, "student_updates": updates, **score(evaluator, images, prompts)}
+    where = f"at iteration {iteration}"
+    reason = _divergence(method, images, where)
+    scores = score(evaluator, images, prompts) if reason is None else {}
+    reason = reason or _non_finite({k: scores[k] for k in ("diversity", "quality")}, where)
+    if reason is not None:
+        return _diverged_row(reason, running, out, iteration=iteration, updates=updates, seconds=seconds,
+                             provider=provider, carried=carried)
+    metrics = {"iteration": iteration, "student_updates": updates, **scores, "diverged": 0}
     metrics.update({k: sum(v) / len(v) for k, v in running.items() if v})
     stats = getattr(provider, "stats", None)
     metrics.update(stats() if stats else {})
     metrics["prompts_encoded"] = getattr(embed, "encoded", 0)
     metrics["seconds"] = seconds
     metrics.update({f"seconds_{k}": v for k, v in method.seconds.items()})
+    counters = _carry(metrics, carried)
     if out is not None:
         save_grid(images, out / "samples" / f"student_{updates:05d}.png")
         shutil.copyfile(out / "samples" / f"student_{updates:05d}.png", out / "samples" / "student_latest.png")
         _append_metrics(out / "metrics.csv", metrics)
-        save_checkpoint(out / CHECKPOINT, method, config, iteration)
+        save_checkpoint(out / CHECKPOINT, method, config, iteration, keep_previous=keep_previous, counters=counters)
     return metrics
 
 
-def save_checkpoint(path: Path, method: DPDMD, config: TrainConfig, iteration: int) -> None:
-    """Write ``path/state.pt`` atomically: a crash mid-write leaves the previous checkpoint intact."""
+def _carry(metrics: dict, carried: dict | None) -> dict:
+    """Add the counts of the run before a resume (``carried``, from the checkpoint) to this
+    process's cumulative counts in ``metrics`` (in place): the cache hits, misses and teacher
+    calls, prompts encoded and seconds then cover the whole run. Returns the counts to save."""
+    keys = [k for k in metrics if k.startswith("anchor_") or k in ("prompts_encoded", "seconds")]
+    for key, value in (carried or {}).items():
+        if key in metrics:
+            metrics[key] = metrics[key] + value
+    return {k: metrics[k] for k in keys}
+
+
+def _read_state(path: Path) -> dict:
+    """``path/state.pt``; a damaged (truncated, overwritten) file is a ConfigError naming it."""
+    file = path / "state.pt"
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=False, mmap=True)  # cheap to check twice
+    except FileNotFoundError:
+        raise ConfigError([f"resume: {file} does not exist"]) from None
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... on damage
+        raise ConfigError([f"resume: {file} is damaged and cannot be read ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0] if str(err) else 'no detail'})"]) from None
+    if not isinstance(state, dict) or not {"method", "config", "iteration"} <= set(state):
+        raise ConfigError([f"resume: {file} is not a dpdmd checkpoint (no method / config / iteration)"])
+    return state
+
+
+def load_checkpoint(path: Path, config: TrainConfig) -> dict:
+    """The state saved in the checkpoint folder ``path`` for ``config``. If its state.pt is
+    damaged and the previous checkpoint (``path.prev``, kept by `save_checkpoint`) is readable,
+    that one is used, with a warning. A checkpoint of a different config is refused."""
+    try:
+        state = _read_state(path)
+    except ConfigError as err:
+        previous = path.with_name(path.name + PREVIOUS)
+        if not (previous / "state.pt").exists():
+            raise
+        state = _read_state(previous)
+        warnings.warn(f"{err.problems[0]}; resuming from the previous checkpoint {previous} "
+                      f"(iteration {state['iteration']})", stacklevel=2)
+    if state["config"] != config.to_dict():
+        raise ConfigError(["resume: the checkpoint was written by a different config; "
+                           "resume with the same config or start a new run"], str(path))
+    return state
+
+
+PREVIOUS = ".prev"  # the checkpoint before the last one, kept by save_checkpoint(keep_previous=True)
+
+
+def save_checkpoint(path: Path, method: DPDMD, config: TrainConfig, iteration: int, *,
+                    keep_previous: bool = False, counters: dict | None = None) -> None:
+    """Write ``path/state.pt`` atomically: a crash mid-write leaves the previous checkpoint intact.
+    ``keep_previous``: keep the one before as ``path.prev`` (a fallback if the last is damaged
+    later; it doubles the disk the checkpoints take)."""
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    torch.save({"method": method.state_dict(), "config": config.to_dict(), "iteration": iteration}, tmp / "state.pt")
+    torch.save({"method": method.state_dict(), "config": config.to_dict(), "iteration": iteration,
+                "counters": dict(counters or {})}, tmp / "state.pt")
     (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    old = path.with_name(path.name + ".old")
+    old = path.with_name(path.name + (PREVIOUS if keep_previous else ".old"))
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():
         os.replace(path, old)
     os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    if not keep_previous:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _append_metrics(path: Path, metrics: dict) -> None:

@@ -8,17 +8,26 @@
 Outputs go to STORAGE/NAME/ (default ./runs/<space name>/): trials.parquet, pareto.parquet,
 pareto.png, curves.png, summary.json, and Ray Tune's own trial directories; a W&B summary run
 holds the front (offline when no API key is configured: upload later with `wandb sync DIR`).
+
+Exit status: 0 when every trial finished; 1 when the search ran but some trials failed (errored
+or diverged: each is listed with its error in summary.json and the printed table, as Ray Tune's
+own `raise_on_failed_trial` would fail); 2 when the input is refused before anything starts
+(space file, flags, storage, address, resources).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
 from .space import SearchSpace, SpaceError, grid_size, load_space
+
+
+MAX_NUM_SAMPLES = 10_000  # trials of one search (grid: repeats); a typo must not end in MemoryError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-samples", type=int, help="override the space's num_samples")
     parser.add_argument("--no-cache", action="store_true", help="disable the shared teacher-anchor cache (benchmarks)")
     parser.add_argument("--dry-run", action="store_true", help="validate the space and print the plan; run nothing")
+    parser.add_argument("--wait-for-resources", type=float, default=0.0, metavar="SECONDS",
+                        help="with --address: wait up to this long for the cluster to offer the trials' "
+                             "resources (an autoscaling cluster adds nodes); default 0: refuse at once")
     return parser.parse_args(argv)
 
 
@@ -127,9 +139,9 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     clear_state(state_uri)  # a fresh search of an old name: the old rungs are not ours
     callbacks = []
     if space.wandb.enabled and space.wandb.per_trial:
-        from ray.air.integrations.wandb import WandbLoggerCallback
+        from .wandb_keys import WandbLoggerWithoutKeyInRuntimeEnv
 
-        callbacks.append(WandbLoggerCallback(project=space.wandb.project, entity=space.wandb.entity, group=name))
+        callbacks.append(WandbLoggerWithoutKeyInRuntimeEnv(project=space.wandb.project, entity=space.wandb.entity, group=name))
     run_config = tune.RunConfig(
         name=name, storage_path=storage, callbacks=callbacks, verbose=1,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1), failure_config=tune.FailureConfig(max_failures=1))
@@ -153,7 +165,8 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     import ray
 
     from . import results as res
-    from .shared_cache import get_or_create_store
+    from .failures import failed_trials, failures_table, without_failed
+    from .shared_cache import find_store, get_or_create_store
 
     storage = storage_uri(args.storage)
     name = args.name or space.name
@@ -162,6 +175,13 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if args.address:
         ray.init(address=args.address, namespace="dpdmd-tune")
+        from .preflight import wait_for_resources
+
+        problems = wait_for_resources({b: space.backbones[b].resources for b in space.backbone_names()},
+                                      wait_s=args.wait_for_resources)
+        if problems:
+            ray.shutdown()
+            raise SpaceError(space.path, problems)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, namespace="dpdmd-tune")
@@ -173,23 +193,33 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
 
     trials = res.with_scores(res.trials_frame(grid), diversity_weight=space.objective.diversity_weight)
     final = res.final_results(trials, min_quality=space.objective.min_quality)
-    front = res.pareto_front(final)
-    cache_stats = ray.get(store.stats.remote()) if store is not None else {}
+    failed = failed_trials(grid, final)
+    front = res.pareto_front(without_failed(final, failed))  # failed trials never sit on the front
+    cache_stats = store_stats(spill_uri) if store is not None else {}
     compute = compute_spent(final, time.time() - started)
     summary = res.summarize(final, front, cache_stats=cache_stats, compute=compute, space_name=name,
                             min_quality=space.objective.min_quality)
+    summary["failed_trials"] = failed
     out_dir = local_experiment_dir(storage, name)
-    paths = res.write_outputs(out_dir, trials, final, front, summary)
+    try:
+        paths = res.write_outputs(out_dir, trials, final, front, summary)
+    except OSError as err:  # a read-only or full disk: say where, keep what was written, print the rest
+        summary["output_error"] = f"cannot write the outputs in {out_dir}: {err.strerror or err}"
+        print(f"error: {summary['output_error']}; the summary follows on stdout", file=sys.stderr)
+        print(json.dumps(summary, indent=1, default=str))
+        paths = {}
     names = [p.name for p in paths.values() if p.exists()]
     wandb_dir = None
-    if space.wandb.enabled:
+    if space.wandb.enabled and paths:
         from .wandb_summary import log_summary_run
 
+        failures = {"failed_trials": len(failed), "failed_trial_errors": "; ".join(
+            f"{f['trial_id']} ({f['status']}): {f['error']}" for f in failed)}
         wandb_dir = log_summary_run(project=space.wandb.project, name=f"{name}-summary",
                                     front_df=res.front_with_teacher(front), trials_df=final,
                                     png_paths={"pareto": paths["plot"], "curves": paths["curves"]},
-                                    summary=res.headline(summary), x="diversity_score", y="quality_score",
-                                    mode=space.wandb.mode, directory=str(out_dir))
+                                    summary={**res.headline(summary), **failures}, x="diversity_score",
+                                    y="quality_score", mode=space.wandb.mode, directory=str(out_dir))
     where = str(out_dir)
     if "://" in storage:  # the outputs (and the offline W&B run) go to the storage too
         where = join_uri(storage, name)
@@ -197,12 +227,18 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
         if wandb_dir:
             wandb_dir = join_uri(where, "wandb", Path(wandb_dir).name)
     if store is not None and args.address:  # a shared cluster: free the objects (the spill stays)
-        ray.kill(store)
+        try:
+            ray.kill(find_store(spill_uri))
+        except (ValueError, ray.exceptions.RayError):
+            pass  # already gone
     ray.shutdown()
     print(f"\nPareto front (diversity_score, quality_score; teacher = (1, 1), quality_score >= "
           f"{space.objective.min_quality:g}):")
     print(res.front_table(front))
     print(f"recommended (highest J on the front): {summary['recommended']}")
+    if failed:
+        print(f"\nFailed trials ({len(failed)}; kept off the front):")
+        print(failures_table(failed))
     print(f"\noutputs in {where}/: " + ", ".join(names))
     if wandb_dir:
         print(f"W&B summary run: {wandb_dir}" + ("  (offline: upload with `wandb sync " + wandb_dir + "`)"
@@ -210,6 +246,23 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     print(f"teacher evaluations for anchors: {compute['teacher_calls_spent']} spent, "
           f"{compute['teacher_calls_without_cache']} without the cache; wall time {compute['wall_seconds']:.0f} s")
     return summary
+
+
+def store_stats(spill_uri: str) -> dict:
+    """The anchor store's statistics; whatever happened to the store (killed, recreated) the
+    driver still writes its outputs."""
+    import ray
+
+    from .shared_cache import find_store
+
+    try:
+        return ray.get(find_store(spill_uri).stats.remote(), timeout=60)
+    except Exception as err:  # noqa: BLE001 - the cache is an optimisation; never lose the results to it
+        return {"unavailable": f"{type(err).__name__}: {_first_line(err)}"}
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [""])[0][:200]
 
 
 def local_experiment_dir(storage: str, name: str) -> Path:
@@ -249,22 +302,65 @@ def compute_spent(final, wall_seconds: float) -> dict:
             "teacher_calls_ratio": round(spent / without, 4) if without else None}
 
 
+def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str]:
+    """Everything about the flags that can be refused before Ray starts (`tune.preflight`)."""
+    from . import preflight
+
+    problems = []
+    if args.num_samples is not None and not 1 <= args.num_samples <= MAX_NUM_SAMPLES:
+        problems.append(f"--num-samples: {args.num_samples} must be in 1..{MAX_NUM_SAMPLES}")
+    if args.name is not None:
+        problems += preflight.name_problems(args.name, "--name")
+    backbones = {b: space.backbones[b].resources for b in space.backbone_names()}
+    if args.address:
+        problems += preflight.address_problems(args.address)
+    else:
+        problems += preflight.resource_problems(backbones, preflight.local_nodes(), "this machine")
+    if args.dry_run or problems:
+        return problems
+    problems += preflight.storage_problems(args.storage)
+    if problems:
+        return problems
+    storage, name = storage_uri(args.storage), args.name or space.name
+    exists = experiment_exists(storage, name)
+    if args.resume and not exists:
+        problems.append(f"--resume: no search named {name!r} under {storage} to resume; run without --resume to start it")
+    elif not args.resume and exists:
+        problems.append(f"--name: a search named {name!r} already exists under {storage}; continue it with "
+                        "--resume, or start a new one with another --name (or --storage)")
+    elif args.resume:
+        identity = preflight.space_identity(space.path, args.num_samples)
+        problems += preflight.resume_problems(join_uri(storage, name), identity, name=name)
+    return problems
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        if args.num_samples is not None and args.num_samples < 1:
-            raise SpaceError(args.space, [f"--num-samples: {args.num_samples} must be >= 1"])
         space = load_space(args.space)
-        if args.resume and not args.dry_run and not experiment_exists(storage_uri(args.storage), args.name or space.name):
-            raise SpaceError(args.space, [f"--resume: no search named {args.name or space.name!r} under "
-                                          f"{storage_uri(args.storage)} to resume; run without --resume to start it"])
+        problems = check_command_line(space, args)
+        if problems:
+            raise SpaceError(args.space, problems)
     except SpaceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
         print(describe_plan(space, args))
         return 0
-    run_search(space, args)
+    from . import preflight
+
+    storage, name = storage_uri(args.storage), args.name or space.name
+    if not args.resume:  # what identifies this search, checked by a later --resume
+        preflight.write_space_record(join_uri(storage, name), preflight.space_identity(space.path, args.num_samples))
+    try:
+        summary = run_search(space, args)
+    except SpaceError as err:  # refused once connected (the cluster's resources)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    failed = summary.get("failed_trials") or []
+    if failed:
+        print(f"\n{len(failed)} trial(s) failed (listed above and in summary.json): exit status 1", file=sys.stderr)
+        return 1
     return 0
 
 

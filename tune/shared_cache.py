@@ -155,7 +155,9 @@ class AnchorStore(_Store):
 def get_or_create_store(spill_uri: str | None, *, max_bytes: int = 1 << 30, lease_seconds: float = 900.0,
                         on_head: bool = True):
     """The store for this storage location: started once, detached, found again by name."""
-    options = dict(name=store_name(spill_uri), namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
+    # "DEFAULT": never inside the placement group of the trial that (re)creates it (it outlives trials)
+    options = dict(name=store_name(spill_uri), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+                   scheduling_strategy="DEFAULT")
     if on_head:  # the head never scales away; it may advertise no CPU, the store needs none
         options["resources"] = {"node:__internal_head__": 0.001}
     return AnchorStore.options(**options).remote(spill_uri, max_bytes, lease_seconds)
@@ -166,21 +168,43 @@ def find_store(spill_uri: str | None):
 
 
 class SharedCache:
-    """Trial side: ``get_or_compute(key, compute)``, counting this trial's hits and misses."""
+    """Trial side: ``get_or_compute(key, compute)``, counting this trial's hits and misses.
 
-    def __init__(self, store):
+    If the store actor is gone (its process killed past its restarts, or removed with
+    ``ray.kill``), the next call starts a new one for the same spill location: it refills from
+    the spill files, so the trial goes on and what was computed is not computed again."""
+
+    def __init__(self, store, spill_uri: str | None = None):
         self.store = store
+        self.spill_uri = spill_uri
         self.hits = 0
         self.misses = 0
         self.teacher_calls = 0
+        self.store_restarts = 0
+
+    def _call(self, method: str, *args):
+        for attempt in range(3):
+            try:
+                return ray.get(getattr(self.store, method).remote(*args))
+            except ray.exceptions.RayActorError:
+                if attempt == 2:
+                    raise
+                self.store = get_or_create_store(self.spill_uri)  # found if another trial made it already
+                self.store_restarts += 1
 
     def get_or_compute(self, key: str, compute: Callable[[], tuple[dict[str, np.ndarray], int]]) -> dict[str, np.ndarray]:
         delay = 0.005
         while True:
-            status, refs = ray.get(self.store.lookup.remote(key))
+            status, refs = self._call("lookup", key)
             if status == "hit":
-                self.hits += 1
-                return ray.get(refs[0])  # numpy arrays: zero-copy, read-only views on this node
+                try:
+                    self.hits += 1
+                    return ray.get(refs[0])  # numpy arrays: zero-copy, read-only views on this node
+                except ray.exceptions.RayError:  # the store died with its objects: ask again
+                    self.hits -= 1
+                    self.store = get_or_create_store(self.spill_uri)
+                    self.store_restarts += 1
+                    continue
             if status == "compute":
                 self.misses += 1
                 try:
@@ -189,7 +213,7 @@ class SharedCache:
                     self.store.abandon.remote(key)
                     raise
                 self.teacher_calls += teacher_calls
-                ray.get(self.store.publish.remote(key, arrays, teacher_calls))
+                self._call("publish", key, arrays, teacher_calls)
                 return arrays
             time.sleep(delay)  # another trial is computing this key
             delay = min(2 * delay, 0.25)

@@ -278,6 +278,9 @@ def load_space(path: str | Path, *, check_weights: bool = True) -> SearchSpace:
     problems: list[str] = []
     _check_keys(data, [f.name for f in dataclasses.fields(SearchSpace) if f.name != "path"], "", problems)
     space = SearchSpace(path=path, name=str(data.get("name", path.stem)))
+    from .preflight import name_problems
+
+    problems += name_problems(space.name, "name")
     _parse_top(space, data, problems)
     space.backbones = _parse_backbones(data.get("backbones"), problems)
     space.parameters = _parse_parameters(data.get("parameters"), space, problems)
@@ -293,9 +296,9 @@ def _parse_top(space: SearchSpace, data: dict, problems: list[str]) -> None:
     """The scalar top-level keys: seed, num_samples, max_concurrent, baseline, method."""
     for key in ("seed", "num_samples", "max_concurrent"):
         if key in data:
-            low = 1 if key == "num_samples" else 0
-            if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < low:
-                problems.append(f"{key}: {data[key]!r} must be an integer >= {low}")
+            low, high = (1, 10_000) if key == "num_samples" else (0, 2**31 - 1)  # a typo: no MemoryError
+            if not isinstance(data[key], int) or isinstance(data[key], bool) or not low <= data[key] <= high:
+                problems.append(f"{key}: {data[key]!r} must be an integer in {low}..{high}")
             else:
                 setattr(space, key, data[key])
     if "baseline" in data:
@@ -335,7 +338,7 @@ def _parse_backbones(raw, problems: list[str]) -> dict[str, BackboneSpec]:
         # the training settings that are also constructor options are set through train:
         allowed_opts = [o for o in backbone_options(name) if o not in ("cfg_scale", "teacher_steps", "student_steps", "device")]
         _check_keys(bspec.options, allowed_opts, f"{where}.options.", problems)
-        bspec.options = _expand_paths(bspec.options)
+        bspec.options = _expand_paths(bspec.options, f"{where}.options", problems)
         out[name] = bspec
     return out
 
@@ -374,7 +377,7 @@ def _parse_sections(space: SearchSpace, data: dict, problems: list[str]) -> None
         if not isinstance(value, dict):
             problems.append(f"{section}: expected a mapping, got {value!r}")
             value = {}
-        setattr(space, section, _expand_paths(value) if section == "eval" else value)
+        setattr(space, section, _expand_paths(value, section, problems) if section == "eval" else value)
     if "backbone" in space.train:
         problems.append("train.backbone: choose backbones under `backbones:` (and `parameters.backbone`)")
     space.objective = _build_section(ObjectiveSpec, data.get("objective"), "objective", problems)
@@ -463,13 +466,10 @@ def _check_trials(space: SearchSpace, check_weights: bool) -> list[str]:
                 check(config, build_backbone(config.replace(device="cpu")))
             except ConfigError as err:  # "prompts: ..." is train.prompts in the file
                 problems.extend(p if p.startswith("eval.") else f"train.{p}" for p in err.problems)
-        if check_weights and config.eval.evaluator not in ("auto", "digits"):
-            from dpdmd.metrics import check_evaluator_paths
+        elif check_weights:  # the real evaluator's folders (digits backbones: in check above)
+            from dpdmd.evaluation import evaluator_problems
 
-            problems.extend(check_evaluator_paths(config.eval.evaluator_options, prefix="eval.evaluator_options",
-                                                  quality_metric=None if config.eval.quality_metric == "auto"
-                                                  else config.eval.quality_metric,
-                                                  seeds_per_prompt=config.eval.seeds_per_prompt))
+            problems.extend(evaluator_problems(config.eval, "real"))
     return list(dict.fromkeys(problems))
 
 
@@ -490,16 +490,22 @@ def _weights_problems(backbone: str, options: dict) -> list[str]:
     return []
 
 
-def _expand_paths(value):
-    """Expand ~ and $VARS in the strings of an options mapping (paths come from the environment)."""
+def _expand_paths(value, where: str, problems: list[str]):
+    """Expand ~ and $VARS in the strings of an options mapping (paths come from the environment);
+    a variable that is not set is a problem naming the key and the variable."""
     import os
 
+    from dpdmd.config import unset_variables
+
     if isinstance(value, str):
+        for name in (unset_variables(value) if "options" in where else []):  # paths, not prompts
+            problems.append(f"{where}: {value!r} uses ${{{name}}}, which is not set in the environment; "
+                            f"export {name}=... before running")
         return os.path.expandvars(os.path.expanduser(value))
     if isinstance(value, dict):
-        return {k: _expand_paths(v) for k, v in value.items()}
+        return {k: _expand_paths(v, f"{where}.{k}", problems) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_paths(v) for v in value]
+        return [_expand_paths(v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
     return value
 
 

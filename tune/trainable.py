@@ -22,8 +22,8 @@ from dpdmd.cache_keys import cache_key
 from dpdmd.prompt_cache import PromptEmbeddingCache
 from dpdmd.trainer import train
 
-from .shared_cache import CachedAnchors, SharedCache, cached_prompt_lookup, find_store
 from .objective import objective_metrics
+from .shared_cache import CachedAnchors, SharedCache, cached_prompt_lookup, get_or_create_store
 from .space import SearchSpace
 
 
@@ -65,8 +65,8 @@ def shared_caches(train_config, cache: dict, *, shard: tuple[int, int] | None = 
 
     ``shard`` = (rank, world_size) for a data-parallel worker: it sees rows rank::world_size of
     the global batch, so its anchors are keyed by the shard too (shared rank by rank)."""
-    store = find_store(cache["spill_uri"])
-    anchor_cache, prompt_cache = SharedCache(store), SharedCache(store)
+    store = get_or_create_store(cache["spill_uri"])  # found, or made again if it was removed
+    anchor_cache, prompt_cache = SharedCache(store, cache["spill_uri"]), SharedCache(store, cache["spill_uri"])
 
     def anchors(backbone, teacher, cfg):
         rank = {} if shard is None else {"rank": shard[0], "world_size": shard[1]}
@@ -98,5 +98,8 @@ def run_trial(config: dict, *, space: SearchSpace, cache: dict) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         resume_from = Path(checkpoint.to_directory())
-    train(train_config, report=report, out_dir=out_dir, resume_from=resume_from, anchors=anchors,
-          embeddings=embeddings, progress=False)
+    try:
+        train(train_config, report=report, out_dir=out_dir, resume_from=resume_from, anchors=anchors,
+              embeddings=embeddings, progress=False)
+    finally:  # what lasts went to the storage with each reported checkpoint
+        shutil.rmtree(out_dir, ignore_errors=True)

@@ -170,7 +170,13 @@ def check_weights_dir(path: str | os.PathLike, kind: str) -> Path | str:
     """
     variant, kind = _variant_and_kind(kind)
     text = str(path)
-    local = Path(text).expanduser()
+    from ..config import unset_variables
+
+    unset = unset_variables(text)
+    if unset:
+        raise FileNotFoundError(f"weights path {text} uses ${{{unset[0]}}}, which is not set in the environment; "
+                                f"export {unset[0]}=/path/to/weights. {NO_WEIGHTS_HINT}")
+    local = Path(os.path.expandvars(text)).expanduser()
     if local.exists():
         if not local.is_dir():
             raise FileNotFoundError(f"weights path {text} is a file; it must be a diffusers pipeline folder "

@@ -218,6 +218,12 @@ def check_evaluator_paths(options: Mapping[str, Any], *, quality_metric: str | N
 
 
 def _check_dir(key: str, path: str, what: str) -> str | None:
+    from ..config import unset_variables
+
+    unset = unset_variables(path)
+    if unset:
+        return (f"{key}: {path} does not exist: it uses ${{{unset[0]}}}, which is not set in the environment; "
+                f"export {unset[0]}=... ({what})")
     if not os.path.exists(path):
         return f"{key}: {path} does not exist ({what})"
     if not os.path.isdir(path):
@@ -261,24 +267,41 @@ def _check_processor_dir(paths: ModelPaths, *, tokenizer: bool) -> list[str]:
     elif not os.path.isdir(path):
         return []  # the model's directory: already reported
     problems = []
-    config_file = os.path.join(path, "preprocessor_config.json")
-    if not os.path.exists(config_file):
-        problems.append(f"{key}: {path} has no preprocessor_config.json (the model's image processor)")
+    processor, error = _image_processor_dict(path)
+    if processor is None:
+        problems.append(f"{key}: {path} has no loadable image processor config (preprocessor_config.json, or "
+                        f"processor_config.json with an image_processor entry as transformers 5 saves it): {error}")
     else:
-        try:
-            with open(config_file) as f:
-                processor_type = str(json.load(f).get("image_processor_type", ""))
-        except (OSError, ValueError, AttributeError) as err:
-            problems.append(f"{key}: cannot read {config_file} as a JSON object ({err})")
-            processor_type = ""
+        processor_type = str(processor.get("image_processor_type", ""))
         if processor_type.startswith("DINOv3") and not _importable("torchvision"):
-            problems.append(f"{key}: {config_file} names {processor_type}, which needs torchvision; "
+            problems.append(f"{key}: {path} names {processor_type}, which needs torchvision; "
                             "install the torchvision build matching torch, or give "
                             "{model: DIR, processor: DINOV2_DIR} to use DINOv2's PIL processor")
     if tokenizer and not (os.path.exists(os.path.join(path, "tokenizer.json")) or all(
             os.path.exists(os.path.join(path, name)) for name in ("vocab.json", "merges.txt"))):
         problems.append(f"{key}: {path} has no tokenizer (tokenizer.json, or vocab.json and merges.txt)")
     return problems
+
+
+def _image_processor_dict(path: str) -> tuple[dict | None, str]:
+    """The image processor settings as ``AutoImageProcessor.from_pretrained(path)`` finds them
+    (transformers' own lookup: the nested ``image_processor`` of processor_config.json first, then
+    preprocessor_config.json), read from local files only; (None, why) when there are none."""
+    try:
+        from transformers.image_processing_base import ImageProcessingMixin
+    except ImportError:  # no transformers: the legacy file is what any version reads
+        config_file = os.path.join(path, "preprocessor_config.json")
+        try:
+            with open(config_file) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as err:
+            return None, str(err)
+        return (data, "") if isinstance(data, dict) else (None, f"{config_file} is not a JSON object")
+    try:
+        data, _ = ImageProcessingMixin.get_image_processor_dict(path, local_files_only=True)
+    except (OSError, ValueError) as err:
+        return None, str(err).splitlines()[0]
+    return (data, "") if isinstance(data, dict) else (None, "not a JSON object")
 
 
 def _importable(module: str) -> bool:

@@ -1,0 +1,216 @@
+"""Fault injection on a small CPU search: each fault, what it cost. Prints a table.
+
+    python bench/faults.py            # every fault (about 10 minutes on 2 idle cores)
+    python bench/faults.py --only driver_sigkill cache_actor_killed
+
+Columns: trials lost (a trial of the plan with no final row and not listed as failed), rows
+duplicated (the same trial and student update reported twice), results identical (every
+finished trial's final diversity and quality equal, bit for bit, to an undisturbed run of the
+same space), failures visible (summary.json lists them and the exit status is non-zero),
+seconds (wall time of the faulted run, resume included; the undisturbed run is the first row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = {
+    "name": "faults",
+    "method": "grid",
+    "seed": 0,
+    "max_concurrent": 2,
+    "baseline": False,
+    "backbones": {"digits-flow": {"resources": {"cpu": 1}}},
+    "parameters": {"anchor_k": {"values": [2, 5]}, "lambda_div": {"values": [0.05, 0.5]}},
+    "train": {"iterations": 60, "batch_size": 2, "teacher_steps": 10, "fake_updates": 1},
+    "eval": {"prompts": ["3", "7"], "seeds_per_prompt": 4, "every": 5},
+    "scheduler": {"type": "fifo"},
+    "wandb": {"enabled": False},
+}
+KEY = ["anchor_k", "lambda_div", "lr"]
+
+
+def _env() -> dict:
+    return dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT))
+
+
+def _search(space: Path, storage: Path, *extra: str, timeout: float = 1200) -> tuple[int, str]:
+    proc = subprocess.run([sys.executable, "-m", "tune.search", "--space", str(space), "--storage", str(storage),
+                           *extra], capture_output=True, text=True, env=_env(), timeout=timeout, cwd=ROOT)
+    return proc.returncode, proc.stderr
+
+
+def _finals(exp: Path) -> pd.DataFrame:
+    trials = pd.read_parquet(exp / "trials.parquet")
+    return trials.sort_values("student_updates").groupby("trial_id").tail(1)
+
+
+def _measure(exp: Path, code: int, seconds: float, reference: pd.DataFrame | None, planned: int) -> dict:
+    summary = json.loads((exp / "summary.json").read_text()) if (exp / "summary.json").exists() else {}
+    failed = summary.get("failed_trials", [])
+    if not (exp / "trials.parquet").exists():
+        return {"trials lost": planned, "rows duplicated": 0, "results identical": "no outputs",
+                "failures visible": bool(code), "exit": code, "seconds": round(seconds, 1)}
+    trials = pd.read_parquet(exp / "trials.parquet")
+    finals = _finals(exp)
+    done = finals[finals["student_updates"] == finals["student_updates"].max()]
+    lost = planned - len(done) - len({f["trial_id"] for f in failed} - set(done["trial_id"]))
+    identical = "-"
+    if reference is not None:
+        keys = [k for k in KEY if k in done and k in reference]
+        merged = done.merge(reference, on=keys, suffixes=("", "_ref"))
+        identical = bool(len(merged) and (merged["diversity"] == merged["diversity_ref"]).all()
+                         and (merged["quality"] == merged["quality_ref"]).all())
+    return {"trials lost": lost, "rows duplicated": int(trials.duplicated(["trial_id", "student_updates"]).sum()),
+            "results identical": identical, "failures visible": (not failed and code == 0) or (bool(failed) and code != 0),
+            "exit": code, "seconds": round(seconds, 1)}
+
+
+# --- the faults -----------------------------------------------------------------------------------
+
+def undisturbed(work: Path, reference):
+    space, storage = _write(work, SPACE), work / "runs"
+    started = time.time()
+    code, _ = _search(space, storage)
+    return storage / "faults", code, time.time() - started
+
+
+def driver_sigkill(work: Path, reference):
+    """SIGKILL of the driver (and its local Ray) once two trials have checkpoints, then --resume."""
+    space, storage = _write(work, SPACE), work / "runs"
+    started = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "tune.search", "--space", str(space), "--storage", str(storage)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=ROOT,
+                            start_new_session=True)
+    while proc.poll() is None and len(list(storage.glob("faults/*/checkpoint_*"))) < 2:
+        time.sleep(0.5)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    code, _ = _search(space, storage, "--resume")
+    return storage / "faults", code, time.time() - started
+
+
+def cache_actor_killed(work: Path, reference):
+    """The anchor store removed with ray.kill (Ray does not restart it) once it holds anchors."""
+    import ray
+
+    from tune import search
+    from tune.shared_cache import find_store
+
+    space, storage = _write(work, SPACE), work / "runs"
+    spill = search.join_uri(str(storage.resolve()), "anchor_cache")
+
+    def killer():
+        while True:
+            try:
+                if ray.is_initialized() and ray.get(find_store(spill).stats.remote(), timeout=10).get("spill_writes", 0) >= 3:
+                    ray.kill(find_store(spill))
+                    return
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            time.sleep(0.2)
+
+    threading.Thread(target=killer, daemon=True).start()
+    started = time.time()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    code = search.main(["--space", str(space), "--storage", str(storage)])
+    return storage / "faults", code, time.time() - started
+
+
+def nan_injection(work: Path, reference):
+    """One trial with lr 1e30: its weights overflow; it must end as diverged, listed, exit 1."""
+    params = dict(SPACE["parameters"], lr={"values": [1.0e30]}, anchor_k={"value": 2}, lambda_div={"value": 0.5})
+    space, storage = _write(work, dict(SPACE, parameters=params)), work / "runs"
+    started = time.time()
+    code, _ = _search(space, storage)
+    return storage / "faults", code, time.time() - started
+
+
+def read_only_storage(work: Path, reference):
+    """--storage on a folder nobody may write to: refused before Ray starts (exit 2). As root
+    (who may write anywhere) a folder under /proc stands for it."""
+    space = _write(work, SPACE)
+    locked = Path("/proc/dpdmd-faults") if os.geteuid() == 0 else work / "locked"
+    if locked.parent == work:
+        locked.mkdir()
+        locked.chmod(0o500)
+    started = time.time()
+    try:
+        code, _ = _search(space, locked / "runs")
+    finally:
+        if locked.parent == work:
+            locked.chmod(0o700)
+    return work / "none" / "faults", code, time.time() - started
+
+
+def address_unreachable(work: Path, reference):
+    """--address of a port where nothing listens: refused within the connect bound (exit 2)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    space = _write(work, SPACE)
+    started = time.time()
+    code, _ = _search(space, work / "runs", "--address", f"127.0.0.1:{port}")
+    return work / "runs" / "faults", code, time.time() - started
+
+
+FAULTS = {f.__name__: f for f in (undisturbed, driver_sigkill, cache_actor_killed, nan_injection,
+                                     read_only_storage, address_unreachable)}
+PLANNED = {"nan_injection": 1, "read_only_storage": 0, "address_unreachable": 0}
+
+
+def _write(work: Path, space: dict) -> Path:
+    path = work / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=list(FAULTS), help="run only these faults")
+    args = parser.parse_args(argv)
+    names = ["undisturbed", *[n for n in (args.only or FAULTS) if n != "undisturbed"]]
+    rows, reference = [], None
+    root = Path(tempfile.mkdtemp(prefix="dpdmd-faults-"))
+    try:
+        for name in names:
+            work = root / name
+            work.mkdir()
+            exp, code, seconds = FAULTS[name](work, reference)
+            planned = PLANNED.get(name, 4)
+            compare = None if name == "nan_injection" else reference  # a different space
+            row = {"fault": name, **_measure(exp, code, seconds, compare, planned)}
+            if name == "undisturbed":
+                reference = _finals(exp)
+            rows.append(row)
+            print(row, flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print()
+    columns = list(rows[0])
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())

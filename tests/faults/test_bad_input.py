@@ -1,0 +1,252 @@
+"""Bad input at the edge (issue 13, section 3): every problem refused before anything starts,
+naming the file, the key and what is allowed; exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import json
+import time
+import tracemalloc
+
+import pytest
+import yaml
+
+from dpdmd import ConfigError, TrainConfig
+from dpdmd.config import load_config, load_yaml
+from tune import preflight, search
+from tune.space import SpaceError, load_space
+
+SPACE = {
+    "name": "edge",
+    "method": "grid",
+    "max_concurrent": 1,
+    "backbones": {"digits-flow": {"resources": {"cpu": 1}}},
+    "parameters": {"anchor_k": {"values": [2]}, "lambda_div": {"values": [0.05]}},
+    "train": {"iterations": 12, "batch_size": 2, "teacher_steps": 10},
+    "eval": {"prompts": ["3"], "seeds_per_prompt": 4, "every": 1},
+    "wandb": {"enabled": False},
+}
+
+
+def write_space(tmp_path, **changes):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({**SPACE, **changes}))
+    return path
+
+
+# --- YAML -------------------------------------------------------------------------------------
+
+def test_duplicate_keys_are_refused_with_file_key_and_lines(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("anchor_k: 5\nlambda_div: 0.1\neval:\n  every: 2\n  every: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_yaml(path)
+    message = str(err.value)
+    assert str(path) in message and "duplicate key 'every'" in message and "line 5" in message \
+        and "first at line 4" in message
+    # merge keys may repeat what they merge
+    path.write_text("base: &b {every: 2}\neval: {<<: *b, every: 3}\n")
+    assert load_yaml(path)["eval"] == {"every": 3}
+
+
+def test_alias_bomb_is_refused_quickly_with_bounded_memory(tmp_path):
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(levels) + "\n")  # 9**9 = 387 million strings once expanded
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="expands to more than"):
+        load_yaml(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20 * 2**20, peak  # the small composed graph only
+    assert time.perf_counter() - started < 10  # generous for a loaded machine; it takes milliseconds
+
+
+def test_recursive_alias_is_refused(tmp_path):
+    path = tmp_path / "cycle.yaml"
+    path.write_text("a: &a [1, *a]\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_yaml(path)
+
+
+def test_huge_and_non_utf8_files_are_refused(tmp_path):
+    big = tmp_path / "big.yaml"
+    with open(big, "w") as f:
+        f.write("# " + "x" * (8 << 20) + "\n")
+    with pytest.raises(ConfigError, match="larger than 1024 KiB"):
+        load_yaml(big)
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("prompts: ['caf\xe9']\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text: byte 0xe9 at offset 14") as err:
+        load_yaml(latin)
+    assert str(latin) in str(err.value)
+
+
+def test_deep_nesting_is_refused(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested deeper than"):
+        load_yaml(path)
+
+
+def test_space_file_duplicate_key_is_a_space_error(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(SPACE) + "name: other\n")
+    with pytest.raises(SpaceError, match="duplicate key 'name'"):
+        load_space(path)
+
+
+# --- values -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", ["lambda_div", "grad_clip", "lr", "cfg_scale", "beta1"])
+def test_infinities_and_nan_are_refused_for_float_settings(tmp_path, key):
+    path = tmp_path / "run.yaml"
+    for text in (".inf", "-.inf", ".nan"):
+        path.write_text(f"{key}: {text}\n")
+        with pytest.raises(ConfigError, match=rf"{key}: .* is not allowed; give a finite number"):
+            load_config(path)
+
+
+def test_infinity_in_a_searched_value_is_refused(tmp_path):
+    path = write_space(tmp_path, parameters={"lambda_div": {"values": [0.05, float("inf")]}})
+    with pytest.raises(SpaceError, match=r"parameters\.lambda_div .*give a finite number"):
+        load_space(path)
+
+
+def test_unset_variable_in_paths_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("DPDMD_NOT_SET", raising=False)
+    path = write_space(tmp_path, eval={**SPACE["eval"], "evaluator": "real", "evaluator_options": {
+        "diversity_encoders": {"dinov2": "${DPDMD_NOT_SET}/dinov2"},
+        "quality_models": {"pickscore": "$DPDMD_NOT_SET/pickscore"}}})
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    text = str(err.value)
+    assert "eval.evaluator_options.diversity_encoders.dinov2: " in text and "${DPDMD_NOT_SET}" in text
+    assert "not set in the environment" in text
+    from dpdmd.backbones.registry_real import check_weights_dir
+
+    with pytest.raises(FileNotFoundError, match=r"uses \$\{DPDMD_NOT_SET\}, which is not set"):
+        check_weights_dir("${DPDMD_NOT_SET}/sd35m", "sd35m")
+
+
+def test_huge_evaluation_and_sample_counts_are_bounded(tmp_path):
+    config = TrainConfig()
+    config.eval.seeds_per_prompt = 10**9
+    assert any(p.startswith("eval.seeds_per_prompt: 1000000000 is not allowed") and "at most 1024" in p
+               for p in config.problems())
+    with pytest.raises(SpaceError, match=r"num_samples: 1000000000000 must be an integer in 1\.\.10000"):
+        load_space(write_space(tmp_path, num_samples=10**12))
+    assert search.main(["--space", str(write_space(tmp_path)), "--num-samples", str(10**12), "--dry-run"]) == 2
+
+
+def test_seeds_per_prompt_below_what_the_evaluator_needs(tmp_path):
+    path = write_space(tmp_path, eval={**SPACE["eval"], "seeds_per_prompt": 2})
+    with pytest.raises(SpaceError, match=r"eval\.seeds_per_prompt: 2 is not allowed; the digits evaluator's "
+                                         r"k-NN recall \(k = 3\) needs more than 3"):
+        load_space(path)
+
+
+# --- names, storage, address, resources -----------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["../outside", "a/b", "..", "/abs", ""])
+def test_names_that_leave_the_storage_are_refused(tmp_path, name, capsys):
+    with pytest.raises(SpaceError, match=r"name: .* is not allowed; an experiment name is one folder name"):
+        load_space(write_space(tmp_path, name=name))
+    assert search.main(["--space", str(write_space(tmp_path)), "--name", name, "--storage",
+                        str(tmp_path / "runs")]) == 2
+    assert "--name: " in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "outside").exists()
+
+
+def test_storage_that_is_a_file_or_read_only_is_refused_before_ray(tmp_path, capsys, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert search.main(["--space", str(write_space(tmp_path)), "--storage", str(a_file)]) == 2
+    assert f"--storage: {a_file} is a file" in capsys.readouterr().err
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        problems = preflight.storage_problems(str(locked / "runs"))
+        if problems:  # (root can write anywhere)
+            assert problems[0].startswith(f"--storage: cannot write in {locked / 'runs'}")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_address_where_nothing_listens_fails_quickly(tmp_path, capsys, monkeypatch):
+    import socket
+
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
+    with socket.socket() as s:  # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.perf_counter()
+    assert search.main(["--space", str(write_space(tmp_path)), "--address", f"127.0.0.1:{port}",
+                        "--storage", str(tmp_path / "runs")]) == 2
+    assert time.perf_counter() - started < 30
+    assert f"--address: nothing answers at 127.0.0.1:{port}" in capsys.readouterr().err
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(preflight.tempfile, "gettempdir", lambda: str(tmp_path))
+    assert "found no running Ray cluster" in preflight.address_problems("auto")[0]
+
+
+def test_a_gpu_trial_on_a_machine_without_gpu_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(preflight, "local_nodes", lambda: [{"CPU": 2.0, "GPU": 0.0}])
+    path = write_space(tmp_path, backbones={"digits-flow": {"resources": {"cpu": 1, "gpu": 1}}})
+    assert search.main(["--space", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "backbones.digits-flow.resources: a trial needs 1 x {cpu: 1, gpu: 1} but this machine has 1 node(s), " \
+           "2 CPU and 0 GPU" in err
+    # a cluster: the same check on its nodes, waiting a bounded time for an autoscaler
+    nodes = [{"CPU": 8.0}, {"CPU": 8.0}]
+    said = []
+    problems = preflight.wait_for_resources({"sd35m": {"cpu": 4, "gpu": 1}}, wait_s=0.2, poll_s=0.05,
+                                            nodes=lambda: nodes, say=said.append)
+    assert problems and "2 node(s), 16 CPU and 0 GPU" in problems[0]
+    assert said and "1 x {cpu: 4, gpu: 1}" in said[0]
+    assert preflight.resource_problems({"sd35m": {"cpu": 4, "gpu": 1, "workers": 2}},
+                                       [{"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 1}], "the cluster") == []
+    assert preflight.resource_problems({"sd35m": {"cpu": 4, "gpu": 1, "workers": 3}},
+                                       [{"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 1}], "the cluster")
+
+
+# --- evaluator weights ---------------------------------------------------------------------------
+
+def test_transformers5_processor_config_is_accepted(tmp_path):
+    from dpdmd.metrics.real import _image_processor_dict
+
+    folder = tmp_path / "proc"
+    folder.mkdir()
+    processor = {"image_processor_type": "BitImageProcessor", "size": {"shortest_edge": 224}}
+    (folder / "processor_config.json").write_text(json.dumps({"image_processor": processor}))
+    assert _image_processor_dict(str(folder))[0]["image_processor_type"] == "BitImageProcessor"
+    from transformers import AutoImageProcessor  # what the evaluator will load: it agrees
+
+    assert type(AutoImageProcessor.from_pretrained(str(folder))).__name__.startswith("BitImageProcessor")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _image_processor_dict(str(empty))[0] is None
+
+
+def test_train_cli_checks_evaluator_weights_before_training(tmp_path, monkeypatch):
+    import importlib
+
+    import dpdmd.trainer as trainer
+
+    train_cli = importlib.import_module("dpdmd.train")
+
+    monkeypatch.setattr(trainer, "build_method", lambda *a, **k: pytest.fail("training started"))
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"eval": {"evaluator": "real", "evaluator_options": {
+        "diversity_encoders": {"dinov2": str(tmp_path / "nowhere")},
+        "quality_models": {"pickscore": str(tmp_path / "nowhere2")}}}}))
+    out = tmp_path / "out"
+    assert train_cli.main(["--config", str(config), "--out", str(out), "--device", "cpu"]) == 2
+    assert not out.exists()

@@ -1,0 +1,56 @@
+"""Failed trials as data (tune.failures): errored and diverged trials listed with their error,
+and kept off the front; counts add up across a resume (dpdmd.trainer)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from ray.tune import Result
+
+from tune.failures import failed_trials, failures_table, without_failed
+
+
+def result(trial_id, error=None, rows=()):
+    frame = pd.DataFrame(rows) if rows else None
+    return Result(metrics={"trial_id": trial_id} if rows else {}, checkpoint=None, error=error,
+                  path=f"/runs/x/run_search_trial_{trial_id}_lr=1", metrics_dataframe=frame,
+                  _storage_filesystem=None)
+
+
+def test_errored_and_diverged_trials_are_listed_and_kept_off_the_front():
+    error = RuntimeError("Traceback (most recent call last):\n  ...\nLinAlgError: Array must not contain infs or NaNs")
+    results = [result("aaaaa_00000", rows=[{"trial_id": "aaaaa_00000", "diversity": 0.1, "quality": 0.9}]),
+               result("aaaaa_00001", error=error),  # errored before its first report: no rows
+               result("aaaaa_00002", rows=[{"trial_id": "aaaaa_00002", "diversity": 0.2, "quality": 0.95}])]
+    final = pd.DataFrame([
+        {"trial_id": "aaaaa_00000", "diversity": 0.1, "quality": 0.9, "diverged": 0},
+        {"trial_id": "aaaaa_00002", "diversity": float("nan"), "quality": float("nan"), "diverged": 1,
+         "diverged_reason": "loss_dmd = nan at iteration 7"}])
+    failed = failed_trials(results, final)
+    assert [(f["trial_id"], f["status"]) for f in failed] == [("aaaaa_00001", "error"), ("aaaaa_00002", "diverged")]
+    assert failed[0]["error"] == "LinAlgError: Array must not contain infs or NaNs"
+    assert failed[1]["error"] == "loss_dmd = nan at iteration 7"
+    assert list(without_failed(final, failed)["trial_id"]) == ["aaaaa_00000"]
+    table = failures_table(failed)
+    assert "aaaaa_00001  error" in table and "LinAlgError" in table
+
+
+def test_counts_add_up_across_a_resume(tmp_path):
+    from dpdmd import EvalConfig, TrainConfig
+    from dpdmd.trainer import CHECKPOINT, train
+
+    from ..dpdmd.helpers import register_random_backbones
+
+    register_random_backbones()
+    config = TrainConfig(backbone="test-random-flow", iterations=8, batch_size=2, teacher_steps=6, anchor_k=2,
+                         fake_updates=1, device="cpu", eval=EvalConfig(prompts=["3"], seeds_per_prompt=4, every=2))
+    first = train(config.replace(iterations=4), out_dir=tmp_path / "a", progress=False)
+    import torch
+
+    state = torch.load(tmp_path / "a" / CHECKPOINT / "state.pt", weights_only=False)
+    assert state["counters"]["prompts_encoded"] == first["prompts_encoded"] > 0
+    state["config"]["iterations"] = 8  # as if the run of 8 iterations was stopped at 4
+    torch.save(state, tmp_path / "a" / CHECKPOINT / "state.pt")
+    resumed = train(config, out_dir=tmp_path / "a", resume_from=tmp_path / "a" / CHECKPOINT, progress=False)
+    fresh_process = train(config.replace(iterations=4), progress=False)  # what one process alone counts
+    assert resumed["prompts_encoded"] == first["prompts_encoded"] + fresh_process["prompts_encoded"]
+    assert resumed["seconds"] > first["seconds"]
