@@ -1,0 +1,103 @@
+"""The simulator replays recorded curves through the real Ray Tune schedulers and searchers:
+nearest-configuration lookup, compute accounting, and the same stop decisions as Ray Tune itself
+running the same curves."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.tune.tabular_fake import fake_table
+from tune.simulate import simulate
+from tune.space import load_space
+from tune.tabular import RecordedTable, TableError, ground_truth, with_scores
+
+
+def make_space(tmp_path, *, scheduler="asha", method="grid", extra=None, **top):
+    spec = {"name": "sim", "method": method, "backbones": {"digits-flow": {"resources": {"cpu": 1}}},
+            "parameters": {"anchor_k": {"values": [5, 20]}, "lambda_div": {"values": [0, 0.05, 0.5]}},
+            "train": {"iterations": 120}, "eval": {"every": 2},
+            "objective": {"diversity_weight": 0.5, "min_quality": 0.5},
+            "scheduler": {"type": scheduler, "grace_period": 2, "reduction_factor": 2},
+            "wandb": {"enabled": False}, **top}
+    if extra:
+        spec["parameters"].update(extra)
+    path = tmp_path / f"space_{scheduler}_{method}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return load_space(path)
+
+
+@pytest.fixture(scope="module")
+def table():
+    return RecordedTable(fake_table())
+
+
+def test_snap_maps_to_the_nearest_recorded_configuration(table):
+    assert table.snap({"backbone": "digits-flow", "anchor_k": 12, "lambda_div": 0.03}) == \
+        {"backbone": "digits-flow", "anchor_k": 5, "lambda_div": 0.05}  # K: 7 < 8 away; lambda on a log scale
+    assert table.snap({"anchor_k": 19, "lambda_div": 0.3}) == {"backbone": "digits-flow", "anchor_k": 20, "lambda_div": 0.5}
+    assert table.snap({"anchor_k": 20, "lambda_div": 0.001})["lambda_div"] == 0.0  # vanilla DMD: any K
+    with pytest.raises(TableError, match="backbone 'sdxl' is not recorded"):
+        table.snap({"backbone": "sdxl", "anchor_k": 5, "lambda_div": 0.05})
+    with pytest.raises(TableError, match="records only backbone, anchor_k, lambda_div"):
+        table.snap({"anchor_k": 5, "lambda_div": 0.05, "lr": 1e-3})
+
+
+def test_a_searched_parameter_without_an_axis_is_refused(tmp_path, table):
+    space = make_space(tmp_path, extra={"lr": {"values": [1e-4, 1e-3]}})
+    with pytest.raises(TableError, match="searches lr"):
+        simulate(space, table, workers=1)
+
+
+def test_missing_columns_name_the_file(tmp_path):
+    path = tmp_path / "t.parquet"
+    fake_table().drop(columns=["wall_seconds"]).to_parquet(path)
+    with pytest.raises(TableError, match=r"t.parquet: missing column\(s\) wall_seconds"):
+        RecordedTable.load(path)
+
+
+def test_fifo_runs_every_trial_to_the_end_and_shares_anchors(tmp_path, table):
+    sim = simulate(make_space(tmp_path, scheduler="fifo"), table, workers=2)
+    assert len(sim.trials) == 6 and not sim.trials["stopped_early"].any()
+    assert (sim.trials["student_updates"] == 20).all()
+    # One anchor pass per student update for the one (backbone, seed), up to K = 20: 20 teacher
+    # calls each in the fake table, whichever trial computed it.
+    assert sim.compute["teacher_calls"] == 20 * 20
+    # Compute = the trials' recorded seconds without their own anchor + the shared passes.
+    alone = 0.0
+    for row in sim.trials.itertuples():
+        last = table.curve({"backbone": row.backbone, "anchor_k": row.anchor_k, "lambda_div": row.lambda_div},
+                           table.seeds[0]).iloc[-1]
+        alone += last["wall_seconds"] - last["seconds_anchor"]
+    assert sim.compute["seconds"] == pytest.approx(alone + 400 * table.seconds_per_teacher_call("digits-flow"))
+    # Two workers: the virtual clock is at most the compute and at least half of it.
+    assert sim.compute["seconds"] / 2 <= sim.compute["wall_seconds"] < sim.compute["seconds"]
+
+
+@pytest.mark.parametrize("method", ["grid", "random", "optuna_tpe", "optuna_nsga2"])
+def test_asha_stops_trials_and_is_reproducible(tmp_path, table, method):
+    space = make_space(tmp_path, method=method, num_samples=6)
+    first, again = simulate(space, table, workers=2), simulate(space, table, workers=2)
+    assert first.trials["stopped_early"].any()
+    cols = ["backbone", "anchor_k", "lambda_div", "student_updates"]
+    pd.testing.assert_frame_equal(first.trials[cols], again.trials[cols])
+    full = simulate(dataclasses.replace(space, scheduler=dataclasses.replace(space.scheduler, type="fifo")),
+                    table, workers=2)
+    assert first.compute["seconds"] < full.compute["seconds"]
+
+
+def test_ground_truth_is_the_mean_over_seeds(table):
+    truth = ground_truth(table, diversity_weight=0.5, min_quality=0.5)["digits-flow"]
+    scored = with_scores(table.frame, diversity_weight=0.5)
+    final = scored[scored["student_updates"] == 20]
+    k20 = final[(final["anchor_k"] == 20) & (final["lambda_div"] == 0.5)]
+    row = truth["final"].set_index(["anchor_k", "lambda_div"]).loc[(20, 0.5)]
+    assert row["quality_score"] == pytest.approx(k20["quality_score"].mean())
+    assert row["quality_score_std"] == pytest.approx(k20["quality_score"].std(ddof=1))
+    assert row["seeds"] == 2
+    assert 0 < truth["hypervolume"] <= truth["front"]["diversity_score"].max() * truth["front"]["quality_score"].max() + 1e-12
+    assert not math.isnan(truth["best_objective"])
