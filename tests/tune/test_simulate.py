@@ -101,3 +101,68 @@ def test_ground_truth_is_the_mean_over_seeds(table):
     assert row["seeds"] == 2
     assert 0 < truth["hypervolume"] <= truth["front"]["diversity_score"].max() * truth["front"]["quality_score"].max() + 1e-12
     assert not math.isnan(truth["best_objective"])
+
+
+def replay_trainable(config, *, frame: pd.DataFrame, seed: int, weight: float):
+    """A Ray Tune function trainable that reports a recorded curve instead of training."""
+    from ray import tune
+
+    table = RecordedTable(frame)
+    curve = with_scores(table.curve(table.snap(dict(config["trial"])), seed), diversity_weight=weight)
+    for row in curve.to_dict("records"):
+        tune.report({k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+
+@pytest.mark.slow  # one Ray Tune experiment per scheduler: 1-7 minutes each on 2 shared cores
+@pytest.mark.parametrize("scheduler", ["asha", "moasha", "fifo"])
+def test_simulator_makes_the_decisions_ray_tune_makes(tmp_path, table, scheduler, monkeypatch):
+    """Ray Tune itself runs the recorded curves (one trial at a time: the order of results is then
+    fixed); the simulator, fed the same curves, stops the same trials at the same rungs."""
+    import ray
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from tune.schedulers import make_scheduler
+    from tune.search import trial_points
+    from tune.simulate import max_student_updates
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    space = make_space(tmp_path, scheduler=scheduler)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        trainable = tune.with_parameters(replay_trainable, frame=table.frame, seed=table.seeds[0],
+                                         weight=space.objective.diversity_weight)
+        tuner = tune.Tuner(trainable, param_space={"trial": tune.grid_search(trial_points(space))},
+                           run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0),
+                           tune_config=tune.TuneConfig(
+                               search_alg=BasicVariantGenerator(random_state=space.seed),
+                               scheduler=make_scheduler(space.scheduler, max_t=max_student_updates(space, table))))
+        live = sorted((tuple(sorted(r.config["trial"].items())), int(r.metrics_dataframe["student_updates"].max()))
+                      for r in tuner.fit())
+    finally:
+        ray.shutdown()
+    sim = simulate(space, table, workers=1)
+    simulated = sorted((tuple(sorted({k[len("suggested_"):]: v for k, v in row.items()
+                                      if k.startswith("suggested_")}.items())), int(row["student_updates"]))
+                       for row in sim.trials.to_dict("records"))
+    assert simulated == live
+    if scheduler != "fifo":
+        assert any(updates < 20 for _, updates in live)  # the check is not vacuous: trials were stopped
+
+
+def test_asha_decisions_checked_by_hand(tmp_path):
+    """One worker, three trials in grid order, ASHA with grace 2 and reduction 2: the first result
+    at a rung always continues; a later one continues iff it is in the top half of the rung."""
+    frame = fake_table(lambdas=(0.05, 0.5), ks=(5,), seeds=(0,))
+    frame = pd.concat([frame, fake_table(lambdas=(0.2,), ks=(5,), seeds=(0,))], ignore_index=True)
+    # J rises with quality: lambda 0.05 middling, 0.5 worst, 0.2 best at every report.
+    frame["quality"] = frame["lambda_div"].map({0.05: 0.50, 0.5: 0.40, 0.2: 0.55}) + frame["student_updates"] * 1e-4
+    frame["diversity"] = 0.03
+    space = make_space(tmp_path)
+    space.parameters["anchor_k"].values = [5]
+    space.parameters["lambda_div"].values = [0.05, 0.5, 0.2]
+    sim = simulate(space, RecordedTable(frame), workers=1)
+    got = {row.lambda_div: (row.student_updates, row.stopped_early) for row in sim.trials.itertuples()}
+    # 0.05 is first everywhere: runs to max_t. 0.5 is below 0.05 at rung 2: stopped there.
+    # 0.2 beats every earlier result at every rung: runs to max_t.
+    assert got == {0.05: (20, False), 0.5: (2, True), 0.2: (20, False)}
