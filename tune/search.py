@@ -33,6 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-samples", type=int, help="override the space's num_samples")
     parser.add_argument("--no-cache", action="store_true", help="disable the shared teacher-anchor cache (benchmarks)")
     parser.add_argument("--dry-run", action="store_true", help="validate the space and print the plan; run nothing")
+    parser.add_argument("--simulate", type=Path, metavar="TABLE.parquet",
+                        help="replay the search on recorded curves (bench/tabular.py) instead of training: tune.simulate")
     return parser.parse_args(argv)
 
 
@@ -264,6 +266,10 @@ def main(argv=None) -> int:
     if args.dry_run:
         print(describe_plan(space, args))
         return 0
+    if args.simulate:
+        from .simulate import simulate_command
+
+        return simulate_command(space, args)
     run_search(space, args)
     return 0
 

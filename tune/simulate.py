@@ -292,3 +292,61 @@ def _summarise(running: list[SimulatedTrial], rows: list[dict], *, compute: floa
 def with_settings(space: SearchSpace, **changes) -> SearchSpace:
     """A copy of ``space`` with top-level fields changed (``scheduler=``, ``method=``, ``seed=``, ...)."""
     return dataclasses.replace(space, **changes)
+
+
+def run_simulated(space: SearchSpace, table_path, *, name: str, storage: str) -> dict:
+    """``python -m tune.search --space S --simulate TABLE``: the space's search replayed on the table
+    with ``max_concurrent`` workers (0: one), printed and written to STORAGE/NAME-simulated/
+    (``trials.parquet``: every report the scheduler saw; ``summary.json``)."""
+    import json
+    from pathlib import Path
+
+    from .tabular import front_mask, ground_truth, hypervolume, true_points
+
+    table = RecordedTable.load(table_path)
+    workers = space.max_concurrent or 1
+    sim = simulate(space, table, workers=workers)
+    full = simulate(with_settings(space, method="grid", scheduler=dataclasses.replace(space.scheduler, type="fifo")),
+                    table, workers=workers) if space.method == "grid" else None
+    weight, floor = space.objective.diversity_weight, space.objective.min_quality
+    final = sim.reports.sort_values("time").groupby("trial_id").tail(1)
+    front = final[front_mask(final, min_quality=floor)].sort_values("diversity_score")
+    truth = true_points(table, diversity_weight=weight).set_index(["backbone", "anchor_k", "lambda_div", "student_updates"])
+    judged = truth.loc[list(zip(front["backbone"], front["anchor_k"], front["lambda_div"], front["student_updates"]))]
+    gt = ground_truth(table, diversity_weight=weight, min_quality=floor)
+    summary = {"table": str(table_path), "workers": workers, "training_seed": int(sim.reports["seed"].iloc[0]),
+               "compute": sim.compute,
+               "compute_fraction_of_full_grid": sim.compute["seconds"] / full.compute["seconds"] if full else None,
+               "hypervolume_true": {b: t["hypervolume"] for b, t in gt.items()},
+               "hypervolume_found": hypervolume(judged.reset_index(), min_quality=floor),
+               "stopped": sim.trials[sim.trials["stopped_early"]][["trial_id", "backbone", "anchor_k", "lambda_div",
+                                                                    "student_updates"]].to_dict("records")}
+    out = Path(storage) / f"{name}-simulated"
+    out.mkdir(parents=True, exist_ok=True)
+    sim.reports.to_parquet(out / "trials.parquet", index=False)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    cols = ["trial_id", "backbone", "anchor_k", "lambda_div", "student_updates", "stopped_early"]
+    print(f"simulated {space.scheduler.type} / {space.method} on {table_path} with {workers} worker(s):")
+    print(sim.trials[cols].to_string(index=False))
+    print("\nfront found (diversity_score, quality_score of each trial's last report):")
+    print(front[["backbone", "anchor_k", "lambda_div", "student_updates", "diversity_score", "quality_score",
+                 "objective"]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"\ncompute: {sim.compute['seconds']:.0f} s of recorded trial time ({sim.compute['student_updates']} student "
+          f"updates, {sim.compute['teacher_calls']} anchor teacher calls), virtual wall {sim.compute['wall_seconds']:.0f} s"
+          + (f"; {summary['compute_fraction_of_full_grid']:.0%} of the full grid's" if full else ""))
+    print(f"hypervolume of the front found (true scores) {summary['hypervolume_found']:.4f}; true front "
+          + ", ".join(f"{b} {v:.4f}" for b, v in summary["hypervolume_true"].items()))
+    print(f"outputs in {out}/: trials.parquet, summary.json")
+    return summary
+
+
+def simulate_command(space: SearchSpace, args) -> int:
+    """The ``--simulate TABLE`` branch of ``tune.search``; a bad table is exit status 2."""
+    import sys
+
+    try:
+        run_simulated(space, args.simulate, name=args.name or space.name, storage=args.storage)
+    except TableError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

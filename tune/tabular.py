@@ -34,6 +34,7 @@ from .pareto import hypervolume_2d, pareto_front_mask
 AXES = ("backbone", "anchor_k", "lambda_div")
 REQUIRED = (*AXES, "seed", "k_independent", "student_updates", "diversity", "quality", "wall_seconds",
             "teacher_diversity", "teacher_quality")
+ANCHOR_COLUMNS = ("seconds_anchor", "anchor_teacher_calls", "anchor_misses", "anchor_hits")
 SCORES = ("diversity_score", "quality_score")
 # The area dominated by the front in the (diversity_score, quality_score) plane above (0, 0): the
 # same reference point as a search's summary (`tune.results.HYPERVOLUME_REFERENCE`).
@@ -53,6 +54,8 @@ class RecordedTable:
             raise TableError(f"{source}: missing column(s) {', '.join(missing)}; record the table with "
                              f"bench/tabular.py (it writes {', '.join(REQUIRED)})")
         self.source = source
+        # vanilla DMD never runs the anchor: its anchor columns are missing (NaN in a table) -> 0.
+        frame = frame.assign(**{c: frame[c].fillna(0) for c in ANCHOR_COLUMNS if c in frame.columns})
         self.frame = frame.sort_values([*AXES, "seed", "student_updates"], kind="stable").reset_index(drop=True)
         self.seeds = sorted(int(s) for s in self.frame["seed"].unique())
         self._curves = {key: group for key, group in self.frame.groupby(["backbone", "anchor_k", "lambda_div", "seed"])}

@@ -166,3 +166,33 @@ def test_asha_decisions_checked_by_hand(tmp_path):
     # 0.05 is first everywhere: runs to max_t. 0.5 is below 0.05 at rung 2: stopped there.
     # 0.2 beats every earlier result at every rung: runs to max_t.
     assert got == {0.05: (20, False), 0.5: (2, True), 0.2: (20, False)}
+
+
+def test_search_cli_simulates_on_a_table(tmp_path, capsys):
+    """``python -m tune.search --space S --simulate TABLE``: decisions, front and compute printed,
+    trials.parquet and summary.json written; no Ray, no training."""
+    import json
+
+    from tune.search import main
+
+    table_path = tmp_path / "table.parquet"
+    fake_table().to_parquet(table_path)
+    space = make_space(tmp_path, scheduler="asha", max_concurrent=2)
+    assert main(["--space", str(space.path), "--simulate", str(table_path), "--storage", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "simulated asha / grid" in out and "front found" in out
+    summary = json.loads((tmp_path / "runs" / "sim-simulated" / "summary.json").read_text())
+    assert summary["workers"] == 2 and summary["stopped"]  # ASHA stopped trials
+    assert 0 < summary["compute_fraction_of_full_grid"] < 1
+    reports = pd.read_parquet(tmp_path / "runs" / "sim-simulated" / "trials.parquet")
+    assert {"trial_id", "student_updates", "objective", "diversity_score", "quality_score", "compute"} <= set(reports)
+
+
+def test_search_cli_refuses_a_bad_table(tmp_path, capsys):
+    from tune.search import main
+
+    space = make_space(tmp_path)
+    assert main(["--space", str(space.path), "--simulate", str(tmp_path / "none.parquet"),
+                 "--storage", str(tmp_path / "runs")]) == 2
+    assert "none.parquet: cannot read the table" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
