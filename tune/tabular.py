@@ -198,3 +198,15 @@ def ground_truth(table: RecordedTable, *, diversity_weight: float, min_quality: 
                          "hypervolume": hypervolume(final, min_quality=min_quality),
                          "best_objective": float(final["objective"].max())}
     return out
+
+
+def table_from_trials(trials: pd.DataFrame, *, seed: int) -> RecordedTable:
+    """A table from a real search's ``trials.parquet`` (every report of every trial, recorded with
+    the space's training ``seed``): the curves that search saw, to replay it (`tune.simulate`).
+    Ray's ``time_total_s`` (seconds since the trial started) is the wall time of each report; a
+    trial the search stopped early has a curve that ends where it stopped."""
+    frame = trials.copy()
+    frame["seed"] = seed
+    frame["k_independent"] = frame["lambda_div"] == 0
+    frame["wall_seconds"] = frame["time_total_s"]
+    return RecordedTable(frame, source="trials.parquet")
