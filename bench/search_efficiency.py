@@ -62,6 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--min-quality", type=float, default=None, help="default: the space schema's objective.min_quality")
     p.add_argument("--grace-period", type=int, default=None, help="ASHA / MO-ASHA grace (default: the first rung)")
     p.add_argument("--reduction-factor", type=float, default=2.0)
+    p.add_argument("--jobs", type=int, default=1, help="processes (each replays a block of seeds)")
     p.add_argument("--out", type=Path, default=Path("bench/results/search_efficiency"))
     return p.parse_args(argv)
 
@@ -116,6 +117,23 @@ def trajectory(reports: pd.DataFrame, truth: dict, points: pd.DataFrame, min_qua
 
 
 def run(args):
+    """Every strategy x workers x seed; ``--jobs`` processes share the (workers, seeds) blocks."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = max(1, -(-args.jobs // len(args.workers)))  # seed blocks per worker count
+    blocks = [(w, list(range(args.seeds))[i::chunks]) for w in args.workers for i in range(chunks)]
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            parts = list(pool.map(run_block, [args] * len(blocks), blocks))
+    else:
+        parts = [run_block(args, block) for block in blocks]
+    rows = pd.concat([p[0] for p in parts], ignore_index=True).sort_values(["workers", "seed"], kind="stable")
+    return rows, pd.concat([p[1] for p in parts], ignore_index=True), parts[0][2]
+
+
+def run_block(args, block):
+    """One worker count and a list of seeds: (result rows, trajectories, ground truth)."""
+    workers, seeds = block
     table = RecordedTable.load(args.table)
     rows, curves, done = [], [], {}
     grid_size = len(table.ks) * len(table.values["lambda_div"]) * len(table.values["backbone"])
@@ -126,36 +144,36 @@ def run(args):
         truth = ground_truth(table, diversity_weight=args.diversity_weight, min_quality=min_quality)
         points = true_points(table, diversity_weight=args.diversity_weight)
         best_j = max(t["best_objective"] for t in truth.values())
-        for workers in args.workers:
-            for seed in range(args.seeds):
-                reference = None
-                for name in names:
-                    # Samplers get as many trials as the grid has points; a grid runs each point once.
-                    samples = 1 if spaces[name].method == "grid" else grid_size
-                    # A grid's order and ASHA's brackets do not depend on the seed: only the training
-                    # seed it replays (seed % the table's seeds) changes a grid search, so replay it once.
-                    key = (name, workers, seed % len(table.seeds)) if spaces[name].method == "grid" else None
-                    if key not in done:
-                        sim = simulate(dataclasses.replace(spaces[name], seed=seed, num_samples=samples), table,
-                                       workers=workers)
-                        traj = trajectory(sim.reports, truth, points, min_quality)
-                        done[key] = (sim, traj)
-                    sim, traj = done.pop(None, done.get(key))
-                    traj = traj.copy()
-                    reference = reference or sim.compute["seconds"]
-                    if name not in args.strategies:
-                        continue
-                    traj["budget"] = traj["compute"] / reference
-                    reach = traj.loc[traj["hv_fraction"] >= 0.95, "budget"]
-                    rows.append({"strategy": name, "workers": workers, "seed": seed,
-                                 "final_hv_fraction": traj["hv_fraction"].iloc[-1],
-                                 "compute_fraction": traj["budget"].iloc[-1],
-                                 "to_95": float(reach.iloc[0]) if not reach.empty else np.inf,
-                                 "regret": best_j - traj["recommended_J"].iloc[-1],
-                                 "trials": sim.compute["trials"], "student_updates": sim.compute["student_updates"],
-                                 "teacher_calls": sim.compute["teacher_calls"],
-                                 **{f"hv@{b:g}": hv_at(traj, b) for b in BUDGETS}})
-                    curves.append(traj.assign(strategy=name, workers=workers, seed=seed))
+        for seed in seeds:
+            reference = None
+            for name in names:
+                # Samplers get as many trials as the grid has points; a grid runs each point once.
+                samples = 1 if spaces[name].method == "grid" else grid_size
+                # A grid's order and ASHA's brackets do not depend on the seed: only the training
+                # seed it replays (seed % the table's seeds) changes a grid search, so replay it once.
+                key = (name, seed % len(table.seeds)) if spaces[name].method == "grid" else None
+                if key is None or key not in done:
+                    sim = simulate(dataclasses.replace(spaces[name], seed=seed, num_samples=samples), table,
+                                   workers=workers)
+                    result = (sim, trajectory(sim.reports, truth, points, min_quality))
+                    if key is not None:
+                        done[key] = result
+                sim, traj = done[key] if key is not None else result
+                traj = traj.copy()
+                reference = reference or sim.compute["seconds"]
+                if name not in args.strategies:
+                    continue
+                traj["budget"] = traj["compute"] / reference
+                reach = traj.loc[traj["hv_fraction"] >= 0.95, "budget"]
+                rows.append({"strategy": name, "workers": workers, "seed": seed,
+                             "final_hv_fraction": traj["hv_fraction"].iloc[-1],
+                             "compute_fraction": traj["budget"].iloc[-1],
+                             "to_95": float(reach.iloc[0]) if not reach.empty else np.inf,
+                             "regret": best_j - traj["recommended_J"].iloc[-1],
+                             "trials": sim.compute["trials"], "student_updates": sim.compute["student_updates"],
+                             "teacher_calls": sim.compute["teacher_calls"],
+                             **{f"hv@{b:g}": hv_at(traj, b) for b in BUDGETS}})
+                curves.append(traj.assign(strategy=name, workers=workers, seed=seed))
     return pd.DataFrame(rows), pd.concat(curves, ignore_index=True), truth
 
 
