@@ -5,7 +5,8 @@ A tabulated benchmark (`tune.tabular`, recorded by ``bench/tabular.py``) holds e
 trial of the grid would make. `simulate` runs a search the way Ray Tune's `TuneController`
 drives one, but with the recorded results instead of trainings:
 
-- the search algorithm is the one ``tune.search`` builds for the space: Ray's
+- the search algorithm is the one ``tune.search`` builds for the space (`tune.trials.build_searcher`
+  where the search has it; before that refactoring:) Ray's
   `BasicVariantGenerator` (grid, random), or Ray's `OptunaSearch` (TPE, NSGA-II) behind the
   project's `WithBaselines`, wrapped like Tune does (`ConcurrencyLimiter`, `SearchGenerator`);
   its ``next_trial()`` gives real `ray.tune.experiment.Trial` objects;
@@ -97,6 +98,25 @@ def search_algorithm(space: SearchSpace, *, workers: int, num_samples: int | Non
     with its experiment added; ready for ``next_trial()``."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
+
+    try:  # the search's one TrialSearcher (tune/trials.py), where the search has it
+        from .trials import build_searcher, planned_trials
+    except ImportError:
+        alg, param_space, n = _legacy_search_algorithm(space, num_samples)
+    else:
+        alg, param_space = build_searcher(space), {}
+        n = len(planned_trials(space)) + (0 if space.method == "grid" else (num_samples or space.num_samples))
+    if isinstance(alg, Searcher):
+        alg = SearchGenerator(ConcurrencyLimiter(alg, max_concurrent=workers))
+    alg.set_search_properties(None, None, param_space)
+    tune.register_trainable(TRAINABLE, lambda config: None)
+    alg.add_configurations({"simulated": {"run": TRAINABLE, "config": param_space, "num_samples": n}})
+    return alg
+
+
+def _legacy_search_algorithm(space: SearchSpace, num_samples: int | None):
+    """(search algorithm, param_space, num_samples) as `tune.search.build_tuner` builds them."""
+    from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from .search import baseline_points, trial_points
@@ -104,20 +124,11 @@ def search_algorithm(space: SearchSpace, *, workers: int, num_samples: int | Non
     points = trial_points(space)
     baselines = baseline_points(space)
     if points is not None:
-        param_space, alg, n = {"trial": tune.grid_search(points)}, BasicVariantGenerator(random_state=space.seed), 1
-    else:
-        param_space = _sampled_space(space)
-        n = (num_samples or space.num_samples) + len(baselines)
-        if space.method == "random":
-            alg = BasicVariantGenerator(random_state=space.seed, points_to_evaluate=baselines or None)
-        else:
-            alg = _optuna(space, baselines)
-    if isinstance(alg, Searcher):
-        alg = SearchGenerator(ConcurrencyLimiter(alg, max_concurrent=workers))
-    alg.set_search_properties(None, None, param_space)
-    tune.register_trainable(TRAINABLE, lambda config: None)
-    alg.add_configurations({"simulated": {"run": TRAINABLE, "config": param_space, "num_samples": n}})
-    return alg
+        return BasicVariantGenerator(random_state=space.seed), {"trial": tune.grid_search(points)}, 1
+    n = (num_samples or space.num_samples) + len(baselines)
+    if space.method == "random":
+        return BasicVariantGenerator(random_state=space.seed, points_to_evaluate=baselines or None), _sampled_space(space), n
+    return _optuna(space, baselines), _sampled_space(space), n
 
 
 def _sampled_space(space: SearchSpace) -> dict:
