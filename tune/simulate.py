@@ -5,11 +5,10 @@ A tabulated benchmark (`tune.tabular`, recorded by ``bench/tabular.py``) holds e
 trial of the grid would make. `simulate` runs a search the way Ray Tune's `TuneController`
 drives one, but with the recorded results instead of trainings:
 
-- the search algorithm is the one ``tune.search`` builds for the space (`tune.trials.build_searcher`
-  where the search has it; before that refactoring:) Ray's
-  `BasicVariantGenerator` (grid, random), or Ray's `OptunaSearch` (TPE, NSGA-II) behind the
-  project's `WithBaselines`, wrapped like Tune does (`ConcurrencyLimiter`, `SearchGenerator`);
-  its ``next_trial()`` gives real `ray.tune.experiment.Trial` objects;
+- the search algorithm is the one ``tune.search`` builds for the space, `tune.trials.build_searcher`
+  (the planned trials, then Optuna's random, TPE or NSGA-II sampler through Ray's `OptunaSearch`),
+  wrapped like Tune wraps it (`ConcurrencyLimiter`, `SearchGenerator`); its ``next_trial()``
+  gives real `ray.tune.experiment.Trial` objects;
 - the scheduler is `tune.schedulers.make_scheduler(space.scheduler, ...)`: FIFO, Ray's ASHA, the
   project's MO-ASHA;
 - they are called as `TuneController` calls them (ray/tune/execution/tune_controller.py): each
@@ -94,75 +93,21 @@ class _Controller:
 
 
 def search_algorithm(space: SearchSpace, *, workers: int, num_samples: int | None = None):
-    """The search algorithm ``tune.search`` builds for ``space``, wrapped as `tune.run` wraps it,
-    with its experiment added; ready for ``next_trial()``."""
+    """The search's own searcher (`tune.trials.build_searcher`: the planned trials, then the
+    sampler's), wrapped as `tune.run` wraps a `Searcher` (`ConcurrencyLimiter`,
+    `SearchGenerator`), with its experiment added; ready for ``next_trial()``."""
     from ray import tune
-    from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
+    from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 
-    try:  # the search's one TrialSearcher (tune/trials.py), where the search has it
-        from .trials import build_searcher, planned_trials
-    except ImportError:
-        alg, param_space, n = _legacy_search_algorithm(space, num_samples)
-    else:
-        alg, param_space = build_searcher(space), {}
-        n = len(planned_trials(space)) + (0 if space.method == "grid" else (num_samples or space.num_samples))
-    if isinstance(alg, Searcher):
-        alg = SearchGenerator(ConcurrencyLimiter(alg, max_concurrent=workers))
-    alg.set_search_properties(None, None, param_space)
+    from .trials import build_searcher, planned_trials
+
+    sampled = 0 if space.method == "grid" else (num_samples or space.num_samples)
+    alg = SearchGenerator(ConcurrencyLimiter(build_searcher(space), max_concurrent=workers))
+    alg.set_search_properties(None, None, {})
     tune.register_trainable(TRAINABLE, lambda config: None)
-    alg.add_configurations({"simulated": {"run": TRAINABLE, "config": param_space, "num_samples": n}})
+    alg.add_configurations({"simulated": {"run": TRAINABLE, "config": {},
+                                          "num_samples": len(planned_trials(space)) + sampled}})
     return alg
-
-
-def _legacy_search_algorithm(space: SearchSpace, num_samples: int | None):
-    """(search algorithm, param_space, num_samples) as `tune.search.build_tuner` builds them."""
-    from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    from .search import baseline_points, trial_points
-
-    points = trial_points(space)
-    baselines = baseline_points(space)
-    if points is not None:
-        return BasicVariantGenerator(random_state=space.seed), {"trial": tune.grid_search(points)}, 1
-    n = (num_samples or space.num_samples) + len(baselines)
-    if space.method == "random":
-        return BasicVariantGenerator(random_state=space.seed, points_to_evaluate=baselines or None), _sampled_space(space), n
-    return _optuna(space, baselines), _sampled_space(space), n
-
-
-def _sampled_space(space: SearchSpace) -> dict:
-    from ray import tune
-
-    out = {}
-    for name, p in space.parameters.items():
-        if p.value is not None:
-            out[name] = p.value
-        elif p.values is not None:
-            out[name] = tune.choice(p.values)
-        elif p.distribution == "uniform":
-            out[name] = tune.uniform(p.min, p.max)
-        elif p.distribution == "log_uniform_values":
-            out[name] = tune.loguniform(p.min, p.max)
-        else:
-            out[name] = tune.randint(int(p.min), int(p.max) + 1)
-    return out
-
-
-def _optuna(space: SearchSpace, baselines: list[dict]):
-    """Optuna's sampler through Ray's `OptunaSearch`, on the metrics `tune.search` gives it."""
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
-    from .baselines import WithBaselines
-    from .moasha import MOASHA_METRICS
-
-    sampler_cls = optuna.samplers.TPESampler if space.method == "optuna_tpe" else optuna.samplers.NSGAIISampler
-    if space.method == "optuna_tpe" and space.scheduler.type != "moasha":
-        search = OptunaSearch(sampler=sampler_cls(seed=space.seed), metric="objective", mode="max")
-    else:  # both samplers on the two scores MO-ASHA ranks
-        search = OptunaSearch(sampler=sampler_cls(seed=space.seed), metric=list(MOASHA_METRICS), mode=["max", "max"])
-    return WithBaselines(search, baselines)
 
 
 def max_student_updates(space: SearchSpace, table: RecordedTable) -> int:

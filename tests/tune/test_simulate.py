@@ -108,7 +108,8 @@ def replay_trainable(config, *, frame: pd.DataFrame, seed: int, weight: float):
     from ray import tune
 
     table = RecordedTable(frame)
-    curve = with_scores(table.curve(table.snap(dict(config["trial"])), seed), diversity_weight=weight)
+    point = {k: v for k, v in config.items() if k in ("backbone", "anchor_k", "lambda_div")}
+    curve = with_scores(table.curve(table.snap(point), seed), diversity_weight=weight)
     for row in curve.to_dict("records"):
         tune.report({k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
@@ -120,11 +121,9 @@ def test_simulator_makes_the_decisions_ray_tune_makes(tmp_path, table, scheduler
     fixed); the simulator, fed the same curves, stops the same trials at the same rungs."""
     import ray
     from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
     from tune.schedulers import make_scheduler
-    from tune.search import trial_points
     from tune.simulate import max_student_updates
+    from tune.trials import build_searcher, planned_trials
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     space = make_space(tmp_path, scheduler=scheduler)
@@ -132,18 +131,16 @@ def test_simulator_makes_the_decisions_ray_tune_makes(tmp_path, table, scheduler
     try:
         trainable = tune.with_parameters(replay_trainable, frame=table.frame, seed=table.seeds[0],
                                          weight=space.objective.diversity_weight)
-        tuner = tune.Tuner(trainable, param_space={"trial": tune.grid_search(trial_points(space))},
-                           run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0),
+        tuner = tune.Tuner(trainable, run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0),
                            tune_config=tune.TuneConfig(
-                               search_alg=BasicVariantGenerator(random_state=space.seed),
+                               search_alg=build_searcher(space), num_samples=len(planned_trials(space)),
                                scheduler=make_scheduler(space.scheduler, max_t=max_student_updates(space, table))))
-        live = sorted((tuple(sorted(r.config["trial"].items())), int(r.metrics_dataframe["student_updates"].max()))
+        live = sorted(((r.config["anchor_k"], r.config["lambda_div"]), int(r.metrics_dataframe["student_updates"].max()))
                       for r in tuner.fit())
     finally:
         ray.shutdown()
     sim = simulate(space, table, workers=1)
-    simulated = sorted((tuple(sorted({k[len("suggested_"):]: v for k, v in row.items()
-                                      if k.startswith("suggested_")}.items())), int(row["student_updates"]))
+    simulated = sorted(((row["suggested_anchor_k"], row["suggested_lambda_div"]), int(row["student_updates"]))
                        for row in sim.trials.to_dict("records"))
     assert simulated == live
     if scheduler != "fifo":
