@@ -45,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--wait-for-resources", type=float, default=0.0, metavar="SECONDS",
                         help="with --address: wait up to this long for the cluster to offer the trials' "
                              "resources (an autoscaling cluster adds nodes); default 0: refuse at once")
+    parser.add_argument("--simulate", type=Path, metavar="TABLE.parquet",
+                        help="replay the search on recorded curves (bench/tabular.py) instead of training: tune.simulate")
     return parser.parse_args(argv)
 
 
@@ -347,6 +349,10 @@ def main(argv=None) -> int:
     if args.dry_run:
         print(describe_plan(space, args))
         return 0
+    if args.simulate:
+        from .simulate import simulate_command
+
+        return simulate_command(space, args)
     from . import preflight
 
     storage, name = storage_uri(args.storage), args.name or space.name

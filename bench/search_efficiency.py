@@ -1,0 +1,259 @@
+"""Search efficiency on a tabulated benchmark: the front each strategy finds for the compute it spends.
+
+Every strategy is the real search (`tune.simulate`: Ray's grid / random generator or Optuna
+through Ray's `OptunaSearch`, with FIFO, Ray's ASHA on J or the project's MO-ASHA) replayed on
+the recorded curves, for many seeds and for 2 and 8 workers. For each run:
+
+- **hypervolume fraction**: the front the search would show (each trial's latest report, scored
+  as the search scores it, quality_score >= objective.min_quality, non-dominated) is judged by
+  the *true* scores of those students (the mean over the table's training seeds at the budget
+  each trial reached), its hypervolume divided by the true front's (`tune.tabular.ground_truth`);
+  averaged over backbones;
+- **compute**: seconds of recorded trial time without the anchor, plus the shared anchor passes
+  (`tune.simulate`), as a fraction of the full grid's (grid + FIFO, same seed and workers);
+- **compute to 95%**: the first compute at which the fraction reaches 0.95;
+- **regret**: the best true J of the table minus the true J of the recommended trial (the one
+  with the best reported J among those above the quality floor).
+
+    python bench/search_efficiency.py --table bench/results/tabular/small/table.parquet --seeds 20
+
+Prints the table (median and spread over seeds) and writes search_efficiency.png and
+search_efficiency.md beside ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tune.simulate import simulate  # noqa: E402
+from tune.space import load_space  # noqa: E402
+from tune.tabular import SCORES, RecordedTable, front_mask, ground_truth, hypervolume, true_points  # noqa: E402
+
+STRATEGIES = {  # name: (method, scheduler)
+    "grid + FIFO (full grid)": ("grid", "fifo"),
+    "random + FIFO": ("random", "fifo"),
+    "grid + ASHA on J": ("grid", "asha"),
+    "grid + MO-ASHA": ("grid", "moasha"),
+    "Optuna TPE + ASHA": ("optuna_tpe", "asha"),
+    "Optuna NSGA-II + MO-ASHA": ("optuna_nsga2", "moasha"),
+}
+FULL_GRID = "grid + FIFO (full grid)"
+BUDGETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0)  # fractions of the full grid's compute
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", type=Path, required=True, help="table.parquet written by bench/tabular.py")
+    p.add_argument("--seeds", type=int, default=20, help="simulated searches per strategy and worker count")
+    p.add_argument("--workers", type=int, nargs="+", default=[2, 8])
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), help="names of STRATEGIES")
+    p.add_argument("--diversity-weight", type=float, default=0.5)
+    p.add_argument("--min-quality", type=float, default=None, help="default: the space schema's objective.min_quality")
+    p.add_argument("--grace-period", type=int, default=None, help="ASHA / MO-ASHA grace (default: the first rung)")
+    p.add_argument("--reduction-factor", type=float, default=2.0)
+    p.add_argument("--jobs", type=int, default=1, help="processes (each replays a block of seeds)")
+    p.add_argument("--out", type=Path, default=Path("bench/results/search_efficiency"))
+    return p.parse_args(argv)
+
+
+def space_file(table: RecordedTable, args, method: str, scheduler: str, directory: Path) -> Path:
+    """A search space over exactly the table's grid, as a user would write it."""
+    frame = table.frame
+    rungs = sorted(frame["student_updates"].unique())
+    iterations = int(frame["iterations"].iloc[0]) if "iterations" in frame else int(rungs[-1]) * 6
+    spec = {"name": f"sim-{method}-{scheduler}", "method": method, "baseline": False,
+            "backbones": {b: {} for b in table.values["backbone"]},
+            "parameters": {"anchor_k": {"values": table.ks},
+                           "lambda_div": {"values": [float(v) for v in table.values["lambda_div"]]}},
+            "train": {"iterations": iterations}, "eval": {"every": int(rungs[0])},
+            "objective": {"diversity_weight": args.diversity_weight},
+            "scheduler": {"type": scheduler, "grace_period": args.grace_period or int(rungs[0]),
+                          "reduction_factor": args.reduction_factor},
+            "wandb": {"enabled": False}}
+    if len(table.values["backbone"]) > 1:
+        spec["parameters"]["backbone"] = {"values": list(table.values["backbone"])}
+    if args.min_quality is not None:
+        spec["objective"]["min_quality"] = args.min_quality
+    path = directory / f"{method}-{scheduler}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def trajectory(reports: pd.DataFrame, truth: dict, points: pd.DataFrame, min_quality: float) -> pd.DataFrame:
+    """(compute, hypervolume fraction, recommended true J) after every report of one search."""
+    true_by_key = points.set_index(["backbone", "anchor_k", "lambda_div", "student_updates"])
+    latest: dict[str, dict] = {}
+    rows = []
+    for report in reports.to_dict("records"):
+        latest[report["trial_id"]] = report
+        seen = pd.DataFrame(latest.values())
+        fractions = []
+        for backbone, t in truth.items():
+            mine = seen[seen["backbone"] == backbone]
+            if mine.empty:
+                fractions.append(0.0)
+                continue
+            chosen = mine[front_mask(mine, min_quality=min_quality)]
+            keys = list(zip(chosen["backbone"], chosen["anchor_k"], chosen["lambda_div"], chosen["student_updates"]))
+            judged = true_by_key.loc[keys, list(SCORES)].reset_index(drop=True)
+            fractions.append(hypervolume(judged, min_quality=min_quality) / t["hypervolume"])
+        eligible = seen[seen["quality_score"] >= min_quality]
+        rec = (eligible if not eligible.empty else seen).sort_values("objective", ascending=False).iloc[0]
+        rec_true = float(true_by_key.loc[(rec["backbone"], rec["anchor_k"], rec["lambda_div"], rec["student_updates"]),
+                                         "objective"])
+        rows.append({"compute": report["compute"], "hv_fraction": float(np.mean(fractions)), "recommended_J": rec_true})
+    return pd.DataFrame(rows)
+
+
+def run(args):
+    """Every strategy x workers x seed; ``--jobs`` processes share the (workers, seeds) blocks."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = max(1, -(-args.jobs // len(args.workers)))  # seed blocks per worker count
+    blocks = [(w, list(range(args.seeds))[i::chunks]) for w in args.workers for i in range(chunks)]
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            parts = list(pool.map(run_block, [args] * len(blocks), blocks))
+    else:
+        parts = [run_block(args, block) for block in blocks]
+    rows = pd.concat([p[0] for p in parts], ignore_index=True).sort_values(["workers", "seed"], kind="stable")
+    return rows, pd.concat([p[1] for p in parts], ignore_index=True), parts[0][2]
+
+
+def run_block(args, block):
+    """One worker count and a list of seeds: (result rows, trajectories, ground truth)."""
+    workers, seeds = block
+    table = RecordedTable.load(args.table)
+    rows, curves, done = [], [], {}
+    grid_size = len(table.ks) * len(table.values["lambda_div"]) * len(table.values["backbone"])
+    with tempfile.TemporaryDirectory() as tmp:
+        names = list(dict.fromkeys([FULL_GRID, *args.strategies]))  # the full grid is the compute reference
+        spaces = {name: load_space(space_file(table, args, *STRATEGIES[name], Path(tmp))) for name in names}
+        min_quality = spaces[FULL_GRID].objective.min_quality
+        truth = ground_truth(table, diversity_weight=args.diversity_weight, min_quality=min_quality)
+        points = true_points(table, diversity_weight=args.diversity_weight)
+        best_j = max(t["best_objective"] for t in truth.values())
+        for seed in seeds:
+            reference = None
+            for name in names:
+                # Samplers get as many trials as the grid has points; a grid runs each point once.
+                samples = 1 if spaces[name].method == "grid" else grid_size
+                # A grid's order and ASHA's brackets do not depend on the seed: only the training
+                # seed it replays (seed % the table's seeds) changes a grid search, so replay it once.
+                key = (name, seed % len(table.seeds)) if spaces[name].method == "grid" else None
+                if key is None or key not in done:
+                    sim = simulate(dataclasses.replace(spaces[name], seed=seed, num_samples=samples), table,
+                                   workers=workers)
+                    result = (sim, trajectory(sim.reports, truth, points, min_quality))
+                    if key is not None:
+                        done[key] = result
+                sim, traj = done[key] if key is not None else result
+                traj = traj.copy()
+                reference = reference or sim.compute["seconds"]
+                if name not in args.strategies:
+                    continue
+                traj["budget"] = traj["compute"] / reference
+                reach = traj.loc[traj["hv_fraction"] >= 0.95, "budget"]
+                rows.append({"strategy": name, "workers": workers, "seed": seed,
+                             "final_hv_fraction": traj["hv_fraction"].iloc[-1],
+                             "compute_fraction": traj["budget"].iloc[-1],
+                             "to_95": float(reach.iloc[0]) if not reach.empty else np.inf,
+                             "regret": best_j - traj["recommended_J"].iloc[-1],
+                             "trials": sim.compute["trials"], "student_updates": sim.compute["student_updates"],
+                             "teacher_calls": sim.compute["teacher_calls"],
+                             **{f"hv@{b:g}": hv_at(traj, b) for b in BUDGETS}})
+                curves.append(traj.assign(strategy=name, workers=workers, seed=seed))
+    return pd.DataFrame(rows), pd.concat(curves, ignore_index=True), truth
+
+
+def hv_at(traj: pd.DataFrame, budget: float) -> float:
+    """The hypervolume fraction reached within ``budget`` (a fraction of the full grid's compute)."""
+    within = traj[traj["budget"] <= budget + 1e-9]
+    return float(within["hv_fraction"].max()) if not within.empty else 0.0
+
+
+def summary_table(results: pd.DataFrame) -> str:
+    def spread(series: pd.Series) -> str:
+        finite = series[np.isfinite(series)]
+        if finite.empty:
+            return "never"
+        q1, med, q3 = np.percentile(finite, [25, 50, 75]) if len(finite) == len(series) else (np.nan, np.median(series), np.nan)
+        reached = f" ({len(finite)}/{len(series)} reach)" if len(finite) < len(series) else ""
+        return (f"{med:.2f} [{q1:.2f}, {q3:.2f}]" if np.isfinite(q1) else f"{med:.2f}") + reached
+
+    lines = ["| workers | strategy | compute to 95% (median [IQR]) | final HV fraction | compute used | regret of the recommended (J) | "
+             + " | ".join(f"HV at {b:g}" for b in BUDGETS) + " |",
+             "|---" * (6 + len(BUDGETS)) + "|"]
+    for (workers, name), g in results.groupby(["workers", "strategy"], sort=False):
+        lines.append(f"| {workers} | {name} | {spread(g['to_95'])} | {g['final_hv_fraction'].median():.3f} | "
+                     f"{g['compute_fraction'].median():.2f} | {g['regret'].median():.3f} | "
+                     + " | ".join(f"{g[f'hv@{b:g}'].median():.2f}" for b in BUDGETS) + " |")
+    return "\n".join(lines)
+
+
+def plot(curves: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.linspace(0, 1.05, 85)
+    workers = sorted(curves["workers"].unique())
+    fig, axes = plt.subplots(1, len(workers), figsize=(6 * len(workers), 4.5), squeeze=False, sharey=True)
+    for ax, w in zip(axes[0], workers):
+        for name, g in curves[curves["workers"] == w].groupby("strategy", sort=False):
+            per_seed = []
+            for _, s in g.groupby("seed"):
+                best = np.maximum.accumulate(s["hv_fraction"].to_numpy())
+                idx = np.searchsorted(s["budget"].to_numpy(), grid, side="right") - 1
+                per_seed.append(np.where(idx >= 0, best[np.clip(idx, 0, None)], 0.0))
+            per_seed = np.array(per_seed)
+            med = np.median(per_seed, axis=0)
+            line, = ax.plot(grid, med, label=name)
+            ax.fill_between(grid, *np.percentile(per_seed, [25, 75], axis=0), color=line.get_color(), alpha=0.15)
+        ax.axhline(0.95, color="grey", lw=0.8, ls="--")
+        ax.set_title(f"{w} workers")
+        ax.set_xlabel("compute spent / full grid's compute")
+    axes[0][0].set_ylabel("hypervolume of the front found / true front's")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    results, curves, truth = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table_md = summary_table(results)
+    lines = [f"table: {args.table}, {args.seeds} seeds per strategy, workers {args.workers}; "
+             f"simulated in {time.time() - started:.0f} s", ""]
+    for backbone, t in truth.items():
+        lines.append(f"true front ({backbone}, mean over seeds, final budget): hypervolume {t['hypervolume']:.4f}, "
+                     f"best J {t['best_objective']:.4f}")
+        cols = ["anchor_k", "lambda_div", "diversity_score", "diversity_score_std", "quality_score",
+                "quality_score_std", "objective"]
+        lines.append(t["front"][cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    lines += ["", table_md]
+    text = "\n".join(lines)
+    print(text)
+    (args.out.with_suffix(".md")).write_text(text + "\n")
+    results.to_csv(args.out.with_suffix(".csv"), index=False)
+    plot(curves, args.out.with_suffix(".png"))
+    print(f"\nwrote {args.out.with_suffix('.png')}, {args.out.with_suffix('.md')}, {args.out.with_suffix('.csv')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
