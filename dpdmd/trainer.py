@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .anchors import AnchorProvider, LocalAnchors
 from .backbones import Backbone, get_backbone
+from . import sharding
 from .config import ConfigError, TrainConfig
 from .distributed import DistributedContext
 from .evaluation import eval_prompts, generate, make_evaluator, save_grid, score, teacher_reference
@@ -103,6 +104,11 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
             ranks return {}). None: one process.
     """
     main = distributed is None or distributed.is_main
+    # Sharded networks (FSDP2) forward only with every rank: all ranks then sample the evaluation
+    # and gather each checkpoint (whenever rank 0 writes one), rank 0 alone scores and writes.
+    sharded = distributed is not None and distributed.sharded
+    collective_eval = main or sharded
+    writes_checkpoints = out_dir is not None
     if not main:  # only rank 0 evaluates, writes and reports
         report, out_dir, progress = None, None, False
     backbone = build_backbone(config)
@@ -122,22 +128,27 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     backbone.release_text_encoders()
     if out is not None:
         _write_teacher_reference(out, config, backbone, method, embed, evaluator)
-    start = _resume(resume_from, config, method, out)
 
     world = 1
-    if distributed is not None:  # same weights on every rank, gradients averaged over the ranks
+    if distributed is not None:  # replicas made equal and gradients averaged, or networks sharded
         distributed.attach(method)
         world = distributed.world_size
+    start = _resume(resume_from, config, method, out, distributed)  # after attach: shards load their part
     updates = student_updates_done(start, config.fake_updates)
     running: dict[str, list[float]] = defaultdict(list)
     metrics: dict = {}
+    evaluated = False
     started = time.time()
 
     def evaluate(iteration: int) -> dict:
-        """Score the student, write its samples, metrics and checkpoint, and report them."""
+        """Score the student, write its samples, metrics and checkpoint, and report them (rank 0;
+        with sharded networks every rank samples and gathers, and the others get {})."""
+        nonlocal evaluated
         result = _evaluate_and_save(config, method, evaluator, embed, prompts_eval, provider, running, out,
-                                    iteration=iteration, updates=updates, seconds=time.time() - started)
+                                    iteration=iteration, updates=updates, seconds=time.time() - started,
+                                    distributed=distributed, writes_checkpoints=writes_checkpoints)
         running.clear()
+        evaluated = True
         if report is not None:
             report(result, out / CHECKPOINT if out is not None else None)
         return result
@@ -163,13 +174,17 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
         for k, v in method.student_update(batch, cond, uncond, target).items():
             running[k].append(v)
         updates += 1
-        if main and (i == config.iterations - 1 or (config.eval.every and updates % config.eval.every == 0)):
+        if collective_eval and (i == config.iterations - 1 or (config.eval.every and updates % config.eval.every == 0)):
             metrics = evaluate(i + 1)
-            bar.set_postfix(div=f"{metrics['diversity']:.4f}", q=f"{metrics['quality']:.3f}")
-    if main and not metrics:  # the run ended on fake updates after its last evaluation, or resumed at the end
+            if main:
+                bar.set_postfix(div=f"{metrics['diversity']:.4f}", q=f"{metrics['quality']:.3f}")
+    if collective_eval and not evaluated:  # the run ended on fake updates after its last evaluation, or resumed
         metrics = evaluate(config.iterations)
-    if out is not None and hasattr(method.student, "save_pretrained"):  # loadable with from_pretrained
-        method.student.save_pretrained(out / "student")
+    if writes_checkpoints and hasattr(method.student, "save_pretrained"):  # loadable with from_pretrained
+        if sharded:
+            sharding.save_pretrained(method, out / "student" if out is not None else None, is_main=main)
+        elif out is not None:
+            method.student.save_pretrained(out / "student")
     return metrics
 
 
@@ -193,23 +208,37 @@ def _write_teacher_reference(out: Path, config, backbone, method, embed, evaluat
     (out / "teacher_metrics.json").write_text(json.dumps(reference, indent=1))
 
 
-def _resume(resume_from: str | Path | None, config: TrainConfig, method: DPDMD, out: Path | None) -> int:
-    """Load the checkpoint's networks and optimisers into ``method``; returns its iteration (0: none)."""
+def _resume(resume_from: str | Path | None, config: TrainConfig, method: DPDMD, out: Path | None,
+            distributed: DistributedContext | None = None) -> int:
+    """Load the checkpoint's networks and optimisers into ``method``; returns its iteration (0: none).
+    A checkpoint of any number of workers, sharded or not (one format)."""
     if resume_from is None:
         return 0
-    state = torch.load(Path(resume_from) / "state.pt", map_location="cpu", weights_only=False)
+    sharded = distributed is not None and distributed.sharded
+    # sharded: mmap, so the ranks of one node share the file's pages instead of a copy each
+    state = torch.load(Path(resume_from) / "state.pt", map_location="cpu", weights_only=False, mmap=sharded)
     if state["config"] != config.to_dict():
         raise ConfigError(["resume: the checkpoint was written by a different config; "
                            "resume with the same config or start a new run"], str(resume_from))
-    method.load_state_dict(state["method"])
+    if distributed is not None:
+        distributed.load_method_state(method, state["method"])
+    else:
+        method.load_state_dict(state["method"])
     if out is not None:
         _truncate_metrics(out / "metrics.csv", state["iteration"])
     return state["iteration"]
 
 
 def _evaluate_and_save(config, method, evaluator, embed, prompts, provider, running, out, *, iteration, updates,
-                       seconds) -> dict:
+                       seconds, distributed=None, writes_checkpoints=True) -> dict:
+    """Rank 0 (and, with sharded networks, every rank, for the collectives): sample the evaluation
+    set, gather the method's state; rank 0 alone scores, logs and writes. Returns {} off rank 0."""
     images = generate(method.backbone, method.sample, prompts, config.eval.seeds_per_prompt, embed)
+    state = None
+    if writes_checkpoints:
+        state = distributed.method_state(method) if distributed is not None else method.state_dict()
+    if evaluator is None:  # another rank of a sharded run: its part is done
+        return {}
     metrics = {"iteration": iteration, "student_updates": updates, **score(evaluator, images, prompts)}
     metrics.update({k: sum(v) / len(v) for k, v in running.items() if v})
     stats = getattr(provider, "stats", None)
@@ -221,16 +250,18 @@ def _evaluate_and_save(config, method, evaluator, embed, prompts, provider, runn
         save_grid(images, out / "samples" / f"student_{updates:05d}.png")
         shutil.copyfile(out / "samples" / f"student_{updates:05d}.png", out / "samples" / "student_latest.png")
         _append_metrics(out / "metrics.csv", metrics)
-        save_checkpoint(out / CHECKPOINT, method, config, iteration)
+        save_checkpoint(out / CHECKPOINT, state, config, iteration)
     return metrics
 
 
-def save_checkpoint(path: Path, method: DPDMD, config: TrainConfig, iteration: int) -> None:
-    """Write ``path/state.pt`` atomically: a crash mid-write leaves the previous checkpoint intact."""
+def save_checkpoint(path: Path, method: DPDMD | dict, config: TrainConfig, iteration: int) -> None:
+    """Write ``path/state.pt`` atomically: a crash mid-write leaves the previous checkpoint intact.
+    ``method``: the `DPDMD` or its ``state_dict()`` (gathered already from a sharded run)."""
+    state = method if isinstance(method, dict) else method.state_dict()
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    torch.save({"method": method.state_dict(), "config": config.to_dict(), "iteration": iteration}, tmp / "state.pt")
+    torch.save({"method": state, "config": config.to_dict(), "iteration": iteration}, tmp / "state.pt")
     (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     old = path.with_name(path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
