@@ -31,9 +31,11 @@ broadcast buffers, a collective). Hooks on the parameters leave the networks unt
 method, the evaluation and the checkpoint format are the same as a one-worker run's. The cost is
 DDP's bucketing and overlap: one all-reduce per parameter tensor, issued from the backward pass
 (on NCCL it is queued on the communication stream without blocking the host). Full fine-tuning of
-SD3.5-M over 8 GPUs averages ~9 GB of fp32 gradients per update this way; FSDP (sharded weights
-and optimiser states, for memory) needs every rank in the evaluation and the checkpoint gather,
-which rule 4 excludes: it is the next step, not this module.
+SD3.5-M over 8 GPUs averages ~9 GB of fp32 gradients per update this way, and every rank holds the
+whole networks and AdamW states (~72 GB). ``DistributedContext(shard_networks=True)`` shards them
+instead (FSDP2, `dpdmd.sharding`): rules 1 and 3 stay, rule 2 becomes a reduce-scatter, and rule 4
+changes in one point: every rank takes part in the evaluation's sampling and in each checkpoint's
+gather (collectives), while rank 0 alone scores, writes and reports.
 """
 
 from __future__ import annotations

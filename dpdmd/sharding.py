@@ -3,8 +3,8 @@
 `dpdmd.distributed` replicates the networks on every rank and averages gradients; that needs the
 whole student, fake score, their gradients and AdamW states on each GPU (16 bytes per trainable
 parameter and network: ~72 GB for SD3.5-M, ~260 GB for SD3.5-L's 8 B). Here
-(``DistributedContext(..., shard=True)``) each of those is split over the W ranks with PyTorch's
-FSDP2, ``torch.distributed.fsdp.fully_shard``:
+(``DistributedContext(..., shard_networks=True)``) each of those is split over the W ranks with
+PyTorch's FSDP2, ``torch.distributed.fsdp.fully_shard``:
 
 1. **What is sharded.** The student and the fake score: every repeated block (SD3's
    ``JointTransformerBlock``, SDXL's ``BasicTransformerBlock``, `acceleration.repeated_block_classes`)
@@ -22,7 +22,7 @@ FSDP2, ``torch.distributed.fsdp.fully_shard``:
    global norm), and AdamW is elementwise, so each shard steps as its slice of the one-worker step.
    Differences are fp32 summation order only.
 3. **Every rank in the collectives.** The student's forward passes all-gather, so the evaluation's
-   sampling runs on every rank (rank 0 alone decodes-and-scores, writes and reports), and a
+   sampling runs on every rank (rank 0 alone scores, writes and reports), and a
    checkpoint is gathered by every rank (`full_state_dict`: ``get_model_state_dict`` /
    ``get_optimizer_state_dict`` with ``full_state_dict=True``, kept on rank 0 in CPU memory).
 4. **One checkpoint format.** `full_state_dict` returns exactly `DPDMD.state_dict()`'s layout

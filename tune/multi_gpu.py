@@ -4,7 +4,8 @@ A backbone whose ``resources`` ask for ``workers: N > 1`` (full fine-tuning of s
 trains data-parallel (`dpdmd.distributed`) over N worker processes. By default the student, the
 fake score and their optimiser states are *sharded* over the workers (FSDP2, `dpdmd.sharding`):
 each GPU holds 1/N of them, which is what lets SD3.5-L (8 B) train fully at all; ``shard: false``
-replicates them instead (gradients averaged: less communication, for networks that fit one GPU). The trial's resources are one
+replicates them instead (gradients averaged: less communication, for networks that fit one GPU).
+The trial's resources are one
 placement group, ``[{}] + [{"CPU": cpu, "GPU": gpu}] * N`` (`trial_resources`), so Tune starts
 the trial only when all N workers fit, and never half of one. Inside it:
 

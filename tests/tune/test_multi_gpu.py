@@ -1,6 +1,7 @@
 """Multi-worker trials on the CPU (gloo): `dpdmd.distributed` (2 processes with replicas train as
 1 on the same global batch; sharded workers: tests/dpdmd/test_sharding.py) and `tune.multi_gpu` (a
-2-worker sharded Tune trial in one placement group reports metrics and a checkpoint). The GPU path differs only in the backend (NCCL) and the bundles' GPUs."""
+2-worker sharded Tune trial in one placement group reports metrics and a checkpoint). The GPU path
+differs only in the backend (NCCL) and the bundles' GPUs."""
 
 
 import pytest
