@@ -5,9 +5,8 @@ trains data-parallel (`dpdmd.distributed`) over N worker processes. By default t
 fake score and their optimiser states are *sharded* over the workers (FSDP2, `dpdmd.sharding`):
 each GPU holds 1/N of them, which is what lets SD3.5-L (8 B) train fully at all; ``shard: false``
 replicates them instead (gradients averaged: less communication, for networks that fit one GPU).
-The trial's resources are one
-placement group, ``[{}] + [{"CPU": cpu, "GPU": gpu}] * N`` (`trial_resources`), so Tune starts
-the trial only when all N workers fit, and never half of one. Inside it:
+The trial's resources are one placement group, ``[{}] + [{"CPU": cpu, "GPU": gpu}] * N``
+(`trial_resources`), so Tune starts the trial only when all N workers fit, and never half of one. Inside it:
 
 - the Tune trial itself (the empty head bundle: Ray puts it on the node of the first worker
   bundle, with no resources of its own) is the *coordinator*: it starts one worker actor per
