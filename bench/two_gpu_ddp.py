@@ -2,9 +2,11 @@
 
     python bench/two_gpu_ddp.py                     # needs 2 CUDA devices; digits-flow, shipped weights
     python bench/two_gpu_ddp.py --device cpu        # the same check with gloo on the CPU
+    python bench/two_gpu_ddp.py --shard             # the two workers shard the networks (FSDP2)
 
 Runs `dpdmd.train` once on one device with the global batch, then on two devices with
-`dpdmd.distributed` (each worker half of the batch, gradients averaged), and prints the largest
+`dpdmd.distributed` (each worker half of the batch, gradients averaged; with ``--shard`` the
+networks and optimiser states split over the two, `dpdmd.sharding`), and prints the largest
 difference between the two runs' student and fake-score weights, how far training moved them,
 and the wall time of each.
 """
@@ -42,7 +44,8 @@ def worker(rank: int, args, init_method: str, out_dir: str) -> None:
     device = f"cuda:{rank}" if args.device == "cuda" else "cpu"
     if args.device == "cuda":
         torch.cuda.set_device(rank)
-    context = init_process_group(rank=rank, world_size=2, init_method=init_method, device=device)
+    context = init_process_group(rank=rank, world_size=2, init_method=init_method, device=device,
+                                 shard_networks=args.shard)
     try:
         train(config(args, args.batch_size, device), out_dir=out_dir, progress=False, distributed=context)
     finally:
@@ -58,6 +61,7 @@ def main() -> int:
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--iterations", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=8, help="per worker")
+    parser.add_argument("--shard", action="store_true", help="shard the networks over the workers (FSDP2)")
     args = parser.parse_args()
     if args.device == "cuda" and torch.cuda.device_count() < 2:
         print(f"needs 2 CUDA devices, found {torch.cuda.device_count()}", file=sys.stderr)
@@ -84,7 +88,8 @@ def main() -> int:
 
     diff, control = distance(one, two), distance(one, half)
     moved = max((one[n][k] - teacher[k]).abs().max().item() for n in ("student", "fake") for k in one[n])
-    print(f"{backend}, 2 workers x batch {args.batch_size} vs 1 worker x batch {2 * args.batch_size}, "
+    kind = ", sharded" if args.shard else ""
+    print(f"{backend}{kind}, 2 workers x batch {args.batch_size} vs 1 worker x batch {2 * args.batch_size}, "
           f"{args.iterations} iterations")
     print(f"max |weights(2 workers) - weights(1 worker)| = {diff:.2e}; training moved the weights by up to "
           f"{moved:.2e}; a worker on its own rows only ends {control:.2e} away")

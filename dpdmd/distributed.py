@@ -31,9 +31,11 @@ broadcast buffers, a collective). Hooks on the parameters leave the networks unt
 method, the evaluation and the checkpoint format are the same as a one-worker run's. The cost is
 DDP's bucketing and overlap: one all-reduce per parameter tensor, issued from the backward pass
 (on NCCL it is queued on the communication stream without blocking the host). Full fine-tuning of
-SD3.5-M over 8 GPUs averages ~9 GB of fp32 gradients per update this way; FSDP (sharded weights
-and optimiser states, for memory) needs every rank in the evaluation and the checkpoint gather,
-which rule 4 excludes: it is the next step, not this module.
+SD3.5-M over 8 GPUs averages ~9 GB of fp32 gradients per update this way, and every rank holds the
+whole networks and AdamW states (~72 GB). ``DistributedContext(shard_networks=True)`` shards them
+instead (FSDP2, `dpdmd.sharding`): rules 1 and 3 stay, rule 2 becomes a reduce-scatter, and rule 4
+changes in one point: every rank takes part in the evaluation's sampling and in each checkpoint's
+gather (collectives), while rank 0 alone scores, writes and reports.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from . import sharding
 from .stream import Batch
 
 
@@ -61,10 +64,14 @@ class DistributedContext:
     Attributes:
         rank: 0..world_size-1; rank 0 evaluates, writes and reports.
         world_size: number of processes (workers) training together.
+        shard_networks: split the student, the fake score and their optimiser states over the ranks
+            (FSDP2, `dpdmd.sharding`) instead of replicating them (rule 2's gradient averaging).
+            Then every rank takes part in the evaluation's sampling and the checkpoint gather.
     """
 
     rank: int
     world_size: int
+    shard_networks: bool = False
 
     def __post_init__(self):
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
@@ -86,23 +93,50 @@ class DistributedContext:
         return dataclasses.replace(batch, prompts=batch.prompts[take], x1=batch.x1[take],
                                    dmd_eps=batch.dmd_eps[take])
 
-    def attach(self, method) -> GradientAverager:
-        """Make `method` (a `dpdmd.method.DPDMD`) train data-parallel (rule 2): copy rank 0's
-        trainable weights of the student and the fake score to every rank, then average their
-        gradients over the ranks in every backward pass. Call once, on every rank."""
+    @property
+    def sharded(self) -> bool:
+        """Whether the networks are split over several ranks (collective forward passes)."""
+        return self.shard_networks and self.world_size > 1
+
+    def attach(self, method) -> GradientAverager | None:
+        """Make `method` (a `dpdmd.method.DPDMD`) train over the ranks. Replicated (rule 2): copy
+        rank 0's trainable weights of the student and the fake score to every rank, then average
+        their gradients over the ranks in every backward pass. Sharded: `dpdmd.sharding.
+        shard_networks` (the weights are the same on every rank already: built from the same
+        teacher). Call once, on every rank, before training and before loading a checkpoint."""
         params = [*method.trainable(method.student), *method.trainable(method.fake)]
         if self.world_size == 1:
             return GradientAverager([], world_size=1)
+        self._check_process_group()
+        if self.shard_networks:
+            sharding.shard_networks(method, world_size=self.world_size, device=method.backbone.device)
+            return None
+        with torch.no_grad():
+            for p in params:
+                dist.broadcast(p.data, src=0)
+        return GradientAverager(params, world_size=self.world_size)
+
+    def method_state(self, method) -> dict | None:
+        """The method's checkpoint state (`DPDMD.state_dict()`'s format) on rank 0, None on the
+        others. Sharded: gathered from every rank (a collective: every rank calls it)."""
+        if self.sharded:
+            return sharding.full_state_dict(method)
+        return method.state_dict() if self.is_main else None
+
+    def load_method_state(self, method, state: dict) -> None:
+        """Load a checkpoint's method state (written by a run of any number of workers)."""
+        if self.sharded:
+            sharding.load_full_state_dict(method, state)
+        else:
+            method.load_state_dict(state)
+
+    def _check_process_group(self) -> None:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError(f"rank {self.rank} of {self.world_size}: no torch.distributed process group; "
                                f"call dpdmd.distributed.init_process_group(...) first")
         if dist.get_world_size() != self.world_size or dist.get_rank() != self.rank:
             raise RuntimeError(f"DistributedContext says rank {self.rank} of {self.world_size}, the process group "
                                f"rank {dist.get_rank()} of {dist.get_world_size()}")
-        with torch.no_grad():
-            for p in params:
-                dist.broadcast(p.data, src=0)
-        return GradientAverager(params, world_size=self.world_size)
 
 
 class GradientAverager:
@@ -130,7 +164,7 @@ class GradientAverager:
 
 
 def init_process_group(*, rank: int, world_size: int, init_method: str, device: torch.device | str,
-                       timeout_s: float = 1800.0) -> DistributedContext:
+                       timeout_s: float = 1800.0, shard_networks: bool = False) -> DistributedContext:
     """Join the process group (NCCL on CUDA, gloo on the CPU) and return this rank's context.
 
     Args:
@@ -139,13 +173,14 @@ def init_process_group(*, rank: int, world_size: int, init_method: str, device: 
             the training config means it.
         timeout_s: how long a collective waits for a rank that stopped (a crashed worker ends the
             others after this).
+        shard_networks: the context's ``shard_networks`` (FSDP2 sharding instead of replicas).
     """
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend_for(device), init_method=init_method, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=timeout_s))
-    return DistributedContext(rank=rank, world_size=world_size)
+    return DistributedContext(rank=rank, world_size=world_size, shard_networks=shard_networks)
 
 
 def destroy_process_group() -> None:

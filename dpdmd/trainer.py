@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import sharding
 from .anchors import AnchorProvider, LocalAnchors
 from .backbones import Backbone, get_backbone
 from .config import ConfigError, TrainConfig
@@ -117,6 +118,11 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     NaN scores, ``diverged`` = 1 and ``diverged_reason`` is logged and reported (no checkpoint).
     """
     main = distributed is None or distributed.is_main
+    # Sharded networks (FSDP2) forward only with every rank: all ranks then sample the evaluation
+    # and gather each checkpoint (whenever rank 0 writes one), rank 0 alone scores and writes.
+    sharded = distributed is not None and distributed.sharded
+    collective_eval = main or sharded
+    writes_checkpoints = out_dir is not None
     if not main:  # only rank 0 evaluates, writes and reports
         report, out_dir, progress = None, None, False
     backbone = build_backbone(config)
@@ -138,12 +144,12 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     backbone.release_text_encoders()
     if out is not None or (evaluator is not None and evaluator.uses_teacher_reference):
         _write_teacher_reference(out, config, backbone, method, embed, evaluator)
-    start, carried = _resume(state, method, out)
 
     world = 1
-    if distributed is not None:  # same weights on every rank, gradients averaged over the ranks
+    if distributed is not None:  # replicas made equal and gradients averaged, or networks sharded
         distributed.attach(method)
         world = distributed.world_size
+    start, carried = _resume(state, method, out, distributed)  # after attach: shards load their part
     updates = student_updates_done(start, config.fake_updates)
     running: dict[str, list[float]] = defaultdict(list)
     metrics: dict = {}
@@ -151,14 +157,19 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     # (stopping one rank alone would hang the others): there rank 0 catches it at evaluation.
     watch_losses = distributed is None
     diverged = None
+    evaluated = False
     started = time.time()
 
     def evaluate(iteration: int) -> dict:
-        """Score the student, write its samples, metrics and checkpoint, and report them."""
+        """Score the student, write its samples, metrics and checkpoint, and report them (rank 0;
+        with sharded networks every rank samples and gathers, and the others get {})."""
+        nonlocal evaluated
         result = _evaluate_and_save(config, method, evaluator, embed, prompts_eval, provider, running, out,
                                     iteration=iteration, updates=updates, seconds=time.time() - started,
-                                    keep_previous=keep_previous_checkpoint, carried=carried)
+                                    keep_previous=keep_previous_checkpoint, carried=carried,
+                                    distributed=distributed, writes_checkpoints=writes_checkpoints)
         running.clear()
+        evaluated = True
         if report is not None:  # a diverged student has no checkpoint (the last good one stays)
             report(result, out / CHECKPOINT if out is not None and not result["diverged"] else None)
         return result
@@ -192,23 +203,27 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
         diverged = _non_finite(losses, f"at iteration {i + 1}") if watch_losses else None
         if diverged:
             break
-        if main and (i == config.iterations - 1 or (config.eval.every and updates % config.eval.every == 0)):
+        if collective_eval and (i == config.iterations - 1 or (config.eval.every and updates % config.eval.every == 0)):
             metrics = evaluate(i + 1)
-            if metrics["diverged"]:
+            if metrics.get("diverged"):
                 return metrics
-            bar.set_postfix(div=f"{metrics['diversity']:.4f}", q=f"{metrics['quality']:.3f}")
+            if main:
+                bar.set_postfix(div=f"{metrics['diversity']:.4f}", q=f"{metrics['quality']:.3f}")
     if diverged is not None:  # stop as diverged: the row is kept and marked, the last good checkpoint stays
         metrics = _diverged_row(diverged, running, out, iteration=i + 1, updates=updates,
                                 seconds=time.time() - started, provider=provider, carried=carried) if main else {}
         if report is not None:
             report(metrics, None)
         return metrics
-    if main and not metrics:  # the run ended on fake updates after its last evaluation, or resumed at the end
+    if collective_eval and not evaluated:  # the run ended on fake updates after its last evaluation, or resumed
         metrics = evaluate(config.iterations)
-        if metrics["diverged"]:
+        if metrics.get("diverged"):
             return metrics
-    if out is not None and hasattr(method.student, "save_pretrained"):  # loadable with from_pretrained
-        method.student.save_pretrained(out / "student")
+    if writes_checkpoints and hasattr(method.student, "save_pretrained"):  # loadable with from_pretrained
+        if sharded:
+            sharding.save_pretrained(method, out / "student" if out is not None else None, is_main=main)
+        elif out is not None:
+            method.student.save_pretrained(out / "student")
     return metrics
 
 
@@ -237,12 +252,17 @@ def _write_teacher_reference(out: Path | None, config, backbone, method, embed, 
     (out / "teacher_metrics.json").write_text(json.dumps(reference, indent=1))
 
 
-def _resume(state: dict | None, method: DPDMD, out: Path | None) -> tuple[int, dict]:
-    """Load a checkpoint's networks and optimisers into ``method``; returns its iteration (0: no
-    checkpoint) and the counts of the run before it (added to this run's, `_carry`)."""
+def _resume(state: dict | None, method: DPDMD, out: Path | None,
+            distributed: DistributedContext | None = None) -> tuple[int, dict]:
+    """Load a checkpoint's networks and optimisers into ``method`` (after `DistributedContext.attach`:
+    sharded networks load their part; a checkpoint of any number of workers, one format); returns its
+    iteration (0: no checkpoint) and the counts of the run before it (added to this run's, `_carry`)."""
     if state is None:
         return 0, {}
-    method.load_state_dict(state["method"])
+    if distributed is not None:
+        distributed.load_method_state(method, state["method"])
+    else:
+        method.load_state_dict(state["method"])
     if out is not None:
         _truncate_metrics(out / "metrics.csv", state["iteration"])
     return state["iteration"], dict(state.get("counters", {}))
@@ -283,8 +303,16 @@ def _diverged_row(reason: str, running, out: Path | None, *, iteration: int, upd
 
 
 def _evaluate_and_save(config, method, evaluator, embed, prompts, provider, running, out, *, iteration, updates,
-                       seconds, keep_previous: bool = False, carried: dict | None = None) -> dict:
+                       seconds, keep_previous: bool = False, carried: dict | None = None,
+                       distributed=None, writes_checkpoints: bool = True) -> dict:
+    """Rank 0 (and, with sharded networks, every rank, for the collectives): sample the evaluation
+    set, gather the method's state; rank 0 alone scores, logs and writes. Returns {} off rank 0."""
     images = generate(method.backbone, method.sample, prompts, config.eval.seeds_per_prompt, embed)
+    state = None
+    if writes_checkpoints:
+        state = distributed.method_state(method) if distributed is not None else method.state_dict()
+    if evaluator is None:  # another rank of a sharded run: its part is done
+        return {}
     where = f"at iteration {iteration}"
     reason = _divergence(method, images, where)
     scores = score(evaluator, images, prompts) if reason is None else {}
@@ -304,7 +332,7 @@ def _evaluate_and_save(config, method, evaluator, embed, prompts, provider, runn
         save_grid(images, out / "samples" / f"student_{updates:05d}.png")
         shutil.copyfile(out / "samples" / f"student_{updates:05d}.png", out / "samples" / "student_latest.png")
         _append_metrics(out / "metrics.csv", metrics)
-        save_checkpoint(out / CHECKPOINT, method, config, iteration, keep_previous=keep_previous, counters=counters)
+        save_checkpoint(out / CHECKPOINT, state, config, iteration, keep_previous=keep_previous, counters=counters)
     return metrics
 
 
@@ -356,15 +384,17 @@ def load_checkpoint(path: Path, config: TrainConfig) -> dict:
 PREVIOUS = ".prev"  # the checkpoint before the last one, kept by save_checkpoint(keep_previous=True)
 
 
-def save_checkpoint(path: Path, method: DPDMD, config: TrainConfig, iteration: int, *,
+def save_checkpoint(path: Path, method: DPDMD | dict, config: TrainConfig, iteration: int, *,
                     keep_previous: bool = False, counters: dict | None = None) -> None:
     """Write ``path/state.pt`` atomically: a crash mid-write leaves the previous checkpoint intact.
+    ``method``: the `DPDMD` or its ``state_dict()`` (gathered already from a sharded run);
     ``keep_previous``: keep the one before as ``path.prev`` (a fallback if the last is damaged
     later; it doubles the disk the checkpoints take)."""
+    state = method if isinstance(method, dict) else method.state_dict()
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    torch.save({"method": method.state_dict(), "config": config.to_dict(), "iteration": iteration,
+    torch.save({"method": state, "config": config.to_dict(), "iteration": iteration,
                 "counters": dict(counters or {})}, tmp / "state.pt")
     (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     old = path.with_name(path.name + (PREVIOUS if keep_previous else ".old"))

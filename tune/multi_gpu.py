@@ -1,9 +1,12 @@
 """Multi-GPU trials: one Tune trial, one placement group, N data-parallel workers.
 
 A backbone whose ``resources`` ask for ``workers: N > 1`` (full fine-tuning of sd35m on 8 GPUs)
-trains data-parallel (`dpdmd.distributed`) over N worker processes. The trial's resources are one
-placement group, ``[{}] + [{"CPU": cpu, "GPU": gpu}] * N`` (`trial_resources`), so Tune starts
-the trial only when all N workers fit, and never half of one. Inside it:
+trains data-parallel (`dpdmd.distributed`) over N worker processes. By default the student, the
+fake score and their optimiser states are *sharded* over the workers (FSDP2, `dpdmd.sharding`):
+each GPU holds 1/N of them, which is what lets SD3.5-L (8 B) train fully at all; ``shard: false``
+replicates them instead (gradients averaged: less communication, for networks that fit one GPU).
+The trial's resources are one placement group, ``[{}] + [{"CPU": cpu, "GPU": gpu}] * N``
+(`trial_resources`), so Tune starts the trial only when all N workers fit, and never half of one. Inside it:
 
 - the Tune trial itself (the empty head bundle: Ray puts it on the node of the first worker
   bundle, with no resources of its own) is the *coordinator*: it starts one worker actor per
@@ -14,8 +17,13 @@ the trial only when all N workers fit, and never half of one. Inside it:
 - rank 0 evaluates and writes the trial's ``run/`` directory (teacher reference, metrics,
   checkpoints), hands each evaluation to the coordinator through a queue and waits for the
   coordinator's acknowledgement, so Tune has persisted the checkpoint before training (and the
-  next checkpoint) goes on; the other ranks meet it at the next gradient all-reduce;
-- a restarted trial's workers all resume from ``tune.get_checkpoint()``.
+  next checkpoint) goes on; the other ranks meet it at the next collective (sharded: they sample
+  the evaluation set and gather the checkpoint with rank 0, which alone scores and writes it);
+- a restarted trial's workers all resume from ``tune.get_checkpoint()`` (one format whatever the
+  number of workers or sharding: a trial may resume another's checkpoint);
+- each rank's anchors come from the search's shared anchor cache, keyed by (rank, N) since each
+  rank asks for its own rows (`tune.trainable.shared_caches`); the teacher is replicated, so a
+  cache miss on one rank needs no other rank.
 
 Why this and not Ray Train's ``TorchTrainer`` inside the trial: in Ray 2.60 Train V2 is the
 default, and a ``TorchTrainer`` launched from a Tune function trainable creates *its own*
@@ -27,8 +35,9 @@ trials hold. Its checkpoints go to Train's storage and reach Tune only as a path
 failure retries and ``--resume`` use here; and every trial would pay a Train controller actor.
 Not accelerate per trial either: something must still start the N processes inside the trial's
 bundles (these actors, or ``accelerate launch``, which knows nothing of placement groups), and
-``Accelerator.prepare`` wraps the networks in DDP / FSDP, which `dpdmd.distributed` avoids (its
-docstring says why). The workers here are a few dozen lines of plain Ray actors around
+``Accelerator.prepare`` wraps the networks in DDP and the optimisers, which `dpdmd.distributed`
+and `dpdmd.sharding` avoid (their docstrings say why; for FSDP accelerate calls the same
+``fully_shard`` that `dpdmd.sharding` calls). The workers here are a few dozen lines of plain Ray actors around
 `dpdmd.distributed`, which runs as well under torchrun or ``torch.multiprocessing``.
 
 Wiring into the search (``tune.search.build_tuner``)::
@@ -77,8 +86,13 @@ def multi_worker_resources(*, workers: int, cpu: float = 1.0, gpu: float = 0.0, 
     return tune.PlacementGroupFactory([{"CPU": float(head_cpu)}] + [worker] * int(workers), strategy=strategy)
 
 
+def shards_networks(resources: Mapping[str, float]) -> bool:
+    """Whether a multi-worker trial shards its networks (``resources.shard``; default true)."""
+    return bool(resources.get("shard", True))
+
+
 def trial_resources(resources: Mapping[str, float]) -> tune.PlacementGroupFactory:
-    """A backbone's ``resources`` ({cpu, gpu[, workers]}) as the trial's placement group:
+    """A backbone's ``resources`` ({cpu, gpu[, workers, shard]}) as the trial's placement group:
     one bundle for one worker, `multi_worker_resources` for several."""
     workers = int(resources.get("workers", 1))
     cpu, gpu = float(resources.get("cpu", 1)), float(resources.get("gpu", 0))
@@ -127,7 +141,8 @@ def run_multi_worker_trial(config: dict, *, space: SearchSpace, cache: dict, wor
     try:
         init_method = ray.get(actors[0].rendezvous.remote())
         runs = [actor.run.remote(train_config, rank=rank, world_size=workers, init_method=init_method,
-                                 out_dir=str(out_dir), checkpoint=tune.get_checkpoint(), cache=cache,
+                                 shard_networks=shards_networks(resources), out_dir=str(out_dir),
+                                 checkpoint=tune.get_checkpoint(), cache=cache,
                                  threads=max(1, int(resources.get("cpu", 1))), reports=reports, acks=acks)
                 for rank, actor in enumerate(actors)]
         pending = list(runs)
@@ -138,7 +153,8 @@ def run_multi_worker_trial(config: dict, *, space: SearchSpace, cache: dict, wor
                 done, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
                 ray.get(done)  # a worker's exception ends the trial here (Tune may retry it)
                 continue
-            metrics = dict(with_objective(metrics, out_dir, train_config, space), workers=workers)
+            metrics = dict(with_objective(metrics, out_dir, train_config, space), workers=workers,
+                           sharded=shards_networks(resources))
             checkpoint = persistable_checkpoint(checkpoint_dir, out_dir)
             tune.report(metrics, checkpoint=checkpoint)  # persisted before rank 0 is told to go on
             acks.put(True)
@@ -162,15 +178,15 @@ class _Worker:
             port = s.getsockname()[1]
         return f"tcp://{ray.util.get_node_ip_address()}:{port}"
 
-    def run(self, train_config: TrainConfig, *, rank: int, world_size: int, init_method: str, out_dir: str,
-            checkpoint, cache: dict, threads: int, reports: Queue, acks: Queue) -> None:
+    def run(self, train_config: TrainConfig, *, rank: int, world_size: int, init_method: str, shard_networks: bool,
+            out_dir: str, checkpoint, cache: dict, threads: int, reports: Queue, acks: Queue) -> None:
         from dpdmd.distributed import destroy_process_group, init_process_group
         from dpdmd.trainer import resolve_device, train
 
         torch.set_num_threads(threads)
         # Ray shows each worker only its own GPU: "auto" / "cuda" is that one, and NCCL is used.
         context = init_process_group(rank=rank, world_size=world_size, init_method=init_method,
-                                     device=resolve_device(train_config.device))
+                                     device=resolve_device(train_config.device), shard_networks=shard_networks)
 
         def report(metrics: dict, checkpoint_dir) -> None:  # rank 0 only (train() drops it elsewhere)
             reports.put((metrics, str(checkpoint_dir) if checkpoint_dir else None))

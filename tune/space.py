@@ -10,7 +10,8 @@ A space file reads like a W&B sweep file::
     max_concurrent: 2                 # trials at once (0: as many as resources allow)
     backbones:                        # each backbone a trial may use, with its settings
       digits-flow:
-        resources: {cpu: 1, gpu: 0}   # per trial (per worker with workers: N > 1, data-parallel)
+        resources: {cpu: 1, gpu: 0}   # per trial (per worker with workers: N > 1, data-parallel,
+                                      # networks sharded unless shard: false; cluster/README.md)
         options: {}                   # backbone constructor settings (e.g. path: /weights/sd35m)
         train: {}                     # training settings for this backbone only
     parameters:                       # searched; every other setting is fixed
@@ -327,7 +328,7 @@ def _parse_backbones(raw, problems: list[str]) -> dict[str, BackboneSpec]:
             continue
         bspec = _build_section(BackboneSpec, spec or {}, where, problems)
         res = bspec.resources
-        _check_keys(res, ("cpu", "gpu", "workers"), f"{where}.resources.", problems)
+        _check_keys(res, ("cpu", "gpu", "workers", "shard"), f"{where}.resources.", problems)
         for k, v in res.items():
             if k in ("cpu", "gpu") and (not _number(v) or v < 0):
                 problems.append(f"{where}.resources.{k}: {v!r} must be a number >= 0")
@@ -335,6 +336,9 @@ def _parse_backbones(raw, problems: list[str]) -> dict[str, BackboneSpec]:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             problems.append(f"{where}.resources.workers: {workers!r} must be an integer >= 1 "
                             "(> 1 trains the trial data-parallel over that many workers)")
+        if not isinstance(res.get("shard", True), bool):
+            problems.append(f"{where}.resources.shard: {res['shard']!r} must be true (the default: FSDP2 splits "
+                            "the student, fake score and optimiser states over the workers) or false (replicas)")
         # the training settings that are also constructor options are set through train:
         allowed_opts = [o for o in backbone_options(name) if o not in ("cfg_scale", "teacher_steps", "student_steps", "device")]
         _check_keys(bspec.options, allowed_opts, f"{where}.options.", problems)

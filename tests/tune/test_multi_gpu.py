@@ -1,6 +1,7 @@
-"""Multi-worker trials on the CPU (gloo): `dpdmd.distributed` (2 processes train as 1 on the same
-global batch) and `tune.multi_gpu` (a 2-worker Tune trial in one placement group reports metrics and
-a checkpoint). The GPU path differs only in the backend (NCCL) and the bundles' GPUs."""
+"""Multi-worker trials on the CPU (gloo): `dpdmd.distributed` (2 processes with replicas train as
+1 on the same global batch; sharded workers: tests/dpdmd/test_sharding.py) and `tune.multi_gpu` (a
+2-worker sharded Tune trial in one placement group reports metrics and a checkpoint). The GPU path
+differs only in the backend (NCCL) and the bundles' GPUs."""
 
 
 import pytest
@@ -74,6 +75,17 @@ def test_two_gloo_workers_train_as_one_worker_on_the_global_batch(tmp_path):
         assert moved > 1e-4, f"{net} did not train ({moved})"
 
 
+def test_shard_is_a_boolean_that_defaults_to_true(tmp_path):
+    from tune.multi_gpu import shards_networks
+    from tune.space import SpaceError, load_space
+
+    assert shards_networks({"workers": 2}) and not shards_networks({"workers": 2, "shard": False})
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({**SPACE, "backbones": {"digits-flow": {"resources": {"workers": 2, "shard": "yes"}}}}))
+    with pytest.raises(SpaceError, match="backbones.digits-flow.resources.shard: 'yes' must be true"):
+        load_space(path)
+
+
 # --- a 2-worker Tune trial --------------------------------------------------------------------------
 
 SPACE = {
@@ -121,6 +133,7 @@ def test_two_worker_trial_reports_through_tune_with_a_checkpoint(tmp_path, monke
     history = result.metrics_dataframe
     assert list(history["student_updates"]) == [1, 2]  # 4 iterations, fake_updates 1, eval every update
     assert history["workers"].eq(2).all() and history["diversity"].between(0, 2).all()
+    assert history["sharded"].all()  # the default for workers > 1: FSDP2 shards, all ranks evaluate
     assert history["quality"].notna().all() and history["objective"].notna().all()
     state = torch.load(f"{result.checkpoint.path}/state.pt", map_location="cpu", weights_only=False)
     assert state["iteration"] == 4 and state["config"]["batch_size"] == 2
