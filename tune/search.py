@@ -320,6 +320,14 @@ def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str
         problems += preflight.resource_problems(backbones, preflight.local_nodes(), "this machine")
     if args.dry_run or problems:
         return problems
+    if args.simulate:  # no Ray, no experiment: the table first, then where the replay is written
+        from .tabular import RecordedTable, TableError
+
+        try:
+            RecordedTable.load(args.simulate)
+        except TableError as err:
+            return [str(err)]
+        return preflight.storage_problems(args.storage)
     problems += preflight.storage_problems(args.storage)
     if problems:
         return problems

@@ -9,7 +9,8 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-from dpdmd import EvalConfig, TrainConfig, train
+from dpdmd import EvalConfig, TrainConfig
+from dpdmd.trainer import train  # not `from dpdmd import train`: importing the CLI module dpdmd.train (tests/faults) shadows it
 from dpdmd.distributed import DistributedContext, backend_for, destroy_process_group, init_process_group
 from dpdmd.stream import iteration_batch
 
