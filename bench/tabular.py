@@ -56,6 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds-per-prompt", type=int, default=8, help="evaluation seeds per prompt")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--teacher-steps", type=int, default=30)
+    p.add_argument("--lr", nargs="+", default=[], metavar="BACKBONE=LR",
+                   help="the student's learning rate for a backbone (default: the backbone's own), e.g. "
+                        "digits-eps=3e-5 as search_spaces/quickstart.yaml trains it")
     p.add_argument("--workers", type=int, default=2, help="runs at once, one process and one thread each")
     p.add_argument("--out", type=Path, default=Path("bench/results/tabular"))
     p.add_argument("--work", type=Path, default=Path("runs/tabular"),
@@ -64,21 +67,36 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def learning_rates(args) -> dict[str, float]:
+    """``--lr`` as {backbone: lr}; a backbone outside ``--backbones`` or a bad number is refused."""
+    out = {}
+    for item in args.lr:
+        backbone, _, value = item.partition("=")
+        try:
+            out[backbone] = float(value)
+        except ValueError:
+            raise SystemExit(f"--lr {item!r}: expected BACKBONE=LR, e.g. digits-eps=3e-5")
+        if backbone not in args.backbones:
+            raise SystemExit(f"--lr {item!r}: {backbone!r} is not one of --backbones {' '.join(args.backbones)}")
+    return out
+
+
 def grid_jobs(args) -> list[dict]:
     """One job per run; lambda_div 0 once per backbone and seed (it does not use K)."""
-    jobs = []
+    jobs, lrs = [], learning_rates(args)
     for backbone in args.backbones:
         for seed in args.seeds:
             for lam in args.lambdas:
                 for k in ([min(args.ks)] if lam == 0 else args.ks):
                     jobs.append({"backbone": backbone, "anchor_k": k, "lambda_div": float(lam), "seed": seed,
-                                 "k_independent": lam == 0})
+                                 "k_independent": lam == 0, "lr": lrs.get(backbone)})
     return jobs
 
 
 def run_name(job: dict) -> str:
     k = "any" if job["k_independent"] else job["anchor_k"]
-    return f"{job['backbone']}_K{k}_lam{job['lambda_div']:g}_seed{job['seed']}"
+    lr = "" if job.get("lr") is None else f"_lr{job['lr']:g}"  # a run at another lr is another run
+    return f"{job['backbone']}_K{k}_lam{job['lambda_div']:g}_seed{job['seed']}{lr}"
 
 
 def train_config(job: dict, args):
@@ -86,7 +104,7 @@ def train_config(job: dict, args):
 
     return TrainConfig(backbone=job["backbone"], anchor_k=job["anchor_k"], lambda_div=job["lambda_div"],
                        seed=job["seed"], iterations=args.iterations, batch_size=args.batch_size,
-                       teacher_steps=args.teacher_steps, device="cpu",
+                       teacher_steps=args.teacher_steps, device="cpu", lr=job.get("lr"),
                        eval=EvalConfig(every=args.eval_every, seeds_per_prompt=args.seeds_per_prompt))
 
 
@@ -168,6 +186,7 @@ def estimate(table: pd.DataFrame, args, jobs: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    learning_rates(args)  # refuse a bad --lr before training anything
     jobs = grid_jobs(args)
     if args.dry_run:
         for j in jobs:
@@ -180,7 +199,8 @@ def main(argv=None) -> int:
     meta = {"command": "python bench/tabular.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
             "grid": {"backbones": args.backbones, "ks": args.ks, "lambdas": args.lambdas, "seeds": args.seeds,
                      "iterations": args.iterations, "eval_every": args.eval_every,
-                     "seeds_per_prompt": args.seeds_per_prompt, "batch_size": args.batch_size},
+                     "seeds_per_prompt": args.seeds_per_prompt, "batch_size": args.batch_size,
+                     "lr": learning_rates(args)},
             "workers": args.workers, "wall_seconds_this_call": round(time.time() - started, 1),
             "runs_trained_this_call": len(trained), "rows": len(table), **estimate(table, args, jobs)}
     (args.out / args.name / "meta.json").write_text(json.dumps(meta, indent=1))
