@@ -105,13 +105,13 @@ class RandomDiffusersBackbone(Backbone):
     """
 
     def __init__(self, *, model: str, setup: str, device: torch.device, tiny: bool = False,
-                 lora_rank: int = 64, grad_ckpt: bool = True, seed: int = 0):
+                 lora_rank: int = 64, grad_ckpt: bool = True, ckpt_every: int = 1, seed: int = 0):
         if model not in ("sd35m", "sdxl"):
             raise ValueError(f"model must be sd35m or sdxl, got {model!r}")
         if setup not in ("full", "lora"):
             raise ValueError(f"setup must be full or lora, got {setup!r}")
         self.name, self.model, self.setup, self.device, self.tiny = model, model, setup, device, tiny
-        self.lora_rank, self.grad_ckpt, self.seed = lora_rank, grad_ckpt, seed
+        self.lora_rank, self.grad_ckpt, self.ckpt_every, self.seed = lora_rank, grad_ckpt, ckpt_every, seed
         if model == "sd35m":
             self.schedule = FlowSchedule(shift=3.0, teacher_steps=30)
             self.channels, self.cfg_scale = 16, 3.5
@@ -177,7 +177,7 @@ class RandomDiffusersBackbone(Backbone):
             if self.setup == "full":
                 net.requires_grad_(True)
             if self.grad_ckpt:
-                net.enable_gradient_checkpointing()
+                acc.checkpoint_every(net, self.ckpt_every)
         teacher.requires_grad_(False).eval()
         return teacher, student, fake
 
@@ -245,8 +245,10 @@ def meta_flops(args, model: str, setup: str, pixels: int, batch: int) -> dict[st
     from dpdmd.losses import diversity_loss, dmd_loss, fake_score_loss
 
     meta = torch.device("meta")
-    bb = RandomDiffusersBackbone(model=model, setup=setup, device=meta, tiny=args.smoke,
-                                 lora_rank=args.lora_rank, grad_ckpt=not args.no_grad_ckpt)
+    # With --ckpt-every > 1 the count runs without checkpointing: model FLOPs only (the recompute of
+    # a block subset is not separated out; the "hw" column then equals "model").
+    bb = RandomDiffusersBackbone(model=model, setup=setup, device=meta, tiny=args.smoke, lora_rank=args.lora_rank,
+                                 grad_ckpt=not args.no_grad_ckpt and args.ckpt_every == 1)
     bb.set_resolution(pixels)
     dp = DPDMD(bb, lambda_div=0.05, lr_student=1e-5, lr_fake=1e-5)  # fp32 on meta: no autocast there
     sched = bb.schedule
@@ -292,7 +294,7 @@ class Runner:
     def __init__(self, args, model: str, setup: str, device: torch.device):
         self.args, self.device = args, device
         self.backbone = RandomDiffusersBackbone(model=model, setup=setup, device=device, tiny=args.smoke,
-                                                lora_rank=args.lora_rank, grad_ckpt=not args.no_grad_ckpt)
+                                                lora_rank=args.lora_rank, grad_ckpt=not args.no_grad_ckpt, ckpt_every=args.ckpt_every)
         t0 = time.perf_counter()
         self.dp = DPDMD(self.backbone, lambda_div=0.05, lr_student=1e-5, lr_fake=1e-5,
                         mixed_precision="bf16", optimizer=args.optimizer)
@@ -378,7 +380,7 @@ class Runner:
         if mode == "compiled":
             rec["compile_counters"] = compile_counters()
         rec.update(summarise(first, steady, flops, recomputed=(len(bb.schedule.student_levels) - 1
-                                                                if bb.grad_ckpt else 0)))
+                                                                if bb.grad_ckpt and bb.ckpt_every == 1 else 0)))
         if self.device.type == "cuda":
             rec["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
             rec["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
@@ -480,6 +482,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fake-reps", type=int, default=2)
     ap.add_argument("--lora-rank", type=int, default=64)
     ap.add_argument("--no-grad-ckpt", action="store_true")
+    ap.add_argument("--ckpt-every", type=int, default=1,
+                    help="checkpoint every N-th block only (1: all; dpdmd.acceleration.checkpoint_every)")
     ap.add_argument("--fused-adamw", action="store_true")
     ap.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS, help="dpdmd.optimizers (TrainConfig.optimizer)")
     ap.add_argument("--compile", action="store_true", help="torch.compile each repeated block (regional)")

@@ -13,6 +13,8 @@ method: the same losses and updates run, only faster or in less memory.
   shared by all trials, so only the first trial on a machine pays the full compile.
 - `use_fused_adamw(opt)`: the same AdamW with ``fused=True`` (one kernel set for all tensors and no
   full-size temporaries, unlike the default ``foreach`` path).
+- `checkpoint_every(net, n)`: diffusers' gradient checkpointing on every n-th checkpointable block
+  only (n = 1: all, as ``enable_gradient_checkpointing()``): less recompute for more memory.
 - `free_grads(opt)`: drop gradients after a step. `DPDMD._step` zeroes them (set to None) before
   each backward anyway, so freeing them right after the step changes nothing but memory: with full
   fine-tuning it keeps only one network's gradients alive at a time (9 GB for SD3.5-M in fp32).
@@ -96,6 +98,27 @@ def compile_repeated_blocks(net: nn.Module, class_names: Iterable[str] | None = 
     if count == 0:
         raise ValueError(f"{type(net).__name__} has no submodule of class {names}")
     return count
+
+
+def checkpoint_every(net: nn.Module, every: int) -> None:
+    """Gradient checkpointing on every ``every``-th block that the diffusers model checkpoints.
+
+    diffusers hands each checkpointable block (SD3's transformer blocks; the UNet's resnets and
+    attention blocks) to ``_gradient_checkpointing_func``; this one recomputes only the blocks whose
+    first-seen position in the forward pass is a multiple of ``every`` and runs the others plainly,
+    keeping their activations. The forward order is fixed, so the choice is the same every call.
+    """
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    order: dict[int, int] = {}
+
+    def maybe_checkpoint(module, *args):
+        position = order.setdefault(id(module), len(order))
+        if position % every:
+            return module(*args)
+        return torch.utils.checkpoint.checkpoint(module.__call__, *args, use_reentrant=False)
+
+    net.enable_gradient_checkpointing(maybe_checkpoint)
 
 
 def use_fused_adamw(opt: torch.optim.Optimizer) -> torch.optim.AdamW:
