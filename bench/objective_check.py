@@ -44,7 +44,7 @@ def objective_table(images: torch.Tensor, prompts: list[str], evaluator, *, dive
                                    teacher_quality=ref["quality"], diversity_weight=diversity_weight)
         old = legacy_objective(m["diversity"], m["class_prob"], teacher_diversity=ref["diversity"],
                                teacher_quality=ref["class_prob"])
-        rows.append({"set": name, **{k: m[k] for k in ("diversity", "class_prob", "precision", "fid", "quality")},
+        rows.append({"set": name, **{k: m[k] for k in ("diversity", "class_prob", "precision", "spectral", "fid", "quality")},
                      **scores, "old J": old})
     table = pd.DataFrame(rows)
     clean = table.iloc[0]
@@ -71,7 +71,7 @@ def main() -> None:
     for name in args.backbones:
         images, prompts = teacher_grid(name, args.seeds)
         table = objective_table(images, prompts, evaluator, extra={"collapse": collapse(images)})
-        print(f"\n{name}, {len(prompts)} prompts x {args.seeds} seeds (quality = fidelity = class_prob x precision)")
+        print(f"\n{name}, {len(prompts)} prompts x {args.seeds} seeds (quality = fidelity = class_prob x precision x spectral)")
         print(markdown(table))
 
 

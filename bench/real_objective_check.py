@@ -46,7 +46,7 @@ def real_objective_table(evaluator, images: torch.Tensor, prompts: list[str]) ->
         scores = objective_metrics(m["diversity"], m["quality"], teacher_diversity=ref["diversity"],
                                    teacher_quality=ref["quality"], diversity_weight=0.5)
         rows.append({"set": name, "diversity": m["diversity"], evaluator.preference_key: m[evaluator.preference_key],
-                     "teacher_precision": m["teacher_precision"], **scores})
+                     "teacher_precision": m["teacher_precision"], "spectral": m["spectral"], **scores})
     table = pd.DataFrame(rows)
     clean = table.iloc[0]
     table["dominated by clean"] = [
@@ -89,7 +89,7 @@ def main() -> None:
         for quality_metric in ("pickscore", "clip_score"):
             evaluator = make_real_evaluator("real", device="cpu", quality_metric=quality_metric, **options)
             for name, images in samples.items():
-                print(f"\n{name}; quality = {quality_metric} x teacher_precision (k = 3, dinov2 features)")
+                print(f"\n{name}; quality = {quality_metric} x teacher_precision (k = 3, dinov2 features) x spectral")
                 print(markdown(real_objective_table(evaluator, images, prompts)))
 
 

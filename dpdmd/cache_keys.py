@@ -50,6 +50,8 @@ def cache_key(kind: str, config, backbone, **extra) -> dict[str, Any]:
                    evaluator_options=config.eval.evaluator_options,
                    # bumped when what an evaluator returns changes (2: digits quality = fidelity;
                    # 3: real quality = preference x precision against the teacher's features, saved
-                   # beside the scores), so no stale teacher score normalises a new one
-                   reference=3)
+                   # beside the scores; 4: fidelity x the spectral match, digits against the real
+                   # digits, real against the teacher's band powers saved with its features), so no
+                   # stale teacher score normalises a new one
+                   reference=4)
     return {**key, **extra}

@@ -32,17 +32,23 @@ so ``${WEIGHTS}/dinov2-base`` keeps machine paths out of shipped files. A direct
 (``clip`` and ``clip_score`` above) is loaded once.
 
 `RealEvaluator.score` reports ``diversity_<encoder>`` for each encoder, ``diversity`` (the first),
-each quality model's mean score under its name, ``teacher_precision`` and ``quality``.
+each quality model's mean score under its name, ``teacher_precision``, ``spectral``,
+``fidelity`` and ``quality``.
 
 **Fidelity against the teacher.** A preference score alone need not fall with pixel noise, blur or
 a lost prompt mode (nothing measured that it does), and no real images exist for free-text
 prompts; the student's target is the teacher's distribution. So ``quality`` = ``fidelity`` =
-the ``quality_metric``'s preference score x ``teacher_precision``, "preferred AND on the teacher's
-manifold": per prompt, the k-NN precision (``precision_k``, default 3) of the student's features
+the ``quality_metric``'s preference score x ``teacher_precision`` x ``spectral``, "preferred, on
+the teacher's manifold, with the teacher's sharpness". ``teacher_precision``: per prompt, the k-NN precision (``precision_k``, default 3) of the student's features
 (the first diversity encoder's) against the teacher's own samples of that prompt, seed n judged
 against the teacher's other seeds (`dpdmd.metrics.feature_stats.seed_excluded_precision`), so the
 teacher's own score is leave-one-out and a student identical to the teacher scores exactly it.
-The teacher's features come from `RealEvaluator.teacher_reference_state`, cached with the
+``spectral``: per prompt, the match of the samples' mean high-frequency power with the teacher's
+(`dpdmd.metrics.spectrum.spectral_match`, pixel space, the top half of the spectrum), with the
+teacher's own sampling noise (2 standard errors of its N seeds) free, so the teacher and a student
+identical to it score exactly 1 and an independent set of the teacher's samples 1 unless it
+differs by more than that noise; it registers the pixel noise and blur the encoder's features
+hardly move with (README, "Evaluation"). The teacher's features and band powers come from `RealEvaluator.teacher_reference_state`, cached with the
 teacher's scores (`dpdmd.evaluation.teacher_reference`); `score` refuses to run without them.
 It needs N >= precision_k + 2 seeds per prompt. The preference score must be positive for the
 product to order sets (CLIP score is clamped at 0; PickScore of real images is about 0.8).
@@ -71,6 +77,7 @@ from .base import Evaluator, check_grid
 from .clip import FEATURE_MODEL_TYPES, IMAGE_TEXT_MODEL_TYPES, ClipFeatures, ClipScore
 from .dino import DINOV3_MIN_TRANSFORMERS, MODEL_TYPES as DINO_MODEL_TYPES, DinoFeatures
 from .feature_stats import seed_excluded_precision
+from .spectrum import band_power, match_tolerance, spectral_match
 from .pickscore import PickScore
 
 REAL_EVALUATORS = ("real",)
@@ -406,8 +413,9 @@ class RealEvaluator(Evaluator):
     features), ``diversity`` (a copy of the first encoder's), the mean over all P * N images of
     every scorer's per-image score under its name, ``teacher_precision`` (the mean over prompts of
     the seed-excluded k-NN precision of the first encoder's features against the teacher's, see
-    the module docstring), ``fidelity`` = the ``quality_metric``'s score x ``teacher_precision``,
-    and ``quality`` (a copy of ``fidelity``). It needs the teacher's reference first:
+    the module docstring), ``spectral`` (the mean over prompts of the high-frequency power's match
+    with the teacher's), ``fidelity`` = the ``quality_metric``'s score x ``teacher_precision`` x
+    ``spectral``, and ``quality`` (a copy of ``fidelity``). It needs the teacher's reference first:
     ``set_teacher_reference(teacher_reference_state(teacher_images, prompts))``.
 
     Args:
@@ -446,17 +454,22 @@ class RealEvaluator(Evaluator):
         return self._embed(next(iter(self.encoders.values())), to_pil_images(images))
 
     def teacher_reference_state(self, images: torch.Tensor, prompts: Sequence[str]) -> dict:
-        """``{"encoder", "prompts", "features"}``: the first encoder's name and its features
-        (P, N, D) float32 of the teacher's images (P, N, C, H, W), the prompts in order."""
+        """``{"encoder", "prompts", "features", "band_power"}``: the first encoder's name and its
+        features (P, N, D) float32 of the teacher's images (P, N, C, H, W), the prompts in order,
+        and the images' `band_power` (P, N) float64 (the pixel-level reference of ``spectral``)."""
+        p, n = check_grid(images, prompts)
         return {"encoder": next(iter(self.encoders)), "prompts": list(prompts),
-                "features": self.grid_features(images, prompts).contiguous()}
+                "features": self.grid_features(images, prompts).contiguous(),
+                "band_power": band_power(images.reshape(p * n, *images.shape[2:])).reshape(p, n)}
 
     def set_teacher_reference(self, state: dict | None) -> None:
         """Read later students against ``state`` (from `teacher_reference_state`)."""
         encoder = next(iter(self.encoders))
-        if not isinstance(state, Mapping) or not {"encoder", "prompts", "features"} <= set(state):
-            raise ValueError(f"a teacher reference is a dict with encoder, prompts and features "
-                             f"(RealEvaluator.teacher_reference_state), got {type(state).__name__}")
+        if not isinstance(state, Mapping) or not {"encoder", "prompts", "features", "band_power"} <= set(state):
+            held = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            raise ValueError(f"a teacher reference is a dict with encoder, prompts, features and band_power "
+                             f"(RealEvaluator.teacher_reference_state), got {held}; recompute it (delete "
+                             "the cached teacher-metrics entry of an older version)")
         if state["encoder"] != encoder:
             raise ValueError(f"the teacher reference holds {state['encoder']!r} features but this "
                              f"evaluator's first diversity encoder is {encoder!r}; recompute the reference")
@@ -478,8 +491,18 @@ class RealEvaluator(Evaluator):
             metrics[name] = float(scorer.scores(image_embeds, scorer.embed_texts(list(prompts))).mean())
         metrics["teacher_precision"] = sum(seed_excluded_precision(reference[i], first[i], k=self.precision_k)
                                            for i in range(p)) / p
-        metrics["fidelity"] = metrics[self.preference_key] * metrics["teacher_precision"]
+        metrics["spectral"] = self._spectral(images)
+        metrics["fidelity"] = metrics[self.preference_key] * metrics["teacher_precision"] * metrics["spectral"]
         return self.with_quality(metrics)
+
+    def _spectral(self, images: torch.Tensor) -> float:
+        """Mean over prompts of `spectral_match` of the images' (P, N, C, H, W) band power against
+        the teacher's of the same prompt, with the teacher's own sampling noise (`match_tolerance`,
+        2 standard errors) free: the teacher scores exactly 1 against itself, and so does an
+        independent set of its samples unless it differs by more than that noise."""
+        teacher = self._reference["band_power"]  # (P, N)
+        return sum(spectral_match(teacher[i], band_power(images[i]), tolerance=match_tolerance(teacher[i]))
+                   for i in range(images.shape[0])) / images.shape[0]
 
     def _checked_reference(self, prompts: Sequence[str], n: int) -> torch.Tensor:
         """The teacher's features (P, N, D) for exactly these prompts and N, or a teaching error."""
