@@ -164,16 +164,19 @@ def test_classifier_held_out_accuracy_clean_and_noisy(split, classifier):
 def test_evaluator_on_real_digits_and_on_noise(split, classifier):
     evaluator = DigitsEvaluator(classifier=classifier)
     real = evaluator.score(_held_out_grid(split, 8), ALL_PROMPTS)
-    assert set(real) >= {"diversity", "quality", "class_prob", "accuracy", "fid", "precision", "recall", "coverage"}
+    assert set(real) >= {"diversity", "quality", "class_prob", "accuracy", "fid", "precision", "recall", "coverage",
+                         "spectral"}
     assert real["class_prob"] > 0.9
-    # the default quality is fidelity = class_prob x precision (right digit AND on the real manifold)
-    assert real["quality"] == real["fidelity"] == pytest.approx(real["class_prob"] * real["precision"])
+    # the default quality is fidelity = class_prob x precision x spectral (the right digit, on the
+    # real manifold, with the real digits' high-frequency power)
+    assert real["quality"] == real["fidelity"] == pytest.approx(real["class_prob"] * real["precision"] * real["spectral"])
+    assert real["spectral"] > 0.8
     assert real["accuracy"] > 0.9
     assert 0.0 < real["diversity"] < 1.0 and real["precision"] > 0.5
     noise = torch.rand(10, 8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     fake = evaluator.score(noise, [str(d) for d in range(10)])
     assert fake["class_prob"] < 0.3 and fake["accuracy"] < 0.3
-    assert fake["fid"] > real["fid"] and fake["precision"] < real["precision"]
+    assert fake["fid"] > real["fid"] and fake["precision"] < real["precision"] and fake["spectral"] < 0.2
     assert fake["quality"] < real["quality"]
 
 

@@ -8,14 +8,13 @@ reference. Tiny random encoders are not DINO / PickScore: what is asserted is wh
 measured (README, "Evaluation"; `python bench/real_objective_check.py`):
 
 - both preference scores: J falls with every corruption and strictly with the noise strength,
-  teacher_precision falls strictly with noise, each noisy set is dominated by the clean one, and
-  the lost mode lowers teacher_precision;
-- with CLIP score: the lost mode is also dominated (its lower J included). The 1-pixel blur is not
-  dominated: teacher_precision stays 1 and the random CLIP score rises 1.4%, so its J is lower only
-  through diversity;
-- with PickScore: the blur is also dominated. The lost mode's J is *not* asserted lower: the random
-  PickScore rates the wrong shape 3.5x higher than the right one (0.089 vs 0.026), which outweighs
-  teacher_precision's fall from 1 to 0.75.
+  teacher_precision falls strictly with noise, each noisy and the blurred set is dominated by the
+  clean one, and the lost mode lowers teacher_precision. The blur is caught by ``spectral`` (the
+  high-frequency power against the teacher's): teacher_precision stays 1 under it;
+- with CLIP score: the lost mode is also dominated (its lower J included);
+- with PickScore: the lost mode's J is *not* asserted lower: the random PickScore rates the wrong
+  shape 3.5x higher than the right one (0.089 vs 0.026), which outweighs teacher_precision's fall
+  from 1 to 0.75 (the shapes' high-frequency power is alike, so spectral stays 1).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import torch
 from dpdmd.metrics import make_real_evaluator
 from dpdmd.metrics.corruptions import blur, drop_mode, gaussian_noise
 from dpdmd.metrics.feature_stats import knn_precision_recall_coverage, seed_excluded_precision
+from dpdmd.metrics.spectrum import band_power, spectral_match
 from tune.objective import objective_metrics
 
 from . import stand_in_samples, tiny_encoders
@@ -94,6 +94,7 @@ def _dominated(a, b):
 def test_quality_is_the_preference_score_times_the_precision_against_the_teacher(scored):
     metric, raw, scores, evaluator = scored
     clean = raw["clean"]
+    assert clean["spectral"] == 1.0  # the teacher's band power against itself
     assert clean["quality"] == clean["fidelity"] == pytest.approx(clean[metric] * clean["teacher_precision"])
     feats = evaluator._reference["features"]  # (P, N, D): the teacher's dinov2 features
     loo = np.mean([seed_excluded_precision(feats[p], feats[p], k=3) for p in range(len(PROMPTS))])
@@ -115,8 +116,23 @@ def test_every_corruption_lowers_j_and_noise_lowers_it_monotonically(scored):
 
 def test_clean_set_dominates_the_corruptions_measured_to_be_resolved(scored):
     metric, _, scores, _ = scored
-    names = [*NOISE, "lost mode" if metric == "clip_score" else "blur 1"]
+    names = [*NOISE, "blur 1", *(["lost mode"] if metric == "clip_score" else [])]
     assert all(_dominated(scores[n], scores["clean"]) for n in names), {n: scores[n] for n in names}
+
+
+def test_spectral_registers_noise_and_blur_and_spares_the_teachers_own_seeds(scored):
+    _, raw, _, evaluator = scored
+    spectral = {name: m["spectral"] for name, m in raw.items()}
+    assert spectral["clean"] > spectral["blur 1"] and spectral["blur 1"] < 0.5, spectral
+    assert spectral["clean"] > spectral["noise 0.1"] > spectral["noise 0.2"] > spectral["noise 0.4"], spectral
+    # 8 other seeds of the teacher differ from seeds 0-7 only by sampling noise: the tolerance (2
+    # standard errors of the teacher's log band power) leaves them near 1, where the plain fold
+    # would rank them below the teacher by that noise alone (measured: 0.995 against 0.863)
+    others = stand_in_samples.shape_grid(16)[:, 8:]
+    reference = evaluator._reference["band_power"]
+    assert evaluator._spectral(others) > 0.98
+    plain = np.mean([spectral_match(reference[p], band_power(others[p])) for p in range(len(PROMPTS))])
+    assert plain < evaluator._spectral(others)
 
 
 # --- the reference's plumbing ---
@@ -138,3 +154,8 @@ def test_score_needs_the_teachers_reference_for_the_same_prompts_and_seeds(optio
         "clip": options["diversity_encoders"]["clip"]}})
     with pytest.raises(ValueError, match="holds 'dinov2' features but .* first diversity encoder is 'clip'"):
         clip_first.set_teacher_reference(evaluator.teacher_reference_state(images, PROMPTS))
+    state = evaluator.teacher_reference_state(images, PROMPTS)
+    assert state["band_power"].shape == (len(PROMPTS), 5)
+    old = {k: v for k, v in state.items() if k != "band_power"}  # a reference cached before version 4
+    with pytest.raises(ValueError, match="band_power .*recompute it"):
+        evaluator.set_teacher_reference(old)

@@ -121,15 +121,15 @@ def _dominated(a, b):
     return bool((pb >= pa).all() and (pb > pa).any())
 
 
-def test_clean_set_dominates_corruptions_the_evaluator_resolves(corrupted_scores):
-    """Every corruption on digits-eps; on digits-flow, pixel noise of std 0.1 and a 1-pixel blur
-    at 32x32 are below the evaluator's 8x8 read-out (its precision does not fall: README), so
-    there only the stronger noise and the lost class are asserted dominated."""
-    backbone, scores = corrupted_scores
+def test_clean_set_dominates_every_corruption(corrupted_scores):
+    """On both backbones. On digits-flow pixel noise of std 0.1 and a 1-pixel blur at 32x32 are
+    below the classifier's 8x8 read-out (class_prob x precision alone scored them 1.016 and 1.010):
+    the spectral match against the real digits is what lowers their quality (README)."""
+    _, scores = corrupted_scores
     names = [n for n in scores if n != "clean"]
-    if backbone == "digits-flow":
-        names = ["noise 0.2", "noise 0.4", "drop 3 -> 8"]
+    assert names == ["noise 0.1", "noise 0.2", "noise 0.4", "blur 1", "drop 3 -> 8"]
     assert all(_dominated(scores[n], scores["clean"]) for n in names), {n: scores[n] for n in names}
+    assert all(scores[n]["quality_score"] < 0.9 for n in names), scores  # each below the fidelity floor
 
 
 def test_rung_kendall_tau_against_the_final_ranking():
