@@ -2,8 +2,8 @@
 
 Each grid point (backbone x K x lambda_div x training seed) is one `dpdmd.train` run, evaluated
 every ``--eval-every`` student updates (every rung a scheduler could use). Every report becomes a
-row: the configuration, every metric the evaluator returns (diversity, quality, class_prob,
-accuracy, fid, precision, recall, coverage, ...), the losses, the seconds of each phase (the
+row: the configuration, every metric the evaluator returns (diversity, quality, fidelity,
+class_prob, accuracy, fid, precision, recall, coverage, spectral, ...), the losses, the seconds of each phase (the
 trainer's ``seconds_*``), the anchor's teacher calls, the wall seconds since the run started
 (evaluation included) and the teacher's reference metrics (``teacher_*``), so any objective can be
 recomputed from the table (`tune.simulate` does). lambda_div = 0 (vanilla DMD) does not depend on
@@ -17,7 +17,8 @@ K: it is recorded once per backbone and seed, with ``k_independent`` = True.
 
 Runs go one per process, one thread each (as `bench/paper_claim.py --workers`). Resumable: a
 run whose Parquet file exists is skipped, so an interrupted recording continues where it
-stopped. Writes ``OUT/NAME/runs/*.parquet`` (one per run), ``OUT/NAME/table.parquet`` (all of
+stopped; a run file without a column of `CURRENT_COLUMNS` was recorded under an older quality
+definition (before the spectral match: quality = class_prob x precision) and is trained again. Writes ``OUT/NAME/runs/*.parquet`` (one per run), ``OUT/NAME/table.parquet`` (all of
 them) and ``OUT/NAME/meta.json`` (the command, the grid, the wall time, the cost per run).
 """
 
@@ -40,6 +41,9 @@ FULL_LAMBDAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 # Seeds far apart: iteration i is seeded seed + i, so seeds 0 and 1 would see the same batches
 # shifted by one iteration (README, Limitations).
 FULL_SEEDS = (0, 1000, 2000)
+# Columns a run recorded under the current quality definition holds (fidelity = class_prob x
+# precision x spectral since the spectral match); a run file without one is stale and re-recorded.
+CURRENT_COLUMNS = ("spectral",)
 CONFIG_COLUMNS = ("backbone", "anchor_k", "lambda_div", "seed", "k_independent", "iterations", "batch_size",
                   "teacher_steps", "lr", "eval_seeds_per_prompt", "eval_every")
 
@@ -149,9 +153,12 @@ def record(args) -> dict:
     jobs = grid_jobs(args)
     runs_dir = args.out / args.name / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    todo = [j for j in jobs if not (runs_dir / f"{run_name(j)}.parquet").exists()]
+    stale = [j for j in jobs if (runs_dir / f"{run_name(j)}.parquet").exists()
+             and not is_current(runs_dir / f"{run_name(j)}.parquet")]
+    todo = [j for j in jobs if not (runs_dir / f"{run_name(j)}.parquet").exists()] + stale
     print(f"{len(jobs)} runs in the grid, {len(jobs) - len(todo)} already recorded, {len(todo)} to train "
-          f"with {args.workers} worker(s)", flush=True)
+          f"({len(stale)} of them recorded before the current quality definition) with {args.workers} worker(s)",
+          flush=True)
     seconds = {}
     if not todo:
         return seconds
@@ -164,6 +171,13 @@ def record(args) -> dict:
             seconds[name] = future.result()
             print(f"[{n}/{len(todo)}] {name}: {seconds[name]:.0f} s", flush=True)
     return seconds
+
+
+def is_current(path: Path) -> bool:
+    """Whether a run file holds every column of `CURRENT_COLUMNS` (reads the schema only)."""
+    import pyarrow.parquet as pq
+
+    return set(CURRENT_COLUMNS) <= set(pq.read_schema(path).names)
 
 
 def combine(args) -> pd.DataFrame:
