@@ -64,16 +64,19 @@ def evaluator(weights):
 def test_score_reports_every_space_and_quality_model(evaluator):
     metrics = evaluator.score(grid(), PROMPTS)
     assert set(metrics) == {"diversity", "diversity_dinov2", "diversity_clip", "pickscore", "clip_score",
-                            "teacher_precision", "fidelity", "quality"}
+                            "teacher_precision", "spectral", "fidelity", "quality"}
     assert metrics["diversity"] == metrics["diversity_dinov2"]  # the first encoder
     for key in ("diversity_dinov2", "diversity_clip"):
         assert 0.0 <= metrics[key] <= 2.0
     assert metrics["diversity_dinov2"] > 1e-4 and metrics["diversity_clip"] > 1e-4
     assert all(np.isfinite(v) for v in metrics.values())
     assert 0.0 <= metrics["teacher_precision"] <= 1.0
-    # the default quality_metric's preference score x the precision against the teacher
-    assert metrics["quality"] == metrics["fidelity"] == pytest.approx(metrics["pickscore"] * metrics["teacher_precision"])
+    assert 0.0 < metrics["spectral"] <= 1.0
+    # the default quality_metric's preference score x the precision and the spectral match against the teacher
+    assert metrics["quality"] == metrics["fidelity"] == pytest.approx(
+        metrics["pickscore"] * metrics["teacher_precision"] * metrics["spectral"])
     teacher = evaluator.score(grid(seed=99), PROMPTS)  # the teacher's own samples: leave-one-out
+    assert teacher["spectral"] == 1.0
     assert teacher["teacher_precision"] == pytest.approx(0.5 * sum(
         seed_excluded_precision(f, f, k=1) for f in evaluator._reference["features"]))
     assert evaluator.features(grid().reshape(6, 3, 32, 32)).shape == (6, 32)  # DINOv2 hidden size
@@ -127,7 +130,7 @@ def test_pickscore_and_clip_score_match_hand_computation(weights, evaluator):
     assert metrics["clip_score"] == pytest.approx(float((100 * cosine).clamp(min=0).mean()), rel=1e-4, abs=1e-6)
     clip_quality = with_teacher(make_real_evaluator("real", device="cpu", quality_metric="clip_score", **options(weights)))
     assert clip_quality.score(images, PROMPTS)["quality"] == pytest.approx(
-        metrics["clip_score"] * metrics["teacher_precision"])
+        metrics["clip_score"] * metrics["teacher_precision"] * metrics["spectral"])
 
 
 def test_dinov3_and_single_encoder_configs(weights):
@@ -137,7 +140,8 @@ def test_dinov3_and_single_encoder_configs(weights):
     assert isinstance(ev, RealEvaluator) and ev.preference_key == "clip_score"  # first configured
     assert ev.quality_key == "fidelity"
     metrics = with_teacher(ev).score(grid(seed=4), PROMPTS)
-    assert set(metrics) == {"diversity", "diversity_dinov3", "clip_score", "teacher_precision", "fidelity", "quality"}
+    assert set(metrics) == {"diversity", "diversity_dinov3", "clip_score", "teacher_precision", "spectral", "fidelity",
+                            "quality"}
     assert 0.0 < metrics["diversity"] <= 2.0 and np.isfinite(metrics["quality"])
 
 
