@@ -69,7 +69,8 @@ class Simulation:
     """A finished simulated search.
 
     ``reports``: one row per result the scheduler saw (``trial_id``, the configs, ``time`` and
-    ``compute`` in seconds when it arrived, every recorded metric and the scores); ``trials``:
+    ``compute`` in seconds when it arrived, every recorded metric and the scores, and the
+    scheduler's ``decision`` on it: ``CONTINUE`` or ``STOP``); ``trials``:
     one row per trial (last student updates, ``stopped_early``); ``compute``: totals."""
 
     reports: pd.DataFrame
@@ -200,6 +201,7 @@ def simulate(space: SearchSpace, table: RecordedTable, *, workers: int, num_samp
         rows.append(dict(result, time=clock, compute=compute, seed=seed,
                          **{f"suggested_{k}": v for k, v in sim.suggested.items()}))
         decision = scheduler.on_trial_result(controller, sim.trial, result)
+        rows[-1]["decision"] = decision  # the scheduler's answer to this report (CONTINUE, STOP)
         if decision == TrialScheduler.PAUSE:
             raise NotImplementedError("the simulator replays asynchronous schedulers (FIFO, ASHA, MO-ASHA); "
                                       "a scheduler that pauses trials is not supported")
