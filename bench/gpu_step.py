@@ -155,12 +155,19 @@ class RandomDiffusersBackbone(Backbone):
         with torch.device(self.device):  # initialise on the GPU: seconds instead of minutes
             return cls(**cfg)
 
+    @property
+    def trains_teacher_copies(self) -> bool:
+        return self.setup == "full"
+
     def build_networks(self) -> tuple[nn.Module, nn.Module, nn.Module]:
         base = self.load_teacher()  # fp32
         # bf16 teacher (and LoRA bases); on the meta device (FLOP counting, `meta_flops`) all stay
         # fp32: the counts do not depend on the dtype, and meta tensors have no autocast.
         low = torch.float32 if self.device.type == "meta" else torch.bfloat16
-        if self.setup == "full":
+        if self.setup == "full" and self.trainable_on_meta:  # sharded: shapes only, shards loaded from the teacher
+            teacher = base.to(low)
+            student, fake = (self.copy_teacher(teacher).to(torch.float32).train() for _ in range(2))
+        elif self.setup == "full":
             student, fake = copy.deepcopy(base).train(), copy.deepcopy(base).train()
             teacher = base.to(low)
         else:

@@ -95,22 +95,39 @@ class DistributedContext:
 
     @property
     def sharded(self) -> bool:
-        """Whether the networks are split over several ranks (collective forward passes)."""
-        return self.shard_networks and self.world_size > 1
+        """Whether the networks are FSDP2-sharded (collective forward passes). A one-rank context
+        that asks for it shards over its one rank (the sharded code path on one GPU)."""
+        return self.shard_networks
+
+    def prepare(self, backbone, optimizer: str = "adamw") -> None:
+        """Before `DPDMD` builds the networks, on every rank: a sharded run of full fine-tuning
+        builds the student and the fake score on the meta device (`dpdmd.sharding`: each rank then
+        allocates and loads only its shards). ``optimizer``: the config's; the host-offloaded one
+        keeps whole host copies of the parameters and is refused with sharding (a ConfigError)."""
+        if not self.sharded:
+            return
+        if optimizer == "adamw_offload":
+            from .config import ConfigError
+
+            raise ConfigError(["optimizer: 'adamw_offload' keeps whole host copies of the parameters and "
+                               "cannot step FSDP2 shards; a sharded trial (workers > 1, shard: true) already "
+                               "splits the AdamW states over its GPUs: use 'adamw' or 'adamw8bit'"])
+        backbone.trainable_on_meta = sharding.builds_on_meta(backbone)
 
     def attach(self, method) -> GradientAverager | None:
         """Make `method` (a `dpdmd.method.DPDMD`) train over the ranks. Replicated (rule 2): copy
         rank 0's trainable weights of the student and the fake score to every rank, then average
         their gradients over the ranks in every backward pass. Sharded: `dpdmd.sharding.
         shard_networks` (the weights are the same on every rank already: built from the same
-        teacher). Call once, on every rank, before training and before loading a checkpoint."""
-        params = [*method.trainable(method.student), *method.trainable(method.fake)]
-        if self.world_size == 1:
+        teacher, whole or on the meta device: `prepare`). Call once, on every rank, before
+        training and before loading a checkpoint."""
+        if self.world_size == 1 and not self.shard_networks:
             return GradientAverager([], world_size=1)
         self._check_process_group()
         if self.shard_networks:
             sharding.shard_networks(method, world_size=self.world_size, device=method.backbone.device)
             return None
+        params = [*method.trainable(method.student), *method.trainable(method.fake)]
         with torch.no_grad():
             for p in params:
                 dist.broadcast(p.data, src=0)

@@ -41,12 +41,28 @@ an instance of its own class (the backbones dispatch on ``isinstance``), paramet
 ``_fsdp_wrapped_module.`` prefix, and frozen and trainable parameters (LoRA) may share a unit.
 Only APIs present in both torch 2.11 (the GPU image) and 2.13 are used.
 
-The optimisers are built by `DPDMD` before sharding (on the whole parameters); `shard_networks`
-re-points them at the sharded parameters (same names, same order), which is valid while they hold
-no state yet, so the optimiser's class and settings stay whatever `DPDMD` chose.
+**Built on the meta device.** Full fine-tuning's student and fake score are fp32 copies of the
+teacher, so a rank never needs them whole: with ``Backbone.trainable_on_meta`` (set by
+`DistributedContext.prepare`) `DPDMD` builds them on the meta device (shapes, no storage),
+`shard_networks` shards them (``fully_shard`` on meta modules, as FSDP2 intends), allocates this
+rank's shards (``to_empty``) and copies each shard's slice out of the teacher that the rank holds
+anyway (`_load_from_teacher`: cast to fp32, the values a one-worker run's copy gets; no
+communication, no whole copy anywhere). A rank's build peak is then the teacher plus 1/N of the
+two fp32 networks, instead of the teacher plus both whole (~97 GB for SD3.5-L:
+``bench/sharded_build_memory.py`` measures it). LoRA students are built whole and then sharded,
+as before: their adapters' random initialisation draws from the RNG as a one-worker run's does,
+and their frozen bases are the teacher's size in bf16 (3 x 16 GB for SD3.5-L), which fits.
+
+The optimisers are built by `DPDMD` before sharding (on the whole or meta parameters);
+`shard_networks` re-points them at the sharded parameters (same names, same order), which is valid
+while they hold no state yet, so the optimiser's class and settings stay whatever `DPDMD` chose.
+The host-offloaded optimiser (``adamw_offload``) keeps host copies of the whole parameters and is
+refused with sharding (`DistributedContext.prepare`).
 """
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 import torch.distributed as dist
@@ -56,17 +72,27 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_optimizer_state_dict)
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from .acceleration import repeated_block_classes
 
 NETWORKS = (("student", "opt_student"), ("fake", "opt_fake"))  # `DPDMD` attributes, as in its state_dict
 
 
+def builds_on_meta(backbone) -> bool:
+    """Whether a sharded run builds ``backbone``'s student and fake score on the meta device: when
+    they are whole copies of the teacher (full fine-tuning), whose weights `_load_from_teacher`
+    can fill in."""
+    return bool(getattr(backbone, "trains_teacher_copies", False))
+
+
 def shard_networks(method, *, world_size: int, device: torch.device) -> None:
     """Shard ``method``'s student and fake score (and so their gradients and optimiser states) over
     the process group's ``world_size`` ranks. Call once on every rank, before any optimiser step,
     after the weights are the same on every rank (they are: every rank builds them from the same
-    teacher, and a resumed run loads its checkpoint after this, with `load_full_state_dict`)."""
+    teacher, whole or on the meta device, and a resumed run loads its checkpoint after this, with
+    `load_full_state_dict`). Networks on the meta device get their shards allocated on ``device``
+    and loaded from ``method.teacher``."""
     mesh = init_device_mesh(device.type, (world_size,))
     for net_key, opt_key in NETWORKS:
         net, opt = getattr(method, net_key), getattr(method, opt_key)
@@ -78,9 +104,32 @@ def shard_networks(method, *, world_size: int, device: torch.device) -> None:
             if module is not net and type(module).__name__ in blocks:
                 fully_shard(module, mesh=mesh)
         fully_shard(net, mesh=mesh)
+        if any(p.is_meta for p in net.parameters()):  # built without storage: allocate and fill the shards
+            net.to_empty(device=device)
+            _load_from_teacher(net, method.teacher)
         sharded = dict(net.named_parameters())
         for group, group_names in zip(opt.param_groups, names, strict=True):
             group["params"] = [sharded[name] for name in group_names]
+
+
+@torch.no_grad()
+def _load_from_teacher(net: nn.Module, teacher: nn.Module) -> None:
+    """Fill a sharded copy of the teacher (``to_empty``: storage, no values) with the teacher's
+    weights: each parameter's local shard (this rank's slice of dim 0, ``distribute_tensor`` with
+    ``src_data_rank=None``: sliced locally, no communication) and each (replicated) buffer, cast to
+    the copy's dtype. Buffers that are not in the state dict (e.g. SD3's positional embedding) are
+    filled too."""
+    source = {**dict(teacher.named_parameters()), **dict(teacher.named_buffers())}
+    for name, tensor in itertools.chain(net.named_parameters(), net.named_buffers()):
+        full = source.get(name)
+        if full is None or full.shape != tensor.shape:
+            raise RuntimeError(f"shard_networks: {name} {tuple(tensor.shape)} of the meta-built copy has no "
+                               f"teacher tensor of that shape ({None if full is None else tuple(full.shape)})")
+        if isinstance(tensor, DTensor):
+            local = distribute_tensor(full, tensor.device_mesh, tensor.placements, src_data_rank=None)
+            tensor.to_local().copy_(local.to_local())
+        else:
+            tensor.copy_(full)
 
 
 def is_sharded(net: nn.Module) -> bool:

@@ -127,6 +127,8 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
         report, out_dir, progress = None, None, False
     backbone = build_backbone(config)
     check(config, backbone)
+    if distributed is not None:  # sharded: the student and fake score are built on the meta device
+        distributed.prepare(backbone, config.optimizer)
     # the checkpoint is read (and refused) before anything is written
     state = load_checkpoint(Path(resume_from), config) if resume_from is not None else None
     out = _prepare_out_dir(out_dir, config)

@@ -15,6 +15,7 @@ concatenated for CFG, and moved between processes as numpy arrays.
 from __future__ import annotations
 
 import copy
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -36,6 +37,16 @@ def repeat_embeddings(emb: Embeddings, n: int) -> Embeddings:
     return {key: value.expand(n, *value.shape[1:]) for key, value in emb.items()}
 
 
+def meta_copy(net: nn.Module) -> nn.Module:
+    """A deep copy of ``net`` whose parameters and buffers are on the meta device (same shapes,
+    dtypes, names and ``requires_grad``; no storage, no copy of the values)."""
+    memo: dict = {}
+    for tensor in itertools.chain(net.parameters(), net.buffers()):
+        empty = torch.empty_like(tensor, device="meta")
+        memo[id(tensor)] = nn.Parameter(empty, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else empty
+    return copy.deepcopy(net, memo)  # deepcopy takes what ``memo`` holds for an object instead of copying it
+
+
 class Backbone(ABC):
     """Base class of every backbone. Subclasses set the attributes below in ``__init__``.
 
@@ -47,6 +58,10 @@ class Backbone(ABC):
         default_lr: the learning rate this backbone is meant to train at when none is given.
         default_prompts: the training prompts used when the config names none.
         device: where the networks run.
+        trainable_on_meta: `build_networks` builds the student and the fake score on the meta
+            device (shapes, no storage). A sharded run sets it (`dpdmd.distributed.
+            DistributedContext.prepare`) and `dpdmd.sharding` then materialises each rank's shards
+            from the teacher, so no rank ever holds the whole fp32 networks.
     """
 
     name: str
@@ -56,6 +71,7 @@ class Backbone(ABC):
     default_lr: float
     default_prompts: tuple[str, ...]
     device: torch.device = torch.device("cpu")
+    trainable_on_meta: bool = False
 
     # --- prompts ---
     @abstractmethod
@@ -86,10 +102,22 @@ class Backbone(ABC):
     def build_networks(self) -> tuple[nn.Module, nn.Module, nn.Module]:
         """(teacher, student, fake score): the teacher frozen, the others copies of it that train."""
         teacher = self.load_teacher().to(self.device)
-        student = self.make_trainable(copy.deepcopy(teacher))
-        fake = self.make_trainable(copy.deepcopy(teacher))
+        student = self.make_trainable(self.copy_teacher(teacher))
+        fake = self.make_trainable(self.copy_teacher(teacher))
         teacher.requires_grad_(False).eval()
         return teacher, student, fake
+
+    def copy_teacher(self, teacher: nn.Module) -> nn.Module:
+        """The copy of the teacher that becomes the student or the fake score: a real one, or its
+        shapes on the meta device if ``trainable_on_meta`` (its weights are the teacher's, loaded
+        into each rank's shards by `dpdmd.sharding`)."""
+        return meta_copy(teacher) if self.trainable_on_meta else copy.deepcopy(teacher)
+
+    @property
+    def trains_teacher_copies(self) -> bool:
+        """Whether the student and the fake score are the teacher's weights (in the trained dtype)
+        and nothing else: full fine-tuning (True here; LoRA backbones add random adapters)."""
+        return True
 
     def make_trainable(self, net: nn.Module) -> nn.Module:
         """Prepare a teacher copy for training (full fine-tuning here; LoRA backbones override)."""

@@ -29,7 +29,6 @@ own deep copy of the teacher in ``weights_dtype`` with peft LoRA adapters (float
 
 from __future__ import annotations
 
-import copy
 import gc
 import json
 import warnings
@@ -244,9 +243,13 @@ class DiffusersBackbone(Backbone):
     def build_networks(self) -> tuple[nn.Module, nn.Module, nn.Module]:
         """(teacher, student, fake): the frozen teacher in ``weights_dtype``; the others per ``train_mode``."""
         teacher = self.load_teacher().to(self.device).requires_grad_(False).eval()
-        student = self.make_trainable(copy.deepcopy(teacher))
-        fake = self.make_trainable(copy.deepcopy(teacher))
+        student = self.make_trainable(self.copy_teacher(teacher))
+        fake = self.make_trainable(self.copy_teacher(teacher))
         return teacher, student, fake
+
+    @property
+    def trains_teacher_copies(self) -> bool:
+        return self.train_mode == "full"
 
     def make_trainable(self, net: nn.Module) -> nn.Module:
         """Full: the whole copy in float32, trainable. LoRA: the copy frozen in ``weights_dtype``,
