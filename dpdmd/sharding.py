@@ -146,7 +146,9 @@ def full_state_dict(method) -> dict | None:
         trainable = {name for name, p in net.named_parameters() if p.requires_grad}
         weights = get_model_state_dict(net, options=options)
         state[net_key] = {name: w for name, w in weights.items() if name in trainable}
-        state[opt_key] = _indexed(get_optimizer_state_dict(net, opt, options=options))
+        # An optimiser that has not stepped has no state to gather (and get_optimizer_state_dict
+        # would create it by a zero step, counting a step that AdamW's bias correction then sees).
+        state[opt_key] = _indexed(get_optimizer_state_dict(net, opt, options=options)) if opt.state else opt.state_dict()
     return state if dist.get_rank() == 0 else None
 
 

@@ -4,12 +4,18 @@ On the tiny diffusers pipelines (tests/dpdmd/tiny_pipelines.py) loaded by the re
 gloo processes on the CPU: a sharded full fine-tuning build never holds the whole student (its
 parameters are on the meta device until `shard_networks`, then each rank keeps 1/W of them), its
 weights and buffers are the teacher's (cast to fp32, including buffers outside the state dict such
-as SD3's positional embedding), and one fake-score and one student update on a global batch leave
-the same weights and AdamW states as one worker's whole-network run (tolerance: test_sharding.py's).
+as SD3's positional embedding): gathered, exactly one worker's build. One fake-score and one
+student update on a global batch then leave the same weights and AdamW states as one worker's
+whole-network run, within test_sharding.py's tolerance for SD3. The SDXL UNet at lr 1e-3 differs
+by up to 1.7e-4 after its first student step (measured), the same with the networks built whole
+before sharding (the summation order of the reduce-scatter, lifted by AdamW's first step on
+near-zero gradients; not the meta build): its check is the exact build and 0.2 x lr after.
 LoRA students are built whole and then sharded (their adapters draw from the RNG as one worker's).
 """
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -73,13 +79,14 @@ def _worker(rank: int, world: int, init_method: str, path: str, name: str, optio
         on_meta = [p.is_meta for p in method.student.parameters()]
         whole = sum(p.numel() for p in method.student.parameters())
         context.attach(method)
+        built = copy.deepcopy(context.method_state(method))  # one CPU rank's gather may alias the weights
         local = sum(p.to_local().numel() for p in method.student.parameters())
         teacher_buffers = dict(method.teacher.named_buffers())
         buffers = {n: torch.equal(b, teacher_buffers[n].to(b.dtype)) for n, b in method.student.named_buffers()}
         _one_fake_and_one_student_update(method, backbone, context)
         state = context.method_state(method)
         if rank == 0:
-            torch.save({"state": state, "on_meta": on_meta, "whole": whole, "local": local, "buffers": buffers}, out)
+            torch.save({"built": built, "state": state, "on_meta": on_meta, "whole": whole, "local": local, "buffers": buffers}, out)
     finally:
         destroy_process_group()
 
@@ -91,27 +98,30 @@ def _sharded(tmp_path, dirs, name: str, options: dict, world: int) -> dict:
     return torch.load(out, weights_only=False)
 
 
-def _one_worker(dirs, name: str, options: dict) -> dict:
+def _one_worker(dirs, name: str, options: dict) -> tuple[dict, dict]:
+    """One worker's method state after the build and after the two updates."""
     backbone = _backbone(dirs[name], name, options)
     method = _method(backbone)
+    built = copy.deepcopy(method.state_dict())
     _one_fake_and_one_student_update(method, backbone, None)
-    return method.state_dict()
+    return built, method.state_dict()
 
 
-@pytest.mark.parametrize(("name", "options", "world"), [
-    ("sd35m", {"weights_dtype": "bf16"}, 2),  # a bf16 teacher: the shards are its values cast to fp32
-    pytest.param("sdxl", {"weights_dtype": "fp32"}, 2, marks=pytest.mark.slow),
-    ("sd35m", {"weights_dtype": "fp32"}, 1),  # one rank: the sharded path as on one GPU
+@pytest.mark.parametrize(("name", "options", "world", "atol"), [
+    ("sd35m", {"weights_dtype": "bf16"}, 2, ATOL),  # a bf16 teacher: the shards are its values cast to fp32
+    pytest.param("sdxl", {"weights_dtype": "fp32"}, 2, 0.2 * 1e-3, marks=pytest.mark.slow),  # see the module doc
+    ("sd35m", {"weights_dtype": "fp32"}, 1, ATOL),  # one rank: the sharded path as on one GPU
 ])
-def test_meta_built_shards_train_as_one_worker(tmp_path, dirs, name, options, world):
+def test_meta_built_shards_train_as_one_worker(tmp_path, dirs, name, options, world, atol):
     got = _sharded(tmp_path, dirs, name, options, world)
     assert got["on_meta"] and all(got["on_meta"])  # no rank built the whole student
     assert got["local"] <= -(-got["whole"] // world) + 64 * len(got["on_meta"])  # 1/W each (dim 0 rounds up)
     assert all(got["buffers"].values()), got["buffers"]  # the teacher's, cast
     if name == "sd35m":  # SD3's positional embedding: a buffer outside the state dict
         assert "pos_embed.pos_embed" in got["buffers"]
-    want = _one_worker(dirs, name, options)
-    _assert_same_method_state(got["state"], want, ATOL)
+    built, trained = _one_worker(dirs, name, options)
+    _assert_same_method_state(got["built"], built, 0)
+    _assert_same_method_state(got["state"], trained, atol)
 
 
 @pytest.mark.slow
@@ -119,7 +129,9 @@ def test_lora_students_are_built_whole_then_sharded(tmp_path, dirs):
     options = {"weights_dtype": "fp32", "train_mode": "lora"}
     got = _sharded(tmp_path, dirs, "sd35m", options, 2)
     assert not any(got["on_meta"])  # the adapters' random init needs real tensors
-    _assert_same_method_state(got["state"], _one_worker(dirs, "sd35m", options), ATOL)
+    built, trained = _one_worker(dirs, "sd35m", options)
+    _assert_same_method_state(got["built"], built, 0)
+    _assert_same_method_state(got["state"], trained, ATOL)
 
 
 def test_sharding_refuses_the_host_offloaded_optimizer(dirs):
