@@ -2,23 +2,37 @@
 
     python bench/sharded_step.py --smoke                                  # CPU, gloo, 2 processes, tiny
     python bench/sharded_step.py --model sd35m --setup full --workers 2   # 2 GPUs, NCCL, 1024 px, 4 per GPU
-    python bench/sharded_step.py --model sd35m --setup full --workers 1   # the one-GPU reference
+    python bench/sharded_step.py --model sd35m --setup full --nproc 1     # one GPU: FSDP2 over one rank, NCCL
+    python bench/sharded_step.py --model sd35m --nproc 1 --whole-build    # the same, built whole before sharding
+    python bench/sharded_step.py --model sd35m --nproc 1 --replicated     # one GPU, no sharding (the reference)
     python bench/sharded_step.py --model sd35l --setup full --workers 8   # SD3.5-Large shape (8.1 B)
     python bench/sharded_step.py --model sd35m --workers 2 --replicated   # replicas + averaged gradients
 
 Each of N processes (one per GPU) builds the random-weight networks of `bench/gpu_step.py`
 (``sd35m``, ``sdxl``, and here ``sd35l``: 38 layers, 38 heads of 64), wraps them exactly as a
-sharded trial does (``DistributedContext(shard_networks=True).attach``), and runs cycles of the
+sharded trial does (``DistributedContext(shard_networks=True)``: ``prepare``, so full fine-tuning
+builds the student and fake score on the meta device and each rank allocates only its shards,
+then ``attach``), and runs cycles of the
 trainer's work: the teacher anchor (K steps with CFG, on the rank's rows), one student update and
 ``--fake-reps`` fake-score updates, on a global batch of ``--batch * N`` rows (rank r: rows r::N).
 A cycle is timed between barriers, so it is the slowest rank's. Reported: the first cycle, the
 median of ``--reps`` steady cycles and its phases (rank 0), samples per second, and per GPU the
-peak memory while building (every rank builds the whole networks before sharding them) and
-while training. Issue #12 runs it; the percentage of the bf16 ceiling follows from
+peak memory while building and while training. ``--nproc 1`` (an alias of ``--workers``) runs the
+sharded path on one GPU: NCCL, FSDP2's CUDA all-gathers and reduce-scatters over a mesh of one,
+the meta-device build and its shards loaded from the teacher (``--whole-build``: built whole
+before sharding, as before, to compare the build peak). The build peak includes the random
+teacher's fp32 initialisation (`bench/gpu_step.py` builds it in fp32 on the GPU, then casts it to
+bf16: 4P bytes, 32 GB for SD3.5-L, before the student exists). Issue #12 runs it; the percentage of the bf16 ceiling follows from
 `bench/gpu_step.py`'s FLOP counts of the same (model, setup, pixels, batch per GPU) on one GPU:
 ``flops_one_gpu_cycle * N / (cycle_s * N * ceiling)``.
 
-Output: a table on stdout and ``sharded_step_<tag>.json`` in ``--out`` ($OUT).
+Prints three lines and a table, e.g.::
+
+    sd35m full 1024 px, 4 per GPU x 1 (sharded, meta build, cuda): first cycle S s, steady cycle S s, R samples/s
+    phases (rank 0, s): anchor S, ... (the median steady cycle's `DPDMD.seconds`)
+    | rank | build s | build peak GiB | train peak GiB | train reserved GiB |   (one row per GPU)
+
+and writes the same as ``sharded_step_<tag>.json`` in ``--out`` ($OUT).
 """
 
 from __future__ import annotations
@@ -103,6 +117,8 @@ def run_rank(args, context, device: torch.device) -> dict:
                         lora_rank=args.lora_rank, grad_ckpt=not args.no_grad_ckpt)
     backbone.set_resolution(args.pixels)
     t0 = time.perf_counter()
+    if not args.whole_build:
+        context.prepare(backbone)  # sharded full fine-tuning: the student and fake score on the meta device
     method = DPDMD(backbone, lambda_div=0.05, lr_student=1e-5, lr_fake=1e-5, mixed_precision="bf16")
     context.attach(method)
     build_s, build_peak = time.perf_counter() - t0, gib(device)
@@ -142,6 +158,7 @@ def summarise(args, records: list[dict]) -> dict:
     median = {k: statistics.median(c[k] for c in steady) for k in steady[0]}
     return {"model": args.model, "setup": args.setup, "pixels": args.pixels, "batch_per_gpu": args.batch,
             "workers": args.workers, "sharded": not args.replicated, "device": args.device,
+            "build": "whole" if args.whole_build or args.replicated or args.setup == "lora" else "meta",
             "first_cycle_s": records[0]["cycles"][0]["cycle_s"], "cycle_s": median["cycle_s"],
             "phases_s": {k: v for k, v in median.items() if k != "cycle_s"},
             "samples_per_s": args.batch * args.workers / median["cycle_s"],
@@ -154,7 +171,7 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="CPU, gloo, 2 processes, tiny networks (checks the script)")
     ap.add_argument("--model", default="sd35m", choices=["sd35m", "sd35l", "sdxl"])
     ap.add_argument("--setup", default="full", choices=["full", "lora"])
-    ap.add_argument("--workers", type=int, default=None, help="processes (default: every visible GPU)")
+    ap.add_argument("--workers", "--nproc", type=int, default=None, help="processes (default: every visible GPU)")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--pixels", type=int, default=1024)
     ap.add_argument("--batch", type=int, default=4, help="per GPU")
@@ -164,6 +181,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lora-rank", type=int, default=64)
     ap.add_argument("--no-grad-ckpt", action="store_true")
     ap.add_argument("--replicated", action="store_true", help="replicas and averaged gradients instead of shards")
+    ap.add_argument("--whole-build", action="store_true",
+                    help="build the student and fake score whole before sharding (the old build) instead of on meta")
     ap.add_argument("--tag", default="run")
     ap.add_argument("--out", default=os.environ.get("OUT", "bench_out"))
     args = ap.parse_args(argv)
@@ -183,7 +202,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"sharded_step_{args.tag}.json").write_text(json.dumps(summary, indent=1))
-    kind = "sharded" if summary["sharded"] else "replicated"
+    kind = f"sharded, {summary['build']} build" if summary["sharded"] else "replicated"
     print(f"{args.model} {args.setup} {args.pixels} px, {args.batch} per GPU x {args.workers} "
           f"({kind}, {args.device}): first cycle {summary['first_cycle_s']:.2f} s, steady cycle "
           f"{summary['cycle_s']:.2f} s, {summary['samples_per_s']:.2f} samples/s")

@@ -17,6 +17,13 @@ What each term holds (P: the network's parameters; L: its LoRA parameters; N: GP
   1024 px from the measured peak (peak - the terms above), scaled with batch x (pixels / 1024)^2
   (tokens; attention is flash, linear in tokens), and for SD3.5-L by its width x depth against
   SD3.5-M's. It also holds the allocator's transients (e.g. the optimiser step's).
+
+- build: the peak while the networks are built, before training: the teacher plus the student's
+  and the fake score's weights as each GPU holds them (``teacher + weights``). Sharded full
+  fine-tuning builds the copies on the meta device and allocates only each GPU's shards
+  (`dpdmd.sharding`), so the build never exceeds the training ``total``; built whole before
+  sharding (as before) it was ``2P + 8P`` on every GPU, 75 GiB for SD3.5-L whatever N.
+  `fit_line` and `memory_table` compare ``max(total, build)`` with the GPU.
 """
 
 from __future__ import annotations
@@ -81,22 +88,25 @@ def estimate(model: str, train_mode: str = "full", optimizer: str = "adamw", gpu
     out = {k: v / GIB for k, v in terms.items()}
     out["activations"] = s.act_gib_per_sample * batch * (pixels / 1024) ** 2
     out["total"] = sum(out.values())
+    out["build"] = out["teacher"] + out["weights"]  # shards only: the meta-device build (module doc)
     return out
 
 
 def memory_table(models=("sd35m", "sd35l", "sdxl"), gpus=(1, 2, 8), batch: int = 4, pixels: int = 1024,
                  gpu_gib: float = GPU_GIB) -> str:
     """Markdown table of `estimate` for every model, mode, optimiser and GPU count."""
-    head = "| model | mode | optimizer | GPUs | teacher | weights | gradients | optimizer | activations | total GiB/GPU | fits |"
-    rows = [head, "|" + "---|" * 11]
+    head = ("| model | mode | optimizer | GPUs | teacher | weights | gradients | optimizer | activations | "
+            "total GiB/GPU | build GiB/GPU | fits |")
+    rows = [head, "|" + "---|" * 12]
     for model in models:
         for mode in ("full", "lora"):
             for opt in OPTIMIZERS:
                 for n in gpus:
                     e = estimate(model, mode, opt, n, batch, pixels)
                     cells = [model, mode, opt, str(n)] + [f"{e[k]:.1f}" for k in
-                             ("teacher", "weights", "gradients", "optimizer", "activations", "total")]
-                    rows.append("| " + " | ".join(cells + ["yes" if e["total"] <= gpu_gib else "no"]) + " |")
+                             ("teacher", "weights", "gradients", "optimizer", "activations", "total", "build")]
+                    fits = max(e["total"], e["build"]) <= gpu_gib
+                    rows.append("| " + " | ".join(cells + ["yes" if fits else "no"]) + " |")
     return "\n".join(rows)
 
 
@@ -114,7 +124,7 @@ def fit_line(backbone: str, options: dict, train: dict, resources: dict, gpu_gib
     e = estimate(backbone, mode, train.get("optimizer", "adamw"), workers,
                  int(train.get("batch_size", 4)), int(options.get("resolution", 1024)))
     room = min(share, 1.0) * gpu_gib
-    verdict = "fits" if e["total"] <= room else "DOES NOT FIT"
+    verdict = "fits" if max(e["total"], e["build"]) <= room else "DOES NOT FIT"
     return (f"memory ({backbone}, {mode}, {train.get('optimizer', 'adamw')}, {workers} GPU(s), batch "
             f"{train.get('batch_size', 4)}): ~{e['total']:.1f} GiB per GPU against {room:.1f} GiB "
             f"(gpu {share:g} of {gpu_gib:g} GiB): {verdict}")

@@ -82,7 +82,7 @@ def _worker(rank: int, world: int, init_method: str, path: str, name: str, optio
         built = copy.deepcopy(context.method_state(method))  # one CPU rank's gather may alias the weights
         local = sum(p.to_local().numel() for p in method.student.parameters())
         teacher_buffers = dict(method.teacher.named_buffers())
-        buffers = {n: torch.equal(b, teacher_buffers[n].to(b.dtype)) for n, b in method.student.named_buffers()}
+        buffers = {n: torch.equal(b, teacher_buffers[n.removeprefix("base_model.model.")].to(b.dtype)) for n, b in method.student.named_buffers()}
         _one_fake_and_one_student_update(method, backbone, context)
         state = context.method_state(method)
         if rank == 0:
