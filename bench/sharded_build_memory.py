@@ -18,8 +18,9 @@ it as a sharded trial does (``DistributedContext(shard_networks=True)``: ``prepa
 
 - ``held MiB``: the bytes of the tensors the rank holds after sharding (teacher + its shards of the
   student and the fake score, parameters and buffers), against the analytic ``2P + 8P / N``;
-- ``build peak MiB``: how far the process's peak resident memory (``ru_maxrss``) rose while building
-  and sharding (teacher load included), against ``2P + 8P / N`` (meta) and ``10P`` (whole: the
+- ``build peak MiB``: how far the process's peak resident memory (``VmHWM``, reset to the current
+  resident memory just before) rose above the memory before building, while building and sharding
+  (teacher load included), against ``2P + 8P / N`` (meta) and ``10P`` (whole: the
   teacher, and each copy bf16 then fp32).
 
 Output: the table on stdout and ``sharded_build_memory.json`` in ``--out`` ($OUT).
@@ -31,7 +32,7 @@ import argparse
 import itertools
 import json
 import os
-import resource
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -75,8 +76,16 @@ def held_bytes(*nets: torch.nn.Module) -> int:
     return total
 
 
-def max_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+def _status_bytes(field: str) -> int:
+    """A ``/proc/self/status`` memory field (VmRSS: resident now; VmHWM: its peak) in bytes."""
+    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+
+
+def reset_peak_rss() -> int:
+    """Reset the process's peak resident memory to the current one (Linux ``clear_refs`` 5), so the
+    imports' and the pipeline loading's earlier peaks do not hide the build's; returns the current."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_bytes("VmRSS")
 
 
 def worker(rank: int, world: int, init_method: str, pipeline: str, build: str, result: str) -> None:
@@ -87,10 +96,10 @@ def worker(rank: int, world: int, init_method: str, pipeline: str, build: str, r
         backbone = get_backbone("sd35m", path=pipeline, resolution=32, weights_dtype="bf16", max_sequence_length=16)
         if build == "meta":
             context.prepare(backbone)  # what a sharded trial does: student and fake score on the meta device
-        before = max_rss_bytes()
+        before = reset_peak_rss()
         method = DPDMD(backbone, lambda_div=0.05, lr_student=1e-5, lr_fake=1e-5)
         context.attach(method)
-        record = {"rank": rank, "peak_rise": max_rss_bytes() - before,
+        record = {"rank": rank, "peak_rise": _status_bytes("VmHWM") - before,
                   "held": held_bytes(method.teacher, method.student, method.fake)}
         records = [None] * world
         dist.all_gather_object(records, record)
