@@ -15,7 +15,7 @@ the recorded curves, for many seeds and for 2 and 8 workers. For each run:
 - **regret**: the best true J of the table minus the true J of the recommended trial (the one
   with the best reported J among those above the quality floor).
 
-    python bench/search_efficiency.py --table bench/results/tabular/small/table.parquet --seeds 20
+    python bench/search_efficiency.py --table bench/results/tabular/medium/table.parquet --seeds 20
 
 Prints the table (median and spread over seeds), the default strategy (grid + MO-ASHA) against
 each other one at every budget (``--budgets``), and writes ``--out`` .png (the hypervolume
