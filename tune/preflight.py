@@ -191,3 +191,66 @@ def resume_problems(experiment: str, identity: dict, *, name: str) -> list[str]:
             f"fingerprint {stored.get('fingerprint')}; this one: {identity['fingerprint']}, or another "
             "--num-samples). Resume it with the same file, or start a new search with --name NEW_NAME "
             "(or another --storage)"]
+
+
+# --- the teacher's reference scores ---------------------------------------------------------------
+
+def _evaluated_on_cpu(config) -> bool:
+    """Whether ``config``'s evaluator is the built-in digits one (cheap enough to run here)."""
+    from dpdmd.backbones import backbone_class
+
+    name = config.eval.evaluator
+    if name == "auto":
+        name = getattr(backbone_class(config.backbone)[0], "default_evaluator", "digits")
+    return name == "digits"
+
+
+def teacher_problems(space, *, reference: Callable | None = None) -> list[str]:
+    """Every trial is scored in teacher units (`tune.objective`: student / teacher), so a teacher
+    that scores 0 on the evaluation set (4 samples of a prompt can all miss the real digits' k-NN
+    balls: precision, hence fidelity, 0) would fail every trial. Computed here, before Ray, for
+    the built-in (digits) evaluator: its teacher reference is cached on disk, so the trials read
+    it instead of computing it again. The real evaluators' teachers need the GPU: not here.
+
+    ``reference(config) -> {"diversity", "quality", ...}`` (default: `dpdmd.evaluation`'s cached
+    teacher reference)."""
+    import json
+
+    from .trials import planned_trials
+
+    points = planned_trials(space) if space.method == "grid" else \
+        [{**space.base_point(), "backbone": b} for b in space.backbone_names()]
+    configs = {}
+    for point in points:
+        config = space.train_config(point).replace(device="cpu")
+        if _evaluated_on_cpu(config):
+            what = {k: config.to_dict()[k] for k in ("backbone", "backbone_options", "teacher_steps", "cfg_scale", "eval")}
+            configs.setdefault(json.dumps(what, sort_keys=True, default=str), config)  # what the reference depends on
+    problems = []
+    for config in configs.values():
+        scores = (reference or _teacher_scores)(config)
+        low = [f"{name} {scores[name]:g}" for name in ("diversity", "quality") if not scores[name] > 0]
+        if low:
+            metric = config.eval.quality_metric if config.eval.quality_metric != "auto" else "fidelity"
+            problems.append(
+                f"eval.seeds_per_prompt: {config.eval.seeds_per_prompt} is too few here: the teacher ({config.backbone}, "
+                f"teacher_steps {config.teacher_steps}) scores {', '.join(low)} on the evaluation set "
+                f"({config.eval.seeds_per_prompt} seeds x {len(config.eval.prompts) or 'default'} prompts; quality is "
+                f"{metric}), and every trial is scored in teacher units (student / teacher), so every trial would "
+                "fail. Allowed: a teacher scoring above 0: more eval.seeds_per_prompt or eval.prompts, or "
+                "eval.quality_metric: class_prob (no k-NN precision)")
+    return problems
+
+
+def _teacher_scores(config) -> dict:
+    """The teacher's scores on ``config``'s evaluation set (cached on disk, `dpdmd.evaluation`)."""
+    import torch
+
+    from dpdmd.evaluation import teacher_reference
+    from dpdmd.prompt_cache import PromptEmbeddingCache
+    from dpdmd.trainer import build_backbone, build_method
+
+    backbone = build_backbone(config)
+    torch.manual_seed(config.seed)
+    method = build_method(config, backbone)
+    return teacher_reference(config, backbone, method.teacher, PromptEmbeddingCache(backbone))[0]

@@ -341,6 +341,8 @@ def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str
     elif args.resume:
         identity = preflight.space_identity(space.path, args.num_samples)
         problems += preflight.resume_problems(join_uri(storage, name), identity, name=name)
+    if not problems and not args.resume:  # a teacher scoring 0 would fail every trial (checked at the start)
+        problems += preflight.teacher_problems(space)
     return problems
 
 

@@ -250,3 +250,43 @@ def test_train_cli_checks_evaluator_weights_before_training(tmp_path, monkeypatc
     out = tmp_path / "out"
     assert train_cli.main(["--config", str(config), "--out", str(out), "--device", "cpu"]) == 2
     assert not out.exists()
+
+
+# --- the teacher's reference: every trial is scored in its units ----------------------------------
+
+def test_a_teacher_scoring_zero_is_refused_before_ray(tmp_path, capsys, monkeypatch):
+    import ray
+
+    from tune.space import load_space
+
+    space = load_space(write_space(tmp_path, parameters={"anchor_k": {"values": [2, 3]},
+                                                         "lambda_div": {"values": [0.05]}}))
+    asked = []
+
+    def teacher(scores):
+        return lambda config: asked.append(config) or scores
+
+    # the two K values share one teacher reference: computed once
+    assert preflight.teacher_problems(space, reference=teacher({"diversity": 0.03, "quality": 0.75})) == []
+    assert len(asked) == 1 and asked[0].eval.seeds_per_prompt == 4
+    (problem,) = preflight.teacher_problems(space, reference=teacher({"diversity": 0.03, "quality": 0.0}))
+    assert problem.startswith("eval.seeds_per_prompt: 4 is too few here: the teacher (digits-flow, teacher_steps 10) "
+                              "scores quality 0 on the evaluation set")
+    assert "quality is fidelity" in problem and "eval.quality_metric: class_prob" in problem
+    # at launch: exit 2 naming the file and the key, before Ray starts or anything is written
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
+    monkeypatch.setattr(preflight, "_teacher_scores", lambda config: {"diversity": 0.0, "quality": 0.5})
+    storage = tmp_path / "runs"
+    assert search.main(["--space", str(space.path), "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err
+    assert str(space.path) in err and "eval.seeds_per_prompt: 4 is too few" in err and "diversity 0" in err
+    assert not (storage / "edge").exists()
+
+
+def test_the_teacher_check_reads_the_real_teacher_reference(tmp_path):
+    from tune.space import load_space
+
+    space = load_space(write_space(tmp_path))
+    scores = preflight._teacher_scores(space.train_config(space.base_point()).replace(device="cpu"))
+    assert scores["quality"] > 0 and scores["diversity"] > 0
+    assert preflight.teacher_problems(space) == []  # this tiny space's teacher scores above 0
