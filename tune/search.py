@@ -140,6 +140,11 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
         return tune.Tuner.restore(join_uri(storage, name), trainable, resume_unfinished=True, resume_errored=True)
     clear_state(state_uri)  # a fresh search of an old name: the old rungs are not ours
     callbacks = []
+    if cache["enabled"]:  # the anchor store's counts, kept with the experiment (added up over a resume)
+        from .shared_cache import STATS_FILE, StatsRecorder
+
+        clear_state(join_uri(storage, name, STATS_FILE))
+        callbacks.append(StatsRecorder(cache["spill_uri"], join_uri(storage, name, STATS_FILE)))
     if space.wandb.enabled and space.wandb.per_trial:
         from .wandb_keys import WandbLoggerWithoutKeyInRuntimeEnv
 
@@ -197,7 +202,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     final = res.final_results(trials, min_quality=space.objective.min_quality)
     failed = failed_trials(grid, final)
     front = res.pareto_front(without_failed(final, failed))  # failed trials never sit on the front
-    cache_stats = store_stats(spill_uri) if store is not None else {}
+    cache_stats = cache_statistics(spill_uri, join_uri(storage, name)) if store is not None else {}
     compute = compute_spent(final, time.time() - started)
     summary = res.summarize(final, front, cache_stats=cache_stats, compute=compute, space_name=name,
                             min_quality=space.objective.min_quality)
@@ -261,6 +266,24 @@ def store_stats(spill_uri: str) -> dict:
         return ray.get(find_store(spill_uri).stats.remote(), timeout=60)
     except Exception as err:  # noqa: BLE001 - the cache is an optimisation; never lose the results to it
         return {"unavailable": f"{type(err).__name__}: {_first_line(err)}"}
+
+
+def cache_statistics(spill_uri: str, experiment: str) -> dict:
+    """The anchor store's statistics over the whole search: its current counts recorded with the
+    experiment and added to those of the stores before it (a resumed search, a recreated store)."""
+    import warnings
+
+    from .shared_cache import STATS_FILE, record_stats, total_stats
+
+    current = store_stats(spill_uri)
+    uri = join_uri(experiment, STATS_FILE)
+    try:
+        record_stats(uri, current)
+        return {**current, **total_stats(uri, current)}
+    except Exception as err:  # noqa: BLE001 - the storage failing here must not lose the results
+        warnings.warn(f"cache statistics of earlier parts not read from {uri}: {type(err).__name__}: {err}",
+                      stacklevel=2)
+        return current
 
 
 def _first_line(err: BaseException) -> str:

@@ -54,3 +54,29 @@ def test_counts_add_up_across_a_resume(tmp_path):
     fresh_process = train(config.replace(iterations=4), progress=False)  # what one process alone counts
     assert resumed["prompts_encoded"] == first["prompts_encoded"] + fresh_process["prompts_encoded"]
     assert resumed["seconds"] > first["seconds"]
+
+
+def test_store_statistics_add_up_over_the_stores_of_a_search(tmp_path):
+    """A resumed search (or a store recreated after ray.kill) counts from 0 in a new store: the
+    summary adds every store's counts; re-recording one store replaces its earlier record."""
+    import numpy as np
+
+    from tune.shared_cache import _Store, record_stats, total_stats
+
+    uri = str(tmp_path / "exp" / "cache_stats.jsonl")
+    first, second = _Store(), _Store()
+    assert first.store_id != second.store_id
+    for key in ("a", "b"):
+        first.lookup(key)
+        first.publish(key, {"x": np.zeros(3, np.float32)}, teacher_calls=5)
+    record_stats(uri, first.stats())
+    first.lookup("a")  # a hit after the first record: the later record replaces the earlier
+    record_stats(uri, first.stats())
+    second.lookup("c")
+    second.publish("c", {"x": np.zeros(2, np.float32)}, teacher_calls=5)
+    second.lookup("a")  # the resumed part's store; its latest counts given directly
+    total = total_stats(uri, second.stats())
+    assert total["teacher_calls"] == 15 and total["misses"] == 4 and total["hits"] == 1
+    assert total["entries"] == 1 and total["bytes"] == 8  # what the current store holds, not a sum
+    assert [s["store_id"] for s in total["stores"]] == [first.store_id, second.store_id]
+    assert total_stats(str(tmp_path / "none.jsonl"), second.stats())["teacher_calls"] == 5

@@ -154,8 +154,12 @@ def test_offline_wandb_summary_run_holds_the_front(finished_search):
 def test_resume_reruns_nothing_and_recomputes_no_anchor(finished_search, capsys):
     space_path, storage, exp = finished_search
     before = pd.read_parquet(exp / "trials.parquet")
+    first = json.loads((exp / "summary.json").read_text())["cache"]
     assert search.main(["--space", str(space_path), "--storage", str(storage), "--resume"]) == 0
     after = pd.read_parquet(exp / "trials.parquet")
     assert len(after) == len(before)  # finished trials were not run again
-    summary = json.loads((exp / "summary.json").read_text())
-    assert summary["cache"].get("teacher_calls", 0) == 0
+    cache = json.loads((exp / "summary.json").read_text())["cache"]
+    assert len(cache["stores"]) == 2 and cache["stores"][-1].get("teacher_calls", 0) == 0  # nothing recomputed
+    # the store's counts add up over both parts (the resumed part's store counted from 0)
+    assert first["teacher_calls"] > 0 and cache["teacher_calls"] == first["teacher_calls"]
+    assert cache["misses"] == first["misses"] and cache["hits"] >= first["hits"]
