@@ -21,6 +21,9 @@ The rules, chosen so that W workers train exactly as one worker on the W-times l
    rank and world size as well (`tune.multi_gpu` does).
 4. **Outputs.** Rank 0 alone evaluates, writes ``out_dir`` (metrics, samples, checkpoints) and
    calls ``report``; the other ranks only train. On resume every rank loads the same checkpoint.
+   A run stops on every rank together (`DistributedContext.any`): at each iteration the ranks
+   agree whether any rank's loss was not finite, and at each evaluation whether rank 0 found the
+   student diverged.
    Nothing in training draws from the global RNG, so rank 0's evaluation cannot desynchronise it.
 
 Why gradient hooks and not `torch.nn.parallel.DistributedDataParallel`: DDP works by *wrapping*
@@ -132,6 +135,18 @@ class DistributedContext:
             for p in params:
                 dist.broadcast(p.data, src=0)
         return GradientAverager(params, world_size=self.world_size)
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank: a collective (every rank calls it at the same
+        point). How the ranks agree to stop together: a rank that stopped alone (its loss not
+        finite, rank 0's evaluation diverged) would leave the others waiting in the next
+        collective until its timeout."""
+        if self.world_size == 1:
+            return bool(flag)
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        votes = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+        return bool(votes.item())
 
     def method_state(self, method) -> dict | None:
         """The method's checkpoint state (`DPDMD.state_dict()`'s format) on rank 0, None on the

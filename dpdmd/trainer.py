@@ -155,9 +155,9 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     updates = student_updates_done(start, config.fake_updates)
     running: dict[str, list[float]] = defaultdict(list)
     metrics: dict = {}
-    # Non-finite losses stop the run as diverged. Data-parallel ranks see only their own losses
-    # (stopping one rank alone would hang the others): there rank 0 catches it at evaluation.
-    watch_losses = distributed is None
+    # Non-finite losses stop the run as diverged. Data-parallel ranks see only their own losses,
+    # and one rank stopping alone would leave the others waiting in the next collective: all
+    # ranks agree (`_agree`) at every iteration and at every evaluation.
     diverged = None
     evaluated = False
     started = time.time()
@@ -189,7 +189,7 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
             losses = method.fake_update(batch, cond)
             for k, v in losses.items():
                 running[k].append(v)
-            diverged = _non_finite(losses, f"at iteration {i + 1}") if watch_losses else None
+            diverged = _agree(distributed, _non_finite(losses, f"at iteration {i + 1}"), f"at iteration {i + 1}")
             if diverged:
                 break
             continue
@@ -202,12 +202,15 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
         for k, v in losses.items():
             running[k].append(v)
         updates += 1
-        diverged = _non_finite(losses, f"at iteration {i + 1}") if watch_losses else None
+        diverged = _agree(distributed, _non_finite(losses, f"at iteration {i + 1}"), f"at iteration {i + 1}")
         if diverged:
             break
-        if collective_eval and (i == config.iterations - 1 or (config.eval.every and updates % config.eval.every == 0)):
-            metrics = evaluate(i + 1)
-            if metrics.get("diverged"):
+        if i == config.iterations - 1 or (config.eval.every and updates % config.eval.every == 0):
+            if collective_eval:
+                metrics = evaluate(i + 1)
+            evaluated = True  # on every rank: the ranks agree below
+            if _agree(distributed, metrics.get("diverged_reason") if metrics.get("diverged") else None,
+                      f"at iteration {i + 1}"):
                 return metrics
             if main:
                 bar.set_postfix(div=f"{metrics['diversity']:.4f}", q=f"{metrics['quality']:.3f}")
@@ -217,9 +220,11 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
         if report is not None:
             report(metrics, None)
         return metrics
-    if collective_eval and not evaluated:  # the run ended on fake updates after its last evaluation, or resumed
-        metrics = evaluate(config.iterations)
-        if metrics.get("diverged"):
+    if not evaluated:  # the run ended on fake updates after its last evaluation, or resumed
+        if collective_eval:
+            metrics = evaluate(config.iterations)
+        if _agree(distributed, metrics.get("diverged_reason") if metrics.get("diverged") else None,
+                  f"at iteration {config.iterations}"):
             return metrics
     if writes_checkpoints and hasattr(method.student, "save_pretrained"):  # loadable with from_pretrained
         if sharded:
@@ -268,6 +273,16 @@ def _resume(state: dict | None, method: DPDMD, out: Path | None,
     if out is not None:
         _truncate_metrics(out / "metrics.csv", state["iteration"])
     return state["iteration"], dict(state.get("counters", {}))
+
+
+def _agree(distributed: DistributedContext | None, reason: str | None, where: str) -> str | None:
+    """``reason`` to stop (None: go on), agreed by every rank of a data-parallel run: if any rank
+    has one, every rank stops (a collective: all ranks call it at the same iterations)."""
+    if distributed is None or distributed.world_size == 1:
+        return reason
+    if distributed.any(reason is not None) and reason is None:
+        return f"another rank stopped {where} (its loss or its evaluation was not finite)"
+    return reason
 
 
 def _non_finite(values: dict, where: str) -> str | None:
