@@ -10,8 +10,10 @@ columns: seeds; teacher.png once), checkpoint/ (resumable; checkpoint.prev/ the 
 fallback if the last is damaged), student/ (save_pretrained), config.json. A non-empty --out is
 refused unless --resume (continue it) or --overwrite (clear it first).
 
-Exit status: 0 done; 1 the run diverged (a NaN or infinite loss, weight or score: its last row in
-metrics.csv says why); 2 the input was refused before anything was written.
+Exit status: 0 done; 1 the run stopped: it diverged (a NaN or infinite loss, weight or score: its
+last row in metrics.csv says why) or an output could not be written (a full disk: the file is
+named; every file is written whole or not at all, so --resume continues once there is space);
+2 the input was refused before anything was written.
 """
 
 from __future__ import annotations
@@ -104,8 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.overwrite and args.out.is_dir():
         shutil.rmtree(args.out)
 
-    metrics = train(config, out_dir=args.out, resume_from=resume_from, progress=not args.no_progress,
-                    keep_previous_checkpoint=True)
+    try:
+        metrics = train(config, out_dir=args.out, resume_from=resume_from, progress=not args.no_progress,
+                        keep_previous_checkpoint=True)
+    except OSError as err:  # a full or read-only disk: every file already written is whole (atomic writes)
+        print(f"error: {err.strerror or err}. What was written before is intact; once there is space, "
+              f"continue with --resume (from the last checkpoint in {args.out / CHECKPOINT})", file=sys.stderr)
+        return 1
     print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()}, indent=1))
     print(f"outputs in {args.out}")
     if metrics.get("diverged"):

@@ -8,7 +8,9 @@ It builds the backbone and the `DPDMD` networks, walks the deterministic iterati
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import json
 import math
 import os
@@ -238,8 +240,9 @@ def _prepare_out_dir(out_dir: str | Path | None, config: TrainConfig) -> Path | 
     if out_dir is None:
         return None
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    with _writing(out / "config.json"):
+        out.mkdir(parents=True, exist_ok=True)
+        _write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
     return out
 
 
@@ -254,9 +257,11 @@ def _write_teacher_reference(out: Path | None, config, backbone, method, embed, 
     reference, grid = teacher_reference(config, backbone, method.teacher, embed, evaluator)
     if out is None or written:
         return
-    (out / "samples").mkdir(exist_ok=True)
-    shutil.copyfile(grid, out / "samples" / "teacher.png")
-    (out / "teacher_metrics.json").write_text(json.dumps(reference, indent=1))
+    with _writing(out / "samples" / "teacher.png"):
+        (out / "samples").mkdir(exist_ok=True)
+        _copy(grid, out / "samples" / "teacher.png")
+    with _writing(out / "teacher_metrics.json"):
+        _write_text(out / "teacher_metrics.json", json.dumps(reference, indent=1))
 
 
 def _resume(state: dict | None, method: DPDMD, out: Path | None,
@@ -315,7 +320,8 @@ def _diverged_row(reason: str, running, out: Path | None, *, iteration: int, upd
     warnings.warn(f"the run diverged: {reason}; stopped (its rows are kept, the last checkpoint is the last "
                   "good one)", stacklevel=2)
     if out is not None:
-        _append_metrics(out / "metrics.csv", metrics)
+        with _writing(out / "metrics.csv"):
+            _append_metrics(out / "metrics.csv", metrics)
     return metrics
 
 
@@ -345,11 +351,16 @@ def _evaluate_and_save(config, method, evaluator, embed, prompts, provider, runn
     metrics["seconds"] = seconds
     metrics.update({f"seconds_{k}": v for k, v in method.seconds.items()})
     counters = _carry(metrics, carried)
-    if out is not None:
-        save_grid(images, out / "samples" / f"student_{updates:05d}.png")
-        shutil.copyfile(out / "samples" / f"student_{updates:05d}.png", out / "samples" / "student_latest.png")
-        _append_metrics(out / "metrics.csv", metrics)
-        save_checkpoint(out / CHECKPOINT, state, config, iteration, keep_previous=keep_previous, counters=counters)
+    if out is not None:  # each file whole or not at all: a full disk corrupts nothing already written
+        grid = out / "samples" / f"student_{updates:05d}.png"
+        with _writing(grid):
+            _save_grid(images, grid)
+        with _writing(out / "samples" / "student_latest.png"):
+            _copy(grid, out / "samples" / "student_latest.png")
+        with _writing(out / "metrics.csv"):  # a row past the checkpoint is dropped on resume
+            _append_metrics(out / "metrics.csv", metrics)
+        with _writing(out / CHECKPOINT / "state.pt"):
+            save_checkpoint(out / CHECKPOINT, state, config, iteration, keep_previous=keep_previous, counters=counters)
     return metrics
 
 
@@ -410,10 +421,14 @@ def save_checkpoint(path: Path, method: DPDMD | dict, config: TrainConfig, itera
     state = method if isinstance(method, dict) else method.state_dict()
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save({"method": state, "config": config.to_dict(), "iteration": iteration,
-                "counters": dict(counters or {})}, tmp / "state.pt")
-    (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    try:
+        tmp.mkdir(parents=True)
+        torch.save({"method": state, "config": config.to_dict(), "iteration": iteration,
+                    "counters": dict(counters or {})}, tmp / "state.pt")
+        (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    except BaseException:  # a full disk: free what the half-written copy took; the last one stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = path.with_name(path.name + (PREVIOUS if keep_previous else ".old"))
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():
@@ -431,10 +446,14 @@ def _append_metrics(path: Path, metrics: dict) -> None:
     columns = list(dict.fromkeys([*(rows[0].keys() if rows else []), *metrics.keys()]))
     rows.append({k: metrics.get(k, "") for k in columns})
     tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    try:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -445,7 +464,57 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         columns, rows = reader.fieldnames, [r for r in reader if int(float(r["iteration"])) <= iteration]
-    with open(path, "w", newline="") as f:
+    tmp = path.with_suffix(".csv.tmp")
+    with _writing(path), open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """``path`` holds ``text`` whole, or its previous content (written beside it, then renamed)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def _save_grid(images: torch.Tensor, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    try:
+        save_grid(images, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def _copy(source: Path, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        shutil.copyfile(source, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)
+
+
+@contextlib.contextmanager
+def _writing(path: Path):
+    """Turn a failed write (a full or read-only disk) into an OSError naming ``path`` and the space
+    left there. torch.save reports a failed write as a RuntimeError ("file write failed")."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and "write" not in str(err):
+            raise
+        try:
+            free = f"; {shutil.disk_usage(path.parent if path.parent.exists() else path.parent.parent).free / 2**20:.1f} MiB free there"
+        except OSError:
+            free = ""
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else (str(err).splitlines() or [""])[0][:200]
+        raise OSError(getattr(err, "errno", None) or errno.EIO, f"cannot write {path}: {reason}{free}") from err

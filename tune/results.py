@@ -18,8 +18,10 @@ last scores are NaN are never on the front.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -166,18 +168,38 @@ def write_outputs(directory: Path, trials: pd.DataFrame, final: pd.DataFrame, fr
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"trials": directory / "trials.parquet", "pareto": directory / "pareto.parquet",
              "plot": directory / "pareto.png", "curves": directory / "curves.png", "summary": directory / "summary.json"}
-    trials.to_parquet(paths["trials"], index=False)
-    front.to_parquet(paths["pareto"], index=False)
+    # each file written beside itself, then renamed: a full disk leaves the previous version
+    # (a resumed search's) whole, never half of the new one
+    with _atomic(paths["trials"]) as tmp:
+        trials.to_parquet(tmp, index=False)
+    with _atomic(paths["pareto"]) as tmp:
+        front.to_parquet(tmp, index=False)
     if not final.empty:
         shown = final.assign(diversity_ratio=final["diversity"] / final["teacher_diversity"])
-        plot_pareto(shown, paths["plot"], x="diversity_ratio", y="quality_score", front_columns=SCORE_AXES,
-                    reference_points=reference_points(final), teacher_normalised=True,
-                    min_quality=summary.get("min_quality"),
-                    annotate="all" if len(final) <= 8 else "front",  # many labels would overlap
-                    title=f"{summary['space']}: diversity vs quality, teacher = (1, 1) ({len(final)} trials)")
-        plot_curves(trials, paths["curves"])
-    paths["summary"].write_text(json.dumps(summary, indent=1, default=str))
+        with _atomic(paths["plot"]) as tmp:
+            plot_pareto(shown, tmp, x="diversity_ratio", y="quality_score", front_columns=SCORE_AXES,
+                        reference_points=reference_points(final), teacher_normalised=True,
+                        min_quality=summary.get("min_quality"),
+                        annotate="all" if len(final) <= 8 else "front",  # many labels would overlap
+                        title=f"{summary['space']}: diversity vs quality, teacher = (1, 1) ({len(final)} trials)")
+        with _atomic(paths["curves"]) as tmp:
+            plot_curves(trials, tmp)
+    with _atomic(paths["summary"]) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1, default=str))
     return paths
+
+
+@contextlib.contextmanager
+def _atomic(path: Path):
+    """Yield a temporary path beside ``path`` (same suffix) and rename it to ``path`` once written;
+    an error (OSError naming ``path``) removes the temporary file and leaves ``path`` as it was."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
 
 
 def front_with_teacher(front: pd.DataFrame) -> pd.DataFrame:
