@@ -23,6 +23,7 @@ provider built on it; `cached_prompt_lookup` the prompt-embedding lookup.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -79,7 +80,11 @@ class _Store:
             self.entries.move_to_end(key)
             self.counts["hits"] += 1
             return "hit", [self.entries[key][0]]
-        arrays = self._read_spill(key)
+        try:
+            arrays = self._read_spill(key)
+        except OSError:  # storage lost or damaged file: compute instead (the cache is an optimisation)
+            self.counts["spill_errors"] += 1
+            arrays = None
         if arrays is not None:
             self._remember(key, arrays)
             self.counts["hits"] += 1
@@ -102,7 +107,13 @@ class _Store:
         self.computed[key] += 1
         self.counts["teacher_calls"] += teacher_calls
         self._remember(key, arrays)
-        self._write_spill(key, arrays)
+        try:
+            self._write_spill(key, arrays)
+        except OSError as err:  # a full or lost storage: the entry stays in memory, the trial goes on
+            self.counts["spill_errors"] += 1
+            if self.counts["spill_errors"] == 1:
+                warnings.warn(f"anchor cache: cannot spill to {self.spill_uri} ({err}); keeping entries in "
+                              "memory only (a resumed search will compute them again)", stacklevel=2)
 
     def abandon(self, key: str) -> None:
         """The computing trial failed: let the next asker compute."""
@@ -132,8 +143,13 @@ class _Store:
 
         path = f"{self.root}/{_spill_file(key)}"
         tmp = path + ".tmp"
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata={"key": key}))
+        try:
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata={"key": key}))
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(tmp)  # a half-written file would take the space a later one needs
+            raise
         self.fs.move(tmp, path)
         self.counts["spill_writes"] += 1
 

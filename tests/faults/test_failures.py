@@ -80,3 +80,35 @@ def test_store_statistics_add_up_over_the_stores_of_a_search(tmp_path):
     assert total["entries"] == 1 and total["bytes"] == 8  # what the current store holds, not a sum
     assert [s["store_id"] for s in total["stores"]] == [first.store_id, second.store_id]
     assert total_stats(str(tmp_path / "none.jsonl"), second.stats())["teacher_calls"] == 5
+
+
+def test_a_spill_that_cannot_be_written_or_read_keeps_the_store_working(tmp_path):
+    """The anchor store's spill on a full or lost storage: entries stay in memory, counted, and no
+    half-written file is left; a lookup whose spill cannot be read computes instead."""
+    import numpy as np
+    import pytest
+
+    from tune.shared_cache import _Store
+
+    store = _Store(spill_uri=str(tmp_path / "spill"))
+
+    class Failing:  # the store's pyarrow filesystem, with some calls failing as a full disk's do
+        def __init__(self, fs, *failing):
+            self.fs, self.failing = fs, failing
+
+        def __getattr__(self, name):
+            if name in self.failing:
+                def fail(*args, **kwargs):
+                    raise OSError(28, "No space left on device")
+                return fail
+            return getattr(self.fs, name)
+
+    local = store.fs
+    store.fs = Failing(local, "open_output_stream")
+    assert store.lookup("a")[0] == "compute"
+    with pytest.warns(UserWarning, match="cannot spill"):
+        store.publish("a", {"x": np.ones(3, np.float32)}, teacher_calls=5)
+    assert store.lookup("a")[0] == "hit" and store.stats()["spill_errors"] == 1
+    assert not list((tmp_path / "spill").iterdir())
+    store.fs = Failing(local, "get_file_info")  # the storage is gone: reading the spill fails
+    assert store.lookup("b")[0] == "compute" and store.stats()["spill_errors"] == 2
