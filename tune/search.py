@@ -11,7 +11,8 @@ holds the front (offline when no API key is configured: upload later with `wandb
 
 Exit status: 0 when every trial finished; 1 when the search ran but some trials failed (errored
 or diverged: each is listed with its error in summary.json and the printed table, as Ray Tune's
-own `raise_on_failed_trial` would fail); 2 when the input is refused before anything starts
+own `raise_on_failed_trial` would fail) or its outputs could not be written to the storage (a
+full disk, a storage lost: the folder is named, and where the outputs are kept instead); 2 when the input is refused before anything starts
 (space file, flags, storage, address, resources).
 """
 
@@ -228,11 +229,16 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
                                     summary={**res.headline(summary), **failures}, x="diversity_score",
                                     y="quality_score", mode=space.wandb.mode, directory=str(out_dir))
     where = str(out_dir)
-    if "://" in storage:  # the outputs (and the offline W&B run) go to the storage too
-        where = join_uri(storage, name)
-        upload(out_dir, where)
-        if wandb_dir:
-            wandb_dir = join_uri(where, "wandb", Path(wandb_dir).name)
+    if "://" in storage and paths:  # the outputs (and the offline W&B run) go to the storage too
+        try:
+            upload(out_dir, join_uri(storage, name))
+            where = join_uri(storage, name)
+            if wandb_dir:
+                wandb_dir = join_uri(where, "wandb", Path(wandb_dir).name)
+        except OSError as err:  # the storage went away during the search: keep the local copy
+            summary["output_error"] = (f"cannot upload the outputs to {join_uri(storage, name)}: "
+                                       f"{_first_line(err)}; they are kept in {out_dir}")
+            print(f"error: {summary['output_error']}", file=sys.stderr)
     if store is not None and args.address:  # a shared cluster: free the objects (the spill stays)
         try:
             ray.kill(find_store(spill_uri))
@@ -399,6 +405,8 @@ def main(argv=None) -> int:
     failed = summary.get("failed_trials") or []
     if failed:
         print(f"\n{len(failed)} trial(s) failed (listed above and in summary.json): exit status 1", file=sys.stderr)
+        return 1
+    if summary.get("output_error"):  # the trials ran, but their outputs are not where they belong
         return 1
     return 0
 

@@ -8,6 +8,7 @@ every Ray on the machine), the S3 server with the module.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -178,6 +179,7 @@ class LocalS3:
     bucket: str
     env: dict[str, str]
     client: object  # a boto3 S3 client on the server
+    server: object = None  # moto's ThreadedMotoServer (a test may stop it: storage lost)
 
     def keys(self, prefix: str = "") -> list[str]:
         out, token = [], None
@@ -222,8 +224,9 @@ def s3_server():
         client = boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1",
                               aws_access_key_id="testing", aws_secret_access_key="testing")
         client.create_bucket(Bucket="dpdmd-test")
-        yield LocalS3(endpoint=aws["AWS_ENDPOINT_URL"], bucket="dpdmd-test", env=env, client=client)
+        yield LocalS3(endpoint=aws["AWS_ENDPOINT_URL"], bucket="dpdmd-test", env=env, client=client, server=server)
     finally:
-        server.stop()
+        with contextlib.suppress(Exception):  # stopped already by a test of a lost storage
+            server.stop()
         stop_processes_under(temp_dir)  # a search that timed out leaves its local Ray behind
         shutil.rmtree(temp_dir, ignore_errors=True)
