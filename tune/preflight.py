@@ -177,8 +177,10 @@ def write_space_record(experiment: str, identity: dict) -> None:
 
     fs, root = _filesystem(experiment)
     fs.create_dir(root, recursive=True)
-    with fs.open_output_stream(f"{root}/{SPACE_RECORD}") as f:
+    tmp = f"{root}/.{SPACE_RECORD}.tmp"  # whole or not at all (a full disk)
+    with fs.open_output_stream(tmp) as f:
         f.write(json.dumps(identity, indent=1).encode())
+    fs.move(tmp, f"{root}/{SPACE_RECORD}")
 
 
 def resume_problems(experiment: str, identity: dict, *, name: str) -> list[str]:

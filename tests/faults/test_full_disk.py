@@ -74,3 +74,50 @@ def test_full_disk_names_the_file_keeps_what_was_written_and_resumes(tmp_path):
     whole = rows(tmp_path / "uninterrupted" / "metrics.csv")
     for key in ("diversity", "quality", "loss_dmd"):
         assert [r[key] for r in resumed] == [r[key] for r in whole], key
+
+
+SEARCH_SPACE = {
+    "name": "full",
+    "method": "grid",
+    "seed": 0,
+    "max_concurrent": 1,
+    "baseline": False,
+    "backbones": {"digits-flow": {"resources": {"cpu": 1}}},
+    "parameters": {"anchor_k": {"values": [2, 5]}, "lambda_div": {"values": [0.5]}},
+    "train": {"iterations": 24, "batch_size": 2, "teacher_steps": 10, "fake_updates": 1},
+    "eval": {"prompts": ["3", "7"], "seeds_per_prompt": 4, "every": 2},
+    "objective": {"min_quality": 0.0},
+    "scheduler": {"type": "fifo"},
+    "wandb": {"enabled": False},
+}
+
+
+@pytest.mark.slow
+def test_full_disk_during_a_search_is_visible_and_resumes(tmp_path):
+    import pandas as pd
+    import yaml
+
+    disk, snapshots = tmp_path / "disk", tmp_path / "snapshots"
+    disk.mkdir()
+    snapshots.mkdir()
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SEARCH_SPACE))
+    script = f"mount -t tmpfs -o size=256m tmpfs {disk} && exec {sys.executable} tests/faults/full_disk_search.py " \
+             f"{disk} {space} {snapshots}"
+    proc = subprocess.run(["unshare", "-Urm", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=3000)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((snapshots / "result.json").read_text())
+    failed, resumed = result["failed"], result["resumed"]
+    print(f"\nfull disk: exit {failed['code']} after {failed['seconds']} s; resumed: exit {resumed['code']} "
+          f"after {resumed['seconds']} s")
+    assert result["filled"]
+    assert failed["code"] == 1, failed["output"]  # the failure is visible in the exit status ...
+    assert "No space left on device" in failed["output"], failed["output"]  # ... and says why
+    assert resumed["code"] == 0, resumed["output"]
+    exp = snapshots / "resumed" / "full"
+    trials = pd.read_parquet(exp / "trials.parquet")
+    assert not trials.duplicated(["trial_id", "student_updates"]).any()
+    final = trials.sort_values("student_updates").groupby("trial_id").tail(1)
+    assert len(final) == 2 and (final["student_updates"] == 12).all(), final
+    assert json.loads((exp / "summary.json").read_text())["failed_trials"] == []
