@@ -3,6 +3,9 @@
     python bench/faults.py            # every fault (about 10 minutes on 2 idle cores)
     python bench/faults.py --only driver_sigkill cache_actor_killed
 
+A lost worker node and a lost S3 storage need the loopback cluster and the S3 server of
+tests/cluster: `python -m pytest -m slow -s tests/cluster/test_outages.py` prints their numbers.
+
 Columns: trials lost (a trial of the plan with no final row and not listed as failed), rows
 duplicated (the same trial and student update reported twice), results identical (every
 finished trial's final diversity and quality equal, bit for bit, to an undisturbed run of the
@@ -170,8 +173,26 @@ def address_unreachable(work: Path, reference):
     return work / "runs" / "faults", code, time.time() - started
 
 
+def disk_full(work: Path, reference):
+    """The storage is a 256 MiB tmpfs (a private mount namespace: ``unshare -Urm``) filled up once a
+    trial has a checkpoint there; the search must end with exit 1 saying why; then the space is
+    freed and ``--resume`` finishes it (tests/faults/full_disk_search.py). Seconds: both runs."""
+    space, disk, snapshots = _write(work, SPACE), work / "disk", work / "snapshots"
+    disk.mkdir()
+    snapshots.mkdir()
+    script = (f"mount -t tmpfs -o size=256m tmpfs {disk} && exec {sys.executable} tests/faults/full_disk_search.py "
+              f"{disk} {space} {snapshots}")
+    started = time.time()
+    subprocess.run(["unshare", "-Urm", "sh", "-c", script], cwd=ROOT, env=_env(), timeout=3000, check=True,
+                   capture_output=True)
+    result = json.loads((snapshots / "result.json").read_text())
+    print(f"disk_full: the full-disk run exited {result['failed']['code']} after {result['failed']['seconds']} s "
+          f"(filled: {result['filled']}); the resumed run exited {result['resumed']['code']}", flush=True)
+    return snapshots / "resumed" / "faults", result["resumed"]["code"], time.time() - started
+
+
 FAULTS = {f.__name__: f for f in (undisturbed, driver_sigkill, cache_actor_killed, nan_injection,
-                                     read_only_storage, address_unreachable)}
+                                     read_only_storage, address_unreachable, disk_full)}
 PLANNED = {"nan_injection": 1, "read_only_storage": 0, "address_unreachable": 0}
 
 

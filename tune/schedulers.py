@@ -52,8 +52,13 @@ def write_state(uri: str, text: str) -> None:
     fs, path = pafs.FileSystem.from_uri(_as_uri(uri))
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-    with fs.open_output_stream(tmp) as f:
-        f.write(text.encode() + b"\n")
+    try:
+        with fs.open_output_stream(tmp) as f:
+            f.write(text.encode() + b"\n")
+    except OSError:  # a full disk: leave no empty temporary file behind
+        if fs.get_file_info(tmp).type == pafs.FileType.File:
+            fs.delete_file(tmp)
+        raise
     fs.move(tmp, path)
 
 

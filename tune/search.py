@@ -197,7 +197,16 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     cache = {"enabled": not args.no_cache, "spill_uri": spill_uri, "ks": space.anchor_ks()}
     store = get_or_create_store(spill_uri) if cache["enabled"] else None
     tuner = build_tuner(space, args, storage=storage, cache=cache)
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    except Exception as err:  # noqa: BLE001 - Ray reads the results back from the storage
+        why = storage_failure(storage, err)
+        if why is None:
+            raise
+        ray.shutdown()
+        raise StorageLost(f"the storage {join_uri(storage, name)} failed during the search ({why}; "
+                          f"{type(err).__name__}: {_first_line(err)}). The trials' checkpoints up to then are "
+                          "there: once it is back or has space, continue with --resume") from None
 
     trials = res.with_scores(res.trials_frame(grid), diversity_weight=space.objective.diversity_weight)
     final = res.final_results(trials, min_quality=space.objective.min_quality)
@@ -259,6 +268,27 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     print(f"teacher evaluations for anchors: {compute['teacher_calls_spent']} spent, "
           f"{compute['teacher_calls_without_cache']} without the cache; wall time {compute['wall_seconds']:.0f} s")
     return summary
+
+
+class StorageLost(RuntimeError):
+    """The search's storage stopped answering or filled up during the search."""
+
+
+def storage_failure(storage: str, err: BaseException) -> str | None:
+    """Why ``err`` (raised by ``Tuner.fit`` reading the results back) is the storage's fault, or
+    None. Seen: S3 unreachable (an OSError from pyarrow), and a full disk (Ray's error files half
+    written: an EOFError unpickling one)."""
+    import shutil
+
+    if "://" in storage:
+        return "it stopped answering" if isinstance(err, OSError) or "OSError" in repr(err) else None
+    try:
+        free = shutil.disk_usage(storage).free
+    except OSError:
+        return "it cannot be read"
+    if free < 16 * 2**20 and isinstance(err, (OSError, EOFError)):
+        return f"its disk is full: {free / 2**20:.1f} MiB free"
+    return None
 
 
 def store_stats(spill_uri: str) -> dict:
@@ -402,6 +432,11 @@ def main(argv=None) -> int:
     except SpaceError as err:  # refused once connected (the cluster's resources)
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except StorageLost as err:
+        global _EXIT_AT_ONCE
+        print(f"error: {err}", file=sys.stderr)
+        _EXIT_AT_ONCE = True
+        return 1
     failed = summary.get("failed_trials") or []
     if failed:
         print(f"\n{len(failed)} trial(s) failed (listed above and in summary.json): exit status 1", file=sys.stderr)
@@ -411,5 +446,13 @@ def main(argv=None) -> int:
     return 0
 
 
+_EXIT_AT_ONCE = False  # the storage is gone: exit handlers that would wait on it are skipped
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if _EXIT_AT_ONCE:  # measured: with S3 gone, the process did not exit for 8 minutes after main returned
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
