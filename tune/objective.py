@@ -7,10 +7,15 @@ per backbone and cached), so they mean the same on every backbone and the teache
   is the teacher's distribution: a student less spread than the teacher has lost modes, and one
   *more* spread than the teacher is off it (pixel noise, artefacts and half-trained students are
   all "spread"). Both are deviations, penalised alike; diversity beyond the teacher's earns nothing.
-- ``quality_score`` = Q / Q_teacher, not capped: a student may beat its teacher's fidelity.
-- ``objective`` J = w * diversity_score + (1 - w) * quality_score, w = ``objective.diversity_weight``.
-  J = 1 is "as diverse and as good as the teacher". A NaN score (a diverged trial) gives J = -inf,
-  so ASHA stops it first.
+- ``quality_score`` = Q / Q_teacher, not capped: a student may beat its teacher's fidelity, and
+  the front shows it.
+- ``objective`` J = w * diversity_score + (1 - w) * min(quality_score, 1), w =
+  ``objective.diversity_weight``. J = 1 is "as diverse and as good as the teacher", its maximum.
+  Quality beyond the teacher's earns nothing in J, for the reason diversity beyond it earns
+  nothing: the target is the teacher. Uncapped, a collapsed student of a weak teacher wins: on the
+  quickstart a digits-eps vanilla-DMD student with 22% of its speckled teacher's diversity but
+  clean digits (quality_score 2.68) had J 1.45, above every diversity-preserving student.
+  A NaN score (a diverged trial) gives J = -inf, so ASHA stops it first.
 
 `legacy_objective` is the objective this replaced (0.5 D / D_T + 0.5 Q / Q_T uncapped), kept only
 to compare rankings (`tune.rank_agreement`): it rewards noise, which looks like diversity.
@@ -56,7 +61,7 @@ def objective_metrics(diversity: float, quality: float, *, teacher_diversity: fl
         raise ValueError(f"diversity_weight must be in [0, 1], got {diversity_weight}")
     _check_teacher(teacher_diversity, teacher_quality)
     d_score, q_score = diversity_score(diversity, teacher_diversity), quality_score(quality, teacher_quality)
-    value = diversity_weight * d_score + (1 - diversity_weight) * q_score
+    value = diversity_weight * d_score + (1 - diversity_weight) * min(q_score, 1.0)
     return {"diversity_score": d_score, "quality_score": q_score,
             "objective": value if math.isfinite(value) else -math.inf}
 

@@ -24,7 +24,7 @@ def test_diversity_score_is_two_sided_and_quality_score_uncapped():
     assert diversity_score(3.0, 1.0) == 0.0
     m = objective_metrics(0.06, 0.8, teacher_diversity=0.05, teacher_quality=0.5, diversity_weight=0.25)
     assert m["diversity_score"] == pytest.approx(0.8) and m["quality_score"] == pytest.approx(1.6)
-    assert m["objective"] == pytest.approx(0.25 * 0.8 + 0.75 * 1.6)
+    assert m["objective"] == pytest.approx(0.25 * 0.8 + 0.75 * 1.0)  # quality beyond the teacher's: no gain in J
     nan = objective_metrics(math.nan, 0.8, teacher_diversity=0.05, teacher_quality=0.5, diversity_weight=0.5)
     assert nan["objective"] == -math.inf
     with pytest.raises(ValueError, match="diversity_weight"):
@@ -41,6 +41,16 @@ def test_the_issue_trials_no_longer_win():
     dmd = objective_metrics(0.031, 0.984 * 0.725, diversity_weight=0.5, **teacher)
     assert legacy_objective(0.165, 0.732, teacher_diversity=0.056, teacher_quality=0.987) > 1.5
     assert noisy["objective"] < dmd["objective"] and noisy["quality_score"] < 0.9 <= dmd["quality_score"]
+
+
+def test_a_collapsed_student_cleaner_than_its_teacher_does_not_win_j():
+    """The quickstart's digits-eps vanilla DMD: 22% of the teacher's diversity, quality_score 2.68
+    (clean digits against a speckled teacher), against a DP-DMD flow student at the teacher's level."""
+    collapsed = objective_metrics(0.2238, 2.681, teacher_diversity=1.0, teacher_quality=1.0, diversity_weight=0.5)
+    preserved = objective_metrics(0.9637, 1.04, teacher_diversity=1.0, teacher_quality=1.0, diversity_weight=0.5)
+    assert collapsed["quality_score"] == pytest.approx(2.681)  # the front still sees it
+    assert collapsed["objective"] == pytest.approx(0.5 * 0.2238 + 0.5)
+    assert collapsed["objective"] < preserved["objective"] <= 1.0
 
 
 def _final(rows):
