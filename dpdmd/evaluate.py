@@ -62,16 +62,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     method = build_method(config, backbone)
+    embed = PromptEmbeddingCache(backbone)  # the student, the teacher and its reference share it
     if args.run:
         method.load_state_dict(state["method"])
         sampler, who = method.sample, f"student at iteration {state['iteration']}"
     else:
-        sampler, who = teacher_sampler(backbone, method.teacher), f"teacher ({config.teacher_steps} steps, CFG {backbone.cfg_scale})"
+        sampler, who = teacher_sampler(backbone, method.teacher, embed), f"teacher ({config.teacher_steps} steps, CFG {backbone.cfg_scale})"
     prompts = eval_prompts(config, backbone)
-    images = generate(backbone, sampler, prompts, config.eval.seeds_per_prompt, PromptEmbeddingCache(backbone))
+    images = generate(backbone, sampler, prompts, config.eval.seeds_per_prompt, embed)
     evaluator = make_evaluator(config.eval, backbone)
     if evaluator.uses_teacher_reference:  # the real evaluator reads samples against the teacher's (cached)
-        teacher_reference(config, backbone, method.teacher, PromptEmbeddingCache(backbone), evaluator)
+        teacher_reference(config, backbone, method.teacher, embed, evaluator)
     metrics = score(evaluator, images, prompts)
     if args.grid:
         save_grid(images, args.grid)

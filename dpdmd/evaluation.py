@@ -44,13 +44,17 @@ def generate(backbone: Backbone, sampler: Sampler, prompts: Sequence[str], num_s
 
 
 @torch.no_grad()
-def teacher_sampler(backbone: Backbone, teacher: torch.nn.Module, *, steps: int | None = None) -> Sampler:
-    """The teacher's full CFG sampler (its ``teacher_steps`` Euler / DDIM steps)."""
+def teacher_sampler(backbone: Backbone, teacher: torch.nn.Module,
+                    embed: Callable[[Sequence[str]], Embeddings] | None = None) -> Sampler:
+    """The teacher's full CFG sampler (its ``teacher_steps`` Euler / DDIM steps). ``embed``: the
+    run's prompt cache, which gives the empty prompt's embedding (None: the backbone encodes it;
+    after `Backbone.release_text_encoders` that may load the encoders again)."""
     schedule = backbone.schedule
     levels = schedule.teacher_levels
 
     def sample(x1: torch.Tensor, cond: Embeddings) -> torch.Tensor:
-        uncond = backbone.unconditional(x1.shape[0])
+        batch = x1.shape[0]
+        uncond = embed([""] * batch) if embed is not None else backbone.unconditional(batch)
         x = x1
         for j in range(len(levels) - 1):
             x = schedule.step(x, backbone.guided(teacher, x, levels[j], cond, uncond), levels[j], levels[j + 1])
@@ -126,7 +130,7 @@ def teacher_reference(config: TrainConfig, backbone: Backbone, teacher: torch.nn
     state_file = cache_dir() / f"teacher-features-{config_hash(key)}.pt"
 
     def build(path: Path) -> None:
-        images = generate(backbone, teacher_sampler(backbone, teacher), prompts, config.eval.seeds_per_prompt, embed)
+        images = generate(backbone, teacher_sampler(backbone, teacher, embed), prompts, config.eval.seeds_per_prompt, embed)
         tmp_png = save_grid(images, grid.with_name(f".{grid.name}.{os.getpid()}.png"))
         os.replace(tmp_png, grid)
         state = ev.teacher_reference_state(images, prompts)

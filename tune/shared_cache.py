@@ -15,7 +15,11 @@ publishes the first-step target of *every* K; all other trials read it.
   (``<storage>/anchor_cache/``, local or S3 through pyarrow's filesystems), so a dropped entry,
   a resumed search or a second search with the same storage reads it back instead of
   recomputing.
-- Prompt embeddings go through the same store (key ``emb/...``).
+- Prompt embeddings go through the same store (key ``emb/<cache_key("embedding")>/<prompt>``,
+  `dpdmd.cache_keys`), behind each trial's `dpdmd.prompt_cache.PromptEmbeddingCache`. This is not
+  a second in-memory cache but a different job: it makes the text encoders run once per *search*.
+  The diffusers backbones' disk cache (same `text_key`) cannot: trials starting together all miss
+  it and would each load T5-XXL (~10 GB), and each node of a cluster has its own disk.
 
 Trial side: `SharedCache.get_or_compute(key, compute)`; `CachedAnchors` is the `dpdmd` anchor
 provider built on it; `cached_prompt_lookup` the prompt-embedding lookup.
@@ -287,7 +291,9 @@ class CachedAnchors:
 
 
 def cached_prompt_lookup(cache: SharedCache, backbone, identity: str):
-    """A `PromptEmbeddingCache` lookup that encodes each prompt once per search."""
+    """A `PromptEmbeddingCache` lookup that encodes each prompt once per search (module
+    docstring: why beside the backbone's disk cache). ``identity``: the hash of
+    ``cache_key("embedding", config, backbone)``."""
 
     def lookup(prompts: Sequence[str]) -> list[dict[str, torch.Tensor]]:
         rows = []

@@ -6,14 +6,12 @@ needed: the denoiser in `load_teacher`, the text encoders on the first prompt th
 the VAE on the first `decode`. Constructing a backbone reads JSON configs only.
 
 Prompt embeddings (method.md: the conditional prompt, and ``""`` for CFG) are computed by the
-pipeline's own ``encode_prompt`` and kept at three levels, so the text encoders run at most once
-per distinct prompt and weights folder:
-
-1. in memory, per backbone (``self._rows``, on the CPU);
-2. on disk, one safetensors file per (weights identity, prompt, encoder settings), under the
-   `dpdmd._cache` folder, so later trials and processes never load the text encoders at all
-   (SD3.5 at ``max_sequence_length=256``: 333 x 4096 bf16, ~2.7 MB a prompt);
-3. the trainer's `PromptEmbeddingCache` (per process, on the device).
+pipeline's own ``encode_prompt`` and written to disk, one safetensors file per (weights identity,
+prompt, encoder settings; key: `dpdmd.cache_keys.text_key`) under the `dpdmd._cache` folder, so
+later runs and processes never load the text encoders at all (SD3.5 at
+``max_sequence_length=256``: 333 x 4096 bf16, ~2.7 MB a prompt). Holding them in memory is not
+the backbone's job: the process's one in-memory prompt cache is the trainer's
+`dpdmd.prompt_cache.PromptEmbeddingCache`.
 
 `release_text_encoders()` drops the text encoders (T5-XXL alone is 4.8 B parameters, 9.5 GB in
 bf16) and frees their GPU memory: the trainer encodes every training and evaluation prompt (and
@@ -139,7 +137,6 @@ class DiffusersBackbone(Backbone):
         # LoRA moves slower per step than full fine-tuning: 10x the reference's 1e-5 (a common
         # starting point, not tuned here). TrainConfig.lr overrides it.
         self.default_lr = 1e-5 if train_mode == "full" else 1e-4
-        self._rows: dict[str, Embeddings] = {}  # prompt -> batch-one embeddings on the CPU
         self._text_pipe = None
         self._vae = None
         self.text_encoder_loads = 0  # how often the text encoders were loaded (tests, logs)
@@ -184,28 +181,29 @@ class DiffusersBackbone(Backbone):
         return cache_dir() / f"prompt-{self.variant.kind}-{config_hash(self._disk_key(prompt))}.safetensors"
 
     def encode_prompts(self, prompts: Sequence[str]) -> Embeddings:
-        """Embeddings of ``prompts`` (batch first, on ``device``); each distinct prompt is encoded
-        by the text encoders at most once (memory, then the disk cache, then the encoders)."""
+        """Embeddings of ``prompts`` (batch first, on ``device``): each distinct prompt read from
+        the disk cache, else encoded by the text encoders (and written there). Nothing is kept in
+        memory: callers that repeat prompts go through a `PromptEmbeddingCache`."""
         self.validate_prompts(prompts)
         if not prompts:
             raise ValueError("encode_prompts needs at least one prompt ('' for the unconditional embedding)")
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._rows]
+        rows: dict[str, Embeddings] = {}  # prompt -> batch-one embeddings on the CPU
         if self.embedding_cache:
-            for prompt in missing:
+            for prompt in dict.fromkeys(prompts):
                 path = self._disk_path(prompt)
                 if path.exists():
-                    self._rows[prompt] = load_file(str(path))
-        missing = [p for p in missing if p not in self._rows]
+                    rows[prompt] = load_file(str(path))
+        missing = [p for p in dict.fromkeys(prompts) if p not in rows]
         if missing:
             batch = self._encode_text(self._text_pipeline(), missing)
             self.prompts_encoded += len(missing)
             for i, prompt in enumerate(missing):
                 row = {k: v[i:i + 1].detach().to("cpu").contiguous() for k, v in batch.items()}
-                self._rows[prompt] = row
+                rows[prompt] = row
                 if self.embedding_cache:
                     cached_file(f"prompt-{self.variant.kind}", self._disk_key(prompt),
                                 lambda tmp, row=row: save_file(row, str(tmp)), suffix=".safetensors")
-        out = {k: torch.cat([self._rows[p][k] for p in prompts]).to(self.device) for k in self._rows[prompts[0]]}
+        out = {k: torch.cat([rows[p][k] for p in prompts]).to(self.device) for k in rows[prompts[0]]}
         return self._add_conditioning(out)
 
     def _add_conditioning(self, emb: Embeddings) -> Embeddings:
@@ -213,7 +211,7 @@ class DiffusersBackbone(Backbone):
         return emb
 
     def release_text_encoders(self) -> None:
-        """Drop the text encoders and free their (GPU) memory; cached embeddings stay."""
+        """Drop the text encoders and free their (GPU) memory; the disk cache stays."""
         if self._text_pipe is None:
             return
         self._text_pipe = None
