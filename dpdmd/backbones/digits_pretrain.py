@@ -34,7 +34,8 @@ def pretrain(config: DigitsPretrainConfig, *, progress: bool = True) -> dict[str
         # steps would still hold 22% of the random initialisation at the end. Not EMAModel itself,
         # nor get_cosine_schedule_with_warmup (`lr_factor`): they train other weights than the shipped
         # teachers' (EMAModel's first update has decay 0, ours 0.1; its warm-up starts at lr 0 and its
-        # cosine after it); bench/digits_pretrain_library_check.py measures by how much.
+        # cosine after it). Measured over 40 steps of digits-flow (bench/digits_pretrain_library_check.py):
+        # EMAModel alone differs by up to 3.0e-8, with the diffusers schedule by up to 0.022.
         decay = min(config.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for key, value in net.state_dict().items():
