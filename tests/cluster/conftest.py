@@ -49,6 +49,17 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def tiny_space(name: str, *, iterations: int, batch_size: int, eval_every: int) -> dict:
+    """A two-trial digits-flow grid (K 2 and 5, lambda 0.5) small enough for a cluster test; no
+    quality floor (a few updates: the cluster is under test, not the floor), FIFO, no W&B."""
+    return {"name": name, "method": "grid", "seed": 0, "max_concurrent": 2, "baseline": False,
+            "backbones": {"digits-flow": {"resources": {"cpu": 1}}},
+            "parameters": {"anchor_k": {"values": [2, 5]}, "lambda_div": {"values": [0.5]}},
+            "train": {"iterations": iterations, "batch_size": batch_size, "teacher_steps": 10},
+            "eval": {"prompts": ["3", "7"], "seeds_per_prompt": 4, "every": eval_every},
+            "objective": {"min_quality": 0.0}, "scheduler": {"type": "fifo"}, "wandb": {"enabled": False}}
+
+
 def write_space(path: Path, space: dict) -> Path:
     path.write_text(yaml.safe_dump(space))
     return path

@@ -13,24 +13,11 @@ import pandas as pd
 import psutil
 import pytest
 
-from .conftest import REPO, WORKER_IPS, write_space
+from .conftest import REPO, WORKER_IPS, tiny_space, write_space
 
 pytestmark = pytest.mark.slow
 
-SPACE = {
-    "name": "outage",
-    "method": "grid",
-    "seed": 0,
-    "max_concurrent": 2,
-    "baseline": False,
-    "backbones": {"digits-flow": {"resources": {"cpu": 1}}},
-    "parameters": {"anchor_k": {"values": [2, 5]}, "lambda_div": {"values": [0.5]}},
-    "train": {"iterations": 36, "batch_size": 2, "teacher_steps": 10},  # 6 student updates
-    "eval": {"prompts": ["3", "7"], "seeds_per_prompt": 4, "every": 1},
-    "objective": {"min_quality": 0.0},
-    "scheduler": {"type": "fifo"},
-    "wandb": {"enabled": False},
-}
+SPACE = tiny_space("outage", iterations=36, batch_size=2, eval_every=1)  # 6 student updates
 STUDENT_UPDATES = 36 // 6
 BOUND_S = 600  # the search must have ended by then
 

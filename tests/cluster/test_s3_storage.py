@@ -16,22 +16,9 @@ import re
 import pandas as pd
 import pytest
 
-from .conftest import run_search, write_space
+from .conftest import run_search, tiny_space, write_space
 
-SPACE = {
-    "name": "s3",
-    "method": "grid",
-    "seed": 0,
-    "max_concurrent": 2,
-    "baseline": False,
-    "backbones": {"digits-flow": {"resources": {"cpu": 1}}},
-    "parameters": {"anchor_k": {"values": [2, 5]}, "lambda_div": {"values": [0.5]}},
-    "train": {"iterations": 24, "batch_size": 4, "teacher_steps": 10},  # 4 student updates
-    "eval": {"prompts": ["3", "7"], "seeds_per_prompt": 4, "every": 2},
-    "objective": {"min_quality": 0.0},  # 4 student updates: the storage is under test, not the floor
-    "scheduler": {"type": "fifo"},
-    "wandb": {"enabled": False},
-}
+SPACE = tiny_space("s3", iterations=24, batch_size=4, eval_every=2)  # 4 student updates
 STUDENT_UPDATES = 24 // 6
 OUTPUTS = ("trials.parquet", "pareto.parquet", "pareto.png", "curves.png", "summary.json")
 
