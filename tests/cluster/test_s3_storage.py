@@ -107,8 +107,11 @@ def test_resume_from_the_bucket_reruns_nothing(first, resumed):
     assert len(after) == len(before)
     assert sorted(after["trial_id"].unique()) == sorted(before["trial_id"].unique())
     assert resumed["results"] == first["results"]  # no trial reported anything again
-    cache = resumed["summary"]["cache"]
-    assert cache.get("teacher_calls", 0) == 0 and cache.get("keys_computed", 0) == 0
+    cache = resumed["summary"]["cache"]  # the totals add up both runs' stores; the resumed one's is last
+    assert cache["teacher_calls"] == first["summary"]["cache"]["teacher_calls"]
+    resumed_store = cache["stores"][-1]
+    assert len(cache["stores"]) == 2
+    assert resumed_store.get("teacher_calls", 0) == 0 and resumed_store.get("keys_computed", 0) == 0
     assert resumed["spill"] == first["spill"]
 
 
