@@ -168,7 +168,7 @@ class _Replay:
         trial = self.scheduler.choose_trial_to_run(self.controller)
         if trial is None:
             return False
-        suggested = dict(trial.config.get("trial", trial.config))
+        suggested = dict(trial.config)  # the flat trial (`tune.trials`)
         config = self.table.snap(_searched(suggested, self.space, self.table))
         curve = with_scores(self.table.curve(config, self.seed), diversity_weight=self.space.objective.diversity_weight)
         curve = curve[curve["student_updates"] <= self.max_t].to_dict("records")
