@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from dpdmd.config import vanilla_dmd
+
 from .space import SearchSpace
 from .tabular import RecordedTable, TableError, with_scores
 
@@ -188,7 +190,8 @@ class _Replay:
         now_row, prev = sim.curve[index], (sim.curve[index - 1] if index else None)
         seconds = now_row["wall_seconds"] - (prev["wall_seconds"] if prev else 0.0)
         seconds -= now_row.get("seconds_anchor", 0.0) - (prev.get("seconds_anchor", 0.0) if prev else 0.0)
-        if sim.config["lambda_div"] > 0:
+        vanilla = all(sim.config.get(name) == value for name, value in vanilla_dmd().items())
+        if not vanilla:  # vanilla DMD asks for no anchor
             key = (sim.config["backbone"], self.seed)
             done = self.anchors_done.get(key, 0)
             new = max(0, int(now_row["student_updates"]) - done)
