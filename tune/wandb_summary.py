@@ -154,7 +154,8 @@ def log_summary_run(
 
         with _env("WANDB_MODE", resolved):
             run = _init_run(wandb, project=project, name=name, directory=directory, mode=resolved)
-            run.log(_payload(wandb, front_df, trials_df, png_paths or {}, x=x, y=y))
+            payload = _payload(wandb, front_df, trials_df, png_paths or {}, x=x, y=y)
+            run.log(payload)  # kept referenced until finish(): freed before it, the offline log lost the row (test)
             run.summary.update({str(k): _plain(v) for k, v in (summary or {}).items()})
             run_dir = str(Path(run.settings.sync_dir))
             run.finish()
