@@ -106,7 +106,8 @@ def plot_pareto(
         title: figure title; default ``"Pareto front: {y} vs {x}"``.
         annotate: label every trial, only the front, or none (many trials clutter).
         teacher_normalised: x, y are teacher-normalised scores (`tune.objective`): the region
-            beyond the teacher's diversity (x > 1, where diversity_score = 2 - x) is shaded, and each front member's label shows its y (its fidelity to the teacher's).
+            beyond the teacher's diversity (x > 1, where diversity_score = 2 - x) is shaded, and
+            each front member's label shows its y (its fidelity to the teacher's).
         min_quality: the fidelity floor: a dashed line at y = min_quality; rows with a true
             ``below_floor`` column are greyed and never on the front.
         front_columns: the columns the front is computed on when they are not (x, y), e.g.
@@ -120,16 +121,42 @@ def plot_pareto(
     if annotate not in ("all", "front", "none"):
         raise ValueError(f"annotate must be 'all', 'front' or 'none', got {annotate!r}.")
     data = df.reset_index(drop=True)
-    xy = data[[x, y]].to_numpy(dtype=np.float64, na_value=np.nan)
-    below = data["below_floor"].to_numpy(dtype=bool) if "below_floor" in data else np.zeros(len(data), bool)
-    ranked = xy if front_columns is None else data[list(front_columns)].to_numpy(dtype=np.float64, na_value=np.nan)
-    on_front = pareto_front_mask(np.where(below[:, None], np.nan, ranked))
-    finite = np.isfinite(xy).all(axis=1)
-
+    xy, finite, below, on_front = _classify(data, x, y, front_columns)
     fig = Figure(figsize=(8, 6), dpi=110, layout="constrained")
     ax = fig.add_subplot()
     if teacher_normalised:
         _draw_teacher_regions(ax, min_quality)
+    _draw_points(ax, xy, finite, below, on_front, staircase=front_columns is None)
+    if annotate != "none":
+        _annotate_points(ax, data, xy, on_front if annotate == "front" else finite, on_front, label_columns,
+                         show_fidelity=teacher_normalised)
+    _draw_reference_points(ax, reference_points or {})
+    if not finite.any() and not reference_points:
+        ax.text(0.5, 0.5, "no finite trials", transform=ax.transAxes, ha="center")
+    ax.set_xlabel("D / D_teacher (1 = the teacher's diversity)" if teacher_normalised else f"{x} (higher is better)")
+    ax.set_ylabel(f"{y} (fidelity / the teacher's)" if teacher_normalised else f"{y} (higher is better)")
+    ax.set_title(title if title is not None else f"Pareto front: {y} vs {x}")
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=8)
+    return _save(fig, path)
+
+
+def _classify(data: pd.DataFrame, x: str, y: str, front_columns: tuple[str, str] | None):
+    """Each row's place: ``xy`` (n, 2) float, and boolean masks (n,) ``finite`` (both objectives
+    finite), ``below`` (a true ``below_floor`` column: never on the front) and ``on_front`` (over
+    ``front_columns`` when given, else over (x, y))."""
+    xy = data[[x, y]].to_numpy(dtype=np.float64, na_value=np.nan)
+    below = data["below_floor"].to_numpy(dtype=bool) if "below_floor" in data else np.zeros(len(data), bool)
+    ranked = xy if front_columns is None else data[list(front_columns)].to_numpy(dtype=np.float64, na_value=np.nan)
+    on_front = pareto_front_mask(np.where(below[:, None], np.nan, ranked))
+    return xy, np.isfinite(xy).all(axis=1), below, on_front
+
+
+def _draw_points(ax, xy: np.ndarray, finite: np.ndarray, below: np.ndarray, on_front: np.ndarray, *,
+                 staircase: bool) -> None:
+    """Dominated points grey, those below the floor crossed out, the front red (joined by its
+    staircase when the front is over the plotted plane)."""
     rest = finite & ~on_front & ~below
     n_bad = int((~finite).sum())
     ax.scatter(xy[rest, 0], xy[rest, 1], s=28, c="tab:gray", alpha=0.7,
@@ -143,37 +170,32 @@ def plot_pareto(
         front = front[np.lexsort((-front[:, 1], front[:, 0]))]  # x ascending
         # "pre": between two front points the best attainable y is the right-hand point's,
         # which draws the boundary of the dominated region (maximisation).
-        if front_columns is None:
+        if staircase:
             ax.step(front[:, 0], front[:, 1], where="pre", color="tab:red", lw=1.5, zorder=2)
         ax.scatter(front[:, 0], front[:, 1], s=60, c="tab:red", edgecolors="black",
                    zorder=3, label=f"Pareto front ({int(on_front.sum())})")
 
-    if annotate != "none":
-        for i in np.flatnonzero(on_front if annotate == "front" else finite):
-            text = _point_label(data.iloc[i], label_columns)
-            if teacher_normalised and on_front[i]:
-                text = f"{text} fidelity {xy[i, 1]:.2f}".strip()
-            if text:
-                ax.annotate(text, (xy[i, 0], xy[i, 1]), xytext=(4, 4),
-                            textcoords="offset points", fontsize=7,
-                            color="tab:red" if on_front[i] else "dimgray")
 
-    for k, (name, (rx, ry)) in enumerate((reference_points or {}).items()):
+def _annotate_points(ax, data: pd.DataFrame, xy: np.ndarray, shown: np.ndarray, on_front: np.ndarray,
+                     label_columns: Sequence[str | tuple[str, str]], *, show_fidelity: bool) -> None:
+    """Label the ``shown`` rows (front members in red; with ``show_fidelity`` their y too)."""
+    for i in np.flatnonzero(shown):
+        text = _point_label(data.iloc[i], label_columns)
+        if show_fidelity and on_front[i]:
+            text = f"{text} fidelity {xy[i, 1]:.2f}".strip()
+        if text:
+            ax.annotate(text, (xy[i, 0], xy[i, 1]), xytext=(4, 4),
+                        textcoords="offset points", fontsize=7,
+                        color="tab:red" if on_front[i] else "dimgray")
+
+
+def _draw_reference_points(ax, reference_points: Mapping[str, tuple[float, float]]) -> None:
+    for k, (name, (rx, ry)) in enumerate(reference_points.items()):
         marker = _REFERENCE_MARKERS[k % len(_REFERENCE_MARKERS)]
         ax.scatter([rx], [ry], marker=marker, s=140, edgecolors="black", zorder=4,
                    label=name)
         ax.annotate(name, (rx, ry), xytext=(6, -10), textcoords="offset points",
                     fontsize=8, fontweight="bold")
-
-    if not finite.any() and not reference_points:
-        ax.text(0.5, 0.5, "no finite trials", transform=ax.transAxes, ha="center")
-    ax.set_xlabel("D / D_teacher (1 = the teacher's diversity)" if teacher_normalised else f"{x} (higher is better)")
-    ax.set_ylabel(f"{y} (fidelity / the teacher's)" if teacher_normalised else f"{y} (higher is better)")
-    ax.set_title(title if title is not None else f"Pareto front: {y} vs {x}")
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="best", fontsize=8)
-    return _save(fig, path)
 
 
 def _draw_teacher_regions(ax, min_quality: float | None) -> None:

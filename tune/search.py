@@ -170,29 +170,17 @@ def experiment_exists(storage: str, name: str) -> bool:
 
 
 def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
+    """Start Ray, run the trials, write and print the front; returns the summary (summary.json)."""
     import ray
 
     from . import results as res
-    from .failures import failed_trials, failures_table, without_failed
-    from .shared_cache import find_store, get_or_create_store
+    from .failures import failed_trials, without_failed
+    from .shared_cache import get_or_create_store
 
     storage = storage_uri(args.storage)
     name = args.name or space.name
     started = time.time()
-    # Tune snapshots the experiment after each checkpoint: frequent on tiny trials, and harmless.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if args.address:
-        ray.init(address=args.address, namespace="dpdmd-tune")
-        from .preflight import wait_for_resources
-
-        problems = wait_for_resources({b: space.backbones[b].resources for b in space.backbone_names()},
-                                      wait_s=args.wait_for_resources)
-        if problems:
-            ray.shutdown()
-            raise SpaceError(space.path, problems)
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, namespace="dpdmd-tune")
+    _start_ray(space, args)
     spill_uri = join_uri(storage, "anchor_cache")
     cache = {"enabled": not args.no_cache, "spill_uri": spill_uri, "ks": space.anchor_ks()}
     store = get_or_create_store(spill_uri) if cache["enabled"] else None
@@ -218,25 +206,9 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
                             min_quality=space.objective.min_quality)
     summary["failed_trials"] = failed
     out_dir = local_experiment_dir(storage, name)
-    try:
-        paths = res.write_outputs(out_dir, trials, final, front, summary)
-    except OSError as err:  # a read-only or full disk: say where, keep what was written, print the rest
-        summary["output_error"] = f"cannot write the outputs in {out_dir}: {err.strerror or err}"
-        print(f"error: {summary['output_error']}; the summary follows on stdout", file=sys.stderr)
-        print(json.dumps(summary, indent=1, default=str))
-        paths = {}
-    names = [p.name for p in paths.values() if p.exists()]
-    wandb_dir = None
-    if space.wandb.enabled and paths:
-        from .wandb_summary import log_summary_run
-
-        failures = {"failed_trials": len(failed), "failed_trial_errors": "; ".join(
-            f"{f['trial_id']} ({f['status']}): {f['error']}" for f in failed)}
-        wandb_dir = log_summary_run(project=space.wandb.project, name=f"{name}-summary",
-                                    front_df=res.front_with_teacher(front), trials_df=final,
-                                    png_paths={"pareto": paths["plot"], "curves": paths["curves"]},
-                                    summary={**res.headline(summary), **failures}, x="diversity_score",
-                                    y="quality_score", mode=space.wandb.mode, directory=str(out_dir))
+    paths = _write_outputs(out_dir, trials, final, front, summary)
+    outputs = [p.name for p in paths.values() if p.exists()]  # before an upload drops the local copy
+    wandb_dir = _log_wandb_summary(space, name, front, final, paths, summary, out_dir) if paths else None
     where = str(out_dir)
     if "://" in storage and paths:  # the outputs (and the offline W&B run) go to the storage too
         try:
@@ -249,11 +221,81 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
                                        f"{_first_line(err)}; they are kept in {out_dir}")
             print(f"error: {summary['output_error']}", file=sys.stderr)
     if store is not None and args.address:  # a shared cluster: free the objects (the spill stays)
-        try:
-            ray.kill(find_store(spill_uri))
-        except (ValueError, ray.exceptions.RayError):
-            pass  # already gone
+        _kill_store(spill_uri)
     ray.shutdown()
+    _print_outcome(space, front, summary, outputs=outputs, where=where, wandb_dir=wandb_dir)
+    return summary
+
+
+def _start_ray(space: SearchSpace, args: argparse.Namespace) -> None:
+    """Join the cluster at ``--address`` (refused with a SpaceError when it cannot offer the
+    trials' resources) or start a private local Ray."""
+    import ray
+
+    # Tune snapshots the experiment after each checkpoint: frequent on tiny trials, and harmless.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if not args.address:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, namespace="dpdmd-tune")
+        return
+    ray.init(address=args.address, namespace="dpdmd-tune")
+    from .preflight import wait_for_resources
+
+    problems = wait_for_resources({b: space.backbones[b].resources for b in space.backbone_names()},
+                                  wait_s=args.wait_for_resources)
+    if problems:
+        ray.shutdown()
+        raise SpaceError(space.path, problems)
+
+
+def _write_outputs(out_dir: Path, trials, final, front, summary: dict) -> dict:
+    """`tune.results.write_outputs`; a read-only or full disk: say where, keep what was written,
+    print the summary on stdout instead (returns {})."""
+    from . import results as res
+
+    try:
+        return res.write_outputs(out_dir, trials, final, front, summary)
+    except OSError as err:
+        summary["output_error"] = f"cannot write the outputs in {out_dir}: {err.strerror or err}"
+        print(f"error: {summary['output_error']}; the summary follows on stdout", file=sys.stderr)
+        print(json.dumps(summary, indent=1, default=str))
+        return {}
+
+
+def _log_wandb_summary(space: SearchSpace, name: str, front, final, paths: dict, summary: dict, out_dir: Path):
+    """The W&B summary run of the search when the space enables W&B; its local directory or None."""
+    if not space.wandb.enabled:
+        return None
+    from . import results as res
+    from .wandb_summary import log_summary_run
+
+    failed = summary["failed_trials"]
+    failures = {"failed_trials": len(failed), "failed_trial_errors": "; ".join(
+        f"{f['trial_id']} ({f['status']}): {f['error']}" for f in failed)}
+    return log_summary_run(project=space.wandb.project, name=f"{name}-summary",
+                           front_df=res.front_with_teacher(front), trials_df=final,
+                           png_paths={"pareto": paths["plot"], "curves": paths["curves"]},
+                           summary={**res.headline(summary), **failures}, x="diversity_score",
+                           y="quality_score", mode=space.wandb.mode, directory=str(out_dir))
+
+
+def _kill_store(spill_uri: str) -> None:
+    import ray
+
+    from .shared_cache import find_store
+
+    try:
+        ray.kill(find_store(spill_uri))
+    except (ValueError, ray.exceptions.RayError):
+        pass  # already gone
+
+
+def _print_outcome(space: SearchSpace, front, summary: dict, *, outputs: list[str], where: str,
+                   wandb_dir: str | None) -> None:
+    from . import results as res
+    from .failures import failures_table
+
+    failed, compute = summary["failed_trials"], summary["compute"]
     print(f"\nPareto front (diversity_score, quality_score; teacher = (1, 1), quality_score >= "
           f"{space.objective.min_quality:g}):")
     print(res.front_table(front))
@@ -261,13 +303,12 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     if failed:
         print(f"\nFailed trials ({len(failed)}; kept off the front):")
         print(failures_table(failed))
-    print(f"\noutputs in {where}/: " + ", ".join(names))
+    print(f"\noutputs in {where}/: " + ", ".join(outputs))
     if wandb_dir:
         print(f"W&B summary run: {wandb_dir}" + ("  (offline: upload with `wandb sync " + wandb_dir + "`)"
                                                   if "offline-run" in wandb_dir else ""))
     print(f"teacher evaluations for anchors: {compute['teacher_calls_spent']} spent, "
           f"{compute['teacher_calls_without_cache']} without the cache; wall time {compute['wall_seconds']:.0f} s")
-    return summary
 
 
 class StorageLost(RuntimeError):

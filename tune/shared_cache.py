@@ -276,6 +276,7 @@ class CachedAnchors:
         def compute():
             x1 = batch.x1.to(self.backbone.device)
             targets = self._anchors(self.backbone, self.teacher, x1, cond, uncond, self.ks)
+            # {K: target} as the store keeps it: string keys (the spilled safetensors file's names)
             return ({str(k): t.detach().float().cpu().numpy() for k, t in targets.items()},
                     self._calls(self.ks, self.backbone.schedule))
 

@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from dpdmd.config import vanilla_dmd
+
 from .space import SearchSpace
 from .tabular import RecordedTable, TableError, with_scores
 
@@ -120,104 +122,122 @@ def max_student_updates(space: SearchSpace, table: RecordedTable) -> int:
 
 def simulate(space: SearchSpace, table: RecordedTable, *, workers: int, num_samples: int | None = None) -> Simulation:
     """Run ``space``'s search on ``table`` with ``workers`` trials at once (module docstring)."""
-    from ray.tune.experiment import Trial
-    from ray.tune.schedulers import TrialScheduler
-
-    from .schedulers import make_scheduler
-
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     # Ray's ASHA draws each trial's bracket from numpy's global generator; samplers have their own seeds.
     np.random.seed(space.seed)
     random.seed(space.seed)
-    seed = table.seeds[space.seed % len(table.seeds)]
-    max_t = max_student_updates(space, table)
-    weight = space.objective.diversity_weight
-    alg = search_algorithm(space, workers=workers, num_samples=num_samples)
-    scheduler = make_scheduler(space.scheduler, max_t=max_t)
-    controller = _Controller()
-    ks = space.anchor_ks()
-    anchors_done: dict[tuple, int] = {}  # (backbone, seed) -> student updates whose anchors exist
-    events: list = []  # (time of the report, trial index = start order, its seconds of compute)
-    running: list[SimulatedTrial] = []
-    rows: list[dict] = []
-    clock, compute, teacher_calls = 0.0, 0.0, 0
+    replay = _Replay(space, table, workers=workers, num_samples=num_samples)
+    for _ in range(workers):
+        if not replay.start(0.0):
+            break
+    while replay.events:
+        replay.next_report()
+    return _summarise(replay.running, replay.rows, compute=replay.compute, teacher_calls=replay.teacher_calls,
+                      clock=replay.clock)
 
-    def start(now: float) -> bool:
-        if not alg.is_finished():
-            trial = alg.next_trial()
+
+class _Replay:
+    """A simulated search in progress: the searcher and scheduler as `TuneController` drives them,
+    the virtual clock, and how far the shared anchor cache has got (module docstring)."""
+
+    def __init__(self, space: SearchSpace, table: RecordedTable, *, workers: int, num_samples: int | None):
+        from .schedulers import make_scheduler
+
+        self.space, self.table = space, table
+        self.seed = table.seeds[space.seed % len(table.seeds)]
+        self.max_t = max_student_updates(space, table)
+        self.alg = search_algorithm(space, workers=workers, num_samples=num_samples)
+        self.scheduler = make_scheduler(space.scheduler, max_t=self.max_t)
+        self.controller = _Controller()
+        self.ks = space.anchor_ks()
+        self.anchors_done: dict[tuple, int] = {}  # (backbone, seed) -> student updates whose anchors exist
+        self.events: list = []  # heap of (time of the report, trial index = start order, its seconds of compute)
+        self.running: list[SimulatedTrial] = []
+        self.rows: list[dict] = []
+        self.clock, self.compute, self.teacher_calls = 0.0, 0.0, 0
+
+    def start(self, now: float) -> bool:
+        """Ask the searcher for a trial and the scheduler which to run; schedule its first report.
+        False when there is nothing to run."""
+        from ray.tune.experiment import Trial
+
+        if not self.alg.is_finished():
+            trial = self.alg.next_trial()
             if trial is not None:
-                controller.trials.append(trial)
-                scheduler.on_trial_add(controller, trial)
-        trial = scheduler.choose_trial_to_run(controller)
+                self.controller.trials.append(trial)
+                self.scheduler.on_trial_add(self.controller, trial)
+        trial = self.scheduler.choose_trial_to_run(self.controller)
         if trial is None:
             return False
-        suggested = dict(trial.config.get("trial", trial.config))
-        config = table.snap(_searched(suggested, space, table))
-        curve = with_scores(table.curve(config, seed), diversity_weight=weight)
-        curve = curve[curve["student_updates"] <= max_t].to_dict("records")
+        suggested = dict(trial.config)  # the flat trial (`tune.trials`)
+        config = self.table.snap(_searched(suggested, self.space, self.table))
+        curve = with_scores(self.table.curve(config, self.seed), diversity_weight=self.space.objective.diversity_weight)
+        curve = curve[curve["student_updates"] <= self.max_t].to_dict("records")
         if not curve:
-            raise TableError(f"{table.source}: the run {config} seed {seed} has no report within {max_t} updates")
+            raise TableError(f"{self.table.source}: the run {config} seed {self.seed} has no report within "
+                             f"{self.max_t} updates")
         trial.set_status(Trial.RUNNING)
         sim = SimulatedTrial(trial=trial, suggested=suggested, config=config, curve=curve, started=now)
-        running.append(sim)
-        seconds = step_seconds(sim, 0)
-        heapq.heappush(events, (now + seconds, len(running) - 1, seconds))
+        self.running.append(sim)
+        seconds = self.step_seconds(sim, 0)
+        heapq.heappush(self.events, (now + seconds, len(self.running) - 1, seconds))
         return True
 
-    def step_seconds(sim: SimulatedTrial, index: int) -> float:
+    def step_seconds(self, sim: SimulatedTrial, index: int) -> float:
         """Seconds from report index-1 to report index: recorded time without the anchor, plus
         the anchor passes this trial is first to need (charged to ``compute`` here too)."""
-        nonlocal teacher_calls
         now_row, prev = sim.curve[index], (sim.curve[index - 1] if index else None)
         seconds = now_row["wall_seconds"] - (prev["wall_seconds"] if prev else 0.0)
         seconds -= now_row.get("seconds_anchor", 0.0) - (prev.get("seconds_anchor", 0.0) if prev else 0.0)
-        if sim.config["lambda_div"] > 0:
-            key = (sim.config["backbone"], seed)
-            done = anchors_done.get(key, 0)
+        vanilla = all(sim.config.get(name) == value for name, value in vanilla_dmd().items())
+        if not vanilla:  # vanilla DMD asks for no anchor
+            key = (sim.config["backbone"], self.seed)
+            done = self.anchors_done.get(key, 0)
             new = max(0, int(now_row["student_updates"]) - done)
             if new:
-                calls = new * table.calls_per_pass(sim.config["backbone"], ks)
-                seconds += calls * table.seconds_per_teacher_call(sim.config["backbone"])
-                teacher_calls += calls
-                anchors_done[key] = done + new
+                calls = new * self.table.calls_per_pass(sim.config["backbone"], self.ks)
+                seconds += calls * self.table.seconds_per_teacher_call(sim.config["backbone"])
+                self.teacher_calls += calls
+                self.anchors_done[key] = done + new
         return seconds
 
-    def finish(sim: SimulatedTrial, result: dict) -> None:
-        scheduler.on_trial_complete(controller, sim.trial, result)
-        alg.on_trial_complete(sim.trial.trial_id, result=result)
-        sim.trial.set_status(Trial.TERMINATED)
+    def next_report(self) -> None:
+        """The earliest pending report reaches the scheduler (then the searcher), as Tune's
+        controller passes it; a trial that ends frees its worker for the next."""
+        from ray.tune.schedulers import TrialScheduler
 
-    for _ in range(workers):
-        if not start(0.0):
-            break
-    while events:
-        clock, index, seconds = heapq.heappop(events)
-        compute += seconds
-        sim = running[index]
+        self.clock, index, seconds = heapq.heappop(self.events)
+        self.compute += seconds
+        sim = self.running[index]
         result = dict(sim.curve[sim.reports], trial_id=sim.trial.trial_id, training_iteration=sim.reports + 1,
                       done=False, **sim.config)
         sim.reports += 1
-        rows.append(dict(result, time=clock, compute=compute, seed=seed,
-                         **{f"suggested_{k}": v for k, v in sim.suggested.items()}))
-        decision = scheduler.on_trial_result(controller, sim.trial, result)
-        rows[-1]["decision"] = decision  # the scheduler's answer to this report (CONTINUE, STOP)
+        self.rows.append(dict(result, time=self.clock, compute=self.compute, seed=self.seed,
+                              **{f"suggested_{k}": v for k, v in sim.suggested.items()}))
+        decision = self.scheduler.on_trial_result(self.controller, sim.trial, result)
+        self.rows[-1]["decision"] = decision  # the scheduler's answer to this report (CONTINUE, STOP)
         if decision == TrialScheduler.PAUSE:
             raise NotImplementedError("the simulator replays asynchronous schedulers (FIFO, ASHA, MO-ASHA); "
                                       "a scheduler that pauses trials is not supported")
         if decision == TrialScheduler.STOP:
             sim.stopped_early = sim.reports < len(sim.curve)
-            finish(sim, result)
+            self.finish(sim, result)
         else:
-            alg.on_trial_result(sim.trial.trial_id, result)
-            if sim.reports == len(sim.curve):  # the recorded run ended: the function returned
-                finish(sim, result)
-            else:
-                seconds = step_seconds(sim, sim.reports)
-                heapq.heappush(events, (clock + seconds, index, seconds))
-                continue
-        start(clock)
-    return _summarise(running, rows, compute=compute, teacher_calls=teacher_calls, clock=clock)
+            self.alg.on_trial_result(sim.trial.trial_id, result)
+            if sim.reports < len(sim.curve):
+                seconds = self.step_seconds(sim, sim.reports)
+                heapq.heappush(self.events, (self.clock + seconds, index, seconds))
+                return
+            self.finish(sim, result)  # the recorded run ended: the function returned
+        self.start(self.clock)
+
+    def finish(self, sim: SimulatedTrial, result: dict) -> None:
+        from ray.tune.experiment import Trial
+
+        self.scheduler.on_trial_complete(self.controller, sim.trial, result)
+        self.alg.on_trial_complete(sim.trial.trial_id, result=result)
+        sim.trial.set_status(Trial.TERMINATED)
 
 
 def _searched(suggested: dict, space: SearchSpace, table: RecordedTable) -> dict:

@@ -152,34 +152,10 @@ def log_summary_run(
             return None
         import wandb  # imported here: slow to import, and optional for the search
 
-        if directory is not None:
-            Path(directory).mkdir(parents=True, exist_ok=True)
         with _env("WANDB_MODE", resolved):
-            run = wandb.init(
-                project=project,
-                name=name,
-                job_type="tune-summary",
-                dir=None if directory is None else str(directory),
-                mode=resolved,
-                reinit="create_new",  # never finish or reuse a run the caller has open
-                settings=wandb.Settings(console="off", x_disable_stats=True),
-            )
-            front_table = _table(wandb, front_df)
-            payload: dict[str, Any] = {
-                "pareto/front": front_table,
-                "pareto/front_scatter": wandb.plot.scatter(
-                    front_table, x, y, title=f"Pareto front: {y} vs {x}"
-                ),
-            }
-            if trials_df is not None:
-                payload["trials/table"] = _table(wandb, trials_df)
-            for key, png in (png_paths or {}).items():
-                if Path(png).is_file():
-                    payload[f"plots/{key}"] = wandb.Image(str(png), caption=key)
-                else:
-                    warnings.warn(f"W&B summary: image {key!r} not found at {png}; skipped.",
-                                  RuntimeWarning, stacklevel=2)
-            run.log(payload)
+            run = _init_run(wandb, project=project, name=name, directory=directory, mode=resolved)
+            payload = _payload(wandb, front_df, trials_df, png_paths or {}, x=x, y=y)
+            run.log(payload)  # kept referenced until finish(): freed before it, the offline log lost the row (test)
             run.summary.update({str(k): _plain(v) for k, v in (summary or {}).items()})
             run_dir = str(Path(run.settings.sync_dir))
             run.finish()
@@ -201,3 +177,39 @@ def log_summary_run(
             except Exception:  # already failing; the first error is the useful one
                 pass
         return None
+
+
+def _init_run(wandb: Any, *, project: str, name: str, directory: str | os.PathLike[str] | None, mode: str) -> Any:
+    """A new W&B run of its own (never one the caller has open), without console capture or
+    system stats; ``directory`` is created first."""
+    if directory is not None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    return wandb.init(
+        project=project,
+        name=name,
+        job_type="tune-summary",
+        dir=None if directory is None else str(directory),
+        mode=mode,
+        reinit="create_new",  # never finish or reuse a run the caller has open
+        settings=wandb.Settings(console="off", x_disable_stats=True),
+    )
+
+
+def _payload(wandb: Any, front_df: pd.DataFrame, trials_df: pd.DataFrame | None,
+             png_paths: Mapping[str, str | os.PathLike[str]], *, x: str, y: str) -> dict[str, Any]:
+    """What `log_summary_run` logs: the front's table and scatter, the trials' table, the PNGs
+    (a missing file is skipped with a warning)."""
+    front_table = _table(wandb, front_df)
+    payload: dict[str, Any] = {
+        "pareto/front": front_table,
+        "pareto/front_scatter": wandb.plot.scatter(front_table, x, y, title=f"Pareto front: {y} vs {x}"),
+    }
+    if trials_df is not None:
+        payload["trials/table"] = _table(wandb, trials_df)
+    for key, png in png_paths.items():
+        if Path(png).is_file():
+            payload[f"plots/{key}"] = wandb.Image(str(png), caption=key)
+        else:  # stacklevel 3: the caller of log_summary_run
+            warnings.warn(f"W&B summary: image {key!r} not found at {png}; skipped.",
+                          RuntimeWarning, stacklevel=3)
+    return payload

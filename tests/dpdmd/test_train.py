@@ -142,3 +142,18 @@ def test_config_file_rejects_unknown_keys(tmp_path):
         load_config(path)
     assert str(path) in str(err.value)
     assert "lambda_dvi: unknown key" in str(err.value) and "eval.seeds: unknown key" in str(err.value)
+
+
+def test_the_api_train_survives_importing_the_command_line(tmp_path):
+    """`dpdmd.train(config, out_dir=...)` stays the function after the command line's module is
+    imported (a submodule named `dpdmd.train` would replace the package attribute)."""
+    import importlib
+
+    import dpdmd
+    import dpdmd.train_cli  # noqa: F401 - the command line, imported first
+
+    with pytest.raises(ImportError, match="dpdmd.train_cli"):
+        importlib.import_module("dpdmd.train")  # only `python -m dpdmd.train` runs that file
+    assert callable(dpdmd.train) and dpdmd.train is train
+    metrics = dpdmd.train(fast_config(iterations=6), out_dir=tmp_path / "run", progress=False)
+    assert metrics["student_updates"] == 1 and (tmp_path / "run" / "metrics.csv").exists()

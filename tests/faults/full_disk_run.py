@@ -35,7 +35,7 @@ def fill(path: Path) -> None:
 
 
 def run(argv: list[str]) -> tuple[int, str]:
-    train_cli = importlib.import_module("dpdmd.train")
+    train_cli = importlib.import_module("dpdmd.train_cli")
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = train_cli.main(argv)

@@ -240,7 +240,7 @@ def test_train_cli_checks_evaluator_weights_before_training(tmp_path, monkeypatc
 
     import dpdmd.trainer as trainer
 
-    train_cli = importlib.import_module("dpdmd.train")
+    train_cli = importlib.import_module("dpdmd.train_cli")
 
     monkeypatch.setattr(trainer, "build_method", lambda *a, **k: pytest.fail("training started"))
     config = tmp_path / "run.yaml"

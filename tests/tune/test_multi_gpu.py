@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 import yaml
 
 from dpdmd import EvalConfig, TrainConfig
-from dpdmd.trainer import train  # not `from dpdmd import train`: importing the CLI module dpdmd.train (tests/faults) shadows it
+from dpdmd import train
 from dpdmd.distributed import DistributedContext, backend_for, destroy_process_group, init_process_group
 from dpdmd.stream import iteration_batch
 
