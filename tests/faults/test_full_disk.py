@@ -72,8 +72,11 @@ def test_full_disk_names_the_file_keeps_what_was_written_and_resumes(tmp_path):
     register_random_backbones()
     assert run([*FLAGS, "--out", str(tmp_path / "uninterrupted")])[0] == 0
     whole = rows(tmp_path / "uninterrupted" / "metrics.csv")
+    # The uninterrupted run is made in this process, the resumed one in the namespaced subprocess:
+    # their intra-op thread counts can differ, so sums may differ in the last bits (measured 1.3e-7
+    # relative once); a resume that lost or repeated an update moves them by far more.
     for key in ("diversity", "quality", "loss_dmd"):
-        assert [r[key] for r in resumed] == [r[key] for r in whole], key
+        assert [float(r[key]) for r in resumed] == pytest.approx([float(r[key]) for r in whole], rel=1e-6), key
 
 
 SEARCH_SPACE = {
