@@ -2,6 +2,8 @@
 the teacher's own samples and degraded copies of them (pixel noise, blur, a lost class, a
 collapse) scored by the digits evaluator: raw metrics, the teacher-normalised scores, J, the old
 J (0.5 D/D_T + 0.5 Q/Q_T on class probability) and whether the clean set dominates each copy.
+The teacher's reference is its samples on the evaluation seeds, as in a search; "teacher, other
+seeds" is an independent set of its samples (the next N seeds), the control.
 
     python bench/objective_check.py [--seeds 8] [--backbones digits-flow digits-eps]
 
@@ -69,8 +71,11 @@ def main() -> None:
     torch.set_num_threads(1)
     evaluator = DigitsEvaluator()
     for name in args.backbones:
-        images, prompts = teacher_grid(name, args.seeds)
-        table = objective_table(images, prompts, evaluator, extra={"collapse": collapse(images)})
+        both, prompts = teacher_grid(name, 2 * args.seeds)
+        images, other = both[:, :args.seeds], both[:, args.seeds:]
+        evaluator.set_teacher_reference(evaluator.teacher_reference_state(images, prompts))
+        table = objective_table(images, prompts, evaluator, extra={
+            "collapse": collapse(images), "teacher, other seeds": other})
         print(f"\n{name}, {len(prompts)} prompts x {args.seeds} seeds (quality = fidelity = class_prob x precision x spectral)")
         print(markdown(table))
 

@@ -1,7 +1,8 @@
 """Signal and noise of the digits evaluator's fidelity terms: the teacher's samples of seeds
-0..SETS*N-1 split into SETS disjoint sets of N seeds, each scored clean and degraded (pixel noise,
-blur, a lost class); prints the mean and the std between sets of class_prob, precision, spectral,
-fidelity and FD for each backbone.
+0..N-1 are the reference (as in a search), and those of seeds N..(SETS+1)*N-1, split into SETS
+disjoint sets of N seeds, are each scored clean and degraded (pixel noise, blur, a lost class);
+prints the mean and the std between sets of class_prob, precision, spectral, fidelity and FD for
+each backbone.
 
     python bench/spectral_check.py [--seeds 8] [--sets 4] [--backbones digits-flow digits-eps]
 
@@ -24,7 +25,8 @@ METRICS = ("class_prob", "precision", "spectral", "fidelity", "fid")
 
 def corrupted(images: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"clean": images, **{f"noise {s:g}": gaussian_noise(images, s) for s in (0.05, 0.1, 0.2)},
-            "blur 1 px": blur(images, 1.0), "drop class 3": drop_mode(images, 3, 8)}
+            "blur 0.5 px": blur(images, 0.5), "blur 1 px": blur(images, 1.0),
+            "drop class 3": drop_mode(images, 3, 8)}
 
 
 def main() -> None:
@@ -36,9 +38,10 @@ def main() -> None:
     torch.set_num_threads(1)
     evaluator = DigitsEvaluator()
     for name in args.backbones:
-        images, prompts = teacher_grid(name, args.seeds * args.sets)
+        images, prompts = teacher_grid(name, args.seeds * (args.sets + 1))
+        evaluator.set_teacher_reference(evaluator.teacher_reference_state(images[:, :args.seeds], prompts))
         rows: dict[str, list[dict]] = {}
-        for s in range(args.sets):
+        for s in range(1, args.sets + 1):
             for set_name, x in corrupted(images[:, s * args.seeds:(s + 1) * args.seeds]).items():
                 rows.setdefault(set_name, []).append(evaluator.score(x, prompts))
         print(f"\n{name}: {args.sets} disjoint sets of {args.seeds} seeds, mean (std between sets)")

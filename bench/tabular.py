@@ -17,8 +17,9 @@ K: it is recorded once per backbone and seed, with ``k_independent`` = True.
 
 Runs go one per process, one thread each (as `bench/paper_claim.py --workers`). Resumable: a
 run whose Parquet file exists is skipped, so an interrupted recording continues where it
-stopped; a run file without a column of `CURRENT_COLUMNS` was recorded under an older quality
-definition (before the spectral match: quality = class_prob x precision) and is trained again. Writes ``OUT/NAME/runs/*.parquet`` (one per run), ``OUT/NAME/table.parquet`` (all of
+stopped; a run file whose ``reference_version`` is not `dpdmd.cache_keys.REFERENCE_VERSION` was
+scored under an older evaluator definition (e.g. the digits spectral match against the real
+digits rather than the teacher) and is trained again. Writes ``OUT/NAME/runs/*.parquet`` (one per run), ``OUT/NAME/table.parquet`` (all of
 them) and ``OUT/NAME/meta.json`` (the command, the grid, the wall time, the cost per run).
 """
 
@@ -36,14 +37,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from dpdmd.cache_keys import REFERENCE_VERSION
+
 FULL_KS = (1, 3, 5, 10, 15, 20, 25, 30)
 FULL_LAMBDAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 # Seeds far apart: iteration i is seeded seed + i, so seeds 0 and 1 would see the same batches
 # shifted by one iteration (README, Limitations).
 FULL_SEEDS = (0, 1000, 2000)
-# Columns a run recorded under the current quality definition holds (fidelity = class_prob x
-# precision x spectral since the spectral match); a run file without one is stale and re-recorded.
-CURRENT_COLUMNS = ("spectral",)
 CONFIG_COLUMNS = ("backbone", "anchor_k", "lambda_div", "seed", "k_independent", "iterations", "batch_size",
                   "teacher_steps", "lr", "eval_seeds_per_prompt", "eval_every")
 
@@ -137,6 +137,7 @@ def record_run(job: dict, args, path: Path) -> float:
                        "eval_seeds_per_prompt": args.seeds_per_prompt, "eval_every": args.eval_every}.items():
         frame[key] = value
     frame["run"] = run_name(job)
+    frame["reference_version"] = REFERENCE_VERSION  # what the evaluator's metrics mean (dpdmd.cache_keys)
     frame = frame[[*CONFIG_COLUMNS, "run", *[c for c in frame.columns if c not in (*CONFIG_COLUMNS, "run")]]]
     tmp = path.with_suffix(".parquet.tmp")
     frame.to_parquet(tmp, index=False)
@@ -174,10 +175,13 @@ def record(args) -> dict:
 
 
 def is_current(path: Path) -> bool:
-    """Whether a run file holds every column of `CURRENT_COLUMNS` (reads the schema only)."""
+    """Whether a run file was scored under the current evaluator definition (its
+    ``reference_version`` is `dpdmd.cache_keys.REFERENCE_VERSION`)."""
     import pyarrow.parquet as pq
 
-    return set(CURRENT_COLUMNS) <= set(pq.read_schema(path).names)
+    if "reference_version" not in pq.read_schema(path).names:
+        return False
+    return set(pd.read_parquet(path, columns=["reference_version"])["reference_version"]) == {REFERENCE_VERSION}
 
 
 def combine(args) -> pd.DataFrame:

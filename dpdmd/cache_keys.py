@@ -20,6 +20,12 @@ from __future__ import annotations
 from typing import Any
 
 KINDS = ("embedding", "teacher", "anchor", "teacher_reference")
+# What an evaluator returns, bumped when it changes, so no stale teacher score normalises a new one
+# (and `bench/tabular.py` re-records runs scored under an older one). 2: digits quality =
+# fidelity; 3: real quality = preference x precision against the teacher's features, saved beside
+# the scores; 4: fidelity x the spectral match, digits against the real digits, real against the
+# teacher's band powers saved with its features; 5: digits spectral against the teacher's too.
+REFERENCE_VERSION = 5
 
 
 def text_key(backbone, options: dict | None = None) -> dict[str, Any]:
@@ -48,10 +54,5 @@ def cache_key(kind: str, config, backbone, **extra) -> dict[str, Any]:
         key.update(prompts=eval_prompts(config, backbone), seeds=config.eval.seeds_per_prompt,
                    evaluator=config.eval.evaluator, quality_metric=config.eval.quality_metric,
                    evaluator_options=config.eval.evaluator_options,
-                   # bumped when what an evaluator returns changes (2: digits quality = fidelity;
-                   # 3: real quality = preference x precision against the teacher's features, saved
-                   # beside the scores; 4: fidelity x the spectral match, digits against the real
-                   # digits, real against the teacher's band powers saved with its features), so no
-                   # stale teacher score normalises a new one
-                   reference=4)
+reference=REFERENCE_VERSION)
     return {**key, **extra}

@@ -4,8 +4,12 @@
 gives the features behind diversity, FID and k-NN precision / recall / coverage, and its softmax
 gives the probability of the prompted digit; the default "quality", fidelity, is that probability
 times the k-NN precision against the real digits of the class times the match of the samples'
-high-frequency power with the real digits' (`spectral`, which sees the pixel noise and blur the
-8x8 read-out averages away: `dpdmd.metrics.spectrum`). It reads images at 32x32,
+high-frequency power with the teacher's samples of the same prompt (`spectral`, which sees the
+pixel noise and blur the 8x8 read-out averages away: `dpdmd.metrics.spectrum`). The spectral
+reference is the teacher's, not the real digits': the student's target is the teacher's
+distribution, and the real digits are 8x8 images upsampled to 32x32, with almost no power in the
+top band. Against them a blur of the digits-eps teacher's speckled samples *raised* their fidelity
+(0.45 -> 0.84), so blurring a teacher scored as improving it. It reads images at 32x32,
 maps them to [-1, 1] and average-pools them to the native 8x8 (`dpdmd.digits_data.downsample`), which
 also averages away most of the pixel noise generated samples carry.
 
@@ -28,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -38,7 +42,7 @@ from .. import digits_data
 from .._cache import cached_file
 from .base import Evaluator, check_grid
 from .feature_stats import frechet_distance, knn_precision_recall_coverage
-from .spectrum import band_power, spectral_match
+from .spectrum import band_power, match_per_prompt, spectral_match
 
 _VERSION = 1  # bump when the architecture, the training or the augmentation changes
 NUM_CLASSES = len(digits_data.DIGIT_WORDS)
@@ -220,8 +224,10 @@ class DigitsEvaluator(Evaluator):
       small, e.g. 8; N must exceed k). Recall and coverage of 8 samples against ~180 reals are
       low even for real digits: read them against `reference_scores` at the same N;
     - ``"spectral"``: per prompt, `spectral_match` of the samples' mean `band_power` (the top half
-      of the 32x32 spectrum) against the real digits of the class, averaged over prompts: 1 for
-      the real digits' high-frequency power, lower for more (pixel noise) and for less (blur);
+      of the 32x32 spectrum) against the teacher's samples of the same prompt (the reference set
+      by `set_teacher_reference`, with its own sampling noise free: `match_per_prompt`), averaged
+      over prompts: 1 for the teacher's high-frequency power, lower for more (pixel noise) and
+      for less (blur). `reference_scores` reads real digits against the other real digits;
     - ``"fidelity"``: ``class_prob * precision * spectral``, "the right digit, on the real digits'
       manifold, with their sharpness". Class probability alone barely moves with pixel noise or
       blur (the classifier average-pools them away); precision falls with strong noise and blur
@@ -230,12 +236,18 @@ class DigitsEvaluator(Evaluator):
       and the front" has the measurements;
     - ``"quality"``: a copy of the metric named by ``quality_metric``.
 
+    `score` needs the teacher's reference first (``uses_teacher_reference``): call
+    ``set_teacher_reference(teacher_reference_state(teacher_images, prompts))``;
+    `dpdmd.evaluation.teacher_reference` does it from the on-disk cache for the trainer and the search.
+
     Args:
         quality_metric: one of ``"fidelity"`` (default), ``"class_prob"``, ``"accuracy"``,
             ``"precision"``, ``"coverage"``.
         k: the k-NN neighbour for precision / recall / coverage.
         classifier: a trained `DigitsClassifier`; default `DigitsClassifier.load()` (on first use).
     """
+
+    uses_teacher_reference = True  # the spectral match reads samples against the teacher's
 
     def __init__(self, *, quality_metric: str = "fidelity", k: int = 3,
                  classifier: DigitsClassifier | None = None):
@@ -249,6 +261,39 @@ class DigitsEvaluator(Evaluator):
         self.quality_key = quality_metric
         self.k = k
         self._classifier = classifier
+        self._teacher_band_power: dict[str, torch.Tensor] | None = None  # prompt -> (N_ref,)
+
+    def teacher_reference_state(self, images: torch.Tensor, prompts: Sequence[str]) -> dict:
+        """``{"prompts", "band_power"}``: the prompts in order and the `band_power` (P, N) float64
+        of the teacher's images (P, N, 1, H, W), the reference of ``spectral``."""
+        p, n = check_grid(images, prompts)
+        return {"prompts": list(prompts),
+                "band_power": band_power(images.reshape(p * n, *images.shape[2:])).reshape(p, n)}
+
+    def set_teacher_reference(self, state: dict | None) -> None:
+        """Read later samples' spectra against ``state`` (from `teacher_reference_state`)."""
+        if not isinstance(state, Mapping) or not {"prompts", "band_power"} <= set(state):
+            held = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            raise ValueError(f"a digits teacher reference is a dict with prompts and band_power "
+                             f"(DigitsEvaluator.teacher_reference_state), got {held}; recompute it (delete "
+                             "the cached teacher-metrics entry of an older version)")
+        powers = torch.as_tensor(state["band_power"], dtype=torch.float64)
+        if powers.ndim != 2 or powers.shape[0] != len(state["prompts"]) or powers.shape[1] < 2:
+            raise ValueError(f"a digits teacher reference needs band_power of shape (P prompts, N >= 2 seeds), "
+                             f"got {tuple(powers.shape)} for {len(state['prompts'])} prompts")
+        self._teacher_band_power = dict(zip(state["prompts"], powers))
+
+    def _teacher_spectra(self, prompts: Sequence[str]) -> torch.Tensor:
+        """The teacher's band powers (P, N_ref) for these prompts, or an error saying what to do."""
+        if self._teacher_band_power is None:
+            raise ValueError("DigitsEvaluator.score needs the teacher's reference (the spectral match reads "
+                             "samples against the teacher's): call set_teacher_reference(teacher_reference_state("
+                             "teacher_images, prompts)); dpdmd.evaluation.teacher_reference does it from the cache")
+        missing = [prompt for prompt in prompts if prompt not in self._teacher_band_power]
+        if missing:
+            raise ValueError(f"the teacher reference has no samples of prompts {missing}; it holds "
+                             f"{sorted(self._teacher_band_power)}: compute it on the prompts you score")
+        return torch.stack([self._teacher_band_power[prompt] for prompt in prompts])
 
     @property
     def classifier(self) -> DigitsClassifier:
@@ -274,15 +319,18 @@ class DigitsEvaluator(Evaluator):
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, float]:
         """Metrics of images (P, N, 1, H, W) in [0, 1], N seeds for each of the P digit prompts."""
         check_grid(images, prompts)
+        classes = [_prompt_class(prompt) for prompt in prompts]  # a malformed prompt fails first
+        self._check_seeds(images.shape[1])
+        spectral = match_per_prompt(self._teacher_spectra(prompts), images)
         with _one_thread():
-            return self._score(images, prompts, exclude=None)
+            return self._score(images, classes, spectral=spectral, exclude=None)
 
     def reference_scores(self, num_per_class: int, *, seed: int = 0) -> dict[str, float]:
         """The same metrics for real digits: ``num_per_class`` drawn (seeded) from each class.
 
         The drawn digits are left out of the real reference they are compared with, so precision
         is not trivially 1. The classifier has seen them in training, so class_prob and accuracy
-        are optimistic.
+        are optimistic. ``spectral`` reads them against the other real digits of their class.
         """
         labels = real_digits()[1]
         smallest = int(torch.bincount(labels, minlength=NUM_CLASSES).min())
@@ -300,20 +348,26 @@ class DigitsEvaluator(Evaluator):
         images, _ = real_digits()
         exclude = torch.zeros(len(labels), dtype=torch.bool)
         exclude[picked.flatten()] = True
+        real_band_power = band_power(images)
+        spectral = sum(spectral_match(real_band_power[(labels == digit) & ~exclude], real_band_power[picked[digit]])
+                       for digit in range(NUM_CLASSES)) / NUM_CLASSES
         with _one_thread():
-            return self._score(images[picked], digits_data.ALL_PROMPTS, exclude=exclude)
+            return self._score(images[picked], list(range(NUM_CLASSES)), spectral=spectral, exclude=exclude)
 
-    def _score(self, images: torch.Tensor, prompts: Sequence[str],
-               exclude: torch.Tensor | None) -> dict[str, float]:
-        """`score`, with real digits marked in ``exclude`` (1797,) left out of the reference."""
-        classes = [_prompt_class(prompt) for prompt in prompts]
-        n = images.shape[1]
+    def _check_seeds(self, n: int) -> None:
         if n <= self.k:
             raise ValueError(
                 f"DigitsEvaluator(k={self.k}) needs more than k samples per prompt for k-NN recall, "
                 f"got N={n}; generate more seeds or pass a smaller k"
             )
-        feats = self.grid_features(images, prompts)  # (P, N, D)
+
+    def _score(self, images: torch.Tensor, classes: Sequence[int], *, spectral: float,
+               exclude: torch.Tensor | None) -> dict[str, float]:
+        """`score` of images (P, N, 1, H, W) of the P ``classes``, given their ``spectral`` match,
+        with real digits marked in ``exclude`` (1797,) left out of the reference."""
+        n = images.shape[1]
+        self._check_seeds(n)
+        feats = self.features(images.flatten(0, 1)).reshape(len(classes), n, -1)  # (P, N, D)
         probs = self.classifier.head(feats.to(self.classifier.head.weight.device)).softmax(-1).cpu()
         target = torch.tensor(classes)[:, None].expand(-1, n)  # (P, N)
         real_feats, real_labels = self._real
@@ -324,14 +378,14 @@ class DigitsEvaluator(Evaluator):
             per_prompt.append({
                 "fid": frechet_distance(real_feats[in_class], feats[p]),
                 **knn_precision_recall_coverage(real_feats[in_class], feats[p], k=self.k),
-                "spectral": spectral_match(self._real_band_power[in_class], band_power(images[p])),
             })
         metrics = {
             "diversity": self.diversity(feats),
             "class_prob": float(probs.gather(-1, target[..., None]).mean()),
             "accuracy": float((probs.argmax(-1) == target).double().mean()),
+            "spectral": spectral,
         }
-        for key in ("fid", "precision", "recall", "coverage", "spectral"):
+        for key in ("fid", "precision", "recall", "coverage"):
             metrics[key] = sum(m[key] for m in per_prompt) / len(per_prompt)
         metrics["fidelity"] = metrics["class_prob"] * metrics["precision"] * metrics["spectral"]
         return self.with_quality(metrics)

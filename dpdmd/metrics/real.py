@@ -77,7 +77,7 @@ from .base import Evaluator, check_grid
 from .clip import FEATURE_MODEL_TYPES, IMAGE_TEXT_MODEL_TYPES, ClipFeatures, ClipScore
 from .dino import DINOV3_MIN_TRANSFORMERS, MODEL_TYPES as DINO_MODEL_TYPES, DinoFeatures
 from .feature_stats import seed_excluded_precision
-from .spectrum import band_power, match_tolerance, spectral_match
+from .spectrum import band_power, match_per_prompt
 from .pickscore import PickScore
 
 REAL_EVALUATORS = ("real",)
@@ -491,18 +491,9 @@ class RealEvaluator(Evaluator):
             metrics[name] = float(scorer.scores(image_embeds, scorer.embed_texts(list(prompts))).mean())
         metrics["teacher_precision"] = sum(seed_excluded_precision(reference[i], first[i], k=self.precision_k)
                                            for i in range(p)) / p
-        metrics["spectral"] = self._spectral(images)
+        metrics["spectral"] = match_per_prompt(self._reference["band_power"], images)
         metrics["fidelity"] = metrics[self.preference_key] * metrics["teacher_precision"] * metrics["spectral"]
         return self.with_quality(metrics)
-
-    def _spectral(self, images: torch.Tensor) -> float:
-        """Mean over prompts of `spectral_match` of the images' (P, N, C, H, W) band power against
-        the teacher's of the same prompt, with the teacher's own sampling noise (`match_tolerance`,
-        2 standard errors) free: the teacher scores exactly 1 against itself, and so does an
-        independent set of its samples unless it differs by more than that noise."""
-        teacher = self._reference["band_power"]  # (P, N)
-        return sum(spectral_match(teacher[i], band_power(images[i]), tolerance=match_tolerance(teacher[i]))
-                   for i in range(images.shape[0])) / images.shape[0]
 
     def _checked_reference(self, prompts: Sequence[str], n: int) -> torch.Tensor:
         """The teacher's features (P, N, D) for exactly these prompts and N, or a teaching error."""

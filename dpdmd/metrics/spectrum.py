@@ -14,8 +14,9 @@ high ones. So:
   tolerance): exactly 1 for equal powers, lower with noise (more power) and with blur (less);
 - `match_tolerance`: the sampling noise of ``log P`` between two independent sets of N images
   like the reference's own N, for a reference made of the very samples a method is compared with
-  (the real evaluator's teacher): without it the teacher would sit at the peak of the fold and an
-  independent set of its own samples would score below it by that noise alone.
+  (the teacher's, for both evaluators): without it the teacher would sit at the peak of the fold
+  and an independent set of its own samples would score below it by that noise alone;
+- `match_per_prompt`: the mean of the per-prompt matches against such a reference.
 
 The band powers are means over images before the ratio (the spectrum of the *set*, as Durall et
 al.): a per-image ratio would reward images all of the same sharpness over the varied sharpness of
@@ -82,6 +83,19 @@ def spectral_match(reference: torch.Tensor, samples: torch.Tensor, *, tolerance:
     if p <= 0.0:
         return 0.0
     return math.exp(-max(0.0, abs(math.log(p / p_ref)) - tolerance))
+
+
+def match_per_prompt(reference: torch.Tensor, images: torch.Tensor) -> float:
+    """Mean over prompts of `spectral_match` of the images' (P, N, C, H, W) band power against
+    a reference set's (P, N_ref) band powers of the same prompts, with the reference's own sampling
+    noise free (`match_tolerance`, 2 standard errors): a reference made of the very samples a method
+    is compared with (the teacher's) scores exactly 1 against itself, and an independent set of
+    them scores 1 unless it differs by more than that noise."""
+    if reference.ndim != 2 or reference.shape[0] != images.shape[0]:
+        raise ValueError(f"the reference holds band powers of shape {tuple(reference.shape)}; "
+                         f"expected ({images.shape[0]}, N_ref): one row per prompt of the images")
+    return sum(spectral_match(reference[i], band_power(images[i]), tolerance=match_tolerance(reference[i]))
+               for i in range(images.shape[0])) / images.shape[0]
 
 
 def match_tolerance(reference: torch.Tensor, *, z: float = 2.0) -> float:

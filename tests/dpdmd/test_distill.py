@@ -4,7 +4,7 @@
 import pytest
 
 from dpdmd import EvalConfig, TrainConfig, train
-from dpdmd.evaluation import eval_prompts, generate, make_evaluator, score
+from dpdmd.evaluation import eval_prompts, generate, make_evaluator, score, teacher_reference
 from dpdmd.prompt_cache import PromptEmbeddingCache
 from dpdmd.trainer import build_backbone, build_method
 
@@ -16,8 +16,9 @@ def test_short_distillation_improves_quality(backbone):
     b = build_backbone(config)
     untrained = build_method(config, b)
     prompts = eval_prompts(config, b)
-    before = score(make_evaluator(config.eval, b), generate(b, untrained.sample, prompts, 8, PromptEmbeddingCache(b)),
-                   prompts)
+    evaluator, embed = make_evaluator(config.eval, b), PromptEmbeddingCache(b)
+    teacher_reference(config, b, untrained.teacher, embed, evaluator)  # the reference every trial reads against
+    before = score(evaluator, generate(b, untrained.sample, prompts, 8, embed), prompts)
     after = train(config, progress=False)
     assert after["student_updates"] == 20
     assert after["quality"] > before["quality"] + 0.01, (before["quality"], after["quality"])

@@ -161,27 +161,57 @@ def test_classifier_held_out_accuracy_clean_and_noisy(split, classifier):
     assert torch.allclose(classifier.probs(images[test[:5]]).sum(-1), torch.ones(5))
 
 
+def _with_reference(evaluator, reference: torch.Tensor):
+    """``evaluator`` reading spectra against ``reference`` (10, N, 1, 32, 32), as a teacher's."""
+    evaluator.set_teacher_reference(evaluator.teacher_reference_state(reference, ALL_PROMPTS))
+    return evaluator
+
+
 def test_evaluator_on_real_digits_and_on_noise(split, classifier):
-    evaluator = DigitsEvaluator(classifier=classifier)
-    real = evaluator.score(_held_out_grid(split, 8), ALL_PROMPTS)
+    grid = _held_out_grid(split, 16)
+    evaluator = _with_reference(DigitsEvaluator(classifier=classifier), grid[:, 8:])  # other real digits
+    real = evaluator.score(grid[:, :8], ALL_PROMPTS)
     assert set(real) >= {"diversity", "quality", "class_prob", "accuracy", "fid", "precision", "recall", "coverage",
                          "spectral"}
     assert real["class_prob"] > 0.9
     # the default quality is fidelity = class_prob x precision x spectral (the right digit, on the
-    # real manifold, with the real digits' high-frequency power)
+    # real manifold, with the reference's high-frequency power)
     assert real["quality"] == real["fidelity"] == pytest.approx(real["class_prob"] * real["precision"] * real["spectral"])
     assert real["spectral"] > 0.8
     assert real["accuracy"] > 0.9
     assert 0.0 < real["diversity"] < 1.0 and real["precision"] > 0.5
     noise = torch.rand(10, 8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    fake = evaluator.score(noise, [str(d) for d in range(10)])
+    fake = evaluator.score(noise, ALL_PROMPTS)
     assert fake["class_prob"] < 0.3 and fake["accuracy"] < 0.3
     assert fake["fid"] > real["fid"] and fake["precision"] < real["precision"] and fake["spectral"] < 0.2
     assert fake["quality"] < real["quality"]
 
 
+def test_spectral_reads_samples_against_the_teacher_reference(split, classifier):
+    """The spectral reference is the teacher's samples of each prompt (not the real digits): a
+    set scores 1 against itself, and blurring or adding noise to it lowers the match."""
+    from dpdmd.metrics.corruptions import blur, gaussian_noise
+
+    grid = _held_out_grid(split, 8)
+    evaluator = DigitsEvaluator(classifier=classifier)
+    with pytest.raises(ValueError, match="needs the teacher's reference.*set_teacher_reference"):
+        evaluator.score(grid, ALL_PROMPTS)
+    _with_reference(evaluator, blur(grid, 0.5))  # a blurred "teacher": sharper samples now deviate
+    assert evaluator.score(blur(grid, 0.5), ALL_PROMPTS)["spectral"] == 1.0
+    assert evaluator.score(grid, ALL_PROMPTS)["spectral"] < 0.9
+    _with_reference(evaluator, grid)
+    assert evaluator.score(grid, ALL_PROMPTS)["spectral"] == 1.0
+    assert evaluator.score(blur(grid, 0.5), ALL_PROMPTS)["spectral"] < 0.9
+    assert evaluator.score(gaussian_noise(grid, 0.2), ALL_PROMPTS)["spectral"] < 0.9
+    with pytest.raises(ValueError, match="no samples of prompts"):
+        evaluator.score(grid[:1], ["digit 0"])  # the reference holds "a handwritten digit zero"
+    with pytest.raises(ValueError, match="prompts and band_power"):
+        evaluator.set_teacher_reference({"band_power": torch.ones(10, 8)})
+
+
 def test_evaluator_quality_metric_and_reference_scores(split, classifier):
-    evaluator = DigitsEvaluator(quality_metric="coverage", classifier=classifier)
+    evaluator = _with_reference(DigitsEvaluator(quality_metric="coverage", classifier=classifier),
+                                _held_out_grid(split, 4))
     scores = evaluator.score(_held_out_grid(split, 4), ALL_PROMPTS)
     assert scores["quality"] == scores["coverage"]
     reference = evaluator.reference_scores(8, seed=3)
@@ -189,10 +219,10 @@ def test_evaluator_quality_metric_and_reference_scores(split, classifier):
     assert reference["class_prob"] > 0.9 and 0.0 < reference["precision"] <= 1.0
 
 
-def test_evaluator_errors_name_the_bad_value(classifier):
+def test_evaluator_errors_name_the_bad_value(split, classifier):
     with pytest.raises(ValueError, match="'pickscore'.*fidelity, class_prob, accuracy, precision, coverage"):
         DigitsEvaluator(quality_metric="pickscore")
-    evaluator = DigitsEvaluator(classifier=classifier)
+    evaluator = _with_reference(DigitsEvaluator(classifier=classifier), _held_out_grid(split, 4))
     images = torch.rand(1, 4, 1, 32, 32)
     with pytest.raises(ValueError, match="'a handwritten digit eleven'"):
         evaluator.score(images, ["a handwritten digit eleven"])

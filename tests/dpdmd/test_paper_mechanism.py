@@ -12,7 +12,7 @@ import torch
 from dpdmd import EvalConfig, TrainConfig, train
 from dpdmd.anchors import teacher_anchors
 from dpdmd.config import from_mapping
-from dpdmd.evaluation import eval_noise, eval_prompts, generate, make_evaluator, score
+from dpdmd.evaluation import eval_noise, eval_prompts, generate, make_evaluator, score, teacher_reference
 from dpdmd.prompt_cache import PromptEmbeddingCache
 from dpdmd.trainer import CHECKPOINT, build_backbone, build_method
 
@@ -51,8 +51,9 @@ def test_dmd_loses_diversity_and_l_div_pins_the_first_step(tmp_path):
     config, backbone, untrained = load_student(dmd_dir)
     untrained = build_method(config, backbone)  # the teacher's weights, sampled in 4 steps
     prompts = eval_prompts(config, backbone)
-    start = score(make_evaluator(config.eval, backbone),
-                  generate(backbone, untrained.sample, prompts, 8, PromptEmbeddingCache(backbone)), prompts)
+    evaluator, embed = make_evaluator(config.eval, backbone), PromptEmbeddingCache(backbone)
+    teacher_reference(config, backbone, untrained.teacher, embed, evaluator)
+    start = score(evaluator, generate(backbone, untrained.sample, prompts, 8, embed), prompts)
     print(f"\ndiversity: untrained {start['diversity']:.4f}, DMD {dmd['diversity']:.4f}, "
           f"DP-DMD K=20 lambda=0.5 {dp['diversity']:.4f}")
     assert dmd["diversity"] < start["diversity"] - 0.005

@@ -109,6 +109,7 @@ def corrupted_scores(request, evaluator):
 
     torch.set_num_threads(1)
     images, prompts = teacher_grid(request.param, 8)
+    evaluator.set_teacher_reference(evaluator.teacher_reference_state(images, prompts))  # as a search does
     raw = {"clean": evaluator.score(images, prompts)}
     raw.update({name: evaluator.score(x, prompts) for name, x in standard_corruptions(images).items()})
     ref = raw["clean"]
@@ -134,10 +135,12 @@ def _dominated(a, b):
 def test_clean_set_dominates_every_corruption(corrupted_scores):
     """On both backbones. On digits-flow pixel noise of std 0.1 and a 1-pixel blur at 32x32 are
     below the classifier's 8x8 read-out (class_prob x precision alone scored them 1.016 and 1.010):
-    the spectral match against the real digits is what lowers their quality (README)."""
+    the spectral match against the teacher's samples is what lowers their quality (README). A
+    half-pixel blur of the speckled digits-eps teacher raised its quality against the real digits'
+    spectrum; against the teacher's it is dominated."""
     _, scores = corrupted_scores
     names = [n for n in scores if n != "clean"]
-    assert names == ["noise 0.1", "noise 0.2", "noise 0.4", "blur 1", "drop 3 -> 8"]
+    assert names == ["noise 0.1", "noise 0.2", "noise 0.4", "blur 0.5", "blur 1", "drop 3 -> 8"]
     assert all(_dominated(scores[n], scores["clean"]) for n in names), {n: scores[n] for n in names}
     assert all(scores[n]["quality_score"] < 0.9 for n in names), scores  # each below the fidelity floor
 
