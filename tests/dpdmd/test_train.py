@@ -72,15 +72,16 @@ def test_runs_sharing_an_anchor_cache_without_ray_compute_each_anchor_once():
     lambda_div) share `InMemoryAnchorCache`: the first computes every K of ``ks`` per iteration,
     the second only reads, and reads the anchors it would have computed alone."""
     cache, ks = InMemoryAnchorCache(), [2, 8]
-    first = run(fast_config(anchor_k=2, lambda_div=0.05), anchors=shared_anchors(cache, ks))[-1]
-    second = run(fast_config(anchor_k=8, lambda_div=0.7), anchors=shared_anchors(cache, ks))[-1]
+    at_end = EvalConfig(prompts=["3"], seeds_per_prompt=4, every=0)  # one small evaluation: the counts are cumulative
+    first = run(fast_config(anchor_k=2, lambda_div=0.05, eval=at_end), anchors=shared_anchors(cache, ks))[-1]
+    second = run(fast_config(anchor_k=8, lambda_div=0.7, eval=at_end), anchors=shared_anchors(cache, ks))[-1]
     updates = first["student_updates"]
     assert updates == 3 and len(cache.entries) == updates  # one entry per student iteration
     # flow: one pass to K_max = 8 < teacher_steps gives both targets, 8 guided evaluations
     assert (first["anchor_misses"], first["anchor_hits"], first["anchor_teacher_calls"]) == (updates, 0, updates * 8)
     assert (second["anchor_misses"], second["anchor_hits"], second["anchor_teacher_calls"]) == (0, updates, 0)
     assert second["anchor_teacher_calls_alone"] == updates * 8 and cache.teacher_calls == updates * 8
-    alone = run(fast_config(anchor_k=8, lambda_div=0.7))[-1]  # LocalAnchors: no cache
+    alone = run(fast_config(anchor_k=8, lambda_div=0.7, eval=at_end))[-1]  # LocalAnchors: no cache
     assert {k: second[k] for k in LOSSES} == {k: alone[k] for k in LOSSES}
 
 
