@@ -7,8 +7,8 @@ results. So each kind lists its inputs here, once, each kind extending the one b
   the diffusers backbones, else the backbone's name and options) and the backbone's embedding
   settings (dtype, sequence length, ...);
 - ``teacher`` (what the teacher computes): + the teacher's steps and its effective CFG scale;
-- ``anchor`` (the teacher anchors of one iteration, `tune.shared_cache`): + what the iteration
-  stream draws from: seed, batch size, training prompts, latent shape;
+- ``anchor`` (the teacher anchors of one iteration, `dpdmd.anchors.shared_anchors`): + what the
+  iteration stream draws from: seed, batch size, training prompts, latent shape;
 - ``teacher_reference`` (the teacher's scores and samples, `dpdmd.evaluation`): + the evaluation
   set and the evaluator.
 

@@ -108,7 +108,8 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
         report: called after every evaluation with (metrics, checkpoint dir or None).
         out_dir: where metrics.csv, PNG grids, checkpoints and the final student go (None: nowhere).
         resume_from: a checkpoint directory written by an earlier run of the same config.
-        anchors: factory of the anchor provider (default: `LocalAnchors`, computed on demand).
+        anchors: factory of the anchor provider (default: `LocalAnchors`, computed on demand;
+            `dpdmd.anchors.shared_anchors(cache, ks)` shares them with other runs, as a search does).
         embeddings: factory of the prompt-embedding cache (default: encode locally, once a prompt).
         distributed: this process's rank in a data-parallel run (`dpdmd.distributed`): each
             iteration's batch is drawn for all ranks and sharded, gradients are averaged over the

@@ -3,8 +3,8 @@
     python -m tune.search --space search_spaces/quickstart.yaml
 
 Public pieces: `load_space` / `SearchSpace` (the YAML schema), `run_trial` (the trainable),
-`combined_objective`, the shared anchor cache (`AnchorStore`, `CachedAnchors`), the Pareto helpers
-(`pareto_front_mask`, `hypervolume_2d`), the plots and the W&B summary run.
+`combined_objective`, the shared anchor store (`AnchorStore`, read by `dpdmd.anchors.CachedAnchors`),
+the Pareto helpers (`pareto_front_mask`, `hypervolume_2d`), the plots and the W&B summary run.
 """
 
 from .objective import combined_objective

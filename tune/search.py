@@ -176,13 +176,14 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     from . import results as res
     from .failures import failed_trials, without_failed
     from .shared_cache import get_or_create_store
+    from .trainable import cache_settings
 
     storage = storage_uri(args.storage)
     name = args.name or space.name
     started = time.time()
     _start_ray(space, args)
     spill_uri = join_uri(storage, "anchor_cache")
-    cache = {"enabled": not args.no_cache, "spill_uri": spill_uri, "ks": space.anchor_ks()}
+    cache = cache_settings(space, spill_uri, enabled=not args.no_cache)
     store = get_or_create_store(spill_uri) if cache["enabled"] else None
     tuner = build_tuner(space, args, storage=storage, cache=cache)
     try:

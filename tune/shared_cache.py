@@ -21,8 +21,9 @@ publishes the first-step target of *every* K; all other trials read it.
   The diffusers backbones' disk cache (same `text_key`) cannot: trials starting together all miss
   it and would each load T5-XXL (~10 GB), and each node of a cluster has its own disk.
 
-Trial side: `SharedCache.get_or_compute(key, compute)`; `CachedAnchors` is the `dpdmd` anchor
-provider built on it; `cached_prompt_lookup` the prompt-embedding lookup.
+Trial side: `SharedCache.get_or_compute(key, compute)`, a `dpdmd.anchors.AnchorCache`: the
+trainer's `dpdmd.anchors.CachedAnchors` reads anchors through it (`tune.trainable.shared_caches`),
+and `cached_prompt_lookup` prompt embeddings.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ import numpy as np
 import ray
 import torch
 from ray.tune import Callback
+
+from dpdmd.anchors import stored_tensor
 
 NAMESPACE = "dpdmd-tune"
 
@@ -194,7 +197,8 @@ def find_store(spill_uri: str | None):
 
 
 class SharedCache:
-    """Trial side: ``get_or_compute(key, compute)``, counting this trial's hits and misses.
+    """Trial side: ``get_or_compute(key, compute)`` on the store (a `dpdmd.anchors.AnchorCache`;
+    the anchor provider counts its own hits and misses).
 
     If the store actor is gone (its process killed past its restarts, or removed with
     ``ray.kill``), the next call starts a new one for the same spill location: it refills from
@@ -203,9 +207,6 @@ class SharedCache:
     def __init__(self, store, spill_uri: str | None = None):
         self.store = store
         self.spill_uri = spill_uri
-        self.hits = 0
-        self.misses = 0
-        self.teacher_calls = 0
         self.store_restarts = 0
 
     def _call(self, method: str, *args):
@@ -224,71 +225,21 @@ class SharedCache:
             status, refs = self._call("lookup", key)
             if status == "hit":
                 try:
-                    self.hits += 1
                     return ray.get(refs[0])  # numpy arrays: zero-copy, read-only views on this node
                 except ray.exceptions.RayError:  # the store died with its objects: ask again
-                    self.hits -= 1
                     self.store = get_or_create_store(self.spill_uri)
                     self.store_restarts += 1
                     continue
             if status == "compute":
-                self.misses += 1
                 try:
                     arrays, teacher_calls = compute()
                 except BaseException:
                     self.store.abandon.remote(key)
                     raise
-                self.teacher_calls += teacher_calls
                 self._call("publish", key, arrays, teacher_calls)
                 return arrays
             time.sleep(delay)  # another trial is computing this key
             delay = min(2 * delay, 0.25)
-
-
-def _as_tensor(array: np.ndarray, device) -> torch.Tensor:
-    with warnings.catch_warnings():  # read-only object-store views: we never write to them
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(array).to(device)
-
-
-def anchor_key(identity: str, iteration: int, ks: Sequence[int]) -> str:
-    return f"anchor/{identity}/i{iteration}/k{','.join(map(str, sorted(ks)))}"
-
-
-class CachedAnchors:
-    """A `dpdmd.anchors.AnchorProvider` that reads the shared cache, computing every K of the
-    space in one teacher pass on a miss.
-
-    Args:
-        identity: a hash of everything the anchor depends on but the iteration (backbone and its
-            weights, teacher steps, CFG scale, seed, batch size, prompts).
-        ks: every K of the search space.
-    """
-
-    def __init__(self, cache: SharedCache, backbone, teacher, anchor_k: int, ks: Sequence[int], identity: str):
-        from dpdmd.anchors import teacher_anchors, teacher_calls_for
-
-        self.cache, self.backbone, self.teacher = cache, backbone, teacher
-        self.anchor_k, self.ks, self.identity = anchor_k, sorted(set(ks) | {anchor_k}), identity
-        self._anchors, self._calls = teacher_anchors, teacher_calls_for
-
-    def __call__(self, batch, cond, uncond) -> torch.Tensor:
-        def compute():
-            x1 = batch.x1.to(self.backbone.device)
-            targets = self._anchors(self.backbone, self.teacher, x1, cond, uncond, self.ks)
-            # {K: target} as the store keeps it: string keys (the spilled safetensors file's names)
-            return ({str(k): t.detach().float().cpu().numpy() for k, t in targets.items()},
-                    self._calls(self.ks, self.backbone.schedule))
-
-        arrays = self.cache.get_or_compute(anchor_key(self.identity, batch.iteration, self.ks), compute)
-        return _as_tensor(arrays[str(self.anchor_k)], self.backbone.device)
-
-    def stats(self) -> dict[str, int]:
-        asked = self.cache.hits + self.cache.misses
-        return {"anchor_hits": self.cache.hits, "anchor_misses": self.cache.misses,
-                "anchor_teacher_calls": self.cache.teacher_calls,
-                # what this trial would have spent on its own K without the cache
-                "anchor_teacher_calls_alone": asked * self._calls([self.anchor_k], self.backbone.schedule)}
 
 
 def cached_prompt_lookup(cache: SharedCache, backbone, identity: str):
@@ -307,7 +258,7 @@ def cached_prompt_lookup(cache: SharedCache, backbone, identity: str):
                         for k, v in emb.items()}, 0
 
             arrays = cache.get_or_compute(f"emb/{identity}/{prompt}", compute)
-            rows.append({k: _as_tensor(v, backbone.device) for k, v in arrays.items()})
+            rows.append({k: stored_tensor(v, backbone.device) for k, v in arrays.items()})
         return rows
 
     return lookup

@@ -18,12 +18,13 @@ import torch
 from ray import tune
 
 from dpdmd._cache import config_hash
+from dpdmd.anchors import shared_anchors
 from dpdmd.cache_keys import cache_key
 from dpdmd.prompt_cache import PromptEmbeddingCache
 from dpdmd.trainer import train
 
 from .objective import objective_metrics
-from .shared_cache import CachedAnchors, SharedCache, cached_prompt_lookup, get_or_create_store
+from .shared_cache import SharedCache, cached_prompt_lookup, get_or_create_store
 from .space import SearchSpace
 
 
@@ -60,29 +61,32 @@ def persistable_checkpoint(checkpoint_dir, out_dir: Path) -> tune.Checkpoint | N
     return tune.Checkpoint.from_directory(str(checkpoint_dir))
 
 
+def cache_settings(space: SearchSpace, spill_uri: str | None, *, enabled: bool) -> dict:
+    """What every trial needs to reach the search's shared caches: {"enabled", "spill_uri", "ks"}.
+
+    ``ks`` is every K of the space, read here from the space rather than learnt from the trials'
+    requests: the first trial to miss an iteration computes all of them in one teacher pass, before
+    any trial at another K has asked."""
+    return {"enabled": enabled, "spill_uri": spill_uri, "ks": space.anchor_ks()}
+
+
 def shared_caches(train_config, cache: dict, *, shard: tuple[int, int] | None = None):
-    """The trainer's ``anchors`` and ``embeddings`` factories, reading the search's shared store.
-
-    ``shard`` = (rank, world_size) for a data-parallel worker: it sees rows rank::world_size of
-    the global batch, so its anchors are keyed by the shard too (shared rank by rank)."""
-    store = get_or_create_store(cache["spill_uri"])  # found, or made again if it was removed
-    anchor_cache, prompt_cache = SharedCache(store, cache["spill_uri"]), SharedCache(store, cache["spill_uri"])
-
-    def anchors(backbone, teacher, cfg):
-        rank = {} if shard is None else {"rank": shard[0], "world_size": shard[1]}
-        identity = config_hash(cache_key("anchor", cfg, backbone, **rank))  # all but the iteration and K
-        return CachedAnchors(anchor_cache, backbone, teacher, cfg.anchor_k, cache["ks"], identity)
+    """The trainer's ``anchors`` and ``embeddings`` factories, reading the search's shared store
+    (``cache``: `cache_settings`). ``shard`` = (rank, world_size) of a data-parallel worker."""
+    # one view serves both: it counts nothing (the anchor provider counts its own hits and misses)
+    shared = SharedCache(get_or_create_store(cache["spill_uri"]), cache["spill_uri"])  # found, or made again
+    anchors = shared_anchors(shared, cache["ks"], shard=shard)
 
     def embeddings(backbone):
         identity = config_hash(cache_key("embedding", train_config, backbone))
-        return PromptEmbeddingCache(backbone, lookup=cached_prompt_lookup(prompt_cache, backbone, identity))
+        return PromptEmbeddingCache(backbone, lookup=cached_prompt_lookup(shared, backbone, identity))
 
     return anchors, embeddings
 
 
 def run_trial(config: dict, *, space: SearchSpace, cache: dict) -> None:
-    """Ray Tune function trainable of one trial (``config``: its flat overrides, `tune.trials`).
-    ``cache`` = {"enabled", "spill_uri", "ks"}."""
+    """Ray Tune function trainable of one trial (``config``: its flat overrides, `tune.trials`;
+    ``cache``: `cache_settings`)."""
     train_config = space.train_config(config)
     cpus = space.backbones[train_config.backbone].resources.get("cpu", 1)
     torch.set_num_threads(max(1, int(cpus)))  # trials share the cores: never oversubscribe them

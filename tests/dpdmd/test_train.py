@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dpdmd import ConfigError, EvalConfig, TrainConfig, train
+from dpdmd.anchors import InMemoryAnchorCache, shared_anchors
 from dpdmd.trainer import CHECKPOINT
 
 from .helpers import register_random_backbones
@@ -64,6 +65,24 @@ def test_iteration_stream_is_identical_across_k_and_lambda():
     for (ia, pa, xa, la, ea), (ib, pb, xb, lb, eb) in zip(seen["a"], seen["b"]):
         assert ia == ib and pa == pb and la == lb
         assert torch.equal(xa, xb) and torch.equal(ea, eb)
+
+
+def test_runs_sharing_an_anchor_cache_without_ray_compute_each_anchor_once():
+    """Two runs with the same anchor key (backbone, seed, batch, prompts; another K and
+    lambda_div) share `InMemoryAnchorCache`: the first computes every K of ``ks`` per iteration,
+    the second only reads, and reads the anchors it would have computed alone."""
+    cache, ks = InMemoryAnchorCache(), [2, 8]
+    at_end = EvalConfig(prompts=["3"], seeds_per_prompt=4, every=0)  # one small evaluation: the counts are cumulative
+    first = run(fast_config(anchor_k=2, lambda_div=0.05, eval=at_end), anchors=shared_anchors(cache, ks))[-1]
+    second = run(fast_config(anchor_k=8, lambda_div=0.7, eval=at_end), anchors=shared_anchors(cache, ks))[-1]
+    updates = first["student_updates"]
+    assert updates == 3 and len(cache.entries) == updates  # one entry per student iteration
+    # flow: one pass to K_max = 8 < teacher_steps gives both targets, 8 guided evaluations
+    assert (first["anchor_misses"], first["anchor_hits"], first["anchor_teacher_calls"]) == (updates, 0, updates * 8)
+    assert (second["anchor_misses"], second["anchor_hits"], second["anchor_teacher_calls"]) == (0, updates, 0)
+    assert second["anchor_teacher_calls_alone"] == updates * 8 and cache.teacher_calls == updates * 8
+    alone = run(fast_config(anchor_k=8, lambda_div=0.7, eval=at_end))[-1]  # LocalAnchors: no cache
+    assert {k: second[k] for k in LOSSES} == {k: alone[k] for k in LOSSES}
 
 
 def test_vanilla_dmd_asks_for_no_anchor():
