@@ -15,13 +15,15 @@ not what the real models measure. The README's table ("Evaluation") is this scri
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from bench.objective_check import markdown
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/X.py` from the root
+from bench.objective_check import markdown  # noqa: E402
 from dpdmd.metrics import make_real_evaluator
 from dpdmd.metrics.corruptions import blur, drop_mode, gaussian_noise
 from tests.dpdmd import stand_in_samples, tiny_encoders

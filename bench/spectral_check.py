@@ -12,11 +12,14 @@ The README's tables under "Why the spectral match" are this script's output.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.objective_check import teacher_grid
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/X.py` from the root
+from bench.objective_check import teacher_grid  # noqa: E402
 from dpdmd.metrics import DigitsEvaluator
 from dpdmd.metrics.corruptions import blur, drop_mode, gaussian_noise
 
