@@ -130,6 +130,7 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     from .multi_gpu import build_trainable
     from .schedulers import STATE_FILE as SCHEDULER_STATE_FILE
     from .schedulers import clear_state, make_scheduler
+    from .state_backup import StateBackup, clear_copy, restore_if_damaged
     from .trials import build_searcher, planned_trials
 
     name = args.name or space.name
@@ -138,9 +139,13 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     # theirs in the experiment directory and reload them before the first resumed trial is added.
     state_uri = join_uri(storage, name, SCHEDULER_STATE_FILE)
     if args.resume:
+        restored = restore_if_damaged(join_uri(storage, name))  # a full disk left Ray's own state cut short
+        if restored:
+            print(f"warning: {restored}", file=sys.stderr)
         return tune.Tuner.restore(join_uri(storage, name), trainable, resume_unfinished=True, resume_errored=True)
     clear_state(state_uri)  # a fresh search of an old name: the old rungs are not ours
-    callbacks = []
+    clear_copy(join_uri(storage, name))
+    callbacks = [StateBackup(join_uri(storage, name))]  # restored with the Tuner: kept after a resume too
     if cache["enabled"]:  # the anchor store's counts, kept with the experiment (added up over a resume)
         from .shared_cache import STATS_FILE, StatsRecorder
 
@@ -442,6 +447,10 @@ def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str
     elif args.resume:
         identity = preflight.space_identity(space.path, args.num_samples)
         problems += preflight.resume_problems(join_uri(storage, name), identity, name=name)
+        if not problems:  # Ray's own state cut short (a full disk) with no whole copy to put back
+            from .state_backup import resume_problems
+
+            problems += resume_problems(join_uri(storage, name))
     if not problems and not args.resume:  # a teacher scoring 0 would fail every trial (checked at the start)
         problems += preflight.teacher_problems(space)
     return problems
