@@ -24,6 +24,7 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -116,15 +117,14 @@ def _read(fs, path: str) -> bytes | None:
         return None
 
 
-def save_copy(experiment_uri: str, files: dict[str, Path], blobs: set[str]) -> set[str]:
-    """Copy ``files`` (`staged_state`) into the experiment's backup folder; ``blobs``: the blobs
-    already there. Returns the blobs there now (those of this copy)."""
+def save_copy(experiment_uri: str, files: dict[str, bytes], blobs: set[str]) -> set[str]:
+    """Copy ``files`` ({path relative to the experiment: content}) into the experiment's backup
+    folder; ``blobs``: the blobs already there. Returns the blobs there now (this copy's)."""
     fs, root = _filesystem(experiment_uri)
     backup = f"{root}/{BACKUP_DIR}"
     fs.create_dir(f"{backup}/blobs", recursive=True)
     manifest = {}
-    for relative, path in files.items():
-        data = path.read_bytes()
+    for relative, data in files.items():
         digest = hashlib.sha256(data).hexdigest()
         manifest[relative] = digest
         if digest not in blobs:
@@ -148,23 +148,44 @@ def _blobs_there(experiment_uri: str) -> set[str]:
 class StateBackup(Callback):
     """Keeps the last whole copy of Ray's experiment state in ``EXPERIMENT/ray_state_backup/``.
 
-    Tune saves its state in the driver's staging folder, then (in this step, before the callbacks'
-    ``on_step_end``) starts copying it to the storage; the staged files are whole and consistent
-    with each other then, so they are what is copied, once per save of ``experiment_state``."""
+    Tune saves its state in the driver's staging folder and starts copying it to the storage in
+    its step, before the callbacks' ``on_step_end``: the staged files are whole and consistent with
+    each other then, so they are read there, once per save of ``experiment_state``. They are
+    written by a thread, as Ray's own sync is: a slow or unreachable storage never holds up the
+    search (a copy not written yet is replaced by the next save's)."""
 
     def __init__(self, experiment_uri: str):
         self.experiment_uri = experiment_uri
-        self._saved_state = None  # (mtime_ns, size) of the staged experiment_state files copied last
+        self._runtime()
+
+    def _runtime(self) -> None:
+        self._saved_state = None  # (name, mtime_ns, size) of the staged experiment_state files read last
         self._blobs: set[str] | None = None
         self._failing = False
+        self._pending: dict[str, bytes] | None = None
+        self._lock = threading.Lock()
+        self._writer: threading.Thread | None = None
+
+    def __getstate__(self):  # pickled with the Tuner (tuner.pkl): the target only
+        return {"experiment_uri": self.experiment_uri}
+
+    def __setstate__(self, state):
+        self.experiment_uri = state["experiment_uri"]
+        self._runtime()
 
     def on_step_end(self, iteration, trials, **info):
-        self._copy(trials)
+        self._read(trials)
 
     def on_experiment_end(self, trials, **info):
-        self._copy(trials)
+        self._read(trials)
+        self.wait(timeout=60)
 
-    def _copy(self, trials) -> None:
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the copies read so far are written (or ``timeout`` seconds)."""
+        if self._writer is not None:
+            self._writer.join(timeout)
+
+    def _read(self, trials) -> None:
         if not trials:
             return
         try:
@@ -173,20 +194,40 @@ class StateBackup(Callback):
                            if rel.startswith("experiment_state-"))
             if not saved or saved == self._saved_state:
                 return  # Ray has not saved since the last copy
-            if self._blobs is None:
-                self._blobs = _blobs_there(self.experiment_uri)
-            self._blobs = save_copy(self.experiment_uri, files, self._blobs)
-            self._saved_state = saved
-            if self._failing:
-                print(f"the copy of Ray's experiment state in {self.experiment_uri}/{BACKUP_DIR} is written again",
-                      file=sys.stderr)
-            self._failing = False
-        except Exception as err:  # noqa: BLE001 - a failing copy must never stop the search itself
-            self._blobs = None  # list them again: a failed write may have left one
-            if not self._failing:
-                print(f"warning: cannot copy Ray's experiment state to {self.experiment_uri}/{BACKUP_DIR} "
-                      f"({type(err).__name__}: {err}); the last whole copy stays there", file=sys.stderr)
-            self._failing = True
+            snapshot = {rel: p.read_bytes() for rel, p in files.items()}
+        except OSError as err:  # the staging folder changing under us: the next save is copied
+            self._warn(err)
+            return
+        self._saved_state = saved
+        with self._lock:
+            self._pending = snapshot
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write, name="ray-state-backup", daemon=True)
+                self._writer.start()
+
+    def _write(self) -> None:
+        while True:
+            with self._lock:
+                snapshot, self._pending = self._pending, None
+            if snapshot is None:
+                return
+            try:
+                if self._blobs is None:
+                    self._blobs = _blobs_there(self.experiment_uri)
+                self._blobs = save_copy(self.experiment_uri, snapshot, self._blobs)
+                if self._failing:
+                    print(f"the copy of Ray's experiment state in {self.experiment_uri}/{BACKUP_DIR} is written again",
+                          file=sys.stderr)
+                self._failing = False
+            except Exception as err:  # noqa: BLE001 - a failing copy must never stop the search itself
+                self._blobs = None  # list them again: a failed write may have left one
+                self._warn(err)
+
+    def _warn(self, err: BaseException) -> None:
+        if not self._failing:
+            print(f"warning: cannot copy Ray's experiment state to {self.experiment_uri}/{BACKUP_DIR} "
+                  f"({type(err).__name__}: {err}); the last whole copy stays there", file=sys.stderr)
+        self._failing = True
 
 
 # --- --resume ------------------------------------------------------------------------------------

@@ -73,14 +73,16 @@ def test_what_is_whole():
 
 def test_the_copy_follows_each_save_and_restores_what_a_full_disk_cut_short(dirs, capsys, monkeypatch):
     staging, experiment = dirs
-    backup = StateBackup(str(experiment))
+    backup = cloudpickle.loads(cloudpickle.dumps(StateBackup(str(experiment))))  # as in tuner.pkl
     first = stage(staging, rows=1)
     backup.on_step_end(iteration=1, trials=fake_trials(staging))
+    backup.wait()
     manifest = json.loads((experiment / BACKUP_DIR / "manifest.json").read_text())
     assert set(manifest["files"]) == set(first)
 
     second = stage(staging, rows=2)  # Ray saved again: copied again, the first copy's blobs removed
     backup.on_step_end(iteration=2, trials=fake_trials(staging))
+    backup.wait()
     manifest = json.loads((experiment / BACKUP_DIR / "manifest.json").read_text())
     blobs = {p.name for p in (experiment / BACKUP_DIR / "blobs").iterdir()}
     assert blobs == set(manifest["files"].values()) and len(blobs) == 4
@@ -97,7 +99,10 @@ def test_the_copy_follows_each_save_and_restores_what_a_full_disk_cut_short(dirs
 
     monkeypatch.setattr(state_backup, "write_whole", disk_full)
     backup.on_step_end(iteration=3, trials=fake_trials(staging))
+    backup.wait()
+    stage(staging, rows=4)
     backup.on_step_end(iteration=4, trials=fake_trials(staging))
+    backup.wait()
     assert capsys.readouterr().err.count("warning: cannot copy Ray's experiment state") == 1  # said once
     monkeypatch.setattr(state_backup, "write_whole", real_write)
     upload(experiment, {STATE: third[STATE][:40], SEARCHER: b"", f"{TRIAL}/progress.csv": b""})
@@ -118,7 +123,9 @@ def test_the_copy_follows_each_save_and_restores_what_a_full_disk_cut_short(dirs
 def test_a_whole_state_is_left_as_ray_wrote_it(dirs):
     staging, experiment = dirs
     stage(staging, rows=1)
-    StateBackup(str(experiment)).on_step_end(iteration=1, trials=fake_trials(staging))
+    backup = StateBackup(str(experiment))
+    backup.on_step_end(iteration=1, trials=fake_trials(staging))
+    backup.wait()
     newer = stage(staging, rows=2)  # Ray's upload is ahead of the copy, and whole
     upload(experiment, newer)
     assert restore_if_damaged(str(experiment)) is None
