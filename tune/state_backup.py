@@ -189,12 +189,11 @@ class StateBackup(Callback):
         if not trials:
             return
         try:
-            files = staged_state(Path(trials[0].storage.experiment_driver_staging_path))
-            saved = sorted((rel, p.stat().st_mtime_ns, p.stat().st_size) for rel, p in files.items()
-                           if rel.startswith("experiment_state-"))
+            staging = Path(trials[0].storage.experiment_driver_staging_path)
+            saved = sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in staging.glob("experiment_state-*"))
             if not saved or saved == self._saved_state:
-                return  # Ray has not saved since the last copy
-            snapshot = {rel: p.read_bytes() for rel, p in files.items()}
+                return  # Ray has not saved since the last copy (called every step: only a glob)
+            snapshot = {rel: p.read_bytes() for rel, p in staged_state(staging).items()}
         except OSError as err:  # the staging folder changing under us: the next save is copied
             self._warn(err)
             return
