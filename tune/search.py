@@ -181,6 +181,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     from . import results as res
     from .failures import failed_trials, without_failed
     from .shared_cache import get_or_create_store
+    from .state_backup import local_results
     from .trainable import cache_settings
 
     storage = storage_uri(args.storage)
@@ -197,10 +198,17 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
         why = storage_failure(storage, err)
         if why is None:
             raise
-        ray.shutdown()
-        raise StorageLost(f"the storage {join_uri(storage, name)} failed during the search ({why}; "
-                          f"{type(err).__name__}: {_first_line(err)}). The trials' checkpoints up to then are "
-                          "there: once it is back or has space, continue with --resume") from None
+        lost = (f"the storage {join_uri(storage, name)} failed during the search ({why}; "
+                f"{type(err).__name__}: {_first_line(err)}). The trials' checkpoints up to then are "
+                "there: once it is back or has space, continue with --resume")
+        grid = local_results(join_uri(storage, name)) if "://" in storage else None
+        if grid is None:
+            ray.shutdown()
+            raise StorageLost(lost) from None
+        # a remote storage lost: the reports so far are in Ray's local staging copy too; write them locally
+        print(f"error: {lost}. The results so far are read from the driver's local copy", file=sys.stderr)
+        global _EXIT_AT_ONCE
+        _EXIT_AT_ONCE = True  # measured: exit handlers that wait on a lost S3 sat there for minutes
 
     trials = res.with_scores(res.trials_frame(grid), diversity_weight=space.objective.diversity_weight)
     final = res.final_results(trials, min_quality=space.objective.min_quality)
@@ -226,6 +234,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
             summary["output_error"] = (f"cannot upload the outputs to {join_uri(storage, name)}: "
                                        f"{_first_line(err)}; they are kept in {out_dir}")
             print(f"error: {summary['output_error']}", file=sys.stderr)
+            (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))  # says where they are
     if store is not None and args.address:  # a shared cluster: free the objects (the spill stays)
         _kill_store(spill_uri)
     ray.shutdown()
@@ -457,6 +466,7 @@ def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str
 
 
 def main(argv=None) -> int:
+    global _EXIT_AT_ONCE
     args = parse_args(argv)
     try:
         space = load_space(args.space)
@@ -484,7 +494,6 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except StorageLost as err:
-        global _EXIT_AT_ONCE
         print(f"error: {err}", file=sys.stderr)
         _EXIT_AT_ONCE = True
         return 1

@@ -38,6 +38,7 @@ BACKUP_DIR = "ray_state_backup"
 STATE_PREFIXES = ("experiment_state-", "search_gen_state-", "searcher-state-", "basic-variant-state-",
                   "callback-states-")
 TRIAL_LOGS = ("progress.csv", "result.json")
+STAGING: dict[str, str] = {}  # experiment URI -> Ray's driver staging folder (this process's search)
 
 
 # --- what is whole -------------------------------------------------------------------------------
@@ -190,6 +191,7 @@ class StateBackup(Callback):
             return
         try:
             staging = Path(trials[0].storage.experiment_driver_staging_path)
+            STAGING[self.experiment_uri] = str(staging)
             saved = sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in staging.glob("experiment_state-*"))
             if not saved or saved == self._saved_state:
                 return  # Ray has not saved since the last copy (called every step: only a glob)
@@ -311,3 +313,18 @@ def resume_problems(experiment_uri: str) -> list[str]:
     return [f"--resume: Ray's experiment state in {experiment_uri} is not whole ({', '.join(damaged[:4])}) and no "
             f"whole copy of it was kept ({BACKUP_DIR}/: searches started before copies were kept have none); "
             "Ray would start the search again and lose its trials: start a new search with another --name"]
+
+
+def local_results(experiment_uri: str):
+    """The search's results read from Ray's driver staging folder (a ResultGrid), for when the
+    storage is lost: each trial's reports are there too. None when it is not known or not read."""
+    import pyarrow.fs as pafs
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    staging = STAGING.get(experiment_uri)
+    if staging is None:
+        return None
+    try:
+        return ResultGrid(ExperimentAnalysis(staging, storage_filesystem=pafs.LocalFileSystem()))
+    except Exception:  # noqa: BLE001 - the caller reports the storage failure instead
+        return None
