@@ -166,6 +166,7 @@ class StateBackup(Callback):
         self._pending: dict[str, bytes] | None = None
         self._lock = threading.Lock()
         self._writer: threading.Thread | None = None
+        self._writing = False  # a writer thread will take ``_pending`` (set and cleared under the lock)
 
     def __getstate__(self):  # pickled with the Tuner (tuner.pkl): the target only
         return {"experiment_uri": self.experiment_uri}
@@ -202,7 +203,8 @@ class StateBackup(Callback):
         self._saved_state = saved
         with self._lock:
             self._pending = snapshot
-            if self._writer is None or not self._writer.is_alive():
+            if not self._writing:
+                self._writing = True
                 self._writer = threading.Thread(target=self._write, name="ray-state-backup", daemon=True)
                 self._writer.start()
 
@@ -210,8 +212,9 @@ class StateBackup(Callback):
         while True:
             with self._lock:
                 snapshot, self._pending = self._pending, None
-            if snapshot is None:
-                return
+                if snapshot is None:
+                    self._writing = False
+                    return
             try:
                 if self._blobs is None:
                     self._blobs = _blobs_there(self.experiment_uri)
