@@ -176,7 +176,9 @@ def address_unreachable(work: Path, reference):
 def disk_full(work: Path, reference):
     """The storage is a 256 MiB tmpfs (a private mount namespace: ``unshare -Urm``) filled up once a
     trial has a checkpoint there; the search must end with exit 1 saying why; then the space is
-    freed and ``--resume`` finishes it (tests/faults/full_disk_search.py). Seconds: both runs."""
+    freed and ``--resume`` finishes it (tests/faults/full_disk_search.py), putting back the last
+    whole copy of Ray's experiment state the full disk cut short (tune/state_backup.py). Seconds:
+    both runs."""
     space, disk, snapshots = _write(work, SPACE), work / "disk", work / "snapshots"
     disk.mkdir()
     snapshots.mkdir()
@@ -188,6 +190,8 @@ def disk_full(work: Path, reference):
     result = json.loads((snapshots / "result.json").read_text())
     print(f"disk_full: the full-disk run exited {result['failed']['code']} after {result['failed']['seconds']} s "
           f"(filled: {result['filled']}); the resumed run exited {result['resumed']['code']}", flush=True)
+    for line in result["resumed"]["said"]:  # the resume's own warnings: what it restored
+        print(f"disk_full, resumed: {line}", flush=True)
     return snapshots / "resumed" / "faults", result["resumed"]["code"], time.time() - started
 
 

@@ -130,6 +130,7 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     from .multi_gpu import build_trainable
     from .schedulers import STATE_FILE as SCHEDULER_STATE_FILE
     from .schedulers import clear_state, make_scheduler
+    from .state_backup import StateBackup, clear_copy, restore_if_damaged
     from .trials import build_searcher, planned_trials
 
     name = args.name or space.name
@@ -138,9 +139,13 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     # theirs in the experiment directory and reload them before the first resumed trial is added.
     state_uri = join_uri(storage, name, SCHEDULER_STATE_FILE)
     if args.resume:
+        restored = restore_if_damaged(join_uri(storage, name))  # a full disk left Ray's own state cut short
+        if restored:
+            print(f"warning: {restored}", file=sys.stderr)
         return tune.Tuner.restore(join_uri(storage, name), trainable, resume_unfinished=True, resume_errored=True)
     clear_state(state_uri)  # a fresh search of an old name: the old rungs are not ours
-    callbacks = []
+    clear_copy(join_uri(storage, name))
+    callbacks = [StateBackup(join_uri(storage, name))]  # restored with the Tuner: kept after a resume too
     if cache["enabled"]:  # the anchor store's counts, kept with the experiment (added up over a resume)
         from .shared_cache import STATS_FILE, StatsRecorder
 
@@ -176,6 +181,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     from . import results as res
     from .failures import failed_trials, without_failed
     from .shared_cache import get_or_create_store
+    from .state_backup import local_results
     from .trainable import cache_settings
 
     storage = storage_uri(args.storage)
@@ -192,10 +198,17 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
         why = storage_failure(storage, err)
         if why is None:
             raise
-        ray.shutdown()
-        raise StorageLost(f"the storage {join_uri(storage, name)} failed during the search ({why}; "
-                          f"{type(err).__name__}: {_first_line(err)}). The trials' checkpoints up to then are "
-                          "there: once it is back or has space, continue with --resume") from None
+        lost = (f"the storage {join_uri(storage, name)} failed during the search ({why}; "
+                f"{type(err).__name__}: {_first_line(err)}). The trials' checkpoints up to then are "
+                "there: once it is back or has space, continue with --resume")
+        grid = local_results(join_uri(storage, name)) if "://" in storage else None
+        if grid is None:
+            ray.shutdown()
+            raise StorageLost(lost) from None
+        # a remote storage lost: the reports so far are in Ray's local staging copy too; write them locally
+        print(f"error: {lost}. The results so far are read from the driver's local copy", file=sys.stderr)
+        global _EXIT_AT_ONCE
+        _EXIT_AT_ONCE = True  # measured: exit handlers that wait on a lost S3 sat there for minutes
 
     trials = res.with_scores(res.trials_frame(grid), diversity_weight=space.objective.diversity_weight)
     final = res.final_results(trials, min_quality=space.objective.min_quality)
@@ -221,6 +234,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
             summary["output_error"] = (f"cannot upload the outputs to {join_uri(storage, name)}: "
                                        f"{_first_line(err)}; they are kept in {out_dir}")
             print(f"error: {summary['output_error']}", file=sys.stderr)
+            (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))  # says where they are
     if store is not None and args.address:  # a shared cluster: free the objects (the spill stays)
         _kill_store(spill_uri)
     ray.shutdown()
@@ -442,12 +456,17 @@ def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str
     elif args.resume:
         identity = preflight.space_identity(space.path, args.num_samples)
         problems += preflight.resume_problems(join_uri(storage, name), identity, name=name)
+        if not problems:  # Ray's own state cut short (a full disk) with no whole copy to put back
+            from .state_backup import resume_problems
+
+            problems += resume_problems(join_uri(storage, name))
     if not problems and not args.resume:  # a teacher scoring 0 would fail every trial (checked at the start)
         problems += preflight.teacher_problems(space)
     return problems
 
 
 def main(argv=None) -> int:
+    global _EXIT_AT_ONCE
     args = parse_args(argv)
     try:
         space = load_space(args.space)
@@ -475,7 +494,6 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except StorageLost as err:
-        global _EXIT_AT_ONCE
         print(f"error: {err}", file=sys.stderr)
         _EXIT_AT_ONCE = True
         return 1

@@ -5,7 +5,8 @@ is a small tmpfs: a search whose storage fills up mid-search, then ``--resume`` 
 
 The disk is filled (a file of zeros until ENOSPC) as soon as a trial has a checkpoint in the
 storage. SNAPSHOTS/failed and SNAPSHOTS/resumed: copies of the experiment after each step (what
-fits); SNAPSHOTS/result.json: each step's exit status, output tail and seconds.
+fits); SNAPSHOTS/result.json: each step's exit status, output tail, the driver's own warning and error
+lines and seconds.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def search(space: Path, storage: Path, *extra: str, timeout: float = 1200) -> di
     proc = subprocess.run([sys.executable, "-m", "tune.search", "--space", str(space), "--storage", str(storage),
                            *extra], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled"))
-    return {"code": proc.returncode, "output": (proc.stdout + proc.stderr)[-8000:],
+    said = [line for line in proc.stderr.splitlines() if line.startswith(("warning:", "error:"))]  # ours, whole
+    return {"code": proc.returncode, "output": (proc.stdout + proc.stderr)[-8000:], "said": said,
             "seconds": round(time.time() - started, 1)}
 
 
