@@ -4,18 +4,25 @@ Every strategy is the real search (`tune.simulate`: Ray's grid / random generato
 through Ray's `OptunaSearch`, with FIFO, Ray's ASHA on J or the project's MO-ASHA) replayed on
 the recorded curves, for many seeds and for 2 and 8 workers. For each run:
 
-- **hypervolume fraction**: the front the search would show (each trial's latest report, scored
-  as the search scores it, quality_score >= objective.min_quality, non-dominated) is judged by
-  the *true* scores of those students (the mean over the table's training seeds at the budget
-  each trial reached), its hypervolume divided by the true front's (`tune.tabular.ground_truth`);
-  averaged over backbones;
+- **hypervolume fraction**: the front the search would show (`tune.simulate.shown_front`: each
+  trial's best report so far by J, the one whose checkpoint the search keeps, scored as the search
+  scores it, quality_score >= objective.min_quality, non-dominated; the same functions as
+  ``tune.search``'s outputs) is judged by the *true* scores of those students: each chosen
+  (configuration, budget) by its mean over the table's training seeds, not by the replayed seed's
+  value it was chosen for (a maximum over a noisy curve is biased up: the optimizer's curse). Its
+  hypervolume is divided by the true front's (`tune.tabular.ground_truth`: every configuration at
+  every budget, seed means); averaged over backbones. A search shows one point per trial, the
+  true front may hold several budgets of one configuration: even the full grid stays below 1;
 - **compute**: seconds of recorded trial time without the anchor, plus the shared anchor passes
   (`tune.simulate`), as a fraction of the full grid's (grid + FIFO, same seed and workers);
-- **compute to 95%**: the first compute at which the fraction reaches 0.95;
-- **regret**: the best true J of the table minus the true J of the recommended trial (the one
-  with the best reported J among those above the quality floor).
+- **compute to 95%**: the first compute at which the fraction reaches 0.95; **of the full grid's
+  front**: at which it reaches 0.95 x the full grid's final fraction (same seed and workers);
+- **regret**: the best true J of the table (any configuration, any budget) minus the true J of
+  the recommended trial's shown report (`tune.results.recommended`: the highest J on the front
+  shown).
 
-    python bench/search_efficiency.py --table bench/results/tabular/medium/table.parquet --seeds 20
+    python bench/search_efficiency.py --table bench/results/tabular/medium/table.parquet --seeds 20 \
+        --workers 2 8 --jobs 2 --out bench/results/search_efficiency_medium
 
 Prints the table (median and spread over seeds), the default strategy (grid + MO-ASHA) against
 each other one at every budget (``--budgets``), and writes ``--out`` .png (the hypervolume
@@ -41,9 +48,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tune.simulate import simulate  # noqa: E402
+from tune.results import best_results, recommended  # noqa: E402
+from tune.simulate import shown_front, simulate  # noqa: E402
 from tune.space import load_space  # noqa: E402
-from tune.tabular import SCORES, RecordedTable, front_mask, ground_truth, hypervolume, true_points  # noqa: E402
+from tune.tabular import SCORES, RecordedTable, ground_truth, hypervolume, true_points  # noqa: E402
 
 STRATEGIES = {  # name: (method, scheduler)
     "grid + FIFO (full grid)": ("grid", "fifo"),
@@ -105,29 +113,43 @@ def space_file(table: RecordedTable, args, method: str, scheduler: str, director
 
 
 def trajectory(reports: pd.DataFrame, truth: dict, points: pd.DataFrame, min_quality: float) -> pd.DataFrame:
-    """(compute, hypervolume fraction, recommended true J) after every report of one search."""
-    true_by_key = points.set_index(["backbone", "anchor_k", "lambda_div", "student_updates"])
-    latest: dict[str, dict] = {}
-    rows = []
-    for report in reports.to_dict("records"):
-        latest[report["trial_id"]] = report
-        seen = pd.DataFrame(latest.values())
-        fractions = []
-        for backbone, t in truth.items():
-            mine = seen[seen["backbone"] == backbone]
-            if mine.empty:
-                fractions.append(0.0)
-                continue
-            chosen = mine[front_mask(mine, min_quality=min_quality)]
-            keys = list(zip(chosen["backbone"], chosen["anchor_k"], chosen["lambda_div"], chosen["student_updates"]))
-            judged = true_by_key.loc[keys, list(SCORES)].reset_index(drop=True)
-            fractions.append(hypervolume(judged, min_quality=min_quality) / t["hypervolume"])
-        eligible = seen[seen["quality_score"] >= min_quality]
-        rec = (eligible if not eligible.empty else seen).sort_values("objective", ascending=False).iloc[0]
-        rec_true = float(true_by_key.loc[(rec["backbone"], rec["anchor_k"], rec["lambda_div"], rec["student_updates"]),
-                                         "objective"])
-        rows.append({"compute": report["compute"], "hv_fraction": float(np.mean(fractions)), "recommended_J": rec_true})
+    """(compute, hypervolume fraction, recommended true J) after every report of one search.
+
+    After each report: the front the search shows (`tune.simulate.shown_front`: each trial's best
+    report so far by J, as ``tune.search`` writes it), per backbone; each chosen (configuration,
+    budget) is scored by its mean over the table's training seeds (``points``), not by the
+    replayed seed's value it was chosen for (the optimizer's curse), and the fraction is its
+    hypervolume over the true front's (every configuration at every budget). The recommended
+    trial is the shown front's highest J (`tune.results.recommended`; with no front yet, the
+    highest J shown)."""
+    key = ["backbone", "anchor_k", "lambda_div", "student_updates"]
+    true_of = {k: (d, q, j) for k, d, q, j in zip(points[key].itertuples(index=False, name=None),
+                                                   points["diversity_score"], points["quality_score"], points["objective"])}
+    used = list(dict.fromkeys(["trial_id", *key, *SCORES, "objective", "compute"]))  # fewer columns: faster
+    reports = reports[used].assign(report=np.arange(len(reports)))
+    rows, shown, state = [], None, None
+    for n in range(1, len(reports) + 1):
+        seen = reports.iloc[:n]
+        best = best_results(seen, min_quality=min_quality)
+        if shown is None or not np.array_equal(best["report"].to_numpy(), shown):  # else the front is unchanged
+            shown, state = best["report"].to_numpy(), _shown_state(best, truth, true_of, key, min_quality)
+        rows.append({"compute": seen["compute"].iloc[-1], **state})
     return pd.DataFrame(rows)
+
+
+def _shown_state(best: pd.DataFrame, truth: dict, true_of: dict, key: list, min_quality: float) -> dict:
+    """Hypervolume fraction and recommended true J of the front shown, from each trial's best
+    report (`trajectory`)."""
+    fractions = []
+    for backbone, t in truth.items():
+        chosen = shown_front(best[best["backbone"] == backbone], min_quality=min_quality)
+        judged = pd.DataFrame([true_of[k][:2] for k in chosen[key].itertuples(index=False, name=None)],
+                              columns=list(SCORES)) if not chosen.empty else None
+        fractions.append(hypervolume(judged, min_quality=min_quality) / t["hypervolume"] if judged is not None else 0.0)
+    pick = recommended(shown_front(best, min_quality=min_quality))
+    if pick.empty:
+        pick = best.loc[[best["objective"].astype(float).idxmax()]]
+    return {"hv_fraction": float(np.mean(fractions)), "recommended_J": float(true_of[tuple(pick[key].iloc[0])][2])}
 
 
 def run(args):
@@ -177,15 +199,18 @@ def run_block(args, block):
                         done[key] = result
                 sim, traj = done[key] if key is not None else result
                 traj = traj.copy()
-                reference = reference or sim.compute["seconds"]
+                if reference is None:  # the full grid, first: its compute and the front it ends with
+                    reference, grid_hv = sim.compute["seconds"], traj["hv_fraction"].iloc[-1]
                 if name not in args.strategies:
                     continue
                 traj["budget"] = traj["compute"] / reference
                 reach = traj.loc[traj["hv_fraction"] >= 0.95, "budget"]
+                reach_grid = traj.loc[traj["hv_fraction"] >= 0.95 * grid_hv, "budget"]
                 rows.append({"strategy": name, "workers": workers, "seed": seed,
                              "final_hv_fraction": traj["hv_fraction"].iloc[-1],
                              "compute_fraction": traj["budget"].iloc[-1],
                              "to_95": float(reach.iloc[0]) if not reach.empty else np.inf,
+                             "to_95_of_grid": float(reach_grid.iloc[0]) if not reach_grid.empty else np.inf,
                              "regret": best_j - traj["recommended_J"].iloc[-1],
                              "trials": sim.compute["trials"], "student_updates": sim.compute["student_updates"],
                              "teacher_calls": sim.compute["teacher_calls"],
@@ -245,11 +270,13 @@ def summary_table(results: pd.DataFrame, budgets=BUDGETS) -> str:
         reached = f" ({len(finite)}/{len(series)} reach)" if len(finite) < len(series) else ""
         return (f"{med:.2f} [{q1:.2f}, {q3:.2f}]" if np.isfinite(q1) else f"{med:.2f}") + reached
 
-    lines = ["| workers | strategy | compute to 95% (median [IQR]) | final HV fraction | compute used | regret of the recommended (J) | "
+    lines = ["| workers | strategy | compute to 95% (median [IQR]) | compute to 95% of the full grid's front | "
+             "final HV fraction | compute used | regret of the recommended (J) | "
              + " | ".join(f"HV at {b:g}" for b in budgets) + " |",
-             "|---" * (6 + len(budgets)) + "|"]
+             "|---" * (7 + len(budgets)) + "|"]
     for (workers, name), g in results.groupby(["workers", "strategy"], sort=False):
-        lines.append(f"| {workers} | {name} | {spread(g['to_95'])} | {g['final_hv_fraction'].median():.3f} | "
+        lines.append(f"| {workers} | {name} | {spread(g['to_95'])} | {spread(g['to_95_of_grid'])} | "
+                     f"{g['final_hv_fraction'].median():.3f} | "
                      f"{g['compute_fraction'].median():.2f} | {g['regret'].median():.3f} | "
                      + " | ".join(f"{g[f'hv@{b:g}'].median():.2f}" for b in budgets) + " |")
     return "\n".join(lines)
@@ -295,9 +322,9 @@ def main(argv=None) -> int:
     lines = [f"table: {args.table}, {args.seeds} seeds per strategy, workers {args.workers}; {settings}; "
              f"simulated in {time.time() - started:.0f} s", ""]
     for backbone, t in truth.items():
-        lines.append(f"true front ({backbone}, mean over seeds, final budget): hypervolume {t['hypervolume']:.4f}, "
+        lines.append(f"true front ({backbone}, mean over seeds, every budget): hypervolume {t['hypervolume']:.4f}, "
                      f"best J {t['best_objective']:.4f}")
-        cols = ["anchor_k", "lambda_div", "diversity_score", "diversity_score_std", "quality_score",
+        cols = ["anchor_k", "lambda_div", "student_updates", "diversity_score", "diversity_score_std", "quality_score",
                 "quality_score_std", "objective"]
         lines.append(t["front"][cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     lines += ["", "HV at b: the best hypervolume fraction at any moment within b of the full grid's compute", "",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +31,12 @@ DEFAULT_LABEL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("backbone", ""),
 )
 
-_REFERENCE_MARKERS = ("*", "D", "P", "X", "^", "v", "s")
+_REFERENCE_MARKERS = ("D", "P", "X", "^", "v", "s")  # the star is the recommended trial's
+# Where a label may sit, in points from its point, nearest first: right, above, left, below, then
+# the diagonals, at growing distances (`_place_labels` takes the first that overlaps nothing).
+_LABEL_DISTANCES = (4, 10, 18, 28, 40, 55)
+_LABEL_DIRECTIONS = ((1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1))
+_LEADER_FROM = 12  # points: a label placed farther than this is joined to its point by a thin line
 
 
 def _format_value(value: object) -> str | None:
@@ -87,6 +93,7 @@ def plot_pareto(
     teacher_normalised: bool = False,
     min_quality: float | None = None,
     front_columns: tuple[str, str] | None = None,
+    recommended: str | None = None,
 ) -> Path:
     """Scatter every trial in ``(x, y)``, highlight the Pareto front, save a PNG.
 
@@ -113,6 +120,11 @@ def plot_pareto(
         front_columns: the columns the front is computed on when they are not (x, y), e.g.
             x = D / D_teacher shown, the front over diversity_score; the front members are then
             highlighted without the staircase (it bounds a region of the other plane).
+        recommended: the ``trial_id`` of the recommended trial: drawn as a gold star with its own
+            legend entry ("recommended: ...").
+
+    Labels are placed so that they overlap neither each other, the reference points' labels nor
+    the legend (`_place_labels`: the nearest free spot around each point, greedily).
 
     Returns:
         ``path`` as a ``Path``.
@@ -123,13 +135,12 @@ def plot_pareto(
     data = df.reset_index(drop=True)
     xy, finite, below, on_front = _classify(data, x, y, front_columns)
     fig = Figure(figsize=(8, 6), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if teacher_normalised:
         _draw_teacher_regions(ax, min_quality)
     _draw_points(ax, xy, finite, below, on_front, staircase=front_columns is None)
-    if annotate != "none":
-        _annotate_points(ax, data, xy, on_front if annotate == "front" else finite, on_front, label_columns,
-                         show_fidelity=teacher_normalised)
+    _draw_recommended(ax, data, xy, finite, recommended)
     _draw_reference_points(ax, reference_points or {})
     if not finite.any() and not reference_points:
         ax.text(0.5, 0.5, "no finite trials", transform=ax.transAxes, ha="center")
@@ -139,6 +150,11 @@ def plot_pareto(
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", fontsize=8)
+    labels = [Label(name, point, "black", bold=True) for name, point in (reference_points or {}).items()]
+    if annotate != "none":
+        labels += _labels(data, xy, on_front if annotate == "front" else finite, on_front, label_columns,
+                          show_fidelity=teacher_normalised)
+    _place_labels(fig, ax, labels)
     return _save(fig, path)
 
 
@@ -176,26 +192,118 @@ def _draw_points(ax, xy: np.ndarray, finite: np.ndarray, below: np.ndarray, on_f
                    zorder=3, label=f"Pareto front ({int(on_front.sum())})")
 
 
-def _annotate_points(ax, data: pd.DataFrame, xy: np.ndarray, shown: np.ndarray, on_front: np.ndarray,
-                     label_columns: Sequence[str | tuple[str, str]], *, show_fidelity: bool) -> None:
-    """Label the ``shown`` rows (front members in red; with ``show_fidelity`` their y too)."""
-    for i in np.flatnonzero(shown):
+@dataclass(frozen=True)
+class Label:
+    """A point's text: ``point`` (x, y) in data units, its colour, bold for the reference points."""
+
+    text: str
+    point: tuple[float, float]
+    colour: str
+    bold: bool = False
+
+
+def _labels(data: pd.DataFrame, xy: np.ndarray, shown: np.ndarray, on_front: np.ndarray,
+            label_columns: Sequence[str | tuple[str, str]], *, show_fidelity: bool) -> list[Label]:
+    """The labels of the ``shown`` rows: front members first (red; with ``show_fidelity`` their y
+    too), then the others (grey)."""
+    out = []
+    for i in sorted(np.flatnonzero(shown), key=lambda i: not on_front[i]):
         text = _point_label(data.iloc[i], label_columns)
         if show_fidelity and on_front[i]:
             text = f"{text} fidelity {xy[i, 1]:.2f}".strip()
         if text:
-            ax.annotate(text, (xy[i, 0], xy[i, 1]), xytext=(4, 4),
-                        textcoords="offset points", fontsize=7,
-                        color="tab:red" if on_front[i] else "dimgray")
+            out.append(Label(text, (float(xy[i, 0]), float(xy[i, 1])), "tab:red" if on_front[i] else "dimgray"))
+    return out
+
+
+def _place_labels(fig: Figure, ax, labels: list[Label]) -> None:
+    """Annotate each label, in order, at the nearest candidate spot around its point
+    (`_candidate_offsets`) that stays inside the axes and overlaps no label placed before, no
+    other text, the legend or any marker; with no such spot, the one inside the axes that overlaps
+    labels least, then markers least. Labels away from their point get a thin leader line.
+
+    The figure is drawn once first, so the layout, the axis limits and the legend's "best" place
+    are settled (the legend is then pinned there); the labels take no part in the layout."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    taken = [t.get_window_extent(renderer) for t in ax.texts]
+    legend = ax.get_legend()
+    if legend is not None:
+        box = legend.get_window_extent(renderer)
+        legend.set_loc(tuple(ax.transAxes.inverted().transform((box.x0, box.y0))))  # where "best" put it
+        taken.append(box)
+    frame, markers = ax.get_window_extent(renderer), _marker_boxes(ax, fig.dpi)
+    for label in labels:
+        style = dict(fontsize=8 if label.bold else 7, fontweight="bold" if label.bold else "normal")
+        probe = ax.annotate(label.text, label.point, xytext=(0, 0), textcoords="offset points", **style)
+        best = None
+        for rank, (offset, ha, va) in enumerate(_candidate_offsets()):
+            probe.set(position=offset, ha=ha, va=va)
+            box = probe.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            cost = (not inside, sum(_overlap(box, t) for t in taken), sum(_overlap(box, m) for m in markers), rank)
+            if best is None or cost < best[0]:
+                best = (cost, offset, ha, va, box)
+            if cost[:3] == (False, 0.0, 0.0):
+                break
+        probe.remove()
+        _, offset, ha, va, box = best
+        leader = dict(arrowstyle="-", lw=0.5, color=label.colour, shrinkA=0, shrinkB=4)
+        ax.annotate(label.text, label.point, xytext=offset, textcoords="offset points", color=label.colour,
+                    ha=ha, va=va, arrowprops=leader if np.hypot(*offset) > _LEADER_FROM else None,
+                    **style).set_in_layout(False)
+        taken.append(box)
+
+
+def _candidate_offsets():
+    """(offset in points, ha, va) of every spot a label may take around its point, nearest first."""
+    for distance in _LABEL_DISTANCES:
+        for dx, dy in _LABEL_DIRECTIONS:
+            ha = "left" if dx > 0 else "right" if dx < 0 else "center"
+            va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
+            yield (dx * distance, dy * distance), ha, va
+
+
+def _marker_boxes(ax, dpi: float) -> list:
+    """Display-space boxes of every scatter marker of ``ax`` (a square of the marker's size)."""
+    from matplotlib.transforms import Bbox
+
+    boxes = []
+    for collection in ax.collections:
+        offsets, sizes = collection.get_offsets(), collection.get_sizes()
+        if len(offsets) == 0 or len(sizes) == 0:
+            continue
+        centres = collection.get_offset_transform().transform(offsets)
+        for i, (cx, cy) in enumerate(centres):
+            half = math.sqrt(sizes[i % len(sizes)]) / 2 * dpi / 72  # s is the marker's area in points^2
+            if np.isfinite([cx, cy]).all():
+                boxes.append(Bbox.from_extents(cx - half, cy - half, cx + half, cy + half))
+    return boxes
+
+
+def _overlap(a, b) -> float:
+    """Area (pixels^2) shared by two display-space boxes."""
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(0.0, width) * max(0.0, height)
+
+
+def _draw_recommended(ax, data: pd.DataFrame, xy: np.ndarray, finite: np.ndarray, recommended: str | None) -> None:
+    """The recommended trial (``trial_id`` == ``recommended``) as a gold star over its point."""
+    if recommended is None or "trial_id" not in data:
+        return
+    rows = np.flatnonzero((data["trial_id"].astype(str) == str(recommended)).to_numpy() & finite)
+    if rows.size:
+        i = rows[0]
+        ax.scatter([xy[i, 0]], [xy[i, 1]], marker="*", s=320, c="gold", edgecolors="black", linewidths=0.8,
+                   zorder=5, label="recommended (highest J on the front)")
 
 
 def _draw_reference_points(ax, reference_points: Mapping[str, tuple[float, float]]) -> None:
+    """Each reference point as its own marker with a legend entry (its label is placed with the others)."""
     for k, (name, (rx, ry)) in enumerate(reference_points.items()):
         marker = _REFERENCE_MARKERS[k % len(_REFERENCE_MARKERS)]
-        ax.scatter([rx], [ry], marker=marker, s=140, edgecolors="black", zorder=4,
-                   label=name)
-        ax.annotate(name, (rx, ry), xytext=(6, -10), textcoords="offset points",
-                    fontsize=8, fontweight="bold")
+        ax.scatter([rx], [ry], marker=marker, s=110, edgecolors="black", zorder=4, label=name)
 
 
 def _draw_teacher_regions(ax, min_quality: float | None) -> None:
@@ -204,7 +312,7 @@ def _draw_teacher_regions(ax, min_quality: float | None) -> None:
     ax.axvline(1.0, color="tab:orange", lw=0.8, ls=":")
     ax.annotate("beyond the teacher's diversity:\nscored 2 - D/D_T (noise looks diverse)", (1.0, 0.02),
                 xycoords=("data", "axes fraction"), xytext=(4, 0), textcoords="offset points",
-                fontsize=7, color="tab:orange")
+                fontsize=7, color="tab:orange").set_in_layout(False)
     if min_quality:
         ax.axhline(min_quality, color="dimgray", lw=0.8, ls="--",
                    label=f"fidelity floor (quality_score {min_quality:g})")

@@ -7,13 +7,22 @@
 - ``summary.json``: the front, the recommended trial, the best per metric, the hypervolume,
   cache statistics, compute spent.
 
-The front is computed over each trial's *last* report, early-stopped trials included (their
-students exist and are scored like the others; the ``student_updates`` column tells how long
-each trained): the non-dominated trials over (``diversity_score``, ``quality_score``) among those
-with ``quality_score >= objective.min_quality`` (the fidelity floor, a fraction of the teacher's
-quality). Trials below the floor stay in every table and plot, marked ``below_floor``, never on
-the front. The recommended trial is the front member with the highest objective J. Trials whose
-last scores are NaN are never on the front.
+The front is computed over each trial's *best* report: the one with the highest objective J among
+its reports that carry a checkpoint (a diverged report has none; NaN ranks below -inf, which ranks
+below every finite J; ties go to the later report), which is exactly the report whose checkpoint
+Ray keeps (`tune.search`: ``CheckpointConfig(checkpoint_score_attribute="objective",
+checkpoint_score_order="max", num_to_keep=1)``; Ray keeps the latest checkpoint too, to resume).
+A student is kept at its best state, not its last: digits-eps DP-DMD students pass the teacher's
+diversity at high fidelity and then collapse, and a front of last reports got worse with more
+training. Early-stopped trials are included (their students exist and are scored like the
+others); ``student_updates``, ``training_iteration`` and ``checkpoint`` say which state of the
+trial is shown and where it is stored, ``last_student_updates`` how long the trial trained. The
+front: the non-dominated trials over (``diversity_score``, ``quality_score``) among those with
+``quality_score >= objective.min_quality`` (the fidelity floor, a fraction of the teacher's
+quality; the quality shown is not capped). Trials below the floor stay in every table and plot,
+marked ``below_floor``, never on the front. The recommended trial is the front member with the
+highest objective J. Trials whose best scores are NaN are never on the front. ``trials.parquet``
+keeps every report.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ def trials_frame(results) -> pd.DataFrame:
             df[key] = value
         df["trial_id"] = result.metrics.get("trial_id", df.get("trial_id", pd.Series(["?"])).iloc[-1])
         df["error"] = str(result.error) if result.error else ""
+        df["trial_path"] = _trial_uri(result)  # the trial's folder in the storage: its checkpoints are there
         frames.append(df)
     if not frames:
         return pd.DataFrame(columns=["trial_id", "diversity", "quality", "objective", "student_updates"])
@@ -61,14 +71,66 @@ def trials_frame(results) -> pd.DataFrame:
     return frame[keep]
 
 
+def _trial_uri(result) -> str | None:
+    """Where a Ray Result's trial folder is stored: a local path, or ``scheme://bucket/...``."""
+    path = getattr(result, "path", None)
+    if path is None:
+        return None
+    scheme = getattr(getattr(result, "filesystem", None), "type_name", "local")
+    return str(path) if scheme == "local" or "://" in str(path) else f"{scheme}://{path}"
+
+
 def final_results(trials: pd.DataFrame, *, min_quality: float = 0.0) -> pd.DataFrame:
-    """Each trial's last report, with ``below_floor`` (quality_score < ``min_quality``, or NaN)."""
+    """Each trial's last report, with ``below_floor`` (quality_score < ``min_quality``, or NaN):
+    what the trial's counters (compute, cache, divergence) add up to."""
     if trials.empty:
         return trials
-    order = trials.sort_values(["trial_id", "student_updates"], kind="stable")
-    final = order.groupby("trial_id", as_index=False).tail(1).reset_index(drop=True)
+    final = _in_report_order(trials).groupby("trial_id", as_index=False).tail(1).reset_index(drop=True)
     final["below_floor"] = ~(final["quality_score"].astype(float) >= min_quality)
     return final
+
+
+def best_results(trials: pd.DataFrame, *, min_quality: float = 0.0) -> pd.DataFrame:
+    """Each trial's best report (module docstring: the one whose checkpoint Ray keeps), one row per
+    trial, with ``below_floor``, ``last_student_updates`` (the trial's last report's) and
+    ``checkpoint`` (the stored checkpoint's path, when ``trial_path`` and Ray's
+    ``checkpoint_dir_name`` are known; else None).
+
+    ``trials``: one row per report (``trial_id``, ``student_updates``, ``objective``, the scores),
+    in the order they were made within a trial; a report without ``checkpoint_dir_name`` (a
+    diverged one) is chosen only when none of the trial's reports has a checkpoint. Used by
+    `tune.search` and, on the reports seen so far, by the simulator (`tune.simulate.shown_front`)."""
+    if trials.empty:
+        return trials
+    order = _in_report_order(trials).reset_index(drop=True)
+    trial, _ = pd.factorize(order["trial_id"])  # ascending: ``order`` is sorted by trial
+    objective = order["objective"].to_numpy(dtype=float)
+    has_checkpoint = (order["checkpoint_dir_name"].notna().to_numpy() if "checkpoint_dir_name" in order
+                      else np.ones(len(order), dtype=bool))
+    # Ray's order (`_CheckpointManager._get_checkpoint_score`): NaN < -inf < finite; ties to the later report
+    not_nan = ~np.isnan(objective)
+    ranked = np.lexsort((np.arange(len(order)), np.where(not_nan, objective, -np.inf), not_nan, has_checkpoint, trial))
+    best_of_trial = ranked[np.r_[trial[ranked][1:] != trial[ranked][:-1], True]]  # the last of each trial's run
+    last_of_trial = np.flatnonzero(np.r_[trial[1:] != trial[:-1], True])
+    best = order.iloc[best_of_trial].reset_index(drop=True)
+    best["last_student_updates"] = order["student_updates"].to_numpy()[last_of_trial]
+    best["checkpoint"] = _checkpoint_paths(best)
+    best["below_floor"] = ~(best["quality_score"].astype(float) >= min_quality)
+    return best
+
+
+def _in_report_order(trials: pd.DataFrame) -> pd.DataFrame:
+    """The reports by trial, then student updates (stable: a resumed trial's repeated report stays
+    after the one it repeats)."""
+    return trials.sort_values(["trial_id", "student_updates"], kind="stable")
+
+
+def _checkpoint_paths(reports: pd.DataFrame) -> list[str | None]:
+    """Each report's checkpoint in the storage: ``trial_path/checkpoint_dir_name``, or None."""
+    if "trial_path" not in reports or "checkpoint_dir_name" not in reports:
+        return [None] * len(reports)
+    return [f"{path.rstrip('/')}/{name}" if isinstance(path, str) and isinstance(name, str) else None
+            for path, name in zip(reports["trial_path"], reports["checkpoint_dir_name"])]
 
 
 def with_scores(trials: pd.DataFrame, *, diversity_weight: float = 0.5) -> pd.DataFrame:
@@ -103,7 +165,10 @@ def recommended(front: pd.DataFrame) -> pd.DataFrame:
 
 def summarize(final: pd.DataFrame, front: pd.DataFrame, *, cache_stats: dict, compute: dict,
               space_name: str, min_quality: float | None = None) -> dict:
-    """``summary.json``'s content from each trial's last report and the front."""
+    """``summary.json``'s content from each trial's best report (`best_results`: ``final``) and
+    the front. Each front member, the recommended trial and the best per metric say which report
+    they are (``student_updates``, ``training_iteration``) and where its checkpoint is
+    (``checkpoint``); ``stopped_early`` counts the trials whose last report is below the longest."""
     summary: dict = {"space": space_name, "trials": int(final.shape[0]), "min_quality": min_quality,
                      "front": _records(front)}
     pick = recommended(front)
@@ -121,15 +186,17 @@ def summarize(final: pd.DataFrame, front: pd.DataFrame, *, cache_stats: dict, co
         summary["teacher"] = {b: {"diversity": float(g["teacher_diversity"].iloc[0]),
                                   "quality": float(g["teacher_quality"].iloc[0])}
                               for b, g in final.groupby("backbone")} if "backbone" in final else {}
-        summary["stopped_early"] = int((final["student_updates"] < final["student_updates"].max()).sum())
+        trained = final["last_student_updates"] if "last_student_updates" in final else final["student_updates"]
+        summary["stopped_early"] = int((trained < trained.max()).sum())
     summary["cache"] = cache_stats
     summary["compute"] = compute
     return summary
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
-    cols = [c for c in ("trial_id", *CONFIG_COLUMNS, "student_updates", "diversity", "quality", *SCORE_AXES,
-                        "objective", "below_floor") if c in frame.columns]
+    cols = [c for c in ("trial_id", *CONFIG_COLUMNS, "student_updates", "training_iteration", "last_student_updates",
+                        "checkpoint", "diversity", "quality", *SCORE_AXES, "objective", "below_floor")
+            if c in frame.columns]
     out = []
     for row in frame[cols].to_dict("records"):
         out.append({k: (None if isinstance(v, float) and math.isnan(v) else (v.item() if hasattr(v, "item") else v))
@@ -139,7 +206,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 def reference_points(final: pd.DataFrame) -> dict[str, tuple[float, float]]:
     """Markers for the plot (D / D_teacher, quality_score): the teacher (1, 1) and each
-    backbone's vanilla-DMD (lambda_div = 0) trial."""
+    backbone's vanilla-DMD (lambda_div = 0) trial (its row of ``final``: its best report)."""
     points = {}
     if final.empty or "backbone" not in final:
         return points
@@ -164,7 +231,8 @@ def vanilla_dmd_rows(frame: pd.DataFrame) -> pd.Series:
 
 def write_outputs(directory: Path, trials: pd.DataFrame, final: pd.DataFrame, front: pd.DataFrame,
                   summary: dict) -> dict[str, Path]:
-    """Write every output file; returns their paths by name."""
+    """Write every output file (``trials``: every report; ``final``: one row per trial, the
+    report shown: `best_results`); returns their paths by name."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"trials": directory / "trials.parquet", "pareto": directory / "pareto.parquet",
              "plot": directory / "pareto.png", "curves": directory / "curves.png", "summary": directory / "summary.json"}
@@ -180,6 +248,7 @@ def write_outputs(directory: Path, trials: pd.DataFrame, final: pd.DataFrame, fr
             plot_pareto(shown, tmp, x="diversity_ratio", y="quality_score", front_columns=SCORE_AXES,
                         reference_points=reference_points(final), teacher_normalised=True,
                         min_quality=summary.get("min_quality"),
+                        recommended=(summary.get("recommended") or {}).get("trial_id"),
                         annotate="all" if len(final) <= 8 else "front",  # many labels would overlap
                         title=f"{summary['space']}: diversity vs quality, teacher = (1, 1) ({len(final)} trials)")
         with _atomic(paths["curves"]) as tmp:

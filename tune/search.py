@@ -157,7 +157,7 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
         callbacks.append(WandbLoggerWithoutKeyInRuntimeEnv(project=space.wandb.project, entity=space.wandb.entity, group=name))
     run_config = tune.RunConfig(
         name=name, storage_path=storage, callbacks=callbacks, verbose=1,
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1), failure_config=tune.FailureConfig(max_failures=1))
+        checkpoint_config=best_checkpoint_config(), failure_config=tune.FailureConfig(max_failures=1))
     # the searcher says when the plan is done (grid); samplers run num_samples after the baselines
     sampled = 0 if space.method == "grid" else (args.num_samples or space.num_samples)
     scheduler = make_scheduler(space.scheduler, max_t=max_updates(space), state_uri=state_uri)
@@ -165,6 +165,17 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
                                   num_samples=len(planned_trials(space)) + sampled,
                                   max_concurrent_trials=space.max_concurrent or None, reuse_actors=False)
     return tune.Tuner(trainable, run_config=run_config, tune_config=tune_config)
+
+
+def best_checkpoint_config():
+    """Each trial keeps its best checkpoint by J (the report `tune.results.best_results` shows on
+    the front) and, beside it, its latest: Ray 2.60's checkpoint manager never deletes the latest
+    registered checkpoint (`ray.train._internal.checkpoint_manager`), and a resumed or restarted
+    trial continues from it (``trial.checkpoint`` is the latest). At most two per trial. Ray ranks
+    a NaN J below -inf below any finite J; a diverged report carries no checkpoint."""
+    from ray import tune
+
+    return tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="objective", checkpoint_score_order="max")
 
 
 def experiment_exists(storage: str, name: str) -> bool:
@@ -211,18 +222,19 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
         _EXIT_AT_ONCE = True  # measured: exit handlers that wait on a lost S3 sat there for minutes
 
     trials = res.with_scores(res.trials_frame(grid), diversity_weight=space.objective.diversity_weight)
-    final = res.final_results(trials, min_quality=space.objective.min_quality)
+    final = res.final_results(trials, min_quality=space.objective.min_quality)  # last reports: the counters
+    best = res.best_results(trials, min_quality=space.objective.min_quality)  # best reports: what is shown
     failed = failed_trials(grid, final)
-    front = res.pareto_front(without_failed(final, failed))  # failed trials never sit on the front
+    front = res.pareto_front(without_failed(best, failed))  # failed trials never sit on the front
     cache_stats = cache_statistics(spill_uri, join_uri(storage, name)) if store is not None else {}
     compute = compute_spent(final, time.time() - started)
-    summary = res.summarize(final, front, cache_stats=cache_stats, compute=compute, space_name=name,
+    summary = res.summarize(best, front, cache_stats=cache_stats, compute=compute, space_name=name,
                             min_quality=space.objective.min_quality)
     summary["failed_trials"] = failed
     out_dir = local_experiment_dir(storage, name)
-    paths = _write_outputs(out_dir, trials, final, front, summary)
+    paths = _write_outputs(out_dir, trials, best, front, summary)
     outputs = [p.name for p in paths.values() if p.exists()]  # before an upload drops the local copy
-    wandb_dir = _log_wandb_summary(space, name, front, final, paths, summary, out_dir) if paths else None
+    wandb_dir = _log_wandb_summary(space, name, front, best, paths, summary, out_dir) if paths else None
     where = str(out_dir)
     if "://" in storage and paths:  # the outputs (and the offline W&B run) go to the storage too
         try:

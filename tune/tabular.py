@@ -184,19 +184,26 @@ def true_points(table: RecordedTable, *, diversity_weight: float, max_updates: i
 
 def ground_truth(table: RecordedTable, *, diversity_weight: float, min_quality: float,
                  max_updates: int | None = None) -> dict[str, dict]:
-    """Per backbone: its true front (configurations at their final budget, mean over seeds, with
-    the seed spread of each point), the front's hypervolume, and the best J.
+    """Per backbone: its true front over every (configuration, budget) point, each the mean over
+    training seeds (with the seed spread of each point), the front's hypervolume and the best J.
+
+    Every budget, not only the final one: a search keeps each trial's best checkpoint
+    (`tune.results.best_results`), so a configuration at any recorded budget is a student a
+    search can deliver, and the best of them is the truth to measure a search against.
 
     Returns ``{backbone: {"front": DataFrame, "hypervolume": float, "best_objective": float,
-    "final": DataFrame (every configuration's final mean point)}}``."""
+    "points": DataFrame (every configuration at every budget), "final": DataFrame (every
+    configuration's final mean point)}}``."""
     points = true_points(table, diversity_weight=diversity_weight, max_updates=max_updates)
     out = {}
     for backbone, group in points.groupby("backbone"):
+        group = group.reset_index(drop=True)
         final = group[group["student_updates"] == group["student_updates"].max()].reset_index(drop=True)
-        mask = front_mask(final, min_quality=min_quality)
-        out[backbone] = {"final": final, "front": final[mask].sort_values("diversity_score").reset_index(drop=True),
-                         "hypervolume": hypervolume(final, min_quality=min_quality),
-                         "best_objective": float(final["objective"].max())}
+        mask = front_mask(group, min_quality=min_quality)
+        out[backbone] = {"points": group, "final": final,
+                         "front": group[mask].sort_values("diversity_score").reset_index(drop=True),
+                         "hypervolume": hypervolume(group, min_quality=min_quality),
+                         "best_objective": float(group["objective"].max())}
     return out
 
 

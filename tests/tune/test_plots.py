@@ -91,3 +91,68 @@ def test_plot_curves_writes_png(tmp_path):
     _assert_png(out)
     with pytest.raises(ValueError, match="trial_id"):
         plots.plot_curves(df.drop(columns="trial_id"), tmp_path / "bad.png")
+
+
+def _capture(monkeypatch):
+    seen = {}
+    real_save = plots._save
+
+    def spy(fig, path):
+        seen["fig"] = fig
+        return real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    return seen
+
+
+@pytest.fixture
+def crowded() -> pd.DataFrame:
+    """14 trials within 3% of the teacher at (1, 1), in teacher units, and vanilla DMD."""
+    rng = np.random.default_rng(0)
+    rows = [{"trial_id": f"t{i}", "anchor_k": k, "lambda_div": lam, "backbone": "digits-flow",
+             "diversity_ratio": 1 + rng.normal(0, 0.015), "quality_score": 1 + rng.normal(0, 0.015)}
+            for i, (k, lam) in enumerate((k, lam) for k in (5, 10, 20, 30) for lam in (0.05, 0.2, 0.5, 1.0))][:14]
+    rows.append({"trial_id": "dmd", "anchor_k": 5, "lambda_div": 0.0, "backbone": "digits-flow",
+                 "diversity_ratio": 0.85, "quality_score": 1.06})
+    df = pd.DataFrame(rows)
+    df["diversity_score"] = np.where(df["diversity_ratio"] <= 1, df["diversity_ratio"], 2 - df["diversity_ratio"])
+    return df
+
+
+def test_recommended_trial_has_its_own_star_and_legend_entry(tmp_path, crowded, monkeypatch):
+    seen = _capture(monkeypatch)
+    plots.plot_pareto(crowded, tmp_path / "p.png", x="diversity_ratio", y="quality_score",
+                      front_columns=("diversity_score", "quality_score"), teacher_normalised=True,
+                      reference_points={"teacher": (1.0, 1.0)}, recommended="t3")
+    ax = seen["fig"].axes[0]
+    stars = [c for c in ax.collections if c.get_label() == "recommended (highest J on the front)"]
+    assert len(stars) == 1
+    row = crowded.set_index("trial_id").loc["t3"]
+    np.testing.assert_allclose(stars[0].get_offsets(), [[row["diversity_ratio"], row["quality_score"]]])
+    assert "recommended (highest J on the front)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    plots.plot_pareto(crowded, tmp_path / "q.png", x="diversity_ratio", y="quality_score", recommended=None)
+    assert not [c for c in seen["fig"].axes[0].collections if c.get_label().startswith("recommended")]
+
+
+def test_labels_of_a_crowded_front_do_not_overlap(tmp_path, crowded, monkeypatch):
+    seen = _capture(monkeypatch)
+    out = plots.plot_pareto(crowded, tmp_path / "crowded.png", x="diversity_ratio", y="quality_score",
+                            front_columns=("diversity_score", "quality_score"), teacher_normalised=True,
+                            min_quality=0.9, annotate="all", recommended="t3",
+                            reference_points={"teacher": (1.0, 1.0), "vanilla DMD (digits-flow)": (0.85, 1.06)})
+    _assert_png(out)
+    fig = seen["fig"]
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()  # the figure as saved
+    labels = [t for t in ax.texts if t.get_text().startswith(("K=", "teacher", "vanilla"))]
+    assert len(labels) == len(crowded) + 2
+    from matplotlib.text import Text
+
+    boxes = [Text.get_window_extent(t, renderer) for t in labels]  # the text, without its leader line
+    frame = ax.get_window_extent(renderer)
+    legend = ax.get_legend().get_window_extent(renderer)
+    for i, a in enumerate(boxes):
+        assert frame.x0 <= a.x0 and a.x1 <= frame.x1 and frame.y0 <= a.y0 and a.y1 <= frame.y1, labels[i].get_text()
+        assert not a.overlaps(legend), labels[i].get_text()
+        for j in range(i):
+            assert not a.overlaps(boxes[j]), (labels[i].get_text(), labels[j].get_text())

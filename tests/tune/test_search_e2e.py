@@ -2,6 +2,7 @@
 cache (computed once, bit-for-bit equal to a recomputation), the offline W&B run, resume."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -67,8 +68,12 @@ def dominates(a, b) -> bool:
 def test_front_equals_brute_force_non_dominated_filter(finished_search):
     _, _, exp = finished_search
     trials = pd.read_parquet(exp / "trials.parquet")
-    final = trials.sort_values("student_updates").groupby("trial_id").tail(1)
-    pts = {r.trial_id: (r.diversity_score, r.quality_score) for r in final.itertuples()}
+    # each trial's best report by J (ties: the later one), as Ray keeps its checkpoint
+    shown = {}
+    for r in trials.sort_values("student_updates", kind="stable").itertuples():
+        if r.trial_id not in shown or r.objective >= shown[r.trial_id].objective:
+            shown[r.trial_id] = r
+    pts = {t: (r.diversity_score, r.quality_score) for t, r in shown.items()}
     brute = {t for t, p in pts.items()
              if np.all(np.isfinite(p)) and not any(dominates(q, p) for u, q in pts.items() if u != t)}
     front = pd.read_parquet(exp / "pareto.parquet")
@@ -76,6 +81,29 @@ def test_front_equals_brute_force_non_dominated_filter(finished_search):
     summary = json.loads((exp / "summary.json").read_text())
     best_j = max(front["objective"])
     assert summary["recommended"]["trial_id"] in brute and summary["recommended"]["objective"] == best_j
+
+
+def test_each_front_member_is_its_trials_best_checkpoint_on_disk(finished_search):
+    """summary.json names, for each front member, the report it is and its checkpoint: Ray kept it
+    (the trial's best by J) and the trial's latest beside it, nothing else."""
+    from ray.tune import ExperimentAnalysis
+
+    _, _, exp = finished_search
+    summary = json.loads((exp / "summary.json").read_text())
+    trials = pd.read_parquet(exp / "trials.parquet")
+    analysis = ExperimentAnalysis(str(exp))
+    for member in summary["front"]:
+        checkpoint = Path(member["checkpoint"])
+        assert (checkpoint / "state.pt").is_file() and (checkpoint / "student_latest.png").is_file(), member
+        mine = trials[trials["trial_id"] == member["trial_id"]]
+        assert member["objective"] == mine["objective"].max()
+        report = mine[mine["checkpoint_dir_name"] == checkpoint.name]
+        assert report["student_updates"].tolist() == [member["student_updates"]]
+        trial = next(t for t in analysis.trials if t.trial_id == member["trial_id"])
+        assert Path(analysis.get_best_checkpoint(trial, "objective", "max").path) == checkpoint
+        kept = {p.name for p in checkpoint.parent.glob("checkpoint_*")}
+        latest = mine.sort_values("student_updates")["checkpoint_dir_name"].iloc[-1]
+        assert kept == {checkpoint.name, latest}
 
 
 def test_asha_stops_some_trials_early(finished_search):
