@@ -45,14 +45,7 @@ def test_plot_pareto_writes_png(tmp_path, trials):
 
 def test_plot_pareto_draws_front_labels_and_references(tmp_path, trials, monkeypatch):
     """Capture the figure before saving and inspect its artists."""
-    seen = {}
-    real_save = plots._save
-
-    def spy(fig, path):
-        seen["fig"] = fig
-        return real_save(fig, path)
-
-    monkeypatch.setattr(plots, "_save", spy)
+    seen = _capture(monkeypatch)
     plots.plot_pareto(trials, tmp_path / "f.png",
                       reference_points={"teacher": (0.08, 0.95)})
     ax = seen["fig"].axes[0]
@@ -93,7 +86,8 @@ def test_plot_curves_writes_png(tmp_path):
         plots.plot_curves(df.drop(columns="trial_id"), tmp_path / "bad.png")
 
 
-def _capture(monkeypatch):
+def _capture(monkeypatch) -> dict:
+    """``{"fig": the figure}`` of the next plot, caught as it is saved."""
     seen = {}
     real_save = plots._save
 
