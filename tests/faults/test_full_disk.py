@@ -38,18 +38,24 @@ def rows(path):
         return list(csv.DictReader(f))
 
 
+def _run_on_tmpfs(size: str, disk, script_path: str, args, snapshots, *, timeout: int) -> dict:
+    """Run ``script_path ARGS`` with a tmpfs of ``size`` mounted at ``disk`` (a user and mount
+    namespace of its own); returns the ``result.json`` it leaves in ``snapshots``."""
+    disk.mkdir()
+    snapshots.mkdir(exist_ok=True)
+    script = f"mount -t tmpfs -o size={size} tmpfs {disk} && exec {sys.executable} {script_path} " \
+             + " ".join(str(a) for a in args)
+    proc = subprocess.run(["unshare", "-Urm", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((snapshots / "result.json").read_text())
+
+
 def test_full_disk_names_the_file_keeps_what_was_written_and_resumes(tmp_path):
     from .full_disk_run import FLAGS, run
 
     disk, snapshots = tmp_path / "disk", tmp_path / "snapshots"
-    disk.mkdir()
-    snapshots.mkdir()
-    script = f"mount -t tmpfs -o size=64m tmpfs {disk} && exec {sys.executable} tests/faults/full_disk_run.py " \
-             f"{disk} {snapshots}"
-    proc = subprocess.run(["unshare", "-Urm", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((snapshots / "result.json").read_text())
+    result = _run_on_tmpfs("64m", disk, "tests/faults/full_disk_run.py", [disk, snapshots], snapshots, timeout=900)
 
     code, err = result["failed"]
     assert code == 1, err
@@ -103,16 +109,10 @@ def test_full_disk_during_a_search_is_visible_and_resumes(tmp_path):
     import yaml
 
     disk, snapshots = tmp_path / "disk", tmp_path / "snapshots"
-    disk.mkdir()
-    snapshots.mkdir()
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SEARCH_SPACE))
-    script = f"mount -t tmpfs -o size=256m tmpfs {disk} && exec {sys.executable} tests/faults/full_disk_search.py " \
-             f"{disk} {space} {snapshots}"
-    proc = subprocess.run(["unshare", "-Urm", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=3000)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((snapshots / "result.json").read_text())
+    result = _run_on_tmpfs("256m", disk, "tests/faults/full_disk_search.py", [disk, space, snapshots], snapshots,
+                           timeout=3000)
     failed, resumed = result["failed"], result["resumed"]
     print(f"\nfull disk: exit {failed['code']} after {failed['seconds']} s; resumed: exit {resumed['code']} "
           f"after {resumed['seconds']} s")
