@@ -95,6 +95,11 @@ class LocalAnchors(_CountedAnchors):
         return teacher_anchors(self.backbone, self.teacher, x1, cond, uncond, [self.anchor_k])[self.anchor_k]
 
 
+def local_anchors(backbone: Backbone, teacher: nn.Module, config) -> LocalAnchors:
+    """The trainer's ``anchors`` factory when no cache is shared: this run's K, on demand."""
+    return LocalAnchors(backbone, teacher, config.anchor_k)
+
+
 # --- anchors shared between runs -------------------------------------------------------------------
 
 #: One cache entry: {str(K): (B, C, H, W) float32 target}. String keys and numpy arrays because a

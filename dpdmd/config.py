@@ -215,6 +215,11 @@ def labelled_knobs() -> list[tuple[str, str]]:
     return [(f.name, f.metadata["label"]) for f in dataclasses.fields(TrainConfig) if f.metadata.get("label")]
 
 
+def run_label(config: TrainConfig) -> str:
+    """The backbone and the labelled knobs' values, e.g. "digits-flow K=10 λ=0.05" (progress bars)."""
+    return " ".join([config.backbone, *(f"{label}={getattr(config, name):g}" for name, label in labelled_knobs())])
+
+
 # --- building dataclasses from plain dicts, with every problem reported ------------------------
 
 def _type_name(tp) -> str:

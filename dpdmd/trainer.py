@@ -26,9 +26,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import sharding
-from .anchors import AnchorProvider, LocalAnchors
+from .anchors import AnchorProvider, local_anchors
 from .backbones import Backbone, get_backbone
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, run_label
 from .distributed import DistributedContext
 from .evaluation import eval_prompts, evaluator_problems, generate, make_evaluator, save_grid, score, teacher_reference
 from .method import DPDMD
@@ -108,7 +108,7 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
         report: called after every evaluation with (metrics, checkpoint dir or None).
         out_dir: where metrics.csv, PNG grids, checkpoints and the final student go (None: nowhere).
         resume_from: a checkpoint directory written by an earlier run of the same config.
-        anchors: factory of the anchor provider (default: `LocalAnchors`, computed on demand;
+        anchors: factory of the anchor provider (default: `local_anchors`, computed on demand;
             `dpdmd.anchors.shared_anchors(cache, ks)` shares them with other runs, as a search does).
         embeddings: factory of the prompt-embedding cache (default: encode locally, once a prompt).
         distributed: this process's rank in a data-parallel run (`dpdmd.distributed`): each
@@ -183,7 +183,7 @@ def _set_up(config: TrainConfig, backbone: Backbone, *, out: Path | None, report
     torch.manual_seed(config.seed)
     method = build_method(config, backbone)
     embed = embeddings(backbone) if embeddings else PromptEmbeddingCache(backbone)
-    provider = anchors(backbone, method.teacher, config) if anchors else LocalAnchors(backbone, method.teacher, config.anchor_k)
+    provider = (anchors or local_anchors)(backbone, method.teacher, config)
     evaluator = make_evaluator(config.eval, backbone) if main else None
     run = _Run(config, backbone, method, embed, provider, evaluator,
                train_prompts=list(config.prompts) or list(backbone.default_prompts),
@@ -219,7 +219,7 @@ def _train_loop(run: _Run, progress: bool) -> tuple[dict, bool]:
     config = run.config
     bar = tqdm(range(run.start, config.iterations), initial=run.start, total=config.iterations,
                disable=not progress, dynamic_ncols=True,
-               desc=f"{config.backbone} K={config.anchor_k} λ={config.lambda_div:g}")
+               desc=run_label(config))
     metrics: dict = {}
     for i in bar:
         student = is_student_iteration(i, config.fake_updates)

@@ -218,7 +218,7 @@ def teacher_problems(space, *, reference: Callable | None = None) -> list[str]:
     teacher reference)."""
     import json
 
-    from .trials import planned_trials
+    from .space import planned_trials
 
     points = planned_trials(space) if space.method == "grid" else \
         [{**space.base_point(), "backbone": b} for b in space.backbone_names()]

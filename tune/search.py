@@ -71,7 +71,7 @@ def join_uri(base: str, *parts: str) -> str:
 def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
     from dpdmd.memory import fit_line
 
-    from .trials import baseline_trials, planned_trials
+    from .space import baseline_trials, planned_trials
 
     lines = [f"search space: {space.path} (name {args.name or space.name})", f"method: {space.method}, seed {space.seed}"]
     baselines = baseline_trials(space)
@@ -132,7 +132,8 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     from .schedulers import STATE_FILE as SCHEDULER_STATE_FILE
     from .schedulers import clear_state, make_scheduler
     from .state_backup import StateBackup, clear_copy, restore_if_damaged
-    from .trials import build_searcher, planned_trials
+    from .space import planned_trials
+    from .trials import build_searcher
 
     name = args.name or space.name
     trainable = build_trainable(space, cache)  # one placement group per trial, several workers if asked

@@ -106,7 +106,8 @@ def search_algorithm(space: SearchSpace, *, workers: int, num_samples: int | Non
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 
-    from .trials import build_searcher, planned_trials
+    from .space import planned_trials
+    from .trials import build_searcher
 
     sampled = 0 if space.method == "grid" else (num_samples or space.num_samples)
     alg = SearchGenerator(ConcurrencyLimiter(build_searcher(space), max_concurrent=workers))

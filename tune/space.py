@@ -48,7 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dpdmd.config import NEEDS_ANCHOR, ConfigError, TrainConfig, build_dataclass, from_mapping, knobs_with_role, load_yaml
+from dpdmd.config import (NEEDS_ANCHOR, ConfigError, TrainConfig, build_dataclass, from_mapping, knobs_with_role, load_yaml,
+                          vanilla_dmd)
 from dpdmd.stream import student_updates_done
 
 METHODS = ("grid", "random", "optuna_tpe", "optuna_nsga2")
@@ -526,3 +527,38 @@ def iter_grid(space: SearchSpace):
     names = [n for n, p in space.parameters.items() if p.values is not None]
     for combo in itertools.product(*(space.parameters[n].values for n in names)):
         yield dict(zip(names, combo))
+
+
+# --- the trials the space yields: flat, validated overrides of its TrainConfig ------------------
+
+def baseline_trials(space: SearchSpace) -> list[dict]:
+    """One vanilla-DMD trial per backbone, for reference, unless the space has one already. Its
+    other searched settings take their typical value (`Param.typical`); the anchor knob its
+    smallest (unused: vanilla DMD asks for no anchor)."""
+    vanilla = vanilla_dmd()
+    if not space.baseline or any(space.parameters[n].values and v in space.parameters[n].values
+                                 for n, v in vanilla.items() if n in space.parameters):
+        return []
+    out = []
+    for backbone in space.backbone_names():
+        trial = {BASELINE: True, **vanilla}
+        if "backbone" in space.parameters:
+            trial["backbone"] = backbone
+        for name in knobs_with_role(NEEDS_ANCHOR):
+            if name in space.parameters:
+                trial[name] = min(space.parameters[name].extremes())
+        for name, p in space.parameters.items():
+            trial.setdefault(name, p.typical())
+        out.append(trial)
+    return out
+
+
+def grid_trials(space: SearchSpace) -> list[dict]:
+    """Every grid point (``num_samples`` times), with the fixed parameters."""
+    fixed = space.fixed_values()
+    return [{BASELINE: False, **fixed, **point} for point in iter_grid(space)] * space.num_samples
+
+
+def planned_trials(space: SearchSpace) -> list[dict]:
+    """The trials handed out before any sampler: the baselines, then the grid's points."""
+    return baseline_trials(space) + (grid_trials(space) if space.method == "grid" else [])

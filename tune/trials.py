@@ -1,11 +1,10 @@
-"""The trials of a search: flat overrides of the space's training settings, one shape for all.
+"""The search's one Ray `Searcher`: the space's planned trials, then a sampler's, one shape for all.
 
 Every trial Ray Tune runs gets a flat dict of the searched keys of `dpdmd.TrainConfig` (and
-``backbone``) plus ``baseline``: True for the reference trials the search adds, a vanilla-DMD
-trial per backbone (`baseline_trials`), False for the others. ``space.train_config(trial)`` turns
-it into the trial's `TrainConfig`. The trials come from one Ray `Searcher`, `TrialSearcher`, for
-every method: it hands out the fixed trials first (the baselines, then under ``method: grid``
-every grid point), then asks its sampler (Optuna's random, TPE or NSGA-II sampler). The fixed
+``backbone``) plus ``baseline`` (`tune.space.planned_trials`); ``space.train_config(trial)`` turns
+it into the trial's `TrainConfig`. `TrialSearcher` hands these dicts on without reading them: the
+planned trials first (the baselines, then under ``method: grid`` every grid point), then its
+sampler's (Optuna's random, TPE or NSGA-II sampler). The fixed
 trials' results are never told to the sampler: a baseline is not a point of the search and must
 not steer it (Optuna could not even be handed lambda_div = 0 from a log-uniform range).
 """
@@ -19,45 +18,10 @@ import tempfile
 
 from ray.tune.search import Searcher
 
-from dpdmd.config import NEEDS_ANCHOR, knobs_with_role, vanilla_dmd
-
 from .moasha import MOASHA_METRICS
-from .space import BASELINE, SearchSpace, iter_grid
+from .space import BASELINE, SearchSpace, planned_trials
 
 SAMPLERS = {"random": "RandomSampler", "optuna_tpe": "TPESampler", "optuna_nsga2": "NSGAIISampler"}
-
-
-def baseline_trials(space: SearchSpace) -> list[dict]:
-    """One vanilla-DMD trial per backbone, for reference, unless the space has one already. Its
-    other searched settings take their typical value (`Param.typical`); the anchor knob its
-    smallest (unused: vanilla DMD asks for no anchor)."""
-    vanilla = vanilla_dmd()
-    if not space.baseline or any(space.parameters[n].values and v in space.parameters[n].values
-                                 for n, v in vanilla.items() if n in space.parameters):
-        return []
-    out = []
-    for backbone in space.backbone_names():
-        trial = {BASELINE: True, **vanilla}
-        if "backbone" in space.parameters:
-            trial["backbone"] = backbone
-        for name in knobs_with_role(NEEDS_ANCHOR):
-            if name in space.parameters:
-                trial[name] = min(space.parameters[name].extremes())
-        for name, p in space.parameters.items():
-            trial.setdefault(name, p.typical())
-        out.append(trial)
-    return out
-
-
-def grid_trials(space: SearchSpace) -> list[dict]:
-    """Every grid point (``num_samples`` times), with the fixed parameters."""
-    fixed = space.fixed_values()
-    return [{BASELINE: False, **fixed, **point} for point in iter_grid(space)] * space.num_samples
-
-
-def planned_trials(space: SearchSpace) -> list[dict]:
-    """The trials handed out before any sampler: the baselines, then the grid's points."""
-    return baseline_trials(space) + (grid_trials(space) if space.method == "grid" else [])
 
 
 def optuna_space(space: SearchSpace) -> dict:

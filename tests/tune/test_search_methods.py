@@ -36,7 +36,7 @@ def test_every_sampler_builds_a_tuner(tmp_path, method):
     args = argparse.Namespace(name=None, num_samples=None, resume=False)
     tuner = search.build_tuner(space, args, storage=str(tmp_path / "runs"), cache={"enabled": False})
     assert tuner is not None
-    from tune.trials import baseline_trials
+    from tune.space import baseline_trials
 
     assert baseline_trials(space) == [{"baseline": True, "lambda_div": 0.0, "anchor_k": 2}]
 

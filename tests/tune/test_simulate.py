@@ -123,7 +123,8 @@ def test_simulator_makes_the_decisions_ray_tune_makes(tmp_path, table, scheduler
     from ray import tune
     from tune.schedulers import make_scheduler
     from tune.simulate import max_student_updates
-    from tune.trials import build_searcher, planned_trials
+    from tune.space import planned_trials
+    from tune.trials import build_searcher
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     space = make_space(tmp_path, scheduler=scheduler)
