@@ -17,6 +17,10 @@ per backbone and cached), so they mean the same on every backbone and the teache
   clean digits (quality_score 2.68) had J 1.45, above every diversity-preserving student.
   A NaN score (a diverged trial) gives J = -inf, so ASHA stops it first.
 
+`shown_objective` is J from ``objective.min_student_updates`` student updates on and -inf before:
+what each trial's kept checkpoint and its point on the front are chosen by, so that the front
+compares students past their early transient (README, "How long must a trial be?").
+
 `legacy_objective` is the objective this replaced (0.5 D / D_T + 0.5 Q / Q_T uncapped), kept only
 to compare rankings (`tune.rank_agreement`): it rewards noise, which looks like diversity.
 """
@@ -24,6 +28,8 @@ to compare rankings (`tune.rank_agreement`): it rewards noise, which looks like 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 
 def _check_teacher(teacher_diversity: float, teacher_quality: float) -> None:
@@ -64,6 +70,12 @@ def objective_metrics(diversity: float, quality: float, *, teacher_diversity: fl
     value = diversity_weight * d_score + (1 - diversity_weight) * min(q_score, 1.0)
     return {"diversity_score": d_score, "quality_score": q_score,
             "objective": value if math.isfinite(value) else -math.inf}
+
+
+def shown_objective(objective, student_updates, *, min_student_updates: int):
+    """J where ``student_updates >= min_student_updates``, else -inf (scalars or arrays alike): a
+    report before that count is never the one a trial is kept and shown by (module docstring)."""
+    return np.where(np.asarray(student_updates) >= min_student_updates, objective, -np.inf)
 
 
 def legacy_objective(diversity: float, quality: float, *, teacher_diversity: float, teacher_quality: float,

@@ -116,7 +116,9 @@ def plot_pareto(
             beyond the teacher's diversity (x > 1, where diversity_score = 2 - x) is shaded, and
             each front member's label shows its y (its fidelity to the teacher's).
         min_quality: the fidelity floor: a dashed line at y = min_quality; rows with a true
-            ``below_floor`` column are greyed and never on the front.
+            ``below_floor`` column are greyed and never on the front; rows with a true
+            ``transient`` column (shown before ``objective.min_student_updates``) are drawn hollow
+            and never on the front either.
         front_columns: the columns the front is computed on when they are not (x, y), e.g.
             x = D / D_teacher shown, the front over diversity_score; the front members are then
             highlighted without the staircase (it bounds a region of the other plane).
@@ -133,13 +135,13 @@ def plot_pareto(
     if annotate not in ("all", "front", "none"):
         raise ValueError(f"annotate must be 'all', 'front' or 'none', got {annotate!r}.")
     data = df.reset_index(drop=True)
-    xy, finite, below, on_front = _classify(data, x, y, front_columns)
+    xy, finite, below, transient, on_front = _classify(data, x, y, front_columns)
     fig = Figure(figsize=(8, 6), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if teacher_normalised:
         _draw_teacher_regions(ax, min_quality)
-    _draw_points(ax, xy, finite, below, on_front, staircase=front_columns is None)
+    _draw_points(ax, xy, finite, below, transient, on_front, staircase=front_columns is None)
     _draw_recommended(ax, data, xy, finite, recommended)
     _draw_reference_points(ax, reference_points or {})
     if not finite.any() and not reference_points:
@@ -160,20 +162,23 @@ def plot_pareto(
 
 def _classify(data: pd.DataFrame, x: str, y: str, front_columns: tuple[str, str] | None):
     """Each row's place: ``xy`` (n, 2) float, and boolean masks (n,) ``finite`` (both objectives
-    finite), ``below`` (a true ``below_floor`` column: never on the front) and ``on_front`` (over
-    ``front_columns`` when given, else over (x, y))."""
+    finite), ``below`` (a true ``below_floor`` column), ``transient`` (a true ``transient`` column;
+    neither is ever on the front) and ``on_front`` (over ``front_columns`` when given, else (x, y))."""
     xy = data[[x, y]].to_numpy(dtype=np.float64, na_value=np.nan)
-    below = data["below_floor"].to_numpy(dtype=bool) if "below_floor" in data else np.zeros(len(data), bool)
+    below, transient = (data[c].to_numpy(dtype=bool) if c in data else np.zeros(len(data), bool)
+                        for c in ("below_floor", "transient"))
     ranked = xy if front_columns is None else data[list(front_columns)].to_numpy(dtype=np.float64, na_value=np.nan)
-    on_front = pareto_front_mask(np.where(below[:, None], np.nan, ranked))
-    return xy, np.isfinite(xy).all(axis=1), below, on_front
+    on_front = pareto_front_mask(np.where((below | transient)[:, None], np.nan, ranked))
+    return xy, np.isfinite(xy).all(axis=1), below & ~transient, transient, on_front
 
 
-def _draw_points(ax, xy: np.ndarray, finite: np.ndarray, below: np.ndarray, on_front: np.ndarray, *,
+def _draw_points(ax, xy: np.ndarray, finite: np.ndarray, below: np.ndarray, transient: np.ndarray,
+                 on_front: np.ndarray, *,
                  staircase: bool) -> None:
-    """Dominated points grey, those below the floor crossed out, the front red (joined by its
-    staircase when the front is over the plotted plane)."""
-    rest = finite & ~on_front & ~below
+    """Dominated points grey, those below the floor crossed out, those stopped before
+    min_student_updates hollow, the front red (joined by its staircase when the front is over
+    the plotted plane)."""
+    rest = finite & ~on_front & ~below & ~transient
     n_bad = int((~finite).sum())
     ax.scatter(xy[rest, 0], xy[rest, 1], s=28, c="tab:gray", alpha=0.7,
                label=f"dominated ({int(rest.sum())})"
@@ -181,6 +186,9 @@ def _draw_points(ax, xy: np.ndarray, finite: np.ndarray, below: np.ndarray, on_f
     if (finite & below).any():
         ax.scatter(xy[finite & below, 0], xy[finite & below, 1], s=28, c="lightgray", marker="x",
                    label=f"below the fidelity floor ({int((finite & below).sum())})")
+    if (finite & transient).any():
+        ax.scatter(xy[finite & transient, 0], xy[finite & transient, 1], s=28, facecolors="none",
+                   edgecolors="tab:gray", label=f"stopped before min_student_updates ({int((finite & transient).sum())})")
     if on_front.any():
         front = xy[on_front]
         front = front[np.lexsort((-front[:, 1], front[:, 0]))]  # x ascending

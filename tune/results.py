@@ -8,9 +8,10 @@
   cache statistics, compute spent.
 
 The front is computed over each trial's *best* report: the one with the highest objective J among
-its reports that carry a checkpoint (a diverged report has none; NaN ranks below -inf, which ranks
+its reports from ``objective.min_student_updates`` on (`tune.objective.shown_objective`; a trial
+with none is shown by its last report, marked ``transient`` and never on the front) that carry a checkpoint (a diverged report has none; NaN ranks below -inf, which ranks
 below every finite J; ties go to the later report), which is exactly the report whose checkpoint
-Ray keeps (`tune.search`: ``CheckpointConfig(checkpoint_score_attribute="objective",
+Ray keeps (`tune.search`: ``CheckpointConfig(checkpoint_score_attribute="shown_objective",
 checkpoint_score_order="max", num_to_keep=1)``; Ray keeps the latest checkpoint too, to resume).
 A student is kept at its best state, not its last: digits-eps DP-DMD students pass the teacher's
 diversity at high fidelity and then collapse, and a front of last reports got worse with more
@@ -38,7 +39,7 @@ import pandas as pd
 
 from dpdmd.config import labelled_knobs, vanilla_dmd
 
-from .objective import objective_metrics
+from .objective import objective_metrics, shown_objective
 from .pareto import hypervolume_2d, pareto_front_mask
 from .plots import plot_curves, plot_pareto
 from .space import BASELINE, SEARCHABLE
@@ -90,9 +91,9 @@ def final_results(trials: pd.DataFrame, *, min_quality: float = 0.0) -> pd.DataF
     return final
 
 
-def best_results(trials: pd.DataFrame, *, min_quality: float = 0.0) -> pd.DataFrame:
+def best_results(trials: pd.DataFrame, *, min_quality: float = 0.0, min_student_updates: int = 0) -> pd.DataFrame:
     """Each trial's best report (module docstring: the one whose checkpoint Ray keeps), one row per
-    trial, with ``below_floor``, ``last_student_updates`` (the trial's last report's) and
+    trial, with ``below_floor``, ``transient`` (before ``min_student_updates``), ``last_student_updates`` (the trial's last report's) and
     ``checkpoint`` (the stored checkpoint's path, when ``trial_path`` and Ray's
     ``checkpoint_dir_name`` are known; else None).
 
@@ -104,7 +105,8 @@ def best_results(trials: pd.DataFrame, *, min_quality: float = 0.0) -> pd.DataFr
         return trials
     order = _in_report_order(trials).reset_index(drop=True)
     trial, _ = pd.factorize(order["trial_id"])  # ascending: ``order`` is sorted by trial
-    objective = order["objective"].to_numpy(dtype=float)
+    objective = shown_objective(order["objective"].to_numpy(dtype=float), order["student_updates"].to_numpy(),
+                                min_student_updates=min_student_updates)
     has_checkpoint = (order["checkpoint_dir_name"].notna().to_numpy() if "checkpoint_dir_name" in order
                       else np.ones(len(order), dtype=bool))
     # Ray's order (`_CheckpointManager._get_checkpoint_score`): NaN < -inf < finite; ties to the later report
@@ -116,6 +118,7 @@ def best_results(trials: pd.DataFrame, *, min_quality: float = 0.0) -> pd.DataFr
     best["last_student_updates"] = order["student_updates"].to_numpy()[last_of_trial]
     best["checkpoint"] = _checkpoint_paths(best)
     best["below_floor"] = ~(best["quality_score"].astype(float) >= min_quality)
+    best["transient"] = best["student_updates"].to_numpy() < min_student_updates
     return best
 
 
@@ -148,13 +151,22 @@ def with_scores(trials: pd.DataFrame, *, diversity_weight: float = 0.5) -> pd.Da
 
 
 def pareto_front(final: pd.DataFrame) -> pd.DataFrame:
-    """The non-dominated rows over (diversity_score, quality_score) among those not
-    ``below_floor``, sorted by diversity_score."""
+    """The non-dominated rows over (diversity_score, quality_score) among those neither
+    ``below_floor`` nor ``transient``, sorted by diversity_score."""
     if final.empty:
         return final
-    eligible = final[~final["below_floor"]] if "below_floor" in final else final
+    eligible = final[~off_front(final)]
     points = eligible[list(SCORE_AXES)].to_numpy(dtype=float)
     return eligible[pareto_front_mask(points)].sort_values("diversity_score").reset_index(drop=True)
+
+
+def off_front(rows: pd.DataFrame) -> np.ndarray:
+    """The rows that may not be on the front: ``below_floor`` or ``transient`` (where present)."""
+    out = np.zeros(len(rows), dtype=bool)
+    for column in ("below_floor", "transient"):
+        if column in rows:
+            out |= rows[column].to_numpy(dtype=bool)
+    return out
 
 
 def recommended(front: pd.DataFrame) -> pd.DataFrame:

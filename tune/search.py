@@ -170,14 +170,16 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
 
 
 def best_checkpoint_config():
-    """Each trial keeps its best checkpoint by J (the report `tune.results.best_results` shows on
-    the front) and, beside it, its latest: Ray 2.60's checkpoint manager never deletes the latest
+    """Each trial keeps its best checkpoint by J from ``objective.min_student_updates`` on
+    (``shown_objective``: the report `tune.results.best_results` shows on the front) and, beside
+    it, its latest: Ray 2.60's checkpoint manager never deletes the latest
     registered checkpoint (`ray.train._internal.checkpoint_manager`), and a resumed or restarted
     trial continues from it (``trial.checkpoint`` is the latest). At most two per trial. Ray ranks
     a NaN J below -inf below any finite J; a diverged report carries no checkpoint."""
     from ray import tune
 
-    return tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="objective", checkpoint_score_order="max")
+    return tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="shown_objective",
+                               checkpoint_score_order="max")
 
 
 def experiment_exists(storage: str, name: str) -> bool:
@@ -227,7 +229,8 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
 
     trials = res.with_scores(res.trials_frame(grid), diversity_weight=space.objective.diversity_weight)
     final = res.final_results(trials, min_quality=space.objective.min_quality)  # last reports: the counters
-    best = res.best_results(trials, min_quality=space.objective.min_quality)  # best reports: what is shown
+    best = res.best_results(trials, min_quality=space.objective.min_quality,  # best reports: what is shown
+                            min_student_updates=space.objective.min_student_updates)
     failed = failed_trials(grid, final)
     front = res.pareto_front(without_failed(best, failed))  # failed trials never sit on the front
     cache_stats = cache_statistics(spill_uri, join_uri(storage, name)) if store is not None else {}

@@ -18,6 +18,8 @@ drives one, but with the recorded results instead of trainings:
   (``next_trial`` then ``scheduler.on_trial_add`` and ``choose_trial_to_run``) when a worker frees.
   Unlike Tune, a trial is created only when a worker is free, so a sampler suggests with the
   results known at that moment (as Tune does with one pending trial).
+- **Reports**: a trial reports at the recorded budgets its space's ``eval.every`` reaches (and at
+  its last), not at every budget the table recorded.
 - **Virtual clock**: ``workers`` trials run at once; a trial's time between two reports is the
   recorded wall time between them (evaluation included), except that the anchor's recorded
   seconds are replaced by the shared cache's cost: the first trial of a (backbone, seed) to reach
@@ -142,6 +144,14 @@ def simulate(space: SearchSpace, table: RecordedTable, *, workers: int, num_samp
                       clock=replay.clock)
 
 
+def evaluated(student_updates: pd.Series, every: int, max_t: int) -> pd.Series:
+    """The recorded reports a trial evaluating ``every`` student updates (0: only at the end) and
+    ending at ``max_t`` would have made: a table recorded more often holds more than it saw."""
+    final = student_updates == min(max_t, student_updates.max())
+    on_cadence = (student_updates % every == 0) if every else False
+    return (student_updates <= max_t) & (on_cadence | final)
+
+
 class _Replay:
     """A simulated search in progress: the searcher and scheduler as `TuneController` drives them,
     the virtual clock, and how far the shared anchor cache has got (module docstring)."""
@@ -178,7 +188,8 @@ class _Replay:
         suggested = dict(trial.config)  # the flat trial (`tune.trials`)
         config = self.table.snap(_searched(suggested, self.space, self.table))
         curve = with_scores(self.table.curve(config, self.seed), diversity_weight=self.space.objective.diversity_weight)
-        curve = curve[curve["student_updates"] <= self.max_t].to_dict("records")
+        curve = curve[evaluated(curve["student_updates"], self.space.train_config(suggested).eval.every, self.max_t)]
+        curve = curve.to_dict("records")
         if not curve:
             raise TableError(f"{self.table.source}: the run {config} seed {self.seed} has no report within "
                              f"{self.max_t} updates")
@@ -272,7 +283,7 @@ def _summarise(running: list[SimulatedTrial], rows: list[dict], *, compute: floa
                                "teacher_calls": teacher_calls, "trials": len(running)})
 
 
-def shown_front(reports: pd.DataFrame, *, min_quality: float) -> pd.DataFrame:
+def shown_front(reports: pd.DataFrame, *, min_quality: float, min_student_updates: int = 0) -> pd.DataFrame:
     """The front a user of the search sees after ``reports`` (one row per report, as
     `Simulation.reports`: ``trial_id``, ``student_updates``, the scores and ``objective``): each
     trial's best report so far (`tune.results.best_results`), non-dominated above the floor
@@ -281,7 +292,7 @@ def shown_front(reports: pd.DataFrame, *, min_quality: float) -> pd.DataFrame:
 
     if reports.empty:
         return reports
-    return pareto_front(best_results(reports, min_quality=min_quality))
+    return pareto_front(best_results(reports, min_quality=min_quality, min_student_updates=min_student_updates))
 
 
 def with_settings(space: SearchSpace, **changes) -> SearchSpace:
@@ -304,12 +315,13 @@ def run_simulated(space: SearchSpace, table_path, *, name: str, storage: str) ->
     full = simulate(with_settings(space, method="grid", scheduler=dataclasses.replace(space.scheduler, type="fifo")),
                     table, workers=workers) if space.method == "grid" else None
     weight, floor = space.objective.diversity_weight, space.objective.min_quality
-    front = shown_front(sim.reports, min_quality=floor)
+    min_updates = space.objective.min_student_updates
+    front = shown_front(sim.reports, min_quality=floor, min_student_updates=min_updates)
     truth = true_points(table, diversity_weight=weight).set_index(["backbone", "anchor_k", "lambda_div", "student_updates"])
     # each chosen (configuration, budget) judged by its mean over the table's training seeds, not
     # the one replayed: the best report of a noisy curve is chosen partly for its luck
     judged = truth.loc[list(zip(front["backbone"], front["anchor_k"], front["lambda_div"], front["student_updates"]))]
-    gt = ground_truth(table, diversity_weight=weight, min_quality=floor)
+    gt = ground_truth(table, diversity_weight=weight, min_quality=floor, min_updates=min_updates)
     summary = {"table": str(table_path), "workers": workers, "training_seed": int(sim.reports["seed"].iloc[0]),
                "compute": sim.compute,
                "compute_fraction_of_full_grid": sim.compute["seconds"] / full.compute["seconds"] if full else None,

@@ -20,7 +20,7 @@ A space file reads like a W&B sweep file::
       lambda_div: {distribution: log_uniform_values, min: 0.01, max: 0.5}
     train: {iterations: 300}          # fixed training settings (keys of dpdmd.TrainConfig)
     eval: {seeds_per_prompt: 8, every: 10}
-    objective: {diversity_weight: 0.5}
+    objective: {diversity_weight: 0.5, min_quality: 0.9, min_student_updates: 0}
     scheduler: {type: asha, grace_period: 10, reduction_factor: 2, brackets: 1}  # asha | moasha | fifo
     wandb: {enabled: true, project: dpdmd-tune}
 
@@ -141,10 +141,12 @@ class SchedulerSpec:
 @dataclass(kw_only=True)
 class ObjectiveSpec:
     """J = w * diversity_score + (1 - w) * quality_score (see `tune.objective`); the front keeps
-    only trials with quality_score >= min_quality (a fraction of the teacher's quality)."""
+    only trials with quality_score >= min_quality (a fraction of the teacher's quality), each
+    shown by its best checkpoint from min_student_updates on (before it a student is a transient)."""
 
     diversity_weight: float = 0.5
     min_quality: float = 0.9
+    min_student_updates: int = 0
 
 
 @dataclass(kw_only=True)
@@ -391,6 +393,9 @@ def _parse_sections(space: SearchSpace, data: dict, problems: list[str]) -> None
     if not 0 <= space.objective.min_quality <= 2:  # a fraction of the teacher's quality
         problems.append(f"objective.min_quality: {space.objective.min_quality} must be in [0, 2] "
                         "(a fraction of the teacher's quality; 0 = no fidelity floor)")
+    if space.objective.min_student_updates < 0:
+        problems.append(f"objective.min_student_updates: {space.objective.min_student_updates} must be >= 0 "
+                        "(student updates before which no checkpoint is shown on the front)")
     space.scheduler = s = _build_section(SchedulerSpec, data.get("scheduler"), "scheduler", problems)
     if s.type not in SCHEDULERS:
         problems.append(f"scheduler.type: {s.type!r} is unknown; allowed: {', '.join(SCHEDULERS)}")

@@ -168,12 +168,15 @@ def hypervolume(scores: pd.DataFrame, *, min_quality: float) -> float:
 
 # --- ground truth --------------------------------------------------------------------------------
 
-def true_points(table: RecordedTable, *, diversity_weight: float, max_updates: int | None = None) -> pd.DataFrame:
+def true_points(table: RecordedTable, *, diversity_weight: float, max_updates: int | None = None,
+                min_updates: int = 0) -> pd.DataFrame:
     """Each configuration's score at each recorded budget, as the mean over training seeds, with
     the seed-to-seed standard deviation (``*_std``) and the number of seeds (``seeds``).
 
-    ``max_updates``: only budgets up to it."""
+    ``max_updates``, ``min_updates``: only budgets in that range (a search's front shows no
+    checkpoint before ``objective.min_student_updates``)."""
     scored = with_scores(table.frame, diversity_weight=diversity_weight)
+    scored = scored[scored["student_updates"] >= min_updates]
     if max_updates is not None:
         scored = scored[scored["student_updates"] <= max_updates]
     cols = [*SCORES, "objective", "diversity", "quality"]
@@ -183,7 +186,7 @@ def true_points(table: RecordedTable, *, diversity_weight: float, max_updates: i
 
 
 def ground_truth(table: RecordedTable, *, diversity_weight: float, min_quality: float,
-                 max_updates: int | None = None) -> dict[str, dict]:
+                 max_updates: int | None = None, min_updates: int = 0) -> dict[str, dict]:
     """Per backbone: its true front over every (configuration, budget) point, each the mean over
     training seeds (with the seed spread of each point), the front's hypervolume and the best J.
 
@@ -194,7 +197,7 @@ def ground_truth(table: RecordedTable, *, diversity_weight: float, min_quality: 
     Returns ``{backbone: {"front": DataFrame, "hypervolume": float, "best_objective": float,
     "points": DataFrame (every configuration at every budget), "final": DataFrame (every
     configuration's final mean point)}}``."""
-    points = true_points(table, diversity_weight=diversity_weight, max_updates=max_updates)
+    points = true_points(table, diversity_weight=diversity_weight, max_updates=max_updates, min_updates=min_updates)
     out = {}
     for backbone, group in points.groupby("backbone"):
         group = group.reset_index(drop=True)

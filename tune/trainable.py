@@ -23,7 +23,7 @@ from dpdmd.cache_keys import cache_key
 from dpdmd.prompt_cache import PromptEmbeddingCache
 from dpdmd.trainer import train
 
-from .objective import objective_metrics
+from .objective import objective_metrics, shown_objective
 from .shared_cache import SharedCache, cached_prompt_lookup, get_or_create_store
 from .space import SearchSpace
 
@@ -39,13 +39,16 @@ def trial_workspace() -> Path:
 
 def with_objective(metrics: dict, out_dir: Path, train_config, space: SearchSpace) -> dict:
     """The trainer's metrics plus the backbone, the teacher's reference scores, the
-    teacher-normalised ``diversity_score`` / ``quality_score`` and J (``objective``)."""
+    teacher-normalised ``diversity_score`` / ``quality_score``, J (``objective``) and the J its
+    checkpoint is kept by (``shown_objective``: -inf before ``objective.min_student_updates``)."""
     reference = json.loads((out_dir / "teacher_metrics.json").read_text())
     metrics = dict(metrics, backbone=train_config.backbone)
     metrics["teacher_diversity"], metrics["teacher_quality"] = reference["diversity"], reference["quality"]
     metrics.update(objective_metrics(
         metrics["diversity"], metrics["quality"], teacher_diversity=reference["diversity"],
         teacher_quality=reference["quality"], diversity_weight=space.objective.diversity_weight))
+    metrics["shown_objective"] = float(shown_objective(metrics["objective"], metrics["student_updates"],
+                                                       min_student_updates=space.objective.min_student_updates))
     return metrics
 
 

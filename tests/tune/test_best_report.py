@@ -82,30 +82,55 @@ def test_ties_go_to_the_later_report_and_a_trial_without_checkpoints_keeps_one_r
     assert len(best) == 1 and best["student_updates"].item() == 20 and best["checkpoint"].item() is None
 
 
+def test_reports_before_min_student_updates_are_never_shown():
+    """A trial's best report counts only from ``min_student_updates`` on (an early transient with
+    the highest J is passed over); a trial stopped before it is shown by its last report, marked
+    ``transient``, and kept off the front even where it would dominate."""
+    trials = reports([
+        {"trial_id": "early", "student_updates": 10, "diversity": 0.04, "quality": 0.5},  # J 1, a transient
+        {"trial_id": "early", "student_updates": 40, "diversity": 0.02, "quality": 0.5},
+        {"trial_id": "early", "student_updates": 60, "diversity": 0.03, "quality": 0.5},
+        {"trial_id": "stopped", "student_updates": 10, "diversity": 0.04, "quality": 0.6},
+        {"trial_id": "stopped", "student_updates": 20, "diversity": 0.039, "quality": 0.6},
+    ])
+    best = res.best_results(trials, min_student_updates=40).set_index("trial_id")
+    assert best.loc["early", "student_updates"] == 60 and not best.loc["early", "transient"]
+    assert best.loc["stopped", "student_updates"] == 20 and best.loc["stopped", "transient"]
+    assert list(res.pareto_front(best.reset_index())["trial_id"]) == ["early"]
+    # without the setting the transient at 10 updates is the one shown, and the stopped trial dominates
+    assert res.best_results(trials).set_index("trial_id").loc["early", "student_updates"] == 10
+    assert list(res.pareto_front(res.best_results(trials))["trial_id"]) == ["stopped"]
+
+
 def test_the_best_report_is_the_checkpoint_ray_keeps(tmp_path):
     """Ray's own checkpoint manager, configured as the search configures it, fed random reports
-    (NaN and -inf J among them, ties): the checkpoint it keeps as best is the report
-    `best_results` picks, and the latest is never deleted."""
+    (NaN and -inf J among them, ties) with the ``shown_objective`` the trainable reports (some
+    trials with an ``objective.min_student_updates``): the checkpoint it keeps as best is the
+    report `best_results` picks, and the latest is never deleted."""
     from ray.train import Checkpoint
     from ray.train._internal.checkpoint_manager import _CheckpointManager
     from ray.train._internal.session import _TrainingResult
 
+    from tune.objective import shown_objective
     from tune.search import best_checkpoint_config
 
     rng = np.random.default_rng(0)
     for trial in range(30):
         manager = _CheckpointManager(best_checkpoint_config())
-        rows = []
+        rows, min_updates = [], int(rng.choice([0, 30]))
         for i in range(int(rng.integers(1, 9))):
             objective = float(rng.choice([np.nan, -np.inf, 0.5, 0.7, 0.9, rng.uniform(0, 1)]))
             path = tmp_path / f"t{trial}" / f"checkpoint_{i:06d}"
             path.mkdir(parents=True)
-            manager.register_checkpoint(_TrainingResult(Checkpoint.from_directory(str(path)), {"objective": objective}))
+            shown = float(shown_objective(objective, 10 * (i + 1), min_student_updates=min_updates))
+            manager.register_checkpoint(_TrainingResult(Checkpoint.from_directory(str(path)),
+                                                        {"objective": objective, "shown_objective": shown}))
             rows.append({"trial_id": f"t{trial}", "student_updates": 10 * (i + 1), "objective": objective,
                          "diversity_score": 0.5, "quality_score": 1.0, "trial_path": str(tmp_path / f"t{trial}"),
                          "checkpoint_dir_name": path.name})
-        best = res.best_results(pd.DataFrame(rows))
+        best = res.best_results(pd.DataFrame(rows), min_student_updates=min_updates)
         assert best["checkpoint"].item() == manager.best_checkpoint_result.checkpoint.path, rows
+        assert best["transient"].item() == (best["student_updates"].item() < min_updates)
         assert Path(best["checkpoint"].item()).is_dir()
         assert Path(rows[-1]["trial_path"], rows[-1]["checkpoint_dir_name"]).is_dir()  # the latest, to resume
         assert len(list((tmp_path / f"t{trial}").iterdir())) <= 2

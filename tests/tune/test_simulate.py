@@ -90,6 +90,23 @@ def test_asha_stops_trials_and_is_reproducible(tmp_path, table, method):
     assert first.compute["seconds"] < full.compute["seconds"]
 
 
+def test_a_trial_reports_only_where_its_space_evaluates(tmp_path, table):
+    """The fake table is recorded at every student update; a space evaluating every 4 sees only
+    updates 4, 8, ..., 20 (and its last), and no transient before min_student_updates is shown."""
+    space = make_space(tmp_path, scheduler="fifo", eval={"every": 4},
+                       objective={"diversity_weight": 0.5, "min_quality": 0.5, "min_student_updates": 12})
+    sim = simulate(space, table, workers=2)
+    assert sorted(sim.reports["student_updates"].unique()) == [4, 8, 12, 16, 20]
+    from tune.simulate import evaluated, shown_front
+
+    assert evaluated(pd.Series([5, 10, 15, 20, 25]), 10, 25).tolist() == [False, True, False, True, True]
+    assert evaluated(pd.Series([5, 10, 15]), 0, 100).tolist() == [False, False, True]  # only at the end
+    front = shown_front(sim.reports, min_quality=0.5, min_student_updates=12)
+    assert not front.empty and (front["student_updates"] >= 12).all()
+    truth = ground_truth(table, diversity_weight=0.5, min_quality=0.5, min_updates=12)["digits-flow"]
+    assert truth["points"]["student_updates"].min() == 12
+
+
 def test_ground_truth_is_the_mean_over_seeds(table):
     truth = ground_truth(table, diversity_weight=0.5, min_quality=0.5)["digits-flow"]
     scored = with_scores(table.frame, diversity_weight=0.5)

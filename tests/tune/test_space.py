@@ -70,6 +70,7 @@ BAD = [
     ("backbone param without its section", with_(parameters__backbone={"values": ["digits-eps"]}), "parameters.backbone: 'digits-eps' has no entry under backbones"),
     ("negative resources", with_(backbones={"digits-flow": {"resources": {"cpu": -1}}}), "backbones.digits-flow.resources.cpu: -1 must be a number >= 0"),
     ("objective weight", with_(objective={"diversity_weight": 2}), "objective.diversity_weight: 2.0 must be in [0, 1]"),
+    ("min updates", with_(objective={"min_student_updates": -1}), "objective.min_student_updates: -1 must be >= 0"),
     ("unknown backbone option", with_(backbones={"digits-flow": {"options": {"path": "/x"}}}), "backbones.digits-flow.options.path: unknown key"),
     ("not a mapping", "- just\n- a list\n", "expected a mapping at the top level"),
     ("not YAML", "name: [unclosed\n", "not valid YAML"),
