@@ -238,6 +238,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     summary = res.summarize(best, front, cache_stats=cache_stats, compute=compute, space_name=name,
                             min_quality=space.objective.min_quality)
     summary["failed_trials"] = failed
+    summary["min_student_updates"] = space.objective.min_student_updates  # no front member before it
     out_dir = local_experiment_dir(storage, name)
     paths = _write_outputs(out_dir, trials, best, front, summary)
     outputs = [p.name for p in paths.values() if p.exists()]  # before an upload drops the local copy
