@@ -7,14 +7,16 @@ own features, and J is computed by `tune.objective` with the teacher's own score
 reference. Tiny random encoders are not DINO / PickScore: what is asserted is what holds with them,
 measured (README, "Evaluation"; `python bench/real_objective_check.py`):
 
-- both preference scores: J falls with every corruption and strictly with the noise strength,
+- both preference scores: J falls with every corruption (the lost mode included) and strictly
+  with the noise strength,
   teacher_precision falls strictly with noise, each noisy and the blurred set is dominated by the
   clean one, and the lost mode lowers teacher_precision. The blur is caught by ``spectral`` (the
   high-frequency power against the teacher's): teacher_precision stays 1 under it;
 - with CLIP score: the lost mode is also dominated (its lower J included);
-- with PickScore: the lost mode's J is *not* asserted lower: the random PickScore rates the wrong
+- with PickScore: the lost mode is *not* asserted dominated: the random PickScore rates the wrong
   shape 3.5x higher than the right one (0.089 vs 0.026), which outweighs teacher_precision's fall
-  from 1 to 0.75 (the shapes' high-frequency power is alike, so spectral stays 1).
+  from 1 to 0.75 (the shapes' high-frequency power is alike, so spectral stays 1): quality_score
+  2.6. Its J is still lower (0.97): J counts quality only up to the teacher's.
 """
 
 from __future__ import annotations
@@ -105,8 +107,7 @@ def test_quality_is_the_preference_score_times_the_precision_against_the_teacher
 def test_every_corruption_lowers_j_and_noise_lowers_it_monotonically(scored):
     metric, raw, scores, _ = scored
     j = {name: s["objective"] for name, s in scores.items()}
-    lowered = [n for n in j if n != "clean" and (metric == "clip_score" or n != "lost mode")]
-    assert all(j[n] < j["clean"] for n in lowered), j
+    assert all(j[n] < j["clean"] for n in j if n != "clean"), j
     assert j["clean"] > j["noise 0.1"] > j["noise 0.2"] > j["noise 0.4"], j
     precision = [raw[n]["teacher_precision"] for n in ("clean", *NOISE)]
     assert precision == sorted(precision, reverse=True) and len(set(precision)) == 4, precision
