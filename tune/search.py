@@ -96,6 +96,9 @@ def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
     lines.append(f"scheduler: {s.type}" + (f"{on[s.type]}, time = student updates, max_t {max_t}, grace "
                                            f"{s.grace_period}, reduction {s.reduction_factor}, brackets {s.brackets}"
                                            if s.type in on else " (no early stopping)"))
+    o = space.objective
+    lines.append(f"front: each trial's best checkpoint by J from {o.min_student_updates} student updates on, "
+                 f"quality_score >= {o.min_quality:g}")
     lines.extend(_describe_anchor_cache(space))
     return "\n".join(lines)
 
