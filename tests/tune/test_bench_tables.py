@@ -56,3 +56,23 @@ def test_rank_correlation_runs_from_a_table_path(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         rc.main(["--table", str(tmp_path / "none.parquet")])
     assert exit_.value.code == 2 and "none.parquet: cannot read the table" in capsys.readouterr().err
+
+
+def test_ground_truth_runs_from_a_table_path(tmp_path, capsys):
+    gt = load("ground_truth")
+    frame = fake_table()
+    table = tmp_path / "table.parquet"
+    frame.to_parquet(table)
+    assert gt.main(["--table", str(table), "--out", str(tmp_path / "truth.md")]) == 0
+    text = (tmp_path / "truth.md").read_text()
+    # 5 configurations (lambda 0 once) x 10 budgets, each the mean of the 2 seeds
+    assert "**digits-flow**: 50 (configuration, budget) points, 2 seeds each" in text
+    assert "seed 0 " in text and "seed 1000 " in text and "one point per configuration" in text
+    # the printed best J is the table's best seed-mean J
+    from tune.tabular import with_scores
+
+    scored = with_scores(frame, diversity_weight=0.5)
+    best = scored.groupby(["anchor_k", "lambda_div", "student_updates"])["objective"].mean().max()
+    assert f"best J **{best:.4f}**" in text
+    assert gt.main(["--table", str(tmp_path / "none.parquet")]) == 2
+    assert "none.parquet: cannot read the table" in capsys.readouterr().err
