@@ -150,3 +150,14 @@ def test_labels_of_a_crowded_front_do_not_overlap(tmp_path, crowded, monkeypatch
         assert not a.overlaps(legend), labels[i].get_text()
         for j in range(i):
             assert not a.overlaps(boxes[j]), (labels[i].get_text(), labels[j].get_text())
+
+
+def test_a_transient_trial_is_drawn_hollow_and_never_on_the_front(tmp_path, monkeypatch):
+    """A trial stopped before objective.min_student_updates (``transient``) would dominate the
+    others here; it is drawn apart, with its own legend entry, and the front is the other two."""
+    seen = _capture(monkeypatch)
+    rows = pd.DataFrame({"diversity_score": [0.99, 0.5, 0.9], "quality_score": [1.2, 1.1, 0.95],
+                         "transient": [True, False, False], "below_floor": [False, False, False]})
+    plots.plot_pareto(rows, tmp_path / "t.png", x="diversity_score", y="quality_score", annotate="none")
+    legend = [t.get_text() for t in seen["fig"].axes[0].get_legend().get_texts()]
+    assert "Pareto front (2)" in legend and "stopped before min_student_updates (1)" in legend
