@@ -26,7 +26,7 @@ import numpy as np
 from optuna._hypervolume import compute_hypervolume
 from optuna.study._multi_objective import _is_pareto_front
 
-__all__ = ["hypervolume_2d", "pareto_front_mask"]
+__all__ = ["hypervolume_2d", "off_front", "pareto_front_mask"]
 
 
 def _as_points(points: Any) -> np.ndarray:
@@ -85,3 +85,14 @@ def hypervolume_2d(points: Any, reference: Any) -> float:
     if pts.shape[0] == 0:
         return 0.0
     return float(compute_hypervolume(-pts, -ref))
+
+
+def off_front(rows) -> np.ndarray:
+    """(n,) bool: the rows of a table of trials (a DataFrame) that may not be on the front, those
+    marked ``below_floor`` (under the fidelity floor) or ``transient`` (shown before
+    ``objective.min_student_updates``), where those columns are present."""
+    out = np.zeros(len(rows), dtype=bool)
+    for column in ("below_floor", "transient"):
+        if column in rows:
+            out |= rows[column].to_numpy(dtype=bool)
+    return out

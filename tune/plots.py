@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from dpdmd.config import labelled_knobs
 
-from .pareto import pareto_front_mask
+from .pareto import off_front, pareto_front_mask
 
 __all__ = ["DEFAULT_LABEL_COLUMNS", "plot_curves", "plot_pareto"]
 
@@ -165,11 +165,11 @@ def _classify(data: pd.DataFrame, x: str, y: str, front_columns: tuple[str, str]
     finite), ``below`` (a true ``below_floor`` column), ``transient`` (a true ``transient`` column;
     neither is ever on the front) and ``on_front`` (over ``front_columns`` when given, else (x, y))."""
     xy = data[[x, y]].to_numpy(dtype=np.float64, na_value=np.nan)
-    below, transient = (data[c].to_numpy(dtype=bool) if c in data else np.zeros(len(data), bool)
-                        for c in ("below_floor", "transient"))
+    transient = data["transient"].to_numpy(dtype=bool) if "transient" in data else np.zeros(len(data), bool)
+    excluded = off_front(data)
     ranked = xy if front_columns is None else data[list(front_columns)].to_numpy(dtype=np.float64, na_value=np.nan)
-    on_front = pareto_front_mask(np.where((below | transient)[:, None], np.nan, ranked))
-    return xy, np.isfinite(xy).all(axis=1), below & ~transient, transient, on_front
+    on_front = pareto_front_mask(np.where(excluded[:, None], np.nan, ranked))
+    return xy, np.isfinite(xy).all(axis=1), excluded & ~transient, transient, on_front
 
 
 def _draw_points(ax, xy: np.ndarray, finite: np.ndarray, below: np.ndarray, transient: np.ndarray,

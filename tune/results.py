@@ -40,7 +40,7 @@ import pandas as pd
 from dpdmd.config import labelled_knobs, vanilla_dmd
 
 from .objective import objective_metrics, shown_objective
-from .pareto import hypervolume_2d, pareto_front_mask
+from .pareto import hypervolume_2d, off_front, pareto_front_mask
 from .plots import plot_curves, plot_pareto
 from .space import BASELINE, SEARCHABLE
 
@@ -158,15 +158,6 @@ def pareto_front(final: pd.DataFrame) -> pd.DataFrame:
     eligible = final[~off_front(final)]
     points = eligible[list(SCORE_AXES)].to_numpy(dtype=float)
     return eligible[pareto_front_mask(points)].sort_values("diversity_score").reset_index(drop=True)
-
-
-def off_front(rows: pd.DataFrame) -> np.ndarray:
-    """The rows that may not be on the front: ``below_floor`` or ``transient`` (where present)."""
-    out = np.zeros(len(rows), dtype=bool)
-    for column in ("below_floor", "transient"):
-        if column in rows:
-            out |= rows[column].to_numpy(dtype=bool)
-    return out
 
 
 def recommended(front: pd.DataFrame) -> pd.DataFrame:

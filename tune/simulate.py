@@ -162,6 +162,7 @@ class _Replay:
         self.space, self.table = space, table
         self.seed = table.seeds[space.seed % len(table.seeds)]
         self.max_t = max_student_updates(space, table)
+        self.eval_every = space.train_config(space.base_point()).eval.every  # the space's, every trial's
         self.alg = search_algorithm(space, workers=workers, num_samples=num_samples)
         self.scheduler = make_scheduler(space.scheduler, max_t=self.max_t)
         self.controller = _Controller()
@@ -188,7 +189,7 @@ class _Replay:
         suggested = dict(trial.config)  # the flat trial (`tune.trials`)
         config = self.table.snap(_searched(suggested, self.space, self.table))
         curve = with_scores(self.table.curve(config, self.seed), diversity_weight=self.space.objective.diversity_weight)
-        curve = curve[evaluated(curve["student_updates"], self.space.train_config(suggested).eval.every, self.max_t)]
+        curve = curve[evaluated(curve["student_updates"], self.eval_every, self.max_t)]
         curve = curve.to_dict("records")
         if not curve:
             raise TableError(f"{self.table.source}: the run {config} seed {self.seed} has no report within "
