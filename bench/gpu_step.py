@@ -318,6 +318,8 @@ class Runner:
         kwargs = dict(dynamic=False, backend=self.args.compile_backend)
         if self.args.compile_mode != "default":
             kwargs["mode"] = self.args.compile_mode
+        if self.args.eager_last_block:
+            kwargs["exclude"] = lambda block: getattr(block, "context_pre_only", False)
         for net in (self.dp.teacher, self.dp.student, self.dp.fake):
             self.compiled_blocks += acc.compile_repeated_blocks(net, **kwargs)
 
@@ -358,6 +360,45 @@ class Runner:
         return {"anchor": anchor_s, **{k: stu.get(k, 0.0) for k in ("rollout", "dmd", "student_backward")},
                 "student": sum(stu.values()), "fake": fake}, target
 
+    def profile(self, pixels: int, batch: int) -> dict[str, dict[str, float]]:
+        """GPU milliseconds per kernel class (`kernel_class`) in each phase of one more iteration
+        (anchor, student update, one fake update; after `measure`, so every graph is compiled)."""
+        from torch.profiler import ProfilerActivity, profile
+
+        bb = self.backbone
+        b = iteration_batch(seed=1, iteration=0, prompts=bb.default_prompts, batch_size=batch,
+                            latent_shape=bb.latent_shape, num_dmd_levels=len(bb.schedule.dmd_levels))
+        cond, uncond = bb.encode_prompts(b.prompts), bb.unconditional(batch)
+        out, target = {}, None
+
+        def run(name):
+            nonlocal target
+            if name == "anchor":
+                target = self.anchors(b, cond, uncond)
+            elif name == "student":
+                self.student(b, cond, uncond, target)
+            else:
+                self.fake(b, cond)
+
+        cuda = self.device.type == "cuda"  # on the CPU (--smoke) ops' self times stand in for kernels
+        for name in ("anchor", "student", "fake"):
+            sync(self.device)
+            with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+                run(name)
+                sync(self.device)
+            ms: dict[str, float] = {}
+            for e in prof.events():
+                if cuda and e.device_type == torch.autograd.DeviceType.CUDA:
+                    us = e.device_time_total
+                elif not cuda and e.device_type == torch.autograd.DeviceType.CPU:
+                    us = e.self_cpu_time_total
+                else:
+                    continue
+                kind = kernel_class(e.name)
+                ms[kind] = ms.get(kind, 0.0) + us / 1e3
+            out[name] = ms
+        return out
+
     def measure(self, pixels: int, batch: int, mode: str, flops: dict | None) -> tuple[dict, dict]:
         """Time the first iteration, one untimed and ``--reps`` steady ones at (pixels, batch) in
         ``mode`` ("eager" or "compiled"); returns the record and the FLOP counts (reused per mode)."""
@@ -386,6 +427,7 @@ class Runner:
         rec = {"first": first, "first_wall_s": first_wall, "steady": steady, "flops": flops}
         if mode == "compiled":
             rec["compile_counters"] = compile_counters()
+            rec["compile_times"] = compile_times()
         rec.update(summarise(first, steady, flops, recomputed=(len(bb.schedule.student_levels) - 1
                                                                 if bb.grad_ckpt and bb.ckpt_every == 1 else 0)))
         if self.device.type == "cuda":
@@ -405,6 +447,70 @@ def compile_counters() -> dict:
            for k in keep if k in counters}
     out["graph_breaks"] = sum(counters["graph_break"].values()) if "graph_break" in counters else 0
     return out
+
+
+SDPA_BACKENDS = ("cudnn", "flash", "efficient")
+
+
+@contextlib.contextmanager
+def prefer_attention(name: str):
+    """``scaled_dot_product_attention`` tries backend ``name`` first; the others stay enabled after
+    it. Enter before the first compiled call: compiled regions take the choice when traced."""
+    from torch.nn.attention import SDPBackend, _cur_sdpa_kernel_backends, sdpa_kernel
+
+    first = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION}[name]
+    rest = [b for b in _cur_sdpa_kernel_backends(with_priority=True) if b != first]
+    with sdpa_kernel([first, *rest], set_priority=True):
+        yield
+
+
+def kernel_class(name: str) -> str:
+    """attention (cuDNN / flash SDPA), gemm (cuBLAS / CUTLASS), triton (Inductor's fused
+    elementwise and reductions), optimizer (fused AdamW, clipping), other (eager elementwise, copies)."""
+    low = name.lower()
+    if any(k in low for k in ("sdpa", "fmha", "flash", "attention")):
+        return "attention"
+    if any(k in low for k in ("gemm", "xmma", "nvjet", "cutlass", "cublas", "wgmma")):
+        return "gemm"
+    if low.startswith("triton"):
+        return "triton"
+    if any(k in low for k in ("adam", "multi_tensor", "norm_kernel")):
+        return "optimizer"
+    return "other"
+
+
+def profile_table(prof: dict[str, dict[str, float]], flops: dict, ceiling: float) -> str:
+    """Kernel-class milliseconds per phase (cycle = anchor + student + 5 fake) and the share of the
+    ceiling that the cycle would reach if only attention and GEMM kernels took time."""
+    kinds = ("attention", "gemm", "triton", "optimizer", "other")
+    weight = {"anchor": 1, "student": 1, "fake": FAKE_UPDATES}
+    model = {"anchor": flops["anchor"], "fake": flops["fake"],
+             "student": flops["rollout"] + flops["dmd"] + flops["student_backward"]}
+    lines = ["| phase | " + " | ".join(f"{k} ms" for k in kinds) + " | kernels ms | attention+gemm % of ceiling |",
+             "|---|" + "---|" * (len(kinds) + 2)]
+    tot = {k: 0.0 for k in kinds}
+    for phase, ms in prof.items():
+        busy = sum(ms.values())
+        core = ms.get("attention", 0.0) + ms.get("gemm", 0.0)
+        for k in kinds:
+            tot[k] += weight[phase] * ms.get(k, 0.0)
+        lines.append(f"| {phase} | " + " | ".join(f"{ms.get(k, 0.0):.0f}" for k in kinds)
+                     + f" | {busy:.0f} | {100 * model[phase] / (core / 1e3) / 1e12 / ceiling:.0f} |")
+    cycle_flops = sum(weight[p] * model[p] for p in prof)
+    core = tot["attention"] + tot["gemm"]
+    lines.append("| cycle | " + " | ".join(f"{tot[k]:.0f}" for k in kinds)
+                 + f" | {sum(tot.values()):.0f} | {100 * cycle_flops / (core / 1e3) / 1e12 / ceiling:.0f} |")
+    return "\n".join(lines)
+
+
+def compile_times() -> str:
+    """Dynamo's table of seconds spent per compile phase in this process (where a cold compile goes)."""
+    try:
+        from torch._dynamo.utils import compile_times as times
+        return str(times(repr="str", aggregate=True))
+    except (ImportError, TypeError):
+        return ""
 
 
 def summarise(first: dict, steady: list[dict], flops: dict, recomputed: int) -> dict:
@@ -498,6 +604,18 @@ def main(argv=None) -> int:
     ap.add_argument("--compile-backend", default=None, help="default: inductor (aot_eager with --smoke)")
     ap.add_argument("--compile-mode", default="default")
     ap.add_argument("--compile-cache", default=None, help="Inductor cache folder shared by trials")
+    ap.add_argument("--eager-last-block", action="store_true",
+                    help="with --compile: leave SD3's last block (its own variant, context_pre_only) uncompiled: fewer graphs")
+    ap.add_argument("--autotune-pointwise", action="store_true",
+                    help="Inductor benchmarks several configs per pointwise kernel (its own default; "
+                         "dpdmd.acceleration.configure_compile_cache turns it off)")
+    ap.add_argument("--activation-budget", type=float, default=None,
+                    help="torch._functorch activation_memory_budget for compiled blocks (with --no-grad-ckpt: "
+                         "the compiled backward recomputes what it does not keep)")
+    ap.add_argument("--profile", action="store_true",
+                    help="after timing, profile one iteration: GPU ms per kernel class and phase")
+    ap.add_argument("--sdpa", default="default", choices=("default", *SDPA_BACKENDS),
+                    help="attention backend tried first (default: PyTorch's order; cuDNN's on the H100)")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip configs once this much wall time has passed")
     ap.add_argument("--simulate-oom", default="", help="PIXELS:BATCH to fail with a fake OOM (tests the handler)")
     ap.add_argument("--merge", nargs="+", default=None, help="result JSON files: print one table of them")
@@ -517,7 +635,13 @@ def main(argv=None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if args.compile:
-        acc.configure_compile_cache(args.compile_cache)
+        acc.configure_compile_cache(args.compile_cache, autotune_pointwise=args.autotune_pointwise)
+        if args.activation_budget is not None:
+            import torch._functorch.config as functorch
+            functorch.activation_memory_budget = args.activation_budget
+    run_scope = contextlib.ExitStack()  # held until main returns: the settings below last the whole run
+    if args.sdpa != "default":
+        run_scope.enter_context(prefer_attention(args.sdpa))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -563,6 +687,12 @@ def main(argv=None) -> int:
                 for mode in modes:
                     label = mode + ("+fused" if args.fused_adamw and args.optimizer == "adamw" else "")
                     label += "" if args.optimizer == "adamw" else f"+{args.optimizer}"
+                    label += "" if args.sdpa == "default" else f"+{args.sdpa}"
+                    label += "" if args.ckpt_every == 1 else f"+ckpt/{args.ckpt_every}"
+                    label += "+no-ckpt" if args.no_grad_ckpt else ""
+                    label += "" if args.activation_budget is None else f"+budget {args.activation_budget:g}"
+                    label += "+eager-last" if args.eager_last_block else ""
+                    label += "+pw-autotune" if args.autotune_pointwise else ""
                     row = dict(head, px=pixels, B=batch, mode=label, trainable=runner.trainable,
                                build_s=runner.build_s, ceiling_tflops=info["ceiling_tflops"],
                                fused_adamw=args.fused_adamw, grad_ckpt=not args.no_grad_ckpt)
@@ -577,6 +707,9 @@ def main(argv=None) -> int:
                             row["compiled_blocks"] = runner.compiled_blocks
                         rec, flops = runner.measure(pixels, batch, mode, flops)
                         row.update(rec, status="ok")
+                        if args.profile:
+                            row["profile_ms"] = runner.profile(pixels, batch)
+                            print(profile_table(row["profile_ms"], row["model_flops"], info["ceiling_tflops"]), flush=True)
                     except OOM as err:
                         row.update(status="OOM", error=str(err)[:300])
                     except TimeoutError:
@@ -588,6 +721,8 @@ def main(argv=None) -> int:
                     rows.append(row)
                     cleanup(runner)
                     print(table([row]).splitlines()[-1], f"({row['wall_s']:.0f} s)", flush=True)
+                    if row.get("compile_times"):
+                        print(row["compile_times"], flush=True)
                     save()
             del runner
             cleanup()

@@ -23,7 +23,7 @@ method: the same losses and updates run, only faster or in less memory.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -34,7 +34,8 @@ REPEATED_BLOCKS: dict[str, tuple[str, ...]] = {
     "UNet2DConditionModel": ("BasicTransformerBlock",),
 }
 
-def configure_compile_cache(cache_dir: str | os.PathLike | None = None, *, recompile_limit: int = 64) -> None:
+def configure_compile_cache(cache_dir: str | os.PathLike | None = None, *, recompile_limit: int = 64,
+                            autotune_pointwise: bool = False) -> None:
     """Use one on-disk compile cache for every trial (call before the first compile).
 
     Args:
@@ -44,6 +45,10 @@ def configure_compile_cache(cache_dir: str | os.PathLike | None = None, *, recom
         recompile_limit: graphs kept per code object. Regional compilation of one block class yields
             one graph per (block variant, dtype, grad mode, shape): SD3.5-M has three variants
             (dual attention, plain, last) and DP-DMD runs each in three modes, more than the default 8.
+        autotune_pointwise: let Inductor benchmark several launch configs of each elementwise kernel
+            (its default). Off here: on the H100 (SD3.5-M full, 1024 px, batch 4) Inductor's
+            benchmarking took 2.4 s of the cold compile without it against 8.8 s with it, and the
+            cycle ran 8.79 s against 8.76 s (`bench/README_gpu.md`, section 4).
     """
     if cache_dir is not None:
         cache_dir = os.fspath(cache_dir)
@@ -60,6 +65,7 @@ def configure_compile_cache(cache_dir: str | os.PathLike | None = None, *, recom
         dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 16 * recompile_limit)
     import torch._inductor.config as inductor
 
+    inductor.triton.autotune_pointwise = autotune_pointwise
     if hasattr(inductor, "fx_graph_cache"):
         inductor.fx_graph_cache = True
     import torch._functorch.config as functorch
@@ -77,12 +83,15 @@ def repeated_block_classes(net: nn.Module) -> tuple[str, ...]:
     return own or REPEATED_BLOCKS.get(type(net).__name__, ())
 
 
-def compile_repeated_blocks(net: nn.Module, class_names: Iterable[str] | None = None, **compile_kwargs) -> int:
+def compile_repeated_blocks(net: nn.Module, class_names: Iterable[str] | None = None, *,
+                            exclude: Callable[[nn.Module], bool] | None = None, **compile_kwargs) -> int:
     """``torch.compile`` every submodule whose class is a repeated block, in place.
 
     Args:
         net: a diffusers model (or any module).
         class_names: block classes to compile (default: `repeated_block_classes(net)`).
+        exclude: blocks for which this returns True stay eager (e.g. a variant used once, whose
+            graphs would cost more compile time than they save).
         compile_kwargs: passed to ``nn.Module.compile`` (e.g. ``dynamic=False``, ``backend``, ``mode``).
     Returns:
         How many modules were compiled.
@@ -92,7 +101,7 @@ def compile_repeated_blocks(net: nn.Module, class_names: Iterable[str] | None = 
         raise ValueError(f"no repeated blocks known for {type(net).__name__}; pass class_names=(...)")
     count = 0
     for module in net.modules():
-        if type(module).__name__ in names:
+        if type(module).__name__ in names and not (exclude and exclude(module)):
             module.compile(**compile_kwargs)
             count += 1
     if count == 0:

@@ -1,0 +1,150 @@
+"""Time ``scaled_dot_product_attention``'s backends at SD3.5-Medium's attention shapes (issue 11, section 4).
+
+Attention is ~38% of an SD3.5-M forward's FLOPs at 1024 px (4096 image + 333 text tokens, 24 heads
+of 64), so its kernel decides much of the DP-DMD cycle's share of the bf16 ceiling. For each
+backend that accepts the shape this prints forward and forward+backward milliseconds and TFLOP/s
+(FLOPs: 4·B·H·S²·D forward, 2.5x that backward, as FlashAttention counts), the kernel that
+PyTorch's default choice runs (from the profiler), and each backend's largest difference from the
+math backend in fp32 (output and the three input gradients, relative to their largest value).
+
+    python bench/attention_backends.py                  # GPU: SD3.5-M joint (4429) and image-only (4096) attention
+    python bench/attention_backends.py --smoke          # CPU, small shapes: checks the script
+
+Results: a markdown table on stdout and ``attention_backends.json`` in ``--out`` ($OUT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+            "efficient": SDPBackend.EFFICIENT_ATTENTION}
+
+
+def qkv(batch: int, heads: int, seq: int, dim: int, device, dtype, seed: int = 0):
+    """q, k, v as diffusers' attention processors hand them over: (B, S, H·D) projections viewed
+    as (B, S, H, D) and transposed to (B, H, S, D) (not contiguous)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    out = []
+    for _ in range(3):
+        x = torch.randn(batch, seq, heads * dim, generator=g).to(device, dtype)
+        out.append(x.view(batch, seq, heads, dim).transpose(1, 2).requires_grad_(True))
+    return out
+
+
+def timed(fn, device, reps: int) -> float:
+    """Median milliseconds of ``fn`` over ``reps`` calls after 3 warm-ups (CUDA events on a GPU)."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            import time
+            t0 = time.perf_counter()
+            fn()
+            times.append(1e3 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def default_kernel(q, k, v) -> str:
+    """Names of the GPU kernels the default dispatch runs for one forward (profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CUDA] if q.is_cuda else [ProfilerActivity.CPU]
+    with torch.no_grad(), profile(activities=acts) as prof:
+        F.scaled_dot_product_attention(q, k, v)
+    names = {e.key for e in prof.key_averages() if "attention" in e.key.lower() or "fmha" in e.key.lower()
+             or "flash" in e.key.lower() or "cudnn" in e.key.lower() or "sm90" in e.key.lower()}
+    return "; ".join(sorted(names))[:300] or "?"
+
+
+def errors(q, k, v, backend) -> dict[str, float]:
+    """Largest difference from the math backend in fp32, relative to the largest value of each."""
+    def run(ctx, cast):
+        qq, kk, vv = (t.detach().to(cast).requires_grad_(True) for t in (q, k, v))
+        with sdpa_kernel(ctx):
+            out = F.scaled_dot_product_attention(qq, kk, vv)
+        out.float().pow(2).sum().backward()  # a gradient that depends on the output
+        return [out.detach().float()] + [t.grad.float() for t in (qq, kk, vv)]
+    ref = run(SDPBackend.MATH, torch.float32)
+    got = run(backend, q.dtype)
+    return {name: float((a - b).abs().max() / b.abs().max()) for name, a, b in zip(("out", "dq", "dk", "dv"), got, ref)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="CPU, small shapes")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=24)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--seqs", default="4429,4096", help="sequence lengths: joint (4096 + 333 text) and image-only")
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--out", default=os.environ.get("OUT", "bench_out"))
+    args = ap.parse_args(argv)
+    device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if args.smoke:
+        args.batch, args.heads, args.dim, args.seqs, args.reps = 1, 2, 16, "64", 2
+    rows = []
+    for seq in (int(s) for s in args.seqs.split(",")):
+        q, k, v = qkv(args.batch, args.heads, seq, args.dim, device, dtype)
+        fwd_flops = 4 * args.batch * args.heads * seq * seq * args.dim
+        kernel = default_kernel(q, k, v)
+        for name, backend in [("default", None)] + list(BACKENDS.items()):
+            row = {"seq": seq, "backend": name}
+            ctx = sdpa_kernel(backend) if backend is not None else torch.enable_grad()
+            try:
+                with ctx:
+                    with torch.no_grad():
+                        fwd = timed(lambda: F.scaled_dot_product_attention(q, k, v), device, args.reps)
+                    grad_out = torch.randn_like(q)
+
+                    def fwd_bwd():
+                        out = F.scaled_dot_product_attention(q, k, v)
+                        torch.autograd.grad(out, (q, k, v), grad_out)
+                    both = timed(fwd_bwd, device, args.reps)
+                row.update(fwd_ms=fwd, fwd_tflops=fwd_flops / fwd / 1e9, fwd_bwd_ms=both,
+                           fwd_bwd_tflops=3.5 * fwd_flops / both / 1e9, bwd_tflops=2.5 * fwd_flops / (both - fwd) / 1e9)
+                if backend is not None:
+                    row["rel_err"] = errors(q, k, v, backend)
+                else:
+                    row["kernel"] = kernel
+            except RuntimeError as err:  # the backend refuses this shape / device
+                row["error"] = str(err).splitlines()[0][:160]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
+           "cudnn": torch.backends.cudnn.version(), "args": vars(args), "rows": rows}
+    (out / "attention_backends.json").write_text(json.dumps(doc, indent=1))
+    print(f"\n# {doc['device']}, torch {doc['torch']}, cuDNN {doc['cudnn']}; B {args.batch}, H {args.heads}, D {args.dim}\n")
+    print("| seq | backend | fwd ms | fwd TF/s | fwd+bwd ms | fwd+bwd TF/s | bwd TF/s | max rel. err vs fp32 math (out/dq/dk/dv) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['seq']} | {r['backend']} | refused: {r['error']} | | | | | |")
+            continue
+        err = "/".join(f"{e:.1e}" for e in r["rel_err"].values()) if "rel_err" in r else f"kernel: {r['kernel']}"
+        print(f"| {r['seq']} | {r['backend']} | {r['fwd_ms']:.2f} | {r['fwd_tflops']:.0f} | {r['fwd_bwd_ms']:.2f} | "
+              f"{r['fwd_bwd_tflops']:.0f} | {r['bwd_tflops']:.0f} | {err} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

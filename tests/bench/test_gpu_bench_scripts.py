@@ -1,0 +1,71 @@
+"""The GPU benchmarks' own logic, run on the CPU: `bench/gpu_step.py`'s kernel profile and
+`bench/attention_backends.py` (their GPU numbers are in bench/README_gpu.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def gpu_step():
+    return load("gpu_step")
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x128x64", "attention"),
+    ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128>>", "attention"),
+    ("nvjet_sm90_tst_256x128_64x4_2x1_v_bz_coopA_TNT", "gemm"),
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64", "gemm"),
+    ("triton_per_fused__to_copy_add_mul_native_layer_norm_3", "triton"),
+    ("void at::native::(anonymous namespace)::fused_adamw_kernel", "optimizer"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>", "other"),
+])
+def test_kernel_classes(gpu_step, name, kind):
+    assert gpu_step.kernel_class(name) == kind
+
+
+def test_profile_table_bounds_the_cycle_by_attention_and_gemm_time(gpu_step):
+    # 1 TFLOP per phase; anchor and student spend 2 ms in attention + gemm, each fake update 1 ms.
+    flops = {"anchor": 1e12, "rollout": 0.5e12, "dmd": 0.25e12, "student_backward": 0.25e12, "fake": 1e12}
+    prof = {"anchor": {"attention": 1.0, "gemm": 1.0, "triton": 5.0},
+            "student": {"attention": 1.5, "gemm": 0.5, "other": 3.0},
+            "fake": {"gemm": 1.0, "optimizer": 2.0}}
+    lines = gpu_step.profile_table(prof, flops, ceiling=1000.0).splitlines()
+    anchor = lines[2].split(" | ")
+    assert anchor[0] == "| anchor" and anchor[-1] == "50 |"  # 1 TFLOP / 2 ms = 500 TFLOP/s = 50%
+    cycle = lines[-1].split(" | ")
+    # 7 TFLOP (1 + 1 + 5 x 1) over 2 + 2 + 5 x 1 = 9 ms of attention + gemm: 778 TFLOP/s = 78%
+    assert cycle[0] == "| cycle" and cycle[-1] == "78 |"
+    assert cycle[3] == "5" and cycle[4] == "10"  # triton 5 ms; optimizer 5 x 2 ms
+
+
+def test_gpu_step_profiles_each_phase(gpu_step, tmp_path):
+    assert gpu_step.main(["--smoke", "--models", "sd35m", "--setups", "lora", "--configs", "64:1", "--reps", "1",
+                          "--fake-reps", "1", "--profile", "--no-md", "--tag", "t", "--out", str(tmp_path)]) == 0
+    row = json.loads((tmp_path / "gpu_step_t.json").read_text())["rows"][0]
+    assert row["status"] == "ok"
+    assert set(row["profile_ms"]) == {"anchor", "student", "fake"}
+    assert all(sum(ms.values()) > 0 for ms in row["profile_ms"].values())
+
+
+def test_attention_backends_smoke(tmp_path):
+    ab = load("attention_backends")
+    assert ab.main(["--smoke", "--out", str(tmp_path)]) == 0
+    rows = {r["backend"]: r for r in json.loads((tmp_path / "attention_backends.json").read_text())["rows"]}
+    assert rows["default"]["fwd_ms"] > 0 and rows["default"]["kernel"]
+    assert rows["flash"]["fwd_bwd_ms"] > 0
+    assert max(rows["flash"]["rel_err"].values()) < 1e-4  # fp32 on the CPU: the same numbers as math
+    assert "error" in rows["cudnn"]  # no cuDNN on the CPU: recorded as refused, the run goes on
