@@ -20,6 +20,7 @@ import json
 import os
 import statistics
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -60,6 +61,11 @@ def timed(fn, device, reps: int) -> float:
             fn()
             times.append(1e3 * (time.perf_counter() - t0))
     return statistics.median(times)
+
+
+def forward_backward(q, k, v, grad_out) -> None:
+    out = F.scaled_dot_product_attention(q, k, v)
+    torch.autograd.grad(out, (q, k, v), grad_out)
 
 
 def default_kernel(q, k, v) -> str:
@@ -111,13 +117,8 @@ def main(argv=None) -> int:
             try:
                 with ctx:
                     with torch.no_grad():
-                        fwd = timed(lambda: F.scaled_dot_product_attention(q, k, v), device, args.reps)
-                    grad_out = torch.randn_like(q)
-
-                    def fwd_bwd():
-                        out = F.scaled_dot_product_attention(q, k, v)
-                        torch.autograd.grad(out, (q, k, v), grad_out)
-                    both = timed(fwd_bwd, device, args.reps)
+                        fwd = timed(partial(F.scaled_dot_product_attention, q, k, v), device, args.reps)
+                    both = timed(partial(forward_backward, q, k, v, torch.randn_like(q)), device, args.reps)
                 row.update(fwd_ms=fwd, fwd_tflops=fwd_flops / fwd / 1e9, fwd_bwd_ms=both,
                            fwd_bwd_tflops=3.5 * fwd_flops / both / 1e9, bwd_tflops=2.5 * fwd_flops / (both - fwd) / 1e9)
                 if backend is not None:
