@@ -1,5 +1,7 @@
 """`dpdmd.acceleration`: which blocks the regional compile leaves eager, and the compile settings."""
 
+import os
+
 import torch
 import torch._dynamo
 import torch._inductor.config as inductor
@@ -30,15 +32,19 @@ def test_excluded_blocks_stay_eager_and_the_numbers_stay():
 
 
 def test_compile_cache_settings(tmp_path, monkeypatch):
-    monkeypatch.setattr(inductor.triton, "autotune_pointwise", True)
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    import torch._functorch.config as functorch
+
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
-    configure_compile_cache(tmp_path / "cc")
-    assert inductor.triton.autotune_pointwise is False  # no benchmarking of elementwise kernels
-    assert torch._dynamo.config.recompile_limit >= 64  # SD3.5-M's 9+ block graphs all stay compiled
-    assert (tmp_path / "cc").is_dir()
-    import os
-    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cc")
-    configure_compile_cache(None, autotune_pointwise=True)
-    assert inductor.triton.autotune_pointwise is True
+    dynamo = torch._dynamo.config
+    limit = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
+    # config.patch restores every setting afterwards (the function sets process-wide config)
+    with dynamo.patch(**{limit: 8, "accumulated_recompile_limit": dynamo.accumulated_recompile_limit}), \
+            inductor.patch({"triton.autotune_pointwise": True, "fx_graph_cache": inductor.fx_graph_cache}), \
+            functorch.patch(enable_autograd_cache=functorch.enable_autograd_cache):
+        configure_compile_cache(tmp_path / "cc")
+        assert inductor.triton.autotune_pointwise is False  # no benchmarking of elementwise kernels
+        assert getattr(dynamo, limit) >= 64  # SD3.5-M's 9+ block graphs all stay compiled
+        assert (tmp_path / "cc").is_dir() and os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cc")
+        configure_compile_cache(None, autotune_pointwise=True)
+        assert inductor.triton.autotune_pointwise is True
