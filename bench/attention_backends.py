@@ -3,7 +3,8 @@
 Attention is ~38% of an SD3.5-M forward's FLOPs at 1024 px (4096 image + 333 text tokens, 24 heads
 of 64), so its kernel decides much of the DP-DMD cycle's share of the bf16 ceiling. For each
 backend that accepts the shape this prints forward and forward+backward milliseconds and TFLOP/s
-(FLOPs: 4·B·H·S²·D forward, 2.5x that backward, as FlashAttention counts), the kernel that
+(FLOPs: 4·B·H·S²·D forward, 2.5x that backward, as FlashAttention counts; the SDPA backends
+and compiled ``flex_attention``), the kernel that
 PyTorch's default choice runs (from the profiler), and each backend's largest difference from the
 math backend in fp32 (output and the three input gradients, relative to their largest value).
 
@@ -16,6 +17,7 @@ Results: a markdown table on stdout and ``attention_backends.json`` in ``--out``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -63,9 +65,20 @@ def timed(fn, device, reps: int) -> float:
     return statistics.median(times)
 
 
-def forward_backward(q, k, v, grad_out) -> None:
-    out = F.scaled_dot_product_attention(q, k, v)
+def forward_backward(attend, q, k, v, grad_out) -> None:
+    out = attend(q, k, v)
     torch.autograd.grad(out, (q, k, v), grad_out)
+
+
+def backend_call(name: str):
+    """(context, attention function) for a backend name: an SDPA backend, or "flex" (compiled
+    ``flex_attention``, Inductor's Triton kernel; timed on a GPU only)."""
+    if name == "flex":
+        from torch.nn.attention.flex_attention import flex_attention
+        return contextlib.nullcontext(), torch.compile(flex_attention, dynamic=False)
+    if name == "default":
+        return contextlib.nullcontext(), F.scaled_dot_product_attention
+    return sdpa_kernel(BACKENDS[name]), F.scaled_dot_product_attention
 
 
 def default_kernel(q, k, v) -> str:
@@ -79,16 +92,17 @@ def default_kernel(q, k, v) -> str:
     return "; ".join(sorted(names))[:300] or "?"
 
 
-def errors(q, k, v, backend) -> dict[str, float]:
+def errors(q, k, v, name: str) -> dict[str, float]:
     """Largest difference from the math backend in fp32, relative to the largest value of each."""
-    def run(ctx, cast):
+    def run(call, cast):
+        ctx, attend = call
         qq, kk, vv = (t.detach().to(cast).requires_grad_(True) for t in (q, k, v))
-        with sdpa_kernel(ctx):
-            out = F.scaled_dot_product_attention(qq, kk, vv)
+        with ctx:
+            out = attend(qq, kk, vv)
         out.float().pow(2).sum().backward()  # a gradient that depends on the output
         return [out.detach().float()] + [t.grad.float() for t in (qq, kk, vv)]
-    ref = run(SDPBackend.MATH, torch.float32)
-    got = run(backend, q.dtype)
+    ref = run((sdpa_kernel(SDPBackend.MATH), F.scaled_dot_product_attention), torch.float32)
+    got = run(backend_call(name), q.dtype)
     return {name: float((a - b).abs().max() / b.abs().max()) for name, a, b in zip(("out", "dq", "dk", "dv"), got, ref)}
 
 
@@ -111,22 +125,26 @@ def main(argv=None) -> int:
         q, k, v = qkv(args.batch, args.heads, seq, args.dim, device, dtype)
         fwd_flops = 4 * args.batch * args.heads * seq * seq * args.dim
         kernel = default_kernel(q, k, v)
-        for name, backend in [("default", None)] + list(BACKENDS.items()):
+        for name in ("default", *BACKENDS, "flex"):
             row = {"seq": seq, "backend": name}
-            ctx = sdpa_kernel(backend) if backend is not None else torch.enable_grad()
+            if name == "flex" and device.type != "cuda":
+                row["error"] = "flex_attention is timed on a GPU only"
+                rows.append(row)
+                continue
+            ctx, attend = backend_call(name)
             try:
                 with ctx:
                     with torch.no_grad():
-                        fwd = timed(partial(F.scaled_dot_product_attention, q, k, v), device, args.reps)
-                    both = timed(partial(forward_backward, q, k, v, torch.randn_like(q)), device, args.reps)
+                        fwd = timed(partial(attend, q, k, v), device, args.reps)
+                    both = timed(partial(forward_backward, attend, q, k, v, torch.randn_like(q)), device, args.reps)
                 row.update(fwd_ms=fwd, fwd_tflops=fwd_flops / fwd / 1e9, fwd_bwd_ms=both,
                            fwd_bwd_tflops=3.5 * fwd_flops / both / 1e9, bwd_tflops=2.5 * fwd_flops / (both - fwd) / 1e9)
-                if backend is not None:
-                    row["rel_err"] = errors(q, k, v, backend)
-                else:
+                if name == "default":
                     row["kernel"] = kernel
-            except RuntimeError as err:  # the backend refuses this shape / device
-                row["error"] = str(err).splitlines()[0][:160]
+                else:
+                    row["rel_err"] = errors(q, k, v, name)
+            except Exception as err:  # noqa: BLE001  (the backend refuses this shape / device / compile)
+                row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
             rows.append(row)
             print(json.dumps(row), flush=True)
     out = Path(args.out)
