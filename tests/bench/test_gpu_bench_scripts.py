@@ -3,25 +3,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.bench_scripts import load_bench
 
 
 @pytest.fixture(scope="module")
 def gpu_step():
-    return load("gpu_step")
+    return load_bench("gpu_step")
 
 
 @pytest.mark.parametrize("name, kind", [
@@ -62,7 +53,7 @@ def test_gpu_step_profiles_each_phase(gpu_step, tmp_path):
 
 
 def test_attention_backends_smoke(tmp_path):
-    ab = load("attention_backends")
+    ab = load_bench("attention_backends")
     assert ab.main(["--smoke", "--out", str(tmp_path)]) == 0
     rows = {r["backend"]: r for r in json.loads((tmp_path / "attention_backends.json").read_text())["rows"]}
     assert rows["default"]["fwd_ms"] > 0 and rows["default"]["kernel"]

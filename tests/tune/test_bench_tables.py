@@ -3,26 +3,15 @@ bench/rank_correlation.py --table), on a small table built in the test."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
+from tests.bench_scripts import load_bench
 from tests.tune.tabular_fake import fake_table
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_front_shown_at_a_budget_is_not_the_best_moment():
-    se = load("search_efficiency")
+    se = load_bench("search_efficiency")
     traj = pd.DataFrame({"budget": [0.1, 0.2, 0.4, 1.0], "hv_fraction": [0.5, 0.9, 0.7, 0.8]})
     assert se.hv_at(traj, 0.5) == 0.9  # the best moment so far
     assert se.hv_now(traj, 0.5) == 0.7  # what a user stopping at 0.5 is shown
@@ -30,7 +19,7 @@ def test_front_shown_at_a_budget_is_not_the_best_moment():
 
 
 def test_search_efficiency_runs_from_a_table_path(tmp_path):
-    se = load("search_efficiency")
+    se = load_bench("search_efficiency")
     table = tmp_path / "table.parquet"
     fake_table().to_parquet(table)
     out = tmp_path / "eff"
@@ -47,7 +36,7 @@ def test_search_efficiency_runs_from_a_table_path(tmp_path):
 
 
 def test_rank_correlation_runs_from_a_table_path(tmp_path, capsys):
-    rc = load("rank_correlation")
+    rc = load_bench("rank_correlation")
     table = tmp_path / "table.parquet"
     fake_table().to_parquet(table)
     assert rc.main(["--table", str(table), "--out", str(tmp_path / "rank.md")]) == 0
@@ -59,7 +48,7 @@ def test_rank_correlation_runs_from_a_table_path(tmp_path, capsys):
 
 
 def test_ground_truth_runs_from_a_table_path(tmp_path, capsys):
-    gt = load("ground_truth")
+    gt = load_bench("ground_truth")
     frame = fake_table()
     table = tmp_path / "table.parquet"
     frame.to_parquet(table)

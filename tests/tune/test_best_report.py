@@ -3,7 +3,6 @@ front, in summary.json, in the simulator and in the efficiency bench."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.bench_scripts import load_bench
 from tests.tune.tabular_fake import fake_table
 from tune import results as res
 
@@ -134,13 +134,6 @@ def test_the_best_report_is_the_checkpoint_ray_keeps(tmp_path):
         assert Path(best["checkpoint"].item()).is_dir()
         assert Path(rows[-1]["trial_path"], rows[-1]["checkpoint_dir_name"]).is_dir()  # the latest, to resume
         assert len(list((tmp_path / f"t{trial}").iterdir())) <= 2
-
-
-def load_bench(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[2] / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def collapsing_table() -> pd.DataFrame:
