@@ -163,9 +163,10 @@ class TrainConfig:
                                        'moments and step on the host; CUDA only). Peaks and times: bench/README_gpu.md.')
     compile: bool = knob(False, doc="torch.compile each repeated block of the three networks (regional compilation, "
                                     "`dpdmd.acceleration`), with one compile cache under $DPDMD_CACHE/compile shared "
-                                    "by all trials of a machine; measured on SD3.5-M at 1024 px: 59 s the first time, "
-                                    "10 s from the cache, the DP-DMD cycle 1.7x faster (bench/README_gpu.md). Off by "
-                                    "default: it only pays on a GPU.")
+                                    "by all trials of a machine; measured on SD3.5-M at 1024 px, batch 4: the DP-DMD cycle "
+                                    "1.7x faster; compiling takes 70-79 s (full fine-tuning; LoRA 92 s) the first time on "
+                                    "an H100 and 12-16 s from the cache (bench/README_gpu.md). Off by default: it only "
+                                    "pays on a GPU.")
     eval: EvalConfig = knob(default_factory=EvalConfig, doc="evaluation settings.")
 
     def __post_init__(self):
