@@ -475,7 +475,7 @@ def kernel_class(name: str) -> str:
         return "gemm"
     if low.startswith("triton"):
         return "triton"
-    if any(k in low for k in ("adam", "multi_tensor", "norm_kernel")):
+    if any(k in low for k in ("adam", "multi_tensor", "lpnorm")):  # AdamW; clip_grad_norm's foreach norm
         return "optimizer"
     return "other"
 

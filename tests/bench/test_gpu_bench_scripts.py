@@ -22,6 +22,8 @@ def gpu_step():
     ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64", "gemm"),
     ("triton_per_fused__to_copy_add_mul_native_layer_norm_3", "triton"),
     ("void at::native::(anonymous namespace)::fused_adamw_kernel", "optimizer"),
+    ("void at::native::lpnorm_cleanup<float, (at::native::NormType)1, float, float>", "optimizer"),
+    ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<float, float>", "other"),
     ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>", "other"),
 ])
 def test_kernel_classes(gpu_step, name, kind):
