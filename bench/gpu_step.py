@@ -360,16 +360,17 @@ class Runner:
         return {"anchor": anchor_s, **{k: stu.get(k, 0.0) for k in ("rollout", "dmd", "student_backward")},
                 "student": sum(stu.values()), "fake": fake}, target
 
-    def profile(self, pixels: int, batch: int) -> dict[str, dict[str, float]]:
+    def profile(self, pixels: int, batch: int) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
         """GPU milliseconds per kernel class (`kernel_class`) in each phase of one more iteration
-        (anchor, student update, one fake update; after `measure`, so every graph is compiled)."""
+        (anchor, student update, one fake update; after `measure`, so every graph is compiled), and
+        per kernel name."""
         from torch.profiler import ProfilerActivity, profile
 
         bb = self.backbone
         b = iteration_batch(seed=1, iteration=0, prompts=bb.default_prompts, batch_size=batch,
                             latent_shape=bb.latent_shape, num_dmd_levels=len(bb.schedule.dmd_levels))
         cond, uncond = bb.encode_prompts(b.prompts), bb.unconditional(batch)
-        out, target = {}, None
+        out, by_name, target = {}, {}, None
 
         def run(name):
             nonlocal target
@@ -387,6 +388,7 @@ class Runner:
                 run(name)
                 sync(self.device)
             ms: dict[str, float] = {}
+            names: dict[str, float] = {}
             for e in prof.events():
                 if cuda and e.device_type == torch.autograd.DeviceType.CUDA:
                     us = e.device_time_total
@@ -396,8 +398,9 @@ class Runner:
                     continue
                 kind = kernel_class(e.name)
                 ms[kind] = ms.get(kind, 0.0) + us / 1e3
-            out[name] = ms
-        return out
+                names[e.name] = names.get(e.name, 0.0) + us / 1e3
+            out[name], by_name[name] = ms, names
+        return out, by_name
 
     def measure(self, pixels: int, batch: int, mode: str, flops: dict | None) -> tuple[dict, dict]:
         """Time the first iteration, one untimed and ``--reps`` steady ones at (pixels, batch) in
@@ -502,6 +505,17 @@ def profile_table(prof: dict[str, dict[str, float]], flops: dict, ceiling: float
     lines.append("| cycle | " + " | ".join(f"{tot[k]:.0f}" for k in kinds)
                  + f" | {sum(tot.values()):.0f} | {100 * cycle_flops / (core / 1e3) / 1e12 / ceiling:.0f} |")
     return "\n".join(lines)
+
+
+def top_kernels(by_name: dict[str, dict[str, float]], n: int) -> list[dict]:
+    """The ``n`` kernels that take the most GPU time per cycle (anchor + student + 5 fake updates)."""
+    weight = {"anchor": 1, "student": 1, "fake": FAKE_UPDATES}
+    total: dict[str, float] = {}
+    for phase, names in by_name.items():
+        for name, ms in names.items():
+            total[name] = total.get(name, 0.0) + weight[phase] * ms
+    ranked = sorted(total.items(), key=lambda item: -item[1])[:n]
+    return [{"name": name, "class": kernel_class(name), "cycle_ms": ms} for name, ms in ranked]
 
 
 def compile_times() -> str:
@@ -614,6 +628,7 @@ def main(argv=None) -> int:
                          "the compiled backward recomputes what it does not keep)")
     ap.add_argument("--profile", action="store_true",
                     help="after timing, profile one iteration: GPU ms per kernel class and phase")
+    ap.add_argument("--profile-top", type=int, default=25, help="with --profile: how many kernels to list by time")
     ap.add_argument("--sdpa", default="default", choices=("default", *SDPA_BACKENDS),
                     help="attention backend tried first (default: PyTorch's order; cuDNN's on the H100)")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip configs once this much wall time has passed")
@@ -708,8 +723,11 @@ def main(argv=None) -> int:
                         rec, flops = runner.measure(pixels, batch, mode, flops)
                         row.update(rec, status="ok")
                         if args.profile:
-                            row["profile_ms"] = runner.profile(pixels, batch)
+                            row["profile_ms"], by_name = runner.profile(pixels, batch)
+                            row["profile_top_kernels"] = top_kernels(by_name, args.profile_top)
                             print(profile_table(row["profile_ms"], row["model_flops"], info["ceiling_tflops"]), flush=True)
+                            for kernel in row["profile_top_kernels"]:
+                                print(f"  {kernel['cycle_ms']:8.1f} ms  {kernel['class']:9s}  {kernel['name'][:110]}")
                     except OOM as err:
                         row.update(status="OOM", error=str(err)[:300])
                     except TimeoutError:

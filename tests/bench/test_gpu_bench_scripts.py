@@ -52,6 +52,14 @@ def test_gpu_step_profiles_each_phase(gpu_step, tmp_path):
     assert row["status"] == "ok"
     assert set(row["profile_ms"]) == {"anchor", "student", "fake"}
     assert all(sum(ms.values()) > 0 for ms in row["profile_ms"].values())
+    top = row["profile_top_kernels"]
+    assert 0 < len(top) <= 25 and [k["cycle_ms"] for k in top] == sorted((k["cycle_ms"] for k in top), reverse=True)
+
+
+def test_top_kernels_weights_the_five_fake_updates(gpu_step):
+    by_name = {"anchor": {"triton_a": 3.0}, "student": {"triton_a": 1.0, "gemm_b": 2.0}, "fake": {"gemm_b": 1.0}}
+    top = gpu_step.top_kernels(by_name, 1)
+    assert top == [{"name": "gemm_b", "class": "gemm", "cycle_ms": 7.0}]  # 2 + 5 x 1 beats 3 + 1
 
 
 def test_attention_backends_smoke(tmp_path):
