@@ -472,12 +472,12 @@ def kernel_class(name: str) -> str:
     """attention (cuDNN / flash SDPA), gemm (cuBLAS / CUTLASS), triton (Inductor's fused
     elementwise and reductions), optimizer (fused AdamW, clipping), other (eager elementwise, copies)."""
     low = name.lower()
+    if low.startswith("triton"):  # before attention: fused names can mention the attention op they feed
+        return "triton"
     if any(k in low for k in ("sdpa", "fmha", "flash", "attention")):
         return "attention"
     if any(k in low for k in ("gemm", "xmma", "nvjet", "cutlass", "cublas", "wgmma")):
         return "gemm"
-    if low.startswith("triton"):
-        return "triton"
     if any(k in low for k in ("adam", "multi_tensor", "lpnorm")):  # AdamW; clip_grad_norm's foreach norm
         return "optimizer"
     return "other"

@@ -21,6 +21,7 @@ def gpu_step():
     ("nvjet_sm90_tst_256x128_64x4_2x1_v_bz_coopA_TNT", "gemm"),
     ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64", "gemm"),
     ("triton_per_fused__to_copy_add_mul_native_layer_norm_3", "triton"),
+    ("triton_poi_fused__scaled_dot_product_cudnn_attention__unsafe_view_add_cat_mul_transpose_view_6", "triton"),
     ("void at::native::(anonymous namespace)::fused_adamw_kernel", "optimizer"),
     ("void at::native::lpnorm_cleanup<float, (at::native::NormType)1, float, float>", "optimizer"),
     ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<float, float>", "other"),
