@@ -48,7 +48,7 @@ def test_profile_table_bounds_the_cycle_by_attention_and_gemm_time(gpu_step):
 
 def test_gpu_step_profiles_each_phase(gpu_step, tmp_path):
     assert gpu_step.main(["--smoke", "--models", "sd35m", "--setups", "lora", "--configs", "64:1", "--reps", "1",
-                          "--fake-reps", "1", "--profile", "--no-md", "--tag", "t", "--out", str(tmp_path)]) == 0
+                          "--fake-reps", "1", "--anchor-k", "2", "--profile", "--no-md", "--tag", "t", "--out", str(tmp_path)]) == 0
     row = json.loads((tmp_path / "gpu_step_t.json").read_text())["rows"][0]
     assert row["status"] == "ok"
     assert set(row["profile_ms"]) == {"anchor", "student", "fake"}
