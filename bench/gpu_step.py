@@ -210,20 +210,40 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_ceiling(device: torch.device, n: int, reps: int = 20) -> float:
-    """bf16 n x n x n matmul rate in TFLOP/s (median of ``reps`` timed products, random data)."""
+def matmul_ceiling(device: torch.device, n: int, reps: int = 20, *, warmup_s: float = 0.0, batch: int = 1) -> float:
+    """bf16 n x n x n matmul rate in TFLOP/s (median over ``reps`` timings of ``batch`` back-to-back
+    products, random data), after ``warmup_s`` seconds of products (the GPU's clocks ramp up under
+    load). The defaults (no warm-up, one product per timing) are how every row before issue 11's
+    `--ceiling-check` was measured."""
     a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
+    sync(device)
+    t_end = time.perf_counter() + warmup_s
+    while time.perf_counter() < t_end:
+        for _ in range(10):
+            a @ b
+        sync(device)
     times = []
     for _ in range(reps):
         sync(device)
         t0 = time.perf_counter()
-        a @ b
+        for _ in range(batch):
+            a @ b
         sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0) / batch)
     return 2 * n**3 / statistics.median(times) / 1e12
+
+
+def ceiling_check(device: torch.device, n: int, repeats: int, warmup_s: float = 2.0) -> dict[str, list[float]]:
+    """The ceiling measured ``repeats`` times each way: as the rows are (no warm-up, one product per
+    timing) and steady (``warmup_s`` of warm-up, 20 back-to-back products per timing)."""
+    out: dict[str, list[float]] = {"as_rows": [], "steady": []}
+    for _ in range(repeats):
+        out["as_rows"].append(matmul_ceiling(device, n))
+        out["steady"].append(matmul_ceiling(device, n, warmup_s=warmup_s, batch=20))
+    return out
 
 
 def median(xs):
@@ -629,6 +649,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", action="store_true",
                     help="after timing, profile one iteration: GPU ms per kernel class and phase")
     ap.add_argument("--profile-top", type=int, default=25, help="with --profile: how many kernels to list by time")
+    ap.add_argument("--ceiling-check", type=int, default=0, metavar="N",
+                    help="only measure the bf16 ceiling N times each way (as the rows, and steady) and exit")
     ap.add_argument("--sdpa", default="default", choices=("default", *SDPA_BACKENDS),
                     help="attention backend tried first (default: PyTorch's order; cuDNN's on the H100)")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip configs once this much wall time has passed")
@@ -642,6 +664,17 @@ def main(argv=None) -> int:
         merge(args.merge, Path(args.out))
         return 0
     start = time.perf_counter()
+    if args.ceiling_check:
+        dev = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+        found = ceiling_check(dev, 8192 if dev.type == "cuda" else 64, args.ceiling_check,
+                              warmup_s=2.0 if dev.type == "cuda" else 0.01)
+        for way, values in found.items():
+            print(f"# ceiling {way}: " + ", ".join(f"{v:.0f}" for v in values)
+                  + f" TFLOP/s (median {statistics.median(values):.0f})", flush=True)
+        out_dir = Path(args.out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"ceiling_{args.tag}.json").write_text(json.dumps(found, indent=1))
+        return 0
     if args.smoke:
         args.configs = "128:2,64:1" if args.configs == ap.get_default("configs") else args.configs
     args.compile_backend = args.compile_backend or ("aot_eager" if args.smoke else "inductor")

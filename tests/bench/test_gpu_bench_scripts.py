@@ -71,3 +71,9 @@ def test_attention_backends_smoke(tmp_path):
     assert rows["flash"]["fwd_bwd_ms"] > 0
     assert max(rows["flash"]["rel_err"].values()) < 1e-4  # fp32 on the CPU: the same numbers as math
     assert "error" in rows["cudnn"]  # no cuDNN on the CPU: recorded as refused, the run goes on
+
+
+def test_ceiling_check_measures_both_ways(gpu_step, tmp_path):
+    assert gpu_step.main(["--smoke", "--ceiling-check", "2", "--tag", "c", "--out", str(tmp_path)]) == 0
+    found = json.loads((tmp_path / "ceiling_c.json").read_text())
+    assert set(found) == {"as_rows", "steady"} and all(len(v) == 2 and min(v) > 0 for v in found.values())
