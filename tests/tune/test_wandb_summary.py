@@ -74,7 +74,11 @@ def test_offline_run_without_api_key(no_wandb_credentials, front_df):
     assert os.path.samefile(run_dir, run_path)
     assert run_path.name.startswith("offline-run-")
 
-    # The transaction log `wandb sync` uploads: holds keys, summary and the scatter spec.
+    # The transaction log `wandb sync` uploads: holds keys, summary and the scatter spec. W&B's
+    # service writes it in the background; shutting the service down flushes it, as the end of
+    # the search's process does (read right after finish(), the summary was missing once in CI-like runs).
+    import wandb
+    wandb.teardown()
     (log,) = run_path.glob("run-*.wandb")
     blob = log.read_bytes()
     assert len(blob) > 1000
