@@ -22,6 +22,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -58,7 +59,6 @@ def timed(fn, device, reps: int) -> float:
             torch.cuda.synchronize()
             times.append(start.elapsed_time(end))
         else:
-            import time
             t0 = time.perf_counter()
             fn()
             times.append(1e3 * (time.perf_counter() - t0))
@@ -103,7 +103,7 @@ def errors(q, k, v, name: str) -> dict[str, float]:
         return [out.detach().float()] + [t.grad.float() for t in (qq, kk, vv)]
     ref = run((sdpa_kernel(SDPBackend.MATH), F.scaled_dot_product_attention), torch.float32)
     got = run(backend_call(name), q.dtype)
-    return {name: float((a - b).abs().max() / b.abs().max()) for name, a, b in zip(("out", "dq", "dk", "dv"), got, ref)}
+    return {part: float((a - b).abs().max() / b.abs().max()) for part, a, b in zip(("out", "dq", "dk", "dv"), got, ref)}
 
 
 def main(argv=None) -> int:

@@ -488,6 +488,10 @@ def prefer_attention(name: str):
         yield
 
 
+# How often each profiled phase runs in one cycle.
+CYCLE_WEIGHTS = {"anchor": 1, "student": 1, "fake": FAKE_UPDATES}
+
+
 def kernel_class(name: str) -> str:
     """attention (cuDNN / flash SDPA), gemm (cuBLAS / CUTLASS), triton (Inductor's fused
     elementwise and reductions), optimizer (fused AdamW, clipping), other (eager elementwise, copies)."""
@@ -507,7 +511,6 @@ def profile_table(prof: dict[str, dict[str, float]], flops: dict, ceiling: float
     """Kernel-class milliseconds per phase (cycle = anchor + student + 5 fake) and the share of the
     ceiling that the cycle would reach if only attention and GEMM kernels took time."""
     kinds = ("attention", "gemm", "triton", "optimizer", "other")
-    weight = {"anchor": 1, "student": 1, "fake": FAKE_UPDATES}
     model = {"anchor": flops["anchor"], "fake": flops["fake"],
              "student": flops["rollout"] + flops["dmd"] + flops["student_backward"]}
     lines = ["| phase | " + " | ".join(f"{k} ms" for k in kinds) + " | kernels ms | attention+gemm % of ceiling |",
@@ -517,10 +520,10 @@ def profile_table(prof: dict[str, dict[str, float]], flops: dict, ceiling: float
         busy = sum(ms.values())
         core = ms.get("attention", 0.0) + ms.get("gemm", 0.0)
         for k in kinds:
-            tot[k] += weight[phase] * ms.get(k, 0.0)
+            tot[k] += CYCLE_WEIGHTS[phase] * ms.get(k, 0.0)
         lines.append(f"| {phase} | " + " | ".join(f"{ms.get(k, 0.0):.0f}" for k in kinds)
                      + f" | {busy:.0f} | {100 * model[phase] / (core / 1e3) / 1e12 / ceiling:.0f} |")
-    cycle_flops = sum(weight[p] * model[p] for p in prof)
+    cycle_flops = sum(CYCLE_WEIGHTS[p] * model[p] for p in prof)
     core = tot["attention"] + tot["gemm"]
     lines.append("| cycle | " + " | ".join(f"{tot[k]:.0f}" for k in kinds)
                  + f" | {sum(tot.values()):.0f} | {100 * cycle_flops / (core / 1e3) / 1e12 / ceiling:.0f} |")
@@ -529,11 +532,10 @@ def profile_table(prof: dict[str, dict[str, float]], flops: dict, ceiling: float
 
 def top_kernels(by_name: dict[str, dict[str, float]], n: int) -> list[dict]:
     """The ``n`` kernels that take the most GPU time per cycle (anchor + student + 5 fake updates)."""
-    weight = {"anchor": 1, "student": 1, "fake": FAKE_UPDATES}
     total: dict[str, float] = {}
     for phase, names in by_name.items():
         for name, ms in names.items():
-            total[name] = total.get(name, 0.0) + weight[phase] * ms
+            total[name] = total.get(name, 0.0) + CYCLE_WEIGHTS[phase] * ms
     ranked = sorted(total.items(), key=lambda item: -item[1])[:n]
     return [{"name": name, "class": kernel_class(name), "cycle_ms": ms} for name, ms in ranked]
 

@@ -32,18 +32,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.markdown_table import markdown  # noqa: E402
 from tune.space import ObjectiveSpec  # noqa: E402
 from tune.tabular import RecordedTable, TableError, ground_truth, hypervolume, with_scores  # noqa: E402
 
 FRONT_COLUMNS = ["anchor_k", "lambda_div", "student_updates", "diversity_score", "diversity_score_std",
                  "quality_score", "quality_score_std", "objective", "objective_std"]
-
-
-def _markdown(frame: pd.DataFrame) -> str:
-    """``frame`` as a Markdown table (numbers as pandas prints them; no tabulate needed)."""
-    rows = [[str(v) for v in row] for row in frame.itertuples(index=False)]
-    return "\n".join(["| " + " | ".join(frame.columns) + " |", "|---" * len(frame.columns) + "|",
-                      *("| " + " | ".join(r) + " |" for r in rows)])
 
 
 def _median_iqr(values: pd.Series) -> str:
@@ -55,7 +49,7 @@ def backbone_report(table: RecordedTable, backbone: str, truth: dict, *, weight:
     points, hv = truth["points"], truth["hypervolume"]
     lines = [f"**{backbone}**: {len(points)} (configuration, budget) points, {int(points['seeds'].min())} seeds each; "
              f"true front hypervolume **{hv:.4f}**, best J **{truth['best_objective']:.4f}**", "",
-             _markdown(truth["front"][FRONT_COLUMNS].round(4)), ""]
+             markdown(truth["front"][FRONT_COLUMNS].round(4), float_format="{}"), ""]
     noise = " · ".join(f"{c} {_median_iqr(points[c + '_std'])}" for c in ("diversity_score", "quality_score", "objective"))
     final = truth["final"]
     lines += [f"seed std over every point, median [IQR]: {noise}; final J across configurations: "

@@ -13,10 +13,14 @@ The README's table ("The combined objective and the front") is this script's out
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import pandas as pd
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/X.py` from the root
+from bench.markdown_table import markdown  # noqa: E402
 from dpdmd.config import TrainConfig
 from dpdmd.evaluation import generate, teacher_sampler
 from dpdmd.metrics import DigitsEvaluator
@@ -54,13 +58,6 @@ def objective_table(images: torch.Tensor, prompts: list[str], evaluator, *, dive
                                     and (clean.diversity_score > r.diversity_score or clean.quality_score > r.quality_score))
                                    for r in table.itertuples()]
     return table
-
-
-def markdown(table: pd.DataFrame) -> str:
-    """A markdown table (4 significant digits) without the optional ``tabulate`` package."""
-    cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/X.py` from the root
-from bench.objective_check import markdown  # noqa: E402
+from bench.markdown_table import markdown  # noqa: E402
 from dpdmd.metrics import make_real_evaluator
 from dpdmd.metrics.corruptions import blur, drop_mode, gaussian_noise
 from tests.dpdmd import stand_in_samples, tiny_encoders
