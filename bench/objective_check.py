@@ -5,14 +5,18 @@ J (0.5 D/D_T + 0.5 Q/Q_T on class probability) and whether the clean set dominat
 The teacher's reference is its samples on the evaluation seeds, as in a search; "teacher, other
 seeds" is an independent set of its samples (the next N seeds), the control.
 
-    python bench/objective_check.py [--seeds 8] [--backbones digits-flow digits-eps]
+    python bench/objective_check.py [--seeds 8] [--backbones digits-flow digits-eps] [--threads 1]
+                                    [--json scores.json]
 
-The README's table ("The combined objective and the front") is this script's output.
+The README's table ("The combined objective and the front") is this script's output. ``--json``
+also writes each set's quality_score and J, which `bench/objective_margins.py` compares across
+package versions and thread counts (the spread the tests' thresholds must clear).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -64,9 +68,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=8, help="seeds per prompt (the quickstart's evaluation)")
     parser.add_argument("--backbones", nargs="+", default=["digits-flow", "digits-eps"])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the tests use 1)")
+    parser.add_argument("--json", type=Path, help="also write {backbone: {set: {quality_score, objective, ...}}}")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     evaluator = DigitsEvaluator()
+    scores = {}
     for name in args.backbones:
         both, prompts = teacher_grid(name, 2 * args.seeds)
         images, other = both[:, :args.seeds], both[:, args.seeds:]
@@ -75,6 +82,18 @@ def main() -> None:
             "collapse": collapse(images), "teacher, other seeds": other})
         print(f"\n{name}, {len(prompts)} prompts x {args.seeds} seeds (quality = fidelity = class_prob x precision x spectral)")
         print(markdown(table))
+        scores[name] = {row["set"]: {k: float(row[k]) for k in ("diversity_score", "quality_score", "objective")}
+                        | {"dominated by clean": bool(row["dominated by clean"])} for _, row in table.iterrows()}
+    if args.json:
+        args.json.write_text(json.dumps({"versions": package_versions(), "threads": args.threads, "scores": scores},
+                                        indent=1))
+
+
+def package_versions() -> dict[str, str]:
+    """The versions of the packages the scores go through (what a margin must survive)."""
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("torch", "numpy", "scipy", "scikit-learn", "pandas")}
 
 
 if __name__ == "__main__":

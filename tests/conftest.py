@@ -18,3 +18,15 @@ def isolated_cache(tmp_path_factory):
         os.environ.pop("DPDMD_CACHE", None)
     else:
         os.environ["DPDMD_CACHE"] = old
+
+
+@pytest.fixture(autouse=True)
+def ray_shut_down_after_each_test():
+    """A test that started Ray leaves it shut down, passed or failed: the next test's
+    ``ray.init`` would otherwise fail with "Maybe you called ray.init twice by accident?"."""
+    yield
+    import sys
+
+    ray = sys.modules.get("ray")  # never import Ray for the tests that do not use it
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

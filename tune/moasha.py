@@ -39,17 +39,11 @@ from typing import Sequence
 import numpy as np
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
+from .pareto import domination_ranks
+
 logger = logging.getLogger(__name__)
 
 MOASHA_METRICS = ("diversity_score", "quality_score")
-
-
-def domination_ranks(points: np.ndarray) -> np.ndarray:
-    """Non-domination rank per finite row of ``points`` (n, m), maximising; 0 = the front.
-    Optuna's own sorting (the one its NSGA-II uses), which minimises: hence the sign."""
-    from optuna.study._multi_objective import _fast_non_domination_rank
-
-    return np.asarray(_fast_non_domination_rank(-np.asarray(points, dtype=float)))
 
 
 def epsilon_net_order(points: np.ndarray, *, scale: np.ndarray, first_axis: int) -> list[int]:

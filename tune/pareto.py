@@ -1,4 +1,4 @@
-"""Pareto front and hypervolume of a search's results, through Optuna's own routines.
+"""Pareto front, non-domination ranks and hypervolume of a search's results, through moocore.
 
 Both functions *maximise* every column: a trial's ``diversity`` and ``quality`` are both
 "higher is better" (Optuna minimises: the points are negated before they are handed over).
@@ -13,9 +13,10 @@ and a repeated configuration reports identical numbers):
 * **Exact duplicates** do not dominate each other: all copies of a non-dominated point are on
   the front.
 
-Optuna's ``_is_pareto_front`` sweeps sorted points (``O(n log n)`` for two objectives), and
-``compute_hypervolume`` is exact in any dimension. Both are private helpers of Optuna 5 (the
-ones its samplers and ``Study.best_trials`` use); pinned by ``tests/tune/test_pareto.py``.
+The maths is moocore's public API (``is_nondominated``, ``pareto_rank``, ``hypervolume``: C
+implementations, ``O(n log n)`` in two objectives, exact hypervolume in any dimension), a maintained
+library of multi-objective indicators. Optuna 5 has the same routines only as private helpers,
+which a new Optuna may change; ``tests/tune/test_pareto.py`` checks these against brute force.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from optuna._hypervolume import compute_hypervolume
-from optuna.study._multi_objective import _is_pareto_front
+import moocore
 
-__all__ = ["hypervolume_2d", "off_front", "pareto_front_mask"]
+__all__ = ["domination_ranks", "hypervolume_2d", "off_front", "pareto_front_mask"]
 
 
 def _as_points(points: Any) -> np.ndarray:
@@ -45,26 +45,24 @@ def _as_points(points: Any) -> np.ndarray:
 
 def pareto_front_mask(points: Any) -> np.ndarray:
     """Boolean mask, shape ``(n,)``, of the non-dominated finite rows of ``points`` (shape
-    ``(n, m)``, every column maximised)."""
+    ``(n, m)``, every column maximised); every copy of a front point is on it."""
     pts = _as_points(points)
     valid = np.isfinite(pts).all(axis=1)
     mask = np.zeros(pts.shape[0], dtype=bool)
     if valid.any():
-        mask[valid] = _front_of_losses(-pts[valid])
+        mask[valid] = moocore.is_nondominated(pts[valid], maximise=True, keep_weakly=True)
     return mask
 
 
-def _front_of_losses(loss: np.ndarray) -> np.ndarray:
-    """Optuna's front (minimisation) of ``loss`` (n, m), every copy of a front point included.
-    Sorted and de-duplicated here with one `np.lexsort` (``np.unique(axis=0)``, which Optuna
-    would use, takes seconds on 10^5 rows)."""
-    order = np.lexsort(loss.T[::-1])  # by column 0, then 1, ...
-    ordered = loss[order]
-    first = np.r_[True, np.any(ordered[1:] != ordered[:-1], axis=1)]
-    on_front = _is_pareto_front(ordered[first], assume_unique_lexsorted=True)[np.cumsum(first) - 1]
-    out = np.empty(len(loss), dtype=bool)
-    out[order] = on_front
-    return out
+def domination_ranks(points: Any) -> np.ndarray:
+    """Non-domination rank of each row of ``points`` (shape ``(n, m)``, all finite, every column
+    maximised): 0 for the front, 1 for the front of the rest, ... (the sorting NSGA-II and
+    MO-ASHA use)."""
+    pts = _as_points(points)
+    if not np.isfinite(pts).all():
+        raise ValueError("domination_ranks needs finite points; drop the NaN/inf rows first "
+                         "(pareto_front_mask ignores them)")
+    return np.asarray(moocore.pareto_rank(pts, maximise=True), dtype=int) if len(pts) else np.zeros(0, dtype=int)
 
 
 def hypervolume_2d(points: Any, reference: Any) -> float:
@@ -84,7 +82,7 @@ def hypervolume_2d(points: Any, reference: Any) -> float:
     pts = pts[(pts[:, 0] > ref[0]) & (pts[:, 1] > ref[1])]
     if pts.shape[0] == 0:
         return 0.0
-    return float(compute_hypervolume(-pts, -ref))
+    return float(moocore.hypervolume(pts, ref=ref, maximise=True))
 
 
 def off_front(rows) -> np.ndarray:

@@ -15,6 +15,7 @@ import copy
 import os
 import pickle
 import tempfile
+import threading
 
 from ray.tune.search import Searcher
 
@@ -48,11 +49,48 @@ def build_searcher(space: SearchSpace) -> "TrialSearcher":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        make = getattr(optuna.samplers, SAMPLERS[space.method])
+        make = picklable(getattr(optuna.samplers, SAMPLERS[space.method]))
         two_scores = space.method == "optuna_nsga2" or space.scheduler.type == "moasha"
         metric, mode = (list(MOASHA_METRICS), ["max", "max"]) if two_scores else ("objective", "max")
         sampler = OptunaSearch(space=optuna_space(space), sampler=make(seed=space.seed), metric=metric, mode=mode)
     return TrialSearcher(planned_trials(space), sampler, fixed=space.fixed_values())
+
+
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+
+
+class _PicklesWithoutLocks:
+    """Pickle an object without its thread locks and give it fresh, unlocked ones when unpickled.
+
+    Ray pickles the searcher (to start the search, to checkpoint it for ``--resume``). Optuna 5.1's
+    genetic samplers (NSGA-II, NSGA-III) hold a ``threading.Lock``, which pickle refuses ("cannot
+    pickle '_thread.lock' object"); a lock guards nothing across processes, so a new one is right."""
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        locks = {name: isinstance(value, type(threading.RLock())) for name, value in state.items()
+                 if isinstance(value, _LOCK_TYPES)}
+        for name in locks:
+            del state[name]
+        return {"state": state, "locks": locks}
+
+    def __setstate__(self, pickled):
+        self.__dict__.update(pickled["state"])
+        for name, reentrant in pickled["locks"].items():
+            setattr(self, name, threading.RLock() if reentrant else threading.Lock())
+
+
+_PICKLABLE: dict[type, type] = {}
+
+
+def picklable(sampler_class: type) -> type:
+    """``sampler_class`` made picklable whatever locks it holds (`_PicklesWithoutLocks`). The
+    subclass is registered in this module under a stable name, so pickle finds it again."""
+    if sampler_class not in _PICKLABLE:
+        name = f"Picklable{sampler_class.__name__}"
+        cls = type(name, (_PicklesWithoutLocks, sampler_class), {"__module__": __name__, "__qualname__": name})
+        globals()[name] = _PICKLABLE[sampler_class] = cls
+    return _PICKLABLE[sampler_class]
 
 
 class TrialSearcher(Searcher):

@@ -61,7 +61,7 @@ def test_rank_puts_nan_and_inf_last_in_arrival_order():
 
 
 def test_domination_ranks_are_the_layers_of_non_dominated_sorting():
-    from tune.moasha import domination_ranks
+    from tune.pareto import domination_ranks
 
     # (2, 2) and (0, 3) are the front; (1, 1) is dominated only by (2, 2); (0, 0) by everything.
     assert domination_ranks(np.array([(1, 1), (2, 2), (0, 3), (0, 0)], dtype=float)).tolist() == [1, 0, 0, 2]

@@ -104,3 +104,26 @@ def test_grid_trials_are_flat_and_the_plan_ends(tmp_path):
                       {"baseline": False, "cfg_scale": 2.0, "anchor_k": 4, "lambda_div": 0.1}]
     assert searcher.suggest("t3") == Searcher.FINISHED
     assert [space.train_config(t).anchor_k for t in trials] == [2, 2, 4]
+
+
+@pytest.mark.parametrize("method", ["random", "optuna_tpe", "optuna_nsga2"])
+def test_every_sampler_pickles_mid_search_and_continues_the_same(tmp_path, method):
+    """Ray pickles the searcher to start a search and to checkpoint it for --resume. Optuna 5.1's
+    NSGA-II holds a thread lock that pickle refuses; the unpickled searcher must go on suggesting
+    exactly what the original would."""
+    import ray.cloudpickle as cloudpickle
+
+    from tune.trials import build_searcher
+
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({**SPACE, "method": method, "num_samples": 12, "baseline": False}))
+    space = load_space(path)
+    searcher = build_searcher(space)
+    searcher.set_search_properties(None, None, {})
+    for i in range(6):  # a generation's worth of results (NSGA-II's population is 50: still the first)
+        config = searcher.suggest(f"t{i}")
+        result = {"objective": config["lambda_div"], "diversity_score": config["lambda_div"],
+                  "quality_score": 1 - config["lambda_div"], "student_updates": 1}
+        searcher.on_trial_complete(f"t{i}", result)
+    copy = cloudpickle.loads(cloudpickle.dumps(searcher))
+    assert [copy.suggest(f"u{i}") for i in range(4)] == [searcher.suggest(f"u{i}") for i in range(4)]
