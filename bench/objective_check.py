@@ -8,9 +8,10 @@ seeds" is an independent set of its samples (the next N seeds), the control.
     python bench/objective_check.py [--seeds 8] [--backbones digits-flow digits-eps] [--threads 1]
                                     [--json scores.json]
 
-The README's table ("The combined objective and the front") is this script's output. ``--json``
-also writes each set's quality_score and J, which `bench/objective_margins.py` compares across
-package versions and thread counts (the spread the tests' thresholds must clear).
+The table in docs/results/objective-checks.md ("Can J be raised by degrading samples?") is this
+script's output. ``--json`` also writes each set's quality_score and J, which
+`bench/objective_margins.py` compares across package versions and thread counts (the spread the
+tests' thresholds must clear).
 """
 
 from __future__ import annotations

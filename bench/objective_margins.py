@@ -12,7 +12,7 @@ spread, and the margin of the worst run to the floor and to the clean set's J.
     python bench/objective_margins.py --python .venv/bin/python /tmp/old/bin/python --threads 1 2
 
 A claim is safe to assert when its margin is several times the spread (the test's docstring
-names the margin it relies on); the README's "The combined objective and the front" keeps the
+names the margin it relies on); docs/results/objective-checks.md keeps the
 measured table.
 """
 

@@ -9,7 +9,8 @@ Samples: `tests/dpdmd/stand_in_samples.shape_grid` (4 prompts, each a distinct c
 8 seeds); with ``--sd3`` also the teacher samples of the tiny random SD3 pipeline
 (tests/dpdmd/tiny_pipelines.py, 6 steps, 32 px), which are noise-like textures that hardly depend
 on the prompt. Tiny random encoders are not DINO or PickScore: these numbers check the mechanism,
-not what the real models measure. The README's table ("Evaluation") is this script's output.
+not what the real models measure. The table in
+docs/results/objective-checks.md ("The real evaluator on tiny encoders") is this script's output.
 """
 
 from __future__ import annotations

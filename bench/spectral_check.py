@@ -6,7 +6,7 @@ each backbone.
 
     python bench/spectral_check.py [--seeds 8] [--sets 4] [--backbones digits-flow digits-eps]
 
-The README's tables under "Why the spectral match" are this script's output.
+The tables in docs/results/objective-checks.md ("Why the spectral match") are this script's output.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ trainer's ``seconds_*``), the anchor's teacher calls, the wall seconds since the
 recomputed from the table (`tune.simulate` does). lambda_div = 0 (vanilla DMD) does not depend on
 K: it is recorded once per backbone and seed, with ``k_independent`` = True.
 
-    # the small table the README's comparison uses (2 cores, ~25 min):
+    # a small table (2 cores, ~25 min):
     python bench/tabular.py --name small --backbones digits-eps --ks 5 20 --lambdas 0 0.05 0.5 \
         --seeds 0 1000 --iterations 240 --eval-every 5 --workers 2
     # the full grid (342 runs; one run per core on a 16-core machine):
@@ -42,7 +42,7 @@ from dpdmd.cache_keys import REFERENCE_VERSION
 FULL_KS = (1, 3, 5, 10, 15, 20, 25, 30)
 FULL_LAMBDAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 # Seeds far apart: iteration i is seeded seed + i, so seeds 0 and 1 would see the same batches
-# shifted by one iteration (README, Limitations).
+# shifted by one iteration (docs/guide/limitations.md).
 FULL_SEEDS = (0, 1000, 2000)
 CONFIG_COLUMNS = ("backbone", "anchor_k", "lambda_div", "seed", "k_independent", "iterations", "batch_size",
                   "teacher_steps", "lr", "eval_seeds_per_prompt", "eval_every")

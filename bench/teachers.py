@@ -2,7 +2,7 @@
 
     python bench/teachers.py                    # 10 prompts x 16 seeds, 30 steps, CFG 1 / 2 / 3.5
 
-The README's table "The built-in teachers" is this script's output. The target: at least 90% of
+The table in docs/results/digits-teachers.md is this script's output. The target: at least 90% of
 30-step CFG samples classified as the prompted digit, at a diversity close to the real digits'.
 """
 

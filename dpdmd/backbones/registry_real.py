@@ -19,8 +19,8 @@ sdxl      stabilityai/stable-diffusion-xl-base-1.0         eps (SDXL)  5.0    2.
 
 All four ship a flow / Euler scheduler whose settings (SD3: ``shift`` 3.0; SDXL: the scaled-linear
 betas 0.00085..0.012) the backbones read from the weights folder; the table's shift is only the
-fallback. The CFG column is the backbone's ``cfg_scale`` when none is given; the trainer always
-passes ``TrainConfig.cfg_scale`` (default 3.5, the reference), which overrides it.
+fallback. The CFG column is the backbone's ``cfg_scale`` when none is given: the trainer passes
+``TrainConfig.cfg_scale`` only when it is set (its default, null, keeps the column's value).
 
 `check_weights_dir(path, kind)` says, before anything is loaded, whether a folder holds a
 complete diffusers pipeline of the right kind; the backbones call it first and the search-space

@@ -22,10 +22,12 @@ full (H100)            2.24 B     23.1        out of memory at batch 1 and 4 (76
 
 (Since then `DPDMD` uses fused AdamW on CUDA: full fine-tuning measured 72.4 GiB on an H100 through
 ``bench/gpu_step.py``, 47.5 GiB with ``optimizer: adamw8bit``, 39.0 GiB with ``adamw_offload``;
-bench/README_gpu.md.) ("built": the three networks; "steady": with AdamW states; the teacher anchor at K = 5 took a
-further 1.7-1.8 s a student update.) So: LoRA fits one 80 GB GPU with room for larger batches;
-full fine-tuning, the reference's mode, needs a 141 GB H200 per process here (the reference shards
-it over 8 GPUs; sharding is not implemented here). The arithmetic behind it: full holds fp32
+bench/README_gpu.md; the H100 row's "out of memory" came from the benchmark's FLOP counter and the
+foreach AdamW's temporaries, not from training.) ("built": the three networks; "steady": with
+AdamW states; the teacher anchor at K = 5 took a further 1.7-1.8 s a student update.) So: LoRA fits
+one 80 GB GPU with room for larger batches; full fine-tuning, the reference's mode, fits one 80 GB
+H100 with fused AdamW, and a multi-worker trial shards it over its GPUs with FSDP2
+(`dpdmd.sharding`), as the reference shards it over 8. The arithmetic behind it: full holds fp32
 weights, gradients and two AdamW moments, 16 bytes a parameter, for the student and the fake score
 (2 x 2.24 B x 16 B = 72 GB = 67 GiB) plus the bf16 teacher (4.2 GiB). Estimates, not measured:
 SD3-M (2.03 B; LoRA 37.6 M) a little below SD3.5-M; SD3.5-L (8.06 B; LoRA 94.3 M) ~258 GB of

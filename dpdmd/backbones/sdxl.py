@@ -24,10 +24,11 @@ full (H200)            2.57 B     24.0        81.4        97.5        1.57 s    
 =====================  =========  ==========  ==========  ==========  =========  ===========
 
 ("built": the three networks; "steady": with AdamW states; the teacher anchor at K = 5 took a
-further 1.1-1.3 s a student update.) LoRA fits one 80 GB GPU; full fine-tuning needs a 141 GB H200
-(2 x 2.57 B x 16 bytes of fp32 weights, gradients and AdamW moments = 77 GiB, plus the bf16
-teacher) and was not tried on an H100, where SD3.5-M's smaller full setup already ran out of
-memory. Not measured: the real CLIP-L + CLIP-G encoders (0.8 B, ~1.6 GB in bf16), on the GPU only
+further 1.1-1.3 s a student update.) LoRA fits one 80 GB GPU; full fine-tuning holds 2 x 2.57 B x 16
+bytes of fp32 weights, gradients and AdamW moments = 77 GiB plus the bf16 teacher: 81.0 GiB peak
+with fused AdamW on the H200 (bench/README_gpu.md), so it needs more than one 80 GB GPU (an H200,
+or a multi-worker trial sharded with FSDP2, `dpdmd.sharding`); it was not tried on an H100. Not
+measured: the real CLIP-L + CLIP-G encoders (0.8 B, ~1.6 GB in bf16), on the GPU only
 while prompts are encoded (the trainer frees them before training).
 """
 
