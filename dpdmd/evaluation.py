@@ -63,6 +63,22 @@ def teacher_sampler(backbone: Backbone, teacher: torch.nn.Module,
     return sample
 
 
+@torch.no_grad()
+def student_sampler(backbone: Backbone, student: torch.nn.Module) -> Sampler:
+    """A trained student's few-step sampler on its own grid, conditional only (no CFG): the
+    sample `dpdmd.method.DPDMD.sample` draws, for a student loaded on its own (`dpdmd.student`)."""
+    schedule = backbone.schedule
+    levels = schedule.student_levels
+
+    def sample(x1: torch.Tensor, cond: Embeddings) -> torch.Tensor:
+        x = x1
+        for j in range(len(levels) - 1):
+            x = schedule.step(x, backbone.predict(student, x, levels[j], cond), levels[j], levels[j + 1])
+        return x
+
+    return sample
+
+
 def make_evaluator(eval_config: EvalConfig, backbone: Backbone):
     """The evaluator the config names ("auto": the backbone's own)."""
     name = eval_config.evaluator

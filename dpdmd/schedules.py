@@ -42,6 +42,11 @@ class FlowSchedule:
         scheduler.set_timesteps(1000)
         self.dmd_levels = scheduler.sigmas[:-1].double().tolist()
 
+    def student_scheduler(self) -> FlowMatchEulerDiscreteScheduler:
+        """The diffusers scheduler whose ``student_steps``-step grid is the student's (Euler, the
+        same shift): what a pipeline sampling the student uses."""
+        return FlowMatchEulerDiscreteScheduler(shift=self.shift)
+
     def net_timestep(self, level) -> float:
         """The transformer's timestep input: 1000 s."""
         return 1000.0 * float(level)
@@ -99,6 +104,7 @@ class EpsSchedule:
     ):
         self.teacher_steps = teacher_steps
         self.student_steps = student_steps
+        self.betas = {"beta_start": beta_start, "beta_end": beta_end, "beta_schedule": beta_schedule}
         scheduler = DDIMScheduler(
             beta_start=beta_start,
             beta_end=beta_end,
@@ -113,6 +119,13 @@ class EpsSchedule:
         scheduler.set_timesteps(teacher_steps)
         self.teacher_levels = scheduler.timesteps.tolist() + [self.TERMINAL]
         self.dmd_levels = list(range(999, -1, -1))
+
+    def student_scheduler(self) -> DDIMScheduler:
+        """The diffusers scheduler whose ``student_steps``-step grid is the student's: DDIM on the
+        trailing timesteps, eta 0, ending at the clean sample (``set_alpha_to_one``: abar = 1 after
+        the last step, as the terminal level here). A pipeline sampling the student uses it."""
+        return DDIMScheduler(**self.betas, timestep_spacing="trailing", clip_sample=False, set_alpha_to_one=True,
+                             steps_offset=0, prediction_type="epsilon")
 
     def abar(self, level) -> float:
         t = int(level)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -72,6 +74,7 @@ class Backbone(ABC):
     default_prompts: tuple[str, ...]
     device: torch.device = torch.device("cpu")
     trainable_on_meta: bool = False
+    network_folder: str = "transformer"  # the student's folder in a saved student, as in a pipeline
 
     # --- prompts ---
     @abstractmethod
@@ -135,3 +138,48 @@ class Backbone(ABC):
     def unconditional(self, batch_size: int) -> Embeddings:
         """The empty-prompt embedding repeated to ``batch_size``."""
         return repeat_embeddings(self.encode_prompts([""]), batch_size)
+
+    # --- the trained student, as its users load it (`dpdmd.student`) ---
+    @property
+    def serving_dtype(self) -> torch.dtype:
+        """The dtype a saved student's weights are stored in (the dtype it is served in)."""
+        return torch.float32
+
+    def save_student(self, student: nn.Module, folder: Path) -> dict:
+        """Write the trained ``student`` into ``folder`` the way this backbone's users load it and
+        return what the student's manifest records about the format. Here: a diffusers model folder
+        ``folder/<network_folder>`` (``config.json`` + ``diffusion_pytorch_model.safetensors`` in
+        `serving_dtype`, loadable with the network class's ``from_pretrained``) and
+        ``folder/scheduler`` (the scheduler whose grid the student was trained on)."""
+        save_diffusers_model(student, Path(folder) / self.network_folder, self.serving_dtype)
+        self.schedule.student_scheduler().save_pretrained(Path(folder) / "scheduler")
+        return {"format": "diffusers-model", "network_folder": self.network_folder,
+                "dtype": str(self.serving_dtype).removeprefix("torch.")}
+
+    def load_student(self, folder: Path) -> nn.Module:
+        """The student network `save_student` wrote into ``folder``, on ``device``, frozen."""
+        return load_diffusers_model(Path(folder) / self.network_folder).to(self.device).requires_grad_(False).eval()
+
+
+def save_diffusers_model(net: nn.Module, folder: Path, dtype: torch.dtype) -> None:
+    """``net`` (a diffusers model, possibly wrapped by ``torch.compile``) as ``from_pretrained``
+    reads it, its weights cast to ``dtype`` one tensor at a time on the CPU (no second copy of the
+    network on its device)."""
+    from safetensors.torch import save_file
+
+    net = getattr(net, "_orig_mod", net)  # a whole-model torch.compile wrapper
+    folder.mkdir(parents=True, exist_ok=True)
+    net.save_config(folder)
+    weights = {name: tensor.detach().to("cpu", dtype).contiguous() for name, tensor in net.state_dict().items()}
+    save_file(weights, str(folder / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
+
+
+def load_diffusers_model(folder: Path) -> nn.Module:
+    """The diffusers model saved in ``folder``, its class read from its ``config.json``."""
+    import diffusers
+
+    name = json.loads((folder / "config.json").read_text()).get("_class_name")
+    cls = getattr(diffusers, str(name), None)
+    if cls is None:
+        raise ValueError(f"{folder / 'config.json'}: _class_name {name!r} is not a diffusers model class")
+    return cls.from_pretrained(folder)

@@ -47,6 +47,7 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat1
 TRAIN_MODES = ("full", "lora")
 DECODE_CHUNK = 4  # latents per VAE call: a 1024 px fp32 decode of 16 images at once needs tens of GB
 EMBEDDING_CACHE_VERSION = 1  # bump when the stored embedding format changes
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # the file name diffusers' save_lora_weights writes
 
 
 def _dtype_kwarg(dtype: torch.dtype) -> dict:
@@ -275,6 +276,41 @@ class DiffusersBackbone(Backbone):
     def input_dtype(net: nn.Module) -> torch.dtype:
         """The dtype inputs are cast to: the network's (LoRA: the frozen base's) first parameter's."""
         return next(net.parameters()).dtype
+
+    # --- the trained student, as its users load it ---------------------------------------------
+    @property
+    def serving_dtype(self) -> torch.dtype:
+        """Full fine-tuning's student is stored in ``weights_dtype``, the dtype the teacher (and so
+        the pipeline it joins) runs in; a LoRA adapter in float32, as trained (it is small)."""
+        return self.weights_dtype if self.train_mode == "full" else torch.float32
+
+    def save_student(self, student: nn.Module, folder: Path) -> dict:
+        """Full: the network folder (`Backbone.save_student`). LoRA: the adapter alone, in the
+        diffusers LoRA format (``pytorch_lora_weights.safetensors``, its rank, alpha and targets in
+        the file's metadata), which the pipeline's ``load_lora_weights(folder)`` reads. Both with
+        the student's scheduler in ``folder/scheduler``."""
+        if self.train_mode == "full":
+            return super().save_student(student, folder)
+        from peft import get_peft_model_state_dict
+
+        folder = Path(folder)
+        layers = {name.removeprefix("base_model.model."): tensor.detach().to("cpu", self.serving_dtype).contiguous()
+                  for name, tensor in get_peft_model_state_dict(student).items()}
+        metadata = {"r": self.lora_rank, "lora_alpha": self.lora_alpha, "target_modules": list(self.lora_target_modules)}
+        self.pipeline_class().save_lora_weights(folder, weight_name=LORA_WEIGHTS, **{f"{self.network_folder}_lora_layers": layers,
+                                                           f"{self.network_folder}_lora_adapter_metadata": metadata})
+        self.schedule.student_scheduler().save_pretrained(folder / "scheduler")
+        return {"format": "diffusers-lora", "network_folder": self.network_folder,
+                "dtype": str(self.serving_dtype).removeprefix("torch."), "lora": metadata}
+
+    def load_student(self, folder: Path) -> nn.Module:
+        """Full: the saved network. LoRA: the teacher with the saved adapter loaded into it, as the
+        pipeline's ``load_lora_weights`` does (unfused)."""
+        if self.train_mode == "full":
+            return super().load_student(folder)
+        net = self.load_teacher()
+        net.load_lora_adapter(str(folder), prefix=self.network_folder, weight_name=LORA_WEIGHTS)
+        return net.to(self.device).requires_grad_(False).eval()
 
     # --- decoding ------------------------------------------------------------------------------
     def _load_vae(self):

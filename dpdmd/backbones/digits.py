@@ -127,6 +127,7 @@ class DigitsBackbone(Backbone):
             raise ValueError(f"digits backbone kind must be 'flow' or 'eps', got {kind!r}")
         self.kind = kind
         self.name = f"digits-{kind}"
+        self.network_folder = "transformer" if kind == "flow" else "unet"  # the network's diffusers class
         self.cfg_scale = float(self.DEFAULT_CFG[kind] if cfg_scale is None else cfg_scale)
         self.device = torch.device(device)
         if kind == "flow":
