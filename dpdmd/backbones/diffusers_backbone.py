@@ -290,7 +290,7 @@ class DiffusersBackbone(Backbone):
         the file's metadata), which the pipeline's ``load_lora_weights(folder)`` reads. Both with
         the student's scheduler in ``folder/scheduler``."""
         if self.train_mode == "full":
-            return super().save_student(student, folder)
+            return {**super().save_student(student, folder), "hub_id": self.variant.hub_id}
         from peft import get_peft_model_state_dict
 
         folder = Path(folder)
@@ -300,7 +300,7 @@ class DiffusersBackbone(Backbone):
         self.pipeline_class().save_lora_weights(folder, weight_name=LORA_WEIGHTS, **{f"{self.network_folder}_lora_layers": layers,
                                                            f"{self.network_folder}_lora_adapter_metadata": metadata})
         self.schedule.student_scheduler().save_pretrained(folder / "scheduler")
-        return {"format": "diffusers-lora", "network_folder": self.network_folder,
+        return {"format": "diffusers-lora", "network_folder": self.network_folder, "hub_id": self.variant.hub_id,
                 "dtype": str(self.serving_dtype).removeprefix("torch."), "lora": metadata}
 
     def load_student(self, folder: Path) -> nn.Module:
