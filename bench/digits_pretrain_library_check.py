@@ -24,7 +24,7 @@ def pretrain_with_diffusers(config, *, schedule: str) -> dict[str, torch.Tensor]
     from diffusers.optimization import get_cosine_schedule_with_warmup
     from diffusers.training_utils import EMAModel
 
-    from dpdmd import digits_data
+    from dpdmd.data import digits as digits_data
     from dpdmd.backbones.digits import build_network, fold
     from dpdmd.backbones.digits_pretrain import lr_factor, noisy_batch, optimisation_step
     from dpdmd.schedules import EpsSchedule

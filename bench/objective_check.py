@@ -29,7 +29,7 @@ from dpdmd.config import TrainConfig
 from dpdmd.evaluation import generate, teacher_sampler
 from dpdmd.metrics import DigitsEvaluator
 from dpdmd.metrics.corruptions import collapse, standard_corruptions
-from dpdmd.prompt_cache import PromptEmbeddingCache
+from dpdmd.data.prompt_cache import PromptEmbeddingCache
 from dpdmd.trainer import build_backbone
 from tune.objective import legacy_objective, objective_metrics
 

@@ -61,7 +61,7 @@ def real_objective_table(evaluator, images: torch.Tensor, prompts: list[str]) ->
 def tiny_sd3_teacher_samples(root: Path, prompts: list[str], seeds: int) -> torch.Tensor:
     from dpdmd.config import TrainConfig
     from dpdmd.evaluation import generate, teacher_sampler
-    from dpdmd.prompt_cache import PromptEmbeddingCache
+    from dpdmd.data.prompt_cache import PromptEmbeddingCache
     from dpdmd.trainer import build_backbone
     from tests.dpdmd.tiny_pipelines import make_tiny_sd3
 

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._cache import config_hash
+from .data.disk_cache import config_hash
 from .backbones.base import Backbone, Embeddings
-from .cache_keys import cache_key
+from .data.cache_keys import cache_key
 from .stream import Batch
 
 
@@ -186,7 +186,7 @@ class CachedAnchors(_CountedAnchors):
 
 def shared_anchors(cache: AnchorCache, ks: Iterable[int], *, shard: tuple[int, int] | None = None):
     """The trainer's ``anchors`` factory (`dpdmd.train`) over ``cache``: runs that agree on
-    everything the anchor depends on (`dpdmd.cache_keys`, kind "anchor") share its entries.
+    everything the anchor depends on (`dpdmd.data.cache_keys`, kind "anchor") share its entries.
 
     ``shard`` = (rank, world_size) of a data-parallel worker: it sees rows rank::world_size of
     the global batch, so its anchors are keyed by the shard too (shared rank by rank)."""

@@ -304,8 +304,8 @@ def from_mapping(data: dict, *, source: str | None = None) -> TrainConfig:
 
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; a missing, unreadable, oversized, non-UTF-8 or unparsable file, a
-    duplicate key or an alias bomb is a `ConfigError` naming the file (`dpdmd._yaml`)."""
-    from ._yaml import read_yaml_mapping
+    duplicate key or an alias bomb is a `ConfigError` naming the file (`dpdmd.data.yaml_files`)."""
+    from .data.yaml_files import read_yaml_mapping
 
     path = Path(path)
     try:

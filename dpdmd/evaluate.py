@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from .evaluation import eval_prompts, generate, make_evaluator, save_grid, score, teacher_reference, teacher_sampler
-    from .prompt_cache import PromptEmbeddingCache
+    from .data.prompt_cache import PromptEmbeddingCache
     from .trainer import CHECKPOINT, build_backbone, build_method, check
 
     try:

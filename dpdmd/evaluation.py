@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._cache import cache_dir, cached_file, config_hash
-from .cache_keys import cache_key
+from .data.disk_cache import cache_dir, cached_file, config_hash
+from .data.cache_keys import cache_key
+from .data.prompts import eval_prompts
 from .backbones.base import Backbone, Embeddings
 from .config import EvalConfig, TrainConfig
 
@@ -103,10 +104,6 @@ def evaluator_problems(eval_config: EvalConfig, default_evaluator: str = "digits
 
     return check_evaluator_paths(eval_config.evaluator_options, prefix="eval.evaluator_options",
                                  quality_metric=quality, seeds_per_prompt=n)
-
-
-def eval_prompts(config: TrainConfig, backbone: Backbone) -> list[str]:
-    return list(config.eval.prompts) or list(backbone.default_prompts)
 
 
 def score(evaluator, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, float]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from ._cache import config_hash
+from .data.disk_cache import config_hash
 from .backbones.digits import SHIPPED_WEIGHTS, DigitsPretrainConfig, teacher_weights
 from .backbones.digits_pretrain import pretrain
 

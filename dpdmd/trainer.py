@@ -32,7 +32,7 @@ from .config import ConfigError, TrainConfig, run_label
 from .distributed import DistributedContext
 from .evaluation import eval_prompts, evaluator_problems, generate, make_evaluator, save_grid, score, teacher_reference
 from .method import DPDMD
-from .prompt_cache import PromptEmbeddingCache
+from .data.prompt_cache import PromptEmbeddingCache
 from .stream import is_student_iteration, iteration_batch, student_updates_done
 
 Report = Callable[[dict, "Path | None"], None]  # (metrics, checkpoint directory or None)
@@ -85,7 +85,7 @@ def build_method(config: TrainConfig, backbone: Backbone) -> DPDMD:
                    grad_clip=config.grad_clip, mixed_precision=config.mixed_precision,
                    optimizer=config.optimizer)
     if config.compile:
-        from ._cache import cache_dir
+        from .data.disk_cache import cache_dir
         from .acceleration import compile_repeated_blocks, configure_compile_cache
 
         configure_compile_cache(cache_dir() / "compile")

@@ -147,7 +147,7 @@ SPACE_RECORD = "dpdmd_space.json"
 def space_identity(space_path: Path, num_samples: int | None) -> dict:
     """The fingerprint of the search a space file defines: a hash of its parsed content (comments
     and formatting do not count) and of ``--num-samples``."""
-    from dpdmd._cache import config_hash
+    from dpdmd.data.disk_cache import config_hash
     from dpdmd.config import load_yaml
 
     return {"fingerprint": config_hash({"space": load_yaml(space_path), "num_samples": num_samples}),
@@ -249,7 +249,7 @@ def _teacher_scores(config) -> dict:
     import torch
 
     from dpdmd.evaluation import teacher_reference
-    from dpdmd.prompt_cache import PromptEmbeddingCache
+    from dpdmd.data.prompt_cache import PromptEmbeddingCache
     from dpdmd.trainer import build_backbone, build_method
 
     backbone = build_backbone(config)

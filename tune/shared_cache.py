@@ -16,7 +16,7 @@ publishes the first-step target of *every* K; all other trials read it.
   a resumed search or a second search with the same storage reads it back instead of
   recomputing.
 - Prompt embeddings go through the same store (key ``emb/<cache_key("embedding")>/<prompt>``,
-  `dpdmd.cache_keys`), behind each trial's `dpdmd.prompt_cache.PromptEmbeddingCache`. This is not
+  `dpdmd.data.cache_keys`), behind each trial's `dpdmd.data.prompt_cache.PromptEmbeddingCache`. This is not
   a second in-memory cache but a different job: it makes the text encoders run once per *search*.
   The diffusers backbones' disk cache (same `text_key`) cannot: trials starting together all miss
   it and would each load T5-XXL (~10 GB), and each node of a cluster has its own disk.

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from ray import tune
 
-from dpdmd._cache import config_hash
+from dpdmd.data.disk_cache import config_hash
 from dpdmd.anchors import shared_anchors
-from dpdmd.cache_keys import cache_key
-from dpdmd.prompt_cache import PromptEmbeddingCache
+from dpdmd.data.cache_keys import cache_key
+from dpdmd.data.prompt_cache import PromptEmbeddingCache
 from dpdmd.trainer import train
 
 from .objective import objective_metrics, shown_objective

@@ -5,13 +5,13 @@ and ``digits-eps`` a small `UNet2DConditionModel` trained with the eps loss on t
 schedule. They are diffusers' own classes at toy size, so the built-in and the real backbones run
 the same code path.
 
-Latents: the 32x32 digit image (see `dpdmd.digits_data`) folded 4x4 into channels, (16, 8, 8), the
+Latents: the 32x32 digit image (see `dpdmd.data.digits`) folded 4x4 into channels, (16, 8, 8), the
 way SD's VAE folds 8x8 pixels into latent channels; `decode` unfolds it. The "text encoder" maps
 a digit prompt to a fixed one-hot token (class c -> unit vector c, plus a flag that it is
 conditional); the empty prompt maps to zeros. The teacher learns the rest.
 
 Teacher weights: shipped in ``dpdmd/backbones/weights/`` (made by ``python -m dpdmd.pretrain``),
-else the disk cache (`dpdmd._cache`), else pretrained on first use (about 4 minutes on 2 cores).
+else the disk cache (`dpdmd.data.disk_cache`), else pretrained on first use (about 4 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from diffusers import SD3Transformer2DModel, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .. import digits_data
-from .._cache import cached_file, config_hash
+from ..data import digits as digits_data
+from ..data.disk_cache import cached_file, config_hash
 from ..schedules import EpsSchedule, FlowSchedule
 from .base import Backbone, Embeddings
 

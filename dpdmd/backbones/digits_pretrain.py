@@ -8,7 +8,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from .. import digits_data
+from ..data import digits as digits_data
 from .digits import DigitsPretrainConfig, build_network, call_network, class_embeddings, fold
 
 

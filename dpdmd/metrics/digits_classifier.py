@@ -10,10 +10,10 @@ reference is the teacher's, not the real digits': the student's target is the te
 distribution, and the real digits are 8x8 images upsampled to 32x32, with almost no power in the
 top band. Against them a blur of the digits-eps teacher's speckled samples *raised* their fidelity
 (0.45 -> 0.84), so blurring a teacher scored as improving it. It reads images at 32x32,
-maps them to [-1, 1] and average-pools them to the native 8x8 (`dpdmd.digits_data.downsample`), which
+maps them to [-1, 1] and average-pools them to the native 8x8 (`dpdmd.data.digits.downsample`), which
 also averages away most of the pixel noise generated samples carry.
 
-It is trained once, on first use, and cached on disk (`dpdmd._cache.cached_file`): all 1,797 real
+It is trained once, on first use, and cached on disk (`dpdmd.data.disk_cache.cached_file`): all 1,797 real
 digits, light augmentation (small rotations / scalings / shifts at 32x32, contrast and offset
 changes, Gaussian pixel noise, clipping to [0, 1]) so generated samples are not out of
 distribution. Measured with the default config (train on a stratified 80 % split, test on the
@@ -38,8 +38,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .. import digits_data
-from .._cache import cached_file
+from ..data import digits as digits_data
+from ..data.disk_cache import cached_file
 from .base import Evaluator, check_grid
 from .feature_stats import frechet_distance, knn_precision_recall_coverage
 from .spectrum import band_power, match_per_prompt, spectral_match

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.model_selection import train_test_split
 
-from dpdmd.digits_data import ALL_PROMPTS
+from dpdmd.data.digits import ALL_PROMPTS
 from dpdmd.metrics import (
     DigitsClassifier,
     DigitsClassifierConfig,

@@ -20,7 +20,7 @@ from dpdmd.backbones.registry_real import check_weights_dir
 from dpdmd.config import ConfigError, EvalConfig, TrainConfig
 from dpdmd.evaluation import teacher_sampler
 from dpdmd.method import DPDMD
-from dpdmd.prompt_cache import PromptEmbeddingCache
+from dpdmd.data.prompt_cache import PromptEmbeddingCache
 from dpdmd.stream import iteration_batch
 
 from .helpers import step_output_grads

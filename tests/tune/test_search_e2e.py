@@ -135,7 +135,7 @@ def test_each_anchor_computed_once_and_equal_to_recomputation(finished_search):
 
     from dpdmd.anchors import teacher_anchors
     from dpdmd.config import from_mapping
-    from dpdmd.prompt_cache import PromptEmbeddingCache
+    from dpdmd.data.prompt_cache import PromptEmbeddingCache
     from dpdmd.stream import iteration_batch
     from dpdmd.trainer import build_backbone
 

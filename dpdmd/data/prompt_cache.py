@@ -4,7 +4,7 @@ Text encoders are expensive (T5-XXL for SD3) and the training prompts repeat eve
 trainer never encodes a prompt twice: `PromptEmbeddingCache` keeps one row per prompt and builds
 a batch by concatenating rows. It is the process's one in-memory prompt cache: the student's and
 the teacher's samplers (``""`` for CFG included) read it too. Behind it, two stores with other
-scopes, both keyed by `dpdmd.cache_keys`: the diffusers backbones' disk files (across runs on one
+scopes, both keyed by `dpdmd.data.cache_keys`: the diffusers backbones' disk files (across runs on one
 machine) and, in a search, the ``lookup`` into the Ray object store (`tune.shared_cache`: across
 the trials of a search, so its text encoders run once).
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .backbones.base import Backbone, Embeddings, cat_embeddings
+from ..backbones.base import Backbone, Embeddings, cat_embeddings
 
 
 class PromptEmbeddingCache:

@@ -12,12 +12,14 @@ results. So each kind lists its inputs here, once, each kind extending the one b
 - ``teacher_reference`` (the teacher's scores and samples, `dpdmd.evaluation`): + the evaluation
   set and the evaluator.
 
-The keys are plain dicts; `dpdmd._cache.config_hash` turns one into a short name.
+The keys are plain dicts; `dpdmd.data.disk_cache.config_hash` turns one into a short name.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from .prompts import eval_prompts
 
 KINDS = ("embedding", "teacher", "anchor", "teacher_reference")
 # What an evaluator returns, bumped when it changes, so no stale teacher score normalises a new one
@@ -49,8 +51,6 @@ def cache_key(kind: str, config, backbone, **extra) -> dict[str, Any]:
         key.update(seed=config.seed, batch_size=config.batch_size, prompts=list(config.prompts),
                    latent_shape=list(backbone.latent_shape))
     if kind == "teacher_reference":
-        from .evaluation import eval_prompts
-
         key.update(prompts=eval_prompts(config, backbone), seeds=config.eval.seeds_per_prompt,
                    evaluator=config.eval.evaluator, quality_metric=config.eval.quality_metric,
                    evaluator_options=config.eval.evaluator_options,
