@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import sharding
+from .parallel import sharding
 from .anchors import AnchorProvider, local_anchors
 from .backbones import Backbone, get_backbone
 from .config import ConfigError, TrainConfig, run_label
-from .distributed import DistributedContext
+from .parallel.distributed import DistributedContext
 from .evaluation import eval_prompts, evaluator_problems, generate, make_evaluator, save_grid, score, teacher_reference
 from .method import DPDMD
 from .data.prompt_cache import PromptEmbeddingCache
@@ -86,7 +86,7 @@ def build_method(config: TrainConfig, backbone: Backbone) -> DPDMD:
                    optimizer=config.optimizer)
     if config.compile:
         from .data.disk_cache import cache_dir
-        from .acceleration import compile_repeated_blocks, configure_compile_cache
+        from .parallel.acceleration import compile_repeated_blocks, configure_compile_cache
 
         configure_compile_cache(cache_dir() / "compile")
         for net in (method.teacher, method.student, method.fake):
@@ -111,7 +111,7 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
         anchors: factory of the anchor provider (default: `local_anchors`, computed on demand;
             `dpdmd.anchors.shared_anchors(cache, ks)` shares them with other runs, as a search does).
         embeddings: factory of the prompt-embedding cache (default: encode locally, once a prompt).
-        distributed: this process's rank in a data-parallel run (`dpdmd.distributed`): each
+        distributed: this process's rank in a data-parallel run (`dpdmd.parallel.distributed`): each
             iteration's batch is drawn for all ranks and sharded, gradients are averaged over the
             ranks, and only rank 0 evaluates, writes ``out_dir`` and calls ``report`` (the other
             ranks return {}). None: one process.

@@ -1,8 +1,8 @@
 """Multi-GPU trials: one Tune trial, one placement group, N data-parallel workers.
 
 A backbone whose ``resources`` ask for ``workers: N > 1`` (full fine-tuning of sd35m on 8 GPUs)
-trains data-parallel (`dpdmd.distributed`) over N worker processes. By default the student, the
-fake score and their optimiser states are *sharded* over the workers (FSDP2, `dpdmd.sharding`):
+trains data-parallel (`dpdmd.parallel.distributed`) over N worker processes. By default the student, the
+fake score and their optimiser states are *sharded* over the workers (FSDP2, `dpdmd.parallel.sharding`):
 each GPU holds 1/N of them, which is what lets SD3.5-L (8 B) train fully at all; ``shard: false``
 replicates them instead (gradients averaged: less communication, for networks that fit one GPU).
 The trial's resources are one placement group, ``[{}] + [{"CPU": cpu, "GPU": gpu}] * N``
@@ -35,10 +35,10 @@ trials hold. Its checkpoints go to Train's storage and reach Tune only as a path
 failure retries and ``--resume`` use here; and every trial would pay a Train controller actor.
 Not accelerate per trial either: something must still start the N processes inside the trial's
 bundles (these actors, or ``accelerate launch``, which knows nothing of placement groups), and
-``Accelerator.prepare`` wraps the networks in DDP and the optimisers, which `dpdmd.distributed`
-and `dpdmd.sharding` avoid (their docstrings say why; for FSDP accelerate calls the same
-``fully_shard`` that `dpdmd.sharding` calls). The workers here are a few dozen lines of plain Ray actors around
-`dpdmd.distributed`, which runs as well under torchrun or ``torch.multiprocessing``.
+``Accelerator.prepare`` wraps the networks in DDP and the optimisers, which `dpdmd.parallel.distributed`
+and `dpdmd.parallel.sharding` avoid (their docstrings say why; for FSDP accelerate calls the same
+``fully_shard`` that `dpdmd.parallel.sharding` calls). The workers here are a few dozen lines of plain Ray actors around
+`dpdmd.parallel.distributed`, which runs as well under torchrun or ``torch.multiprocessing``.
 
 Wiring into the search (``tune.search.build_tuner``)::
 
@@ -180,7 +180,7 @@ class _Worker:
 
     def run(self, train_config: TrainConfig, *, rank: int, world_size: int, init_method: str, shard_networks: bool,
             out_dir: str, checkpoint, cache: dict, threads: int, reports: Queue, acks: Queue) -> None:
-        from dpdmd.distributed import destroy_process_group, init_process_group
+        from dpdmd.parallel.distributed import destroy_process_group, init_process_group
         from dpdmd.trainer import resolve_device, train
 
         torch.set_num_threads(threads)

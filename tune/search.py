@@ -69,7 +69,7 @@ def join_uri(base: str, *parts: str) -> str:
 # --- the plan -----------------------------------------------------------------------------------
 
 def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
-    from dpdmd.memory import fit_line
+    from dpdmd.parallel.memory import fit_line
 
     from .space import baseline_trials, planned_trials
 
@@ -87,7 +87,7 @@ def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
                                           f"one of {p.values}" if p.values else f"= {p.value}"))
     lines.append(f"concurrency: {space.max_concurrent or 'as resources allow'}")
     lines.append("resources per trial: " + "; ".join(f"{b}: {s.resources}" for b, s in space.backbones.items()))
-    for b, spec in space.backbones.items():  # GPU memory per trial against its share (dpdmd.memory)
+    for b, spec in space.backbones.items():  # GPU memory per trial against its share (dpdmd.parallel.memory)
         line = fit_line(b, spec.options, {**space.train, **spec.train}, spec.resources)
         lines += [line] if line else []
     s, max_t = space.scheduler, max_updates(space)

@@ -27,7 +27,7 @@ JOIN_S = 600
 def _worker(rank: int, world: int, init_method: str, out_dir: str, fault: str, shard: bool, result: str) -> None:
     from dpdmd import method as method_module
     from dpdmd import trainer
-    from dpdmd.distributed import destroy_process_group, init_process_group
+    from dpdmd.parallel.distributed import destroy_process_group, init_process_group
     from dpdmd.trainer import train
     from tests.dpdmd.helpers import register_random_backbones
 

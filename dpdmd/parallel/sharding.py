@@ -1,6 +1,6 @@
 """Sharded DP-DMD (FSDP2): the student, the fake score and their optimiser states split over the ranks.
 
-`dpdmd.distributed` replicates the networks on every rank and averages gradients; that needs the
+`dpdmd.parallel.distributed` replicates the networks on every rank and averages gradients; that needs the
 whole student, fake score, their gradients and AdamW states on each GPU (16 bytes per trainable
 parameter and network: ~72 GB for SD3.5-M, ~260 GB for SD3.5-L's 8 B). Here
 (``DistributedContext(..., shard_networks=True)``) each of those is split over the W ranks with
@@ -11,12 +11,12 @@ PyTorch's FSDP2, ``torch.distributed.fsdp.fully_shard``:
    is one FSDP unit, the rest of the network the root unit. Parameters become ``DTensor`` shards
    (dim 0 split over the ranks); a unit's full weights exist only while its forward or backward
    runs (all-gathered, freed after). Gradients are reduce-scattered (averaged over the ranks, as
-   `dpdmd.distributed`'s rule 2), so the AdamW states, created at the first step, are shards too.
+   `dpdmd.parallel.distributed`'s rule 2), so the AdamW states, created at the first step, are shards too.
    **What is replicated:** the frozen teacher (bf16 in the diffusers backbones), the VAE and the
    prompt embeddings. The teacher stays whole because each rank runs it alone: its anchor pass on
    its own rows (possibly a cache hit on one rank and a miss on another) and rank 0's teacher
    reference, neither of which may wait for collectives from ranks that do not run them.
-2. **Same numbers as one worker.** Batches and anchors follow `dpdmd.distributed`'s rules 1 and 3.
+2. **Same numbers as one worker.** Batches and anchors follow `dpdmd.parallel.distributed`'s rules 1 and 3.
    The reduce-scatter averages the per-rank mean losses' gradients (the global batch's gradient);
    ``clip_grad_norm_`` on the ``DTensor`` gradients reduces the squared norms over the ranks (the
    global norm), and AdamW is elementwise, so each shard steps as its slice of the one-worker step.

@@ -21,7 +21,7 @@ What each term holds (P: the network's parameters; L: its LoRA parameters; N: GP
 - build: the peak while the networks are built, before training: the teacher plus the student's
   and the fake score's weights as each GPU holds them (``teacher + weights``). Sharded full
   fine-tuning builds the copies on the meta device and allocates only each GPU's shards
-  (`dpdmd.sharding`), so the build never exceeds the training ``total``; built whole before
+  (`dpdmd.parallel.sharding`), so the build never exceeds the training ``total``; built whole before
   sharding (as before) it was ``2P + 8P`` on every GPU, 75 GiB for SD3.5-L whatever N.
   `fit_line` and `memory_table` compare ``max(total, build)`` with the GPU.
 """
@@ -67,7 +67,7 @@ def estimate(model: str, train_mode: str = "full", optimizer: str = "adamw", gpu
     Args:
         model: a key of `SHAPES` ("sd35m", "sd35l", "sdxl").
         train_mode: "full" (sharded over ``gpus`` when > 1, as FSDP does) or "lora" (replicated).
-        optimizer: one of `dpdmd.optimizers.OPTIMIZERS`.
+        optimizer: one of `dpdmd.parallel.optimizers.OPTIMIZERS`.
         gpus: GPUs of the trial. batch: samples per GPU. pixels: image side.
     """
     if model not in SHAPES:

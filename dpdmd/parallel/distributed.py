@@ -36,7 +36,7 @@ DDP's bucketing and overlap: one all-reduce per parameter tensor, issued from th
 (on NCCL it is queued on the communication stream without blocking the host). Full fine-tuning of
 SD3.5-M over 8 GPUs averages ~9 GB of fp32 gradients per update this way, and every rank holds the
 whole networks and AdamW states (~72 GB). ``DistributedContext(shard_networks=True)`` shards them
-instead (FSDP2, `dpdmd.sharding`): rules 1 and 3 stay, rule 2 becomes a reduce-scatter, and rule 4
+instead (FSDP2, `dpdmd.parallel.sharding`): rules 1 and 3 stay, rule 2 becomes a reduce-scatter, and rule 4
 changes in one point: every rank takes part in the evaluation's sampling and in each checkpoint's
 gather (collectives), while rank 0 alone scores, writes and reports.
 """
@@ -52,7 +52,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import sharding
-from .stream import Batch
+from ..stream import Batch
 
 
 def backend_for(device: torch.device | str) -> str:
@@ -68,7 +68,7 @@ class DistributedContext:
         rank: 0..world_size-1; rank 0 evaluates, writes and reports.
         world_size: number of processes (workers) training together.
         shard_networks: split the student, the fake score and their optimiser states over the ranks
-            (FSDP2, `dpdmd.sharding`) instead of replicating them (rule 2's gradient averaging).
+            (FSDP2, `dpdmd.parallel.sharding`) instead of replicating them (rule 2's gradient averaging).
             Then every rank takes part in the evaluation's sampling and the checkpoint gather.
     """
 
@@ -104,13 +104,13 @@ class DistributedContext:
 
     def prepare(self, backbone, optimizer: str = "adamw") -> None:
         """Before `DPDMD` builds the networks, on every rank: a sharded run of full fine-tuning
-        builds the student and the fake score on the meta device (`dpdmd.sharding`: each rank then
+        builds the student and the fake score on the meta device (`dpdmd.parallel.sharding`: each rank then
         allocates and loads only its shards). ``optimizer``: the config's; the host-offloaded one
         keeps whole host copies of the parameters and is refused with sharding (a ConfigError)."""
         if not self.sharded:
             return
         if optimizer == "adamw_offload":
-            from .config import ConfigError
+            from ..config import ConfigError
 
             raise ConfigError(["optimizer: 'adamw_offload' keeps whole host copies of the parameters and "
                                "cannot step FSDP2 shards; a sharded trial (workers > 1, shard: true) already "
@@ -120,7 +120,7 @@ class DistributedContext:
     def attach(self, method) -> GradientAverager | None:
         """Make `method` (a `dpdmd.method.DPDMD`) train over the ranks. Replicated (rule 2): copy
         rank 0's trainable weights of the student and the fake score to every rank, then average
-        their gradients over the ranks in every backward pass. Sharded: `dpdmd.sharding.
+        their gradients over the ranks in every backward pass. Sharded: `dpdmd.parallel.sharding.
         shard_networks` (the weights are the same on every rank already: built from the same
         teacher, whole or on the meta device: `prepare`). Call once, on every rank, before
         training and before loading a checkpoint."""
@@ -165,7 +165,7 @@ class DistributedContext:
     def _check_process_group(self) -> None:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError(f"rank {self.rank} of {self.world_size}: no torch.distributed process group; "
-                               f"call dpdmd.distributed.init_process_group(...) first")
+                               f"call dpdmd.parallel.distributed.init_process_group(...) first")
         if dist.get_world_size() != self.world_size or dist.get_rank() != self.rank:
             raise RuntimeError(f"DistributedContext says rank {self.rank} of {self.world_size}, the process group "
                                f"rank {dist.get_rank()} of {dist.get_world_size()}")
