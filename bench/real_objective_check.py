@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/X.py` from the root
 from bench.markdown_table import markdown  # noqa: E402
-from dpdmd.metrics import make_real_evaluator
-from dpdmd.metrics.corruptions import blur, drop_mode, gaussian_noise
+from dpdmd.evaluation import make_real_evaluator
+from dpdmd.evaluation.corruptions import blur, drop_mode, gaussian_noise
 from tests.dpdmd import stand_in_samples, tiny_encoders
 from tune.objective import objective_metrics
 

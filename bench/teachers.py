@@ -22,7 +22,7 @@ def main() -> int:
 
     from dpdmd import EvalConfig, TrainConfig
     from dpdmd.evaluation import eval_prompts, generate, make_evaluator, score, teacher_sampler
-    from dpdmd.metrics import DigitsEvaluator
+    from dpdmd.evaluation import DigitsEvaluator
     from dpdmd.data.prompt_cache import PromptEmbeddingCache
     from dpdmd.trainer import build_backbone
 

@@ -4,7 +4,7 @@
     metrics = train(TrainConfig(backbone="digits-flow", anchor_k=10, lambda_div=0.05), out_dir="runs/a")
 
 The algorithm is `dpdmd.method` (step for step as method.md); the backbones `dpdmd.backbones`;
-evaluation `dpdmd.metrics` and `dpdmd.evaluation`.
+evaluation `dpdmd.evaluation` (the protocol and the metrics).
 """
 
 from .anchors import AnchorProvider, LocalAnchors, teacher_anchors

@@ -91,7 +91,7 @@ class DiffusersBackbone(Backbone):
 
     network_folder: str
     default_lora_targets: tuple[str, ...]
-    default_evaluator = "real"  # the name `dpdmd.metrics.make_real_evaluator` gets for eval.evaluator "auto"
+    default_evaluator = "real"  # the name `dpdmd.evaluation.make_real_evaluator` gets for eval.evaluator "auto"
     default_prompts = DEFAULT_PROMPTS
 
     def __init__(self, *, variant: str, path: str | None, cfg_scale: float | None, teacher_steps: int,

@@ -341,9 +341,9 @@ def test_weights_of_the_other_pipeline_are_refused(dirs):
 def test_train_end_to_end_sd35m(dirs, tmp_path):
     if importlib.util.find_spec("tests.dpdmd.tiny_encoders") is None:
         pytest.skip("the real evaluator's tiny encoders (tests/dpdmd/tiny_encoders.py) are not there yet")
-    metrics_module = pytest.importorskip("dpdmd.metrics")
+    metrics_module = pytest.importorskip("dpdmd.evaluation")
     if not hasattr(metrics_module, "make_real_evaluator"):
-        pytest.skip("dpdmd.metrics.make_real_evaluator is not there yet")
+        pytest.skip("dpdmd.evaluation.make_real_evaluator is not there yet")
     from dpdmd.trainer import train
 
     from . import tiny_encoders

@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 import torch
 
-from dpdmd.metrics import make_real_evaluator
-from dpdmd.metrics.corruptions import blur, drop_mode, gaussian_noise
-from dpdmd.metrics.feature_stats import knn_precision_recall_coverage, seed_excluded_precision
-from dpdmd.metrics.spectrum import band_power, match_per_prompt, spectral_match
+from dpdmd.evaluation import make_real_evaluator
+from dpdmd.evaluation.corruptions import blur, drop_mode, gaussian_noise
+from dpdmd.evaluation.feature_stats import knn_precision_recall_coverage, seed_excluded_precision
+from dpdmd.evaluation.spectrum import band_power, match_per_prompt, spectral_match
 from tune.objective import objective_metrics
 
 from . import stand_in_samples, tiny_encoders

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dpdmd.metrics import DigitsEvaluator
-from dpdmd.metrics.corruptions import standard_corruptions
+from dpdmd.evaluation import DigitsEvaluator
+from dpdmd.evaluation.corruptions import standard_corruptions
 from tune import results as res
 from tune.objective import diversity_score, legacy_objective, objective_metrics
 

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.disk_cache import cache_dir, cached_file, config_hash
-from .data.cache_keys import cache_key
-from .data.prompts import eval_prompts
-from .backbones.base import Backbone, Embeddings
-from .config import EvalConfig, TrainConfig
+from ..backbones.base import Backbone, Embeddings
+from ..config import EvalConfig, TrainConfig
+from ..data.cache_keys import cache_key
+from ..data.disk_cache import cache_dir, cached_file, config_hash
+from ..data.prompts import eval_prompts
 
 Sampler = Callable[[torch.Tensor, Embeddings], torch.Tensor]  # (x1, cond) -> latents
 
@@ -73,10 +73,10 @@ def make_evaluator(eval_config: EvalConfig, backbone: Backbone):
     if eval_config.quality_metric != "auto":
         kwargs["quality_metric"] = eval_config.quality_metric
     if name == "digits":
-        from .metrics import DigitsEvaluator
+        from .digits_classifier import DigitsEvaluator
 
         return DigitsEvaluator(**kwargs)
-    from .metrics import make_real_evaluator  # DINOv2 / CLIP / PickScore (diffusers backbones)
+    from .real import make_real_evaluator  # DINOv2 / CLIP / PickScore (diffusers backbones)
 
     return make_real_evaluator(name, device=backbone.device, **kwargs)
 
@@ -89,7 +89,7 @@ def evaluator_problems(eval_config: EvalConfig, default_evaluator: str = "digits
     quality = None if eval_config.quality_metric == "auto" else eval_config.quality_metric
     n = eval_config.seeds_per_prompt
     if name == "digits":
-        from .metrics import DigitsEvaluator
+        from .digits_classifier import DigitsEvaluator
 
         kwargs = dict(eval_config.evaluator_options, **({"quality_metric": quality} if quality else {}))
         try:
@@ -100,7 +100,7 @@ def evaluator_problems(eval_config: EvalConfig, default_evaluator: str = "digits
             return [f"eval.seeds_per_prompt: {n} is not allowed; the digits evaluator's k-NN recall "
                     f"(k = {evaluator.k}) needs more than {evaluator.k} seeds per prompt: use >= {evaluator.k + 1}"]
         return []
-    from .metrics import check_evaluator_paths
+    from .real import check_evaluator_paths
 
     return check_evaluator_paths(eval_config.evaluator_options, prefix="eval.evaluator_options",
                                  quality_metric=quality, seeds_per_prompt=n)

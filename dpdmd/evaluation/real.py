@@ -41,10 +41,10 @@ prompts; the student's target is the teacher's distribution. So ``quality`` = ``
 the ``quality_metric``'s preference score x ``teacher_precision`` x ``spectral``, "preferred, on
 the teacher's manifold, with the teacher's sharpness". ``teacher_precision``: per prompt, the k-NN precision (``precision_k``, default 3) of the student's features
 (the first diversity encoder's) against the teacher's own samples of that prompt, seed n judged
-against the teacher's other seeds (`dpdmd.metrics.feature_stats.seed_excluded_precision`), so the
+against the teacher's other seeds (`dpdmd.evaluation.feature_stats.seed_excluded_precision`), so the
 teacher's own score is leave-one-out and a student identical to the teacher scores exactly it.
 ``spectral``: per prompt, the match of the samples' mean high-frequency power with the teacher's
-(`dpdmd.metrics.spectrum.spectral_match`, pixel space, the top half of the spectrum), with the
+(`dpdmd.evaluation.spectrum.spectral_match`, pixel space, the top half of the spectrum), with the
 teacher's own sampling noise (2 standard errors of its N seeds) free, so the teacher and a student
 identical to it score exactly 1 and an independent set of the teacher's samples 1 unless it
 differs by more than that noise; it registers the pixel noise and blur the encoder's features

@@ -5,7 +5,7 @@ gives the features behind diversity, FID and k-NN precision / recall / coverage,
 gives the probability of the prompted digit; the default "quality", fidelity, is that probability
 times the k-NN precision against the real digits of the class times the match of the samples'
 high-frequency power with the teacher's samples of the same prompt (`spectral`, which sees the
-pixel noise and blur the 8x8 read-out averages away: `dpdmd.metrics.spectrum`). The spectral
+pixel noise and blur the 8x8 read-out averages away: `dpdmd.evaluation.spectrum`). The spectral
 reference is the teacher's, not the real digits': the student's target is the teacher's
 distribution, and the real digits are 8x8 images upsampled to 32x32, with almost no power in the
 top band. Against them a blur of the digits-eps teacher's speckled samples *raised* their fidelity

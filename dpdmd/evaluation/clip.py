@@ -6,10 +6,10 @@
   CLS token expressed in the space where CLIP's image-text cosines live.
 - `ClipImageText`: L2-normalised image and text embeddings of a CLIPModel and their cosine; the
   scores built on it say how the cosine becomes a score (`ClipScore` here, `PickScore` in
-  `dpdmd.metrics.pickscore`).
+  `dpdmd.evaluation.pickscore`).
 - `ClipScore`: ``max(100 * cos(image, text), 0)`` per image, as torchmetrics' ``CLIPScore``.
 
-The models are loaded from local directories by `dpdmd.metrics.real`.
+The models are loaded from local directories by `dpdmd.evaluation.real`.
 """
 
 from __future__ import annotations

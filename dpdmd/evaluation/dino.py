@@ -1,7 +1,7 @@
 """DINOv2 / DINOv3 image features for diversity (method.md, "Evaluation": the pooled output).
 
 `DinoFeatures` wraps a loaded transformers model (``Dinov2Model``, ``Dinov2WithRegistersModel``,
-``DINOv3ViTModel`` or ``DINOv3ConvNextModel``) and its image processor; `dpdmd.metrics.real`
+``DINOv3ViTModel`` or ``DINOv3ConvNextModel``) and its image processor; `dpdmd.evaluation.real`
 loads them from local directories. The feature of an image is the model's ``pooler_output``: for
 the ViTs the layer-normed CLS token, for DINOv3 ConvNeXt the normed global average.
 """
@@ -27,7 +27,7 @@ class DinoFeatures:
     Args:
         model: the loaded model, already on its device and dtype, in eval mode.
         image_processor: its image processor (resize, crop, normalisation), which receives PIL
-            images (see `dpdmd.metrics.real` for why PIL).
+            images (see `dpdmd.evaluation.real` for why PIL).
     """
 
     def __init__(self, model: torch.nn.Module, image_processor):
