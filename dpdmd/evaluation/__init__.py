@@ -2,8 +2,7 @@
 
 The protocol (`protocol`): for each evaluation prompt, N images from seeds 0..N-1, scored by an
 `Evaluator`; the teacher's scores on the same set, cached on disk, are the reference every run is
-read against; `make_evaluator` picks the evaluator a config names, `evaluator_problems` lists
-what it refuses.
+read against. `evaluators` picks the evaluator a config names and lists what it refuses.
 
 `Evaluator` is the interface every evaluator implements; `DigitsEvaluator` (with its
 `DigitsClassifier` encoder) serves the built-in digits backbones, `RealEvaluator` (DINOv2 / DINOv3 /
@@ -14,14 +13,16 @@ features.
 
 from .base import Evaluator
 from .clip import ClipFeatures, ClipScore
-from .digits_classifier import DigitsClassifier, DigitsClassifierConfig, DigitsEvaluator
+from .digits import DigitsEvaluator
+from .digits_classifier import DigitsClassifier, DigitsClassifierConfig
 from .dino import DinoFeatures
 from .diversity import pairwise_diversity
+from .evaluators import evaluator_problems, make_evaluator
 from .feature_stats import frechet_distance, knn_precision_recall_coverage
 from .pickscore import PickScore
-from .protocol import (eval_noise, eval_prompts, evaluator_problems, generate, make_evaluator, save_grid, score,
-                       teacher_reference, teacher_sampler)
-from .real import RealEvaluator, check_evaluator_paths, make_real_evaluator
+from .protocol import eval_noise, eval_prompts, generate, save_grid, score, teacher_reference, teacher_sampler
+from .real import RealEvaluator, make_real_evaluator
+from .real_options import check_evaluator_paths
 
 __all__ = [
     "ClipFeatures",

@@ -3,7 +3,8 @@
 For each evaluation prompt, N images from seeds 0..N-1 (seed n gives the same initial noise for
 every prompt), decoded and scored by an `Evaluator` (diversity of its features, quality). The
 teacher's scores for a backbone and evaluation set are computed once and cached on disk: they
-normalise the search's objective and are the reference every run is compared with.
+normalise the search's objective and are the reference every run is compared with. Which
+evaluator scores is `dpdmd.evaluation.evaluators`' choice.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import torch
 from PIL import Image
 
 from ..backbones.base import Backbone, Embeddings
-from ..config import EvalConfig, TrainConfig
+from ..config import TrainConfig
 from ..data.cache_keys import cache_key
 from ..data.disk_cache import cache_dir, cached_file, config_hash
 from ..data.prompts import eval_prompts
+from .evaluators import make_evaluator
 
 Sampler = Callable[[torch.Tensor, Embeddings], torch.Tensor]  # (x1, cond) -> latents
 
@@ -62,48 +64,6 @@ def teacher_sampler(backbone: Backbone, teacher: torch.nn.Module,
         return x
 
     return sample
-
-
-def make_evaluator(eval_config: EvalConfig, backbone: Backbone):
-    """The evaluator the config names ("auto": the backbone's own)."""
-    name = eval_config.evaluator
-    if name == "auto":
-        name = getattr(backbone, "default_evaluator", "digits")
-    kwargs = dict(eval_config.evaluator_options)
-    if eval_config.quality_metric != "auto":
-        kwargs["quality_metric"] = eval_config.quality_metric
-    if name == "digits":
-        from .digits_classifier import DigitsEvaluator
-
-        return DigitsEvaluator(**kwargs)
-    from .real import make_real_evaluator  # DINOv2 / CLIP / PickScore (diffusers backbones)
-
-    return make_real_evaluator(name, device=backbone.device, **kwargs)
-
-
-def evaluator_problems(eval_config: EvalConfig, default_evaluator: str = "digits") -> list[str]:
-    """What the configured evaluator refuses, found before anything runs: its options, its model
-    folders (real evaluators: read only small JSON files) and the seeds per prompt it needs
-    (the digits evaluator's k-NN recall needs more than k samples per prompt)."""
-    name = default_evaluator if eval_config.evaluator == "auto" else eval_config.evaluator
-    quality = None if eval_config.quality_metric == "auto" else eval_config.quality_metric
-    n = eval_config.seeds_per_prompt
-    if name == "digits":
-        from .digits_classifier import DigitsEvaluator
-
-        kwargs = dict(eval_config.evaluator_options, **({"quality_metric": quality} if quality else {}))
-        try:
-            evaluator = DigitsEvaluator(**kwargs)
-        except (TypeError, ValueError) as err:
-            return [f"eval.evaluator_options: {err}"]
-        if n <= evaluator.k:
-            return [f"eval.seeds_per_prompt: {n} is not allowed; the digits evaluator's k-NN recall "
-                    f"(k = {evaluator.k}) needs more than {evaluator.k} seeds per prompt: use >= {evaluator.k + 1}"]
-        return []
-    from .real import check_evaluator_paths
-
-    return check_evaluator_paths(eval_config.evaluator_options, prefix="eval.evaluator_options",
-                                 quality_metric=quality, seeds_per_prompt=n)
 
 
 def score(evaluator, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, float]:

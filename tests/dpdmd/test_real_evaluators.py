@@ -205,9 +205,9 @@ def test_the_documented_yaml_is_well_formed():
 
     import yaml
 
-    import dpdmd.evaluation.real as real
+    import dpdmd.evaluation.real_options as real_options
 
-    doc = real.__doc__
+    doc = real_options.__doc__
     example = yaml.safe_load(textwrap.dedent(doc[doc.index("    eval:"):doc.index("Names:")]))["eval"]
     problems = check_evaluator_paths(example["evaluator_options"], quality_metric=example["quality_metric"],
                                      prefix="eval.evaluator_options")

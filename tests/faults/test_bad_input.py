@@ -220,7 +220,7 @@ def test_a_gpu_trial_on_a_machine_without_gpu_is_refused(tmp_path, capsys, monke
 # --- evaluator weights ---------------------------------------------------------------------------
 
 def test_transformers5_processor_config_is_accepted(tmp_path):
-    from dpdmd.evaluation.real import _image_processor_dict
+    from dpdmd.evaluation.real_options import _image_processor_dict
 
     folder = tmp_path / "proc"
     folder.mkdir()
