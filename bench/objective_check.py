@@ -30,7 +30,7 @@ from dpdmd.evaluation import generate, teacher_sampler
 from dpdmd.evaluation import DigitsEvaluator
 from dpdmd.evaluation.corruptions import collapse, standard_corruptions
 from dpdmd.data.prompt_cache import PromptEmbeddingCache
-from dpdmd.trainer import build_backbone
+from dpdmd.training.build import build_backbone
 from tune.objective import legacy_objective, objective_metrics
 
 

@@ -62,7 +62,7 @@ def tiny_sd3_teacher_samples(root: Path, prompts: list[str], seeds: int) -> torc
     from dpdmd.config import TrainConfig
     from dpdmd.evaluation import generate, teacher_sampler
     from dpdmd.data.prompt_cache import PromptEmbeddingCache
-    from dpdmd.trainer import build_backbone
+    from dpdmd.training.build import build_backbone
     from tests.dpdmd.tiny_pipelines import make_tiny_sd3
 
     config = TrainConfig(backbone="sd35m", backbone_options={

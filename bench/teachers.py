@@ -24,7 +24,7 @@ def main() -> int:
     from dpdmd.evaluation import eval_prompts, generate, make_evaluator, score, teacher_sampler
     from dpdmd.evaluation import DigitsEvaluator
     from dpdmd.data.prompt_cache import PromptEmbeddingCache
-    from dpdmd.trainer import build_backbone
+    from dpdmd.training.build import build_backbone
 
     cols = ("diversity", "class_prob", "accuracy", "precision", "recall", "fid")
     print("| samples | CFG | " + " | ".join(cols) + " |")

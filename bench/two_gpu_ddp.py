@@ -80,7 +80,7 @@ def main() -> int:
         mp.spawn(worker, args=(args, f"file://{tmp / 'rendezvous'}", str(tmp / "two")), nprocs=2)
         two_s = time.time() - start
         one, two, half = weights(tmp / "one"), weights(tmp / "two"), weights(tmp / "half")
-    from dpdmd.trainer import build_backbone
+    from dpdmd.training.build import build_backbone
 
     teacher = dict(build_backbone(config(args, 1, "cpu")).load_teacher().named_parameters())
     def distance(a, b):

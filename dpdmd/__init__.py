@@ -12,7 +12,7 @@ from .backbones import Backbone, available_backbones, get_backbone
 from .config import ConfigError, EvalConfig, TrainConfig, from_mapping, load_config
 from .method import DPDMD
 from .stream import Batch, is_student_iteration, iteration_batch
-from .trainer import train
+from .training.loop import train
 
 __all__ = ["AnchorProvider", "Backbone", "Batch", "ConfigError", "DPDMD", "EvalConfig", "LocalAnchors",
            "TrainConfig", "available_backbones", "from_mapping", "get_backbone", "is_student_iteration",

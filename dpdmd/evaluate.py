@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .evaluation import eval_prompts, generate, make_evaluator, save_grid, score, teacher_reference, teacher_sampler
     from .data.prompt_cache import PromptEmbeddingCache
-    from .trainer import CHECKPOINT, build_backbone, build_method, check
+    from .training.build import build_backbone, build_method, check
+    from .training.checkpoints import CHECKPOINT
 
     try:
         if args.run:

@@ -53,7 +53,7 @@ RUN_FILES = ("config.json", "metrics.csv", "checkpoint", "checkpoint.prev", "sam
 def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> list[str]:
     """--out must be empty or missing, unless --resume (it must hold a checkpoint) or --overwrite
     (it must look like a run directory: --overwrite never clears a folder of something else)."""
-    from .trainer import CHECKPOINT, PREVIOUS
+    from .training.checkpoints import CHECKPOINT, PREVIOUS
 
     if resume and overwrite:
         return ["--resume and --overwrite: give one of them"]
@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     add_config_flags(parser)
     args = parser.parse_args(argv)
 
-    from .trainer import CHECKPOINT, build_backbone, check, load_checkpoint, train
+    from .training.build import build_backbone, check
+    from .training.checkpoints import CHECKPOINT, load_checkpoint
+    from .training.loop import train
 
     try:  # train() refuses what the backbone refuses before it writes or trains anything
         config = parse_config(args)

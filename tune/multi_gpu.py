@@ -181,7 +181,8 @@ class _Worker:
     def run(self, train_config: TrainConfig, *, rank: int, world_size: int, init_method: str, shard_networks: bool,
             out_dir: str, checkpoint, cache: dict, threads: int, reports: Queue, acks: Queue) -> None:
         from dpdmd.parallel.distributed import destroy_process_group, init_process_group
-        from dpdmd.trainer import resolve_device, train
+        from dpdmd.training.build import resolve_device
+        from dpdmd.training.loop import train
 
         torch.set_num_threads(threads)
         # Ray shows each worker only its own GPU: "auto" / "cuda" is that one, and NCCL is used.

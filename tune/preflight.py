@@ -250,7 +250,7 @@ def _teacher_scores(config) -> dict:
 
     from dpdmd.evaluation import teacher_reference
     from dpdmd.data.prompt_cache import PromptEmbeddingCache
-    from dpdmd.trainer import build_backbone, build_method
+    from dpdmd.training.build import build_backbone, build_method
 
     backbone = build_backbone(config)
     torch.manual_seed(config.seed)

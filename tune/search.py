@@ -106,7 +106,7 @@ def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
 def _describe_anchor_cache(space: SearchSpace) -> list[str]:
     """Per backbone: the teacher evaluations one pass over every K costs, and for the search."""
     from dpdmd.anchors import teacher_calls_for
-    from dpdmd.trainer import build_backbone
+    from dpdmd.training.build import build_backbone
 
     ks, lines = space.anchor_ks(), []
     for backbone in space.backbone_names():

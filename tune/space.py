@@ -465,7 +465,7 @@ def _check_trials(space: SearchSpace, check_weights: bool) -> list[str]:
                 problems.extend(_where(space, backbone, p) for p in err.problems)
     if problems:
         return list(dict.fromkeys(problems))
-    from dpdmd.trainer import build_backbone, check
+    from dpdmd.training.build import build_backbone, check
 
     for backbone in space.backbone_names():
         config = space.train_config({**_edge_points(space)[0], "backbone": backbone})

@@ -21,7 +21,7 @@ from dpdmd.data.disk_cache import config_hash
 from dpdmd.anchors import shared_anchors
 from dpdmd.data.cache_keys import cache_key
 from dpdmd.data.prompt_cache import PromptEmbeddingCache
-from dpdmd.trainer import train
+from dpdmd.training.loop import train
 
 from .objective import objective_metrics, shown_objective
 from .shared_cache import SharedCache, cached_prompt_lookup, get_or_create_store

@@ -288,7 +288,7 @@ def test_missing_directory_is_a_clear_error(tmp_path):
         get_backbone("sd35m", path=str(missing))
     assert str(missing) in str(err.value) and "quickstart.yaml" in str(err.value)
     with pytest.raises(ConfigError, match="backbone: .*does not exist"):
-        from dpdmd.trainer import build_backbone
+        from dpdmd.training.build import build_backbone
 
         build_backbone(TrainConfig(backbone="sdxl", backbone_options={"path": str(missing)}, device="cpu"))
 
@@ -344,7 +344,7 @@ def test_train_end_to_end_sd35m(dirs, tmp_path):
     metrics_module = pytest.importorskip("dpdmd.evaluation")
     if not hasattr(metrics_module, "make_real_evaluator"):
         pytest.skip("dpdmd.evaluation.make_real_evaluator is not there yet")
-    from dpdmd.trainer import train
+    from dpdmd.training.loop import train
 
     from . import tiny_encoders
 
@@ -366,7 +366,7 @@ def test_train_end_to_end_sd35m(dirs, tmp_path):
     for scores in (metrics, teacher):
         assert scores["quality"] == pytest.approx(scores["clip_score"] * scores["teacher_precision"])
     from dpdmd.evaluation import make_evaluator, teacher_reference
-    from dpdmd.trainer import build_backbone
+    from dpdmd.training.build import build_backbone
 
     backbone = build_backbone(config)
     fresh = make_evaluator(config.eval, backbone)  # a second trial: the cached reference, no teacher run

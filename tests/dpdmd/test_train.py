@@ -9,7 +9,7 @@ import torch
 
 from dpdmd import ConfigError, EvalConfig, TrainConfig, train
 from dpdmd.anchors import InMemoryAnchorCache, shared_anchors
-from dpdmd.trainer import CHECKPOINT
+from dpdmd.training.checkpoints import CHECKPOINT
 
 from .helpers import register_random_backbones
 
@@ -125,9 +125,9 @@ def test_outputs_and_exact_resume(tmp_path):
     ({"prompts": ["a cat"]}, "unknown digits prompt 'a cat'"),
 ])
 def test_bad_input_is_refused_before_training(changes, needle, monkeypatch):
-    import dpdmd.trainer as trainer
+    import dpdmd.training.loop as loop
 
-    monkeypatch.setattr(trainer, "build_method", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(loop, "build_method", lambda *a, **k: pytest.fail("training started"))
     with pytest.raises(ConfigError, match=needle):
         train(TrainConfig(**{"device": "cpu", **changes}), progress=False)
 

@@ -238,11 +238,11 @@ def test_transformers5_processor_config_is_accepted(tmp_path):
 def test_train_cli_checks_evaluator_weights_before_training(tmp_path, monkeypatch):
     import importlib
 
-    import dpdmd.trainer as trainer
+    import dpdmd.training.loop as loop
 
     train_cli = importlib.import_module("dpdmd.train_cli")
 
-    monkeypatch.setattr(trainer, "build_method", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(loop, "build_method", lambda *a, **k: pytest.fail("training started"))
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"eval": {"evaluator": "real", "evaluator_options": {
         "diversity_encoders": {"dinov2": str(tmp_path / "nowhere")},

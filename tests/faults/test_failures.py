@@ -1,5 +1,5 @@
 """Failed trials as data (tune.failures): errored and diverged trials listed with their error,
-and kept off the front; counts add up across a resume (dpdmd.trainer)."""
+and kept off the front; counts add up across a resume (dpdmd.training)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def test_errored_and_diverged_trials_are_listed_and_kept_off_the_front():
 
 def test_counts_add_up_across_a_resume(tmp_path):
     from dpdmd import EvalConfig, TrainConfig
-    from dpdmd.trainer import CHECKPOINT, train
+    from dpdmd.training.checkpoints import CHECKPOINT
+    from dpdmd.training.loop import train
 
     from ..dpdmd.helpers import register_random_backbones
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from dpdmd import EvalConfig, TrainConfig
-from dpdmd.trainer import CHECKPOINT, PREVIOUS, train
+from dpdmd.training.checkpoints import CHECKPOINT, PREVIOUS
+from dpdmd.training.loop import train
 
 from ..dpdmd.helpers import register_random_backbones
 

@@ -137,7 +137,7 @@ def test_each_anchor_computed_once_and_equal_to_recomputation(finished_search):
     from dpdmd.config import from_mapping
     from dpdmd.data.prompt_cache import PromptEmbeddingCache
     from dpdmd.stream import iteration_batch
-    from dpdmd.trainer import build_backbone
+    from dpdmd.training.build import build_backbone
 
     files = sorted((storage / "anchor_cache").glob("*.safetensors"))
     anchor_files = []

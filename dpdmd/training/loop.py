@@ -8,13 +8,7 @@ It builds the backbone and the `DPDMD` networks, walks the deterministic iterati
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import errno
-import json
 import math
-import os
-import shutil
 import time
 import warnings
 from collections import defaultdict
@@ -25,73 +19,21 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .parallel import sharding
-from .anchors import AnchorProvider, local_anchors
-from .backbones import Backbone, get_backbone
-from .config import ConfigError, TrainConfig, run_label
-from .parallel.distributed import DistributedContext
-from .evaluation import eval_prompts, evaluator_problems, generate, make_evaluator, save_grid, score, teacher_reference
-from .method import DPDMD
-from .data.prompt_cache import PromptEmbeddingCache
-from .stream import is_student_iteration, iteration_batch, student_updates_done
+from ..anchors import AnchorProvider, local_anchors
+from ..backbones import Backbone
+from ..config import TrainConfig, run_label
+from ..data.prompt_cache import PromptEmbeddingCache
+from ..evaluation.evaluators import make_evaluator
+from ..evaluation.protocol import eval_prompts, generate, score
+from ..method import DPDMD
+from ..parallel import sharding
+from ..parallel.distributed import DistributedContext
+from ..stream import is_student_iteration, iteration_batch, student_updates_done
+from .build import build_backbone, build_method, check
+from .checkpoints import CHECKPOINT, load_checkpoint, resume, save_checkpoint
+from .run_files import log_metrics, prepare_out_dir, write_samples, write_teacher_reference, writing
 
 Report = Callable[[dict, "Path | None"], None]  # (metrics, checkpoint directory or None)
-CHECKPOINT = "checkpoint"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError([f"device: {name!r} asked for, but torch sees no CUDA device; use 'cpu' or 'auto'"])
-    return torch.device(name)
-
-
-def build_backbone(config: TrainConfig) -> Backbone:
-    """The backbone the config names, with its settings; a bad name or option is a ConfigError."""
-    try:
-        guidance = {} if config.cfg_scale is None else {"cfg_scale": config.cfg_scale}
-        return get_backbone(config.backbone, teacher_steps=config.teacher_steps, student_steps=config.student_steps,
-                            device=resolve_device(config.device), **guidance, **config.backbone_options)
-    except (ValueError, FileNotFoundError) as err:
-        if isinstance(err, ConfigError):
-            raise
-        raise ConfigError([f"backbone: {err}"]) from None
-
-
-def check(config: TrainConfig, backbone: Backbone) -> None:
-    """What only the backbone can refuse (its prompts, its device), reported at once. The ranges
-    were checked when ``config`` was built (`TrainConfig`)."""
-    problems = []
-    if config.optimizer == "adamw_offload" and backbone.device.type != "cuda":
-        problems.append(f"optimizer: 'adamw_offload' offloads GPU states to the host; the device is "
-                        f"{backbone.device}: use 'adamw' or 'adamw8bit'")
-    for key, prompts in (("prompts", config.prompts), ("eval.prompts", config.eval.prompts)):
-        try:
-            backbone.validate_prompts(prompts)
-        except ValueError as err:
-            problems.append(f"{key}: {err}")
-    if not problems:  # the evaluator's options, weights and needs (before anything is trained)
-        problems = evaluator_problems(config.eval, getattr(backbone, "default_evaluator", "digits"))
-    if problems:
-        raise ConfigError(problems)
-
-
-def build_method(config: TrainConfig, backbone: Backbone) -> DPDMD:
-    lr = config.lr if config.lr is not None else backbone.default_lr
-    method = DPDMD(backbone, lambda_div=config.lambda_div, stop_grad=config.stop_grad, lr_student=lr,
-                   lr_fake=config.lr_fake if config.lr_fake is not None else lr,
-                   weight_decay=config.weight_decay, betas=(config.beta1, config.beta2),
-                   grad_clip=config.grad_clip, mixed_precision=config.mixed_precision,
-                   optimizer=config.optimizer)
-    if config.compile:
-        from .data.disk_cache import cache_dir
-        from .parallel.acceleration import compile_repeated_blocks, configure_compile_cache
-
-        configure_compile_cache(cache_dir() / "compile")
-        for net in (method.teacher, method.student, method.fake):
-            compile_repeated_blocks(net, dynamic=False)
-    return method
 
 
 def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | Path | None = None,
@@ -130,7 +72,7 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
         distributed.prepare(backbone, config.optimizer)
     # the checkpoint is read (and refused) before anything is written
     state = load_checkpoint(Path(resume_from), config) if resume_from is not None else None
-    run = _set_up(config, backbone, out=_prepare_out_dir(out_dir, config), report=report, anchors=anchors,
+    run = _set_up(config, backbone, out=prepare_out_dir(out_dir, config), report=report, anchors=anchors,
                   embeddings=embeddings, distributed=distributed, writes_checkpoints=writes_checkpoints,
                   keep_previous=keep_previous_checkpoint)
     _attach_and_resume(run, state)
@@ -194,7 +136,7 @@ def _set_up(config: TrainConfig, backbone: Backbone, *, out: Path | None, report
     embed(sorted(set(run.train_prompts) | set(run.eval_prompts) | {""}))
     backbone.release_text_encoders()
     if out is not None or (evaluator is not None and evaluator.uses_teacher_reference):
-        _write_teacher_reference(out, config, backbone, method, embed, evaluator)
+        write_teacher_reference(out, config, backbone, method, embed, evaluator)
     return run
 
 
@@ -203,7 +145,7 @@ def _attach_and_resume(run: _Run, state: dict | None) -> None:
     (after attach: shards load their part) and start the clock."""
     if run.distributed is not None:  # replicas made equal and gradients averaged, or networks sharded
         run.distributed.attach(run.method)
-    run.start, run.carried = _resume(state, run.method, run.out, run.distributed)
+    run.start, run.carried = resume(state, run.method, run.out, run.distributed)
     run.updates = student_updates_done(run.start, run.config.fake_updates)
     run.started = time.time()
 
@@ -309,50 +251,6 @@ def _finish(run: _Run, metrics: dict) -> dict:
     return metrics
 
 
-def _prepare_out_dir(out_dir: str | Path | None, config: TrainConfig) -> Path | None:
-    if out_dir is None:
-        return None
-    out = Path(out_dir)
-    with _writing(out / "config.json"):
-        out.mkdir(parents=True, exist_ok=True)
-        _write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
-    return out
-
-
-def _write_teacher_reference(out: Path | None, config, backbone, method, embed, evaluator) -> None:
-    """The teacher's own scores and samples on the same evaluation set: the reference to read the
-    student's against (cached on disk, so a search computes them once per backbone). Also hands
-    an evaluator that scores against the teacher's samples (the real one) its reference."""
-    needs_reference = evaluator is not None and evaluator.uses_teacher_reference
-    written = out is not None and (out / "teacher_metrics.json").exists()  # a resumed run
-    if written and not needs_reference:
-        return
-    reference, grid = teacher_reference(config, backbone, method.teacher, embed, evaluator)
-    if out is None or written:
-        return
-    with _writing(out / "samples" / "teacher.png"):
-        (out / "samples").mkdir(exist_ok=True)
-        _copy(grid, out / "samples" / "teacher.png")
-    with _writing(out / "teacher_metrics.json"):
-        _write_text(out / "teacher_metrics.json", json.dumps(reference, indent=1))
-
-
-def _resume(state: dict | None, method: DPDMD, out: Path | None,
-            distributed: DistributedContext | None = None) -> tuple[int, dict]:
-    """Load a checkpoint's networks and optimisers into ``method`` (after `DistributedContext.attach`:
-    sharded networks load their part; a checkpoint of any number of workers, one format); returns its
-    iteration (0: no checkpoint) and the counts of the run before it (added to this run's, `_carry`)."""
-    if state is None:
-        return 0, {}
-    if distributed is not None:
-        distributed.load_method_state(method, state["method"])
-    else:
-        method.load_state_dict(state["method"])
-    if out is not None:
-        _truncate_metrics(out / "metrics.csv", state["iteration"])
-    return state["iteration"], dict(state.get("counters", {}))
-
-
 def _agree(distributed: DistributedContext | None, reason: str | None, where: str) -> str | None:
     """``reason`` to stop (None: go on), agreed by every rank of a data-parallel run: if any rank
     has one, every rank stops (a collective: all ranks call it at the same iterations)."""
@@ -393,8 +291,7 @@ def _diverged_row(reason: str, running, out: Path | None, *, iteration: int, upd
     warnings.warn(f"the run diverged: {reason}; stopped (its rows are kept, the last checkpoint is the last "
                   "good one)", stacklevel=2)
     if out is not None:
-        with _writing(out / "metrics.csv"):
-            _append_metrics(out / "metrics.csv", metrics)
+        log_metrics(out, metrics)
     return metrics
 
 
@@ -424,14 +321,9 @@ def _evaluate_and_save(run: _Run, *, iteration: int) -> dict:
     metrics.update({f"seconds_{k}": v for k, v in method.seconds.items()})
     counters = _carry(metrics, run.carried)
     if out is not None:  # each file whole or not at all: a full disk corrupts nothing already written
-        grid = out / "samples" / f"student_{run.updates:05d}.png"
-        with _writing(grid):
-            _save_grid(images, grid)
-        with _writing(out / "samples" / "student_latest.png"):
-            _copy(grid, out / "samples" / "student_latest.png")
-        with _writing(out / "metrics.csv"):  # a row past the checkpoint is dropped on resume
-            _append_metrics(out / "metrics.csv", metrics)
-        with _writing(out / CHECKPOINT / "state.pt"):
+        write_samples(out, images, run.updates)
+        log_metrics(out, metrics)  # a row past the checkpoint is dropped on resume
+        with writing(out / CHECKPOINT / "state.pt"):
             save_checkpoint(out / CHECKPOINT, state, config, iteration, keep_previous=run.keep_previous,
                             counters=counters)
     return metrics
@@ -446,148 +338,3 @@ def _carry(metrics: dict, carried: dict | None) -> dict:
         if key in metrics:
             metrics[key] = metrics[key] + value
     return {k: metrics[k] for k in keys}
-
-
-def _read_state(path: Path) -> dict:
-    """``path/state.pt``; a damaged (truncated, overwritten) file is a ConfigError naming it."""
-    file = path / "state.pt"
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=False, mmap=True)  # cheap to check twice
-    except FileNotFoundError:
-        raise ConfigError([f"resume: {file} does not exist"]) from None
-    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... on damage
-        raise ConfigError([f"resume: {file} is damaged and cannot be read ({type(err).__name__}: "
-                           f"{str(err).splitlines()[0] if str(err) else 'no detail'})"]) from None
-    if not isinstance(state, dict) or not {"method", "config", "iteration"} <= set(state):
-        raise ConfigError([f"resume: {file} is not a dpdmd checkpoint (no method / config / iteration)"])
-    return state
-
-
-def load_checkpoint(path: Path, config: TrainConfig) -> dict:
-    """The state saved in the checkpoint folder ``path`` for ``config``. If its state.pt is
-    damaged and the previous checkpoint (``path.prev``, kept by `save_checkpoint`) is readable,
-    that one is used, with a warning. A checkpoint of a different config is refused."""
-    try:
-        state = _read_state(path)
-    except ConfigError as err:
-        previous = path.with_name(path.name + PREVIOUS)
-        if not (previous / "state.pt").exists():
-            raise
-        state = _read_state(previous)
-        warnings.warn(f"{err.problems[0]}; resuming from the previous checkpoint {previous} "
-                      f"(iteration {state['iteration']})", stacklevel=2)
-    if state["config"] != config.to_dict():
-        raise ConfigError(["resume: the checkpoint was written by a different config; "
-                           "resume with the same config or start a new run"], str(path))
-    return state
-
-
-PREVIOUS = ".prev"  # the checkpoint before the last one, kept by save_checkpoint(keep_previous=True)
-
-
-def save_checkpoint(path: Path, method: DPDMD | dict, config: TrainConfig, iteration: int, *,
-                    keep_previous: bool = False, counters: dict | None = None) -> None:
-    """Write ``path/state.pt`` atomically: a crash mid-write leaves the previous checkpoint intact.
-    ``method``: the `DPDMD` or its ``state_dict()`` (gathered already from a sharded run);
-    ``keep_previous``: keep the one before as ``path.prev`` (a fallback if the last is damaged
-    later; it doubles the disk the checkpoints take)."""
-    state = method if isinstance(method, dict) else method.state_dict()
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
-        torch.save({"method": state, "config": config.to_dict(), "iteration": iteration,
-                    "counters": dict(counters or {})}, tmp / "state.pt")
-        (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    except BaseException:  # a full disk: free what the half-written copy took; the last one stays
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = path.with_name(path.name + (PREVIOUS if keep_previous else ".old"))
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if not keep_previous:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _append_metrics(path: Path, metrics: dict) -> None:
-    rows = []
-    if path.exists():
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    columns = list(dict.fromkeys([*(rows[0].keys() if rows else []), *metrics.keys()]))
-    rows.append({k: metrics.get(k, "") for k in columns})
-    tmp = path.with_suffix(".csv.tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, restval="")
-            writer.writeheader()
-            writer.writerows(rows)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-
-
-def _truncate_metrics(path: Path, iteration: int) -> None:
-    """Drop rows logged after the checkpoint we resume from (they will be logged again)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns, rows = reader.fieldnames, [r for r in reader if int(float(r["iteration"])) <= iteration]
-    tmp = path.with_suffix(".csv.tmp")
-    with _writing(path), open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    """``path`` holds ``text`` whole, or its previous content (written beside it, then renamed)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-
-
-def _save_grid(images: torch.Tensor, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    try:
-        save_grid(images, tmp)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-
-
-def _copy(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        shutil.copyfile(source, tmp)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, target)
-
-
-@contextlib.contextmanager
-def _writing(path: Path):
-    """Turn a failed write (a full or read-only disk) into an OSError naming ``path`` and the space
-    left there. torch.save reports a failed write as a RuntimeError ("file write failed")."""
-    try:
-        yield
-    except (OSError, RuntimeError) as err:
-        if isinstance(err, RuntimeError) and "write" not in str(err):
-            raise
-        try:
-            free = f"; {shutil.disk_usage(path.parent if path.parent.exists() else path.parent.parent).free / 2**20:.1f} MiB free there"
-        except OSError:
-            free = ""
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else (str(err).splitlines() or [""])[0][:200]
-        raise OSError(getattr(err, "errno", None) or errno.EIO, f"cannot write {path}: {reason}{free}") from err
