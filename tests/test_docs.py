@@ -41,7 +41,7 @@ def test_every_python_module_is_in_the_layout_table():
 
 
 def test_every_train_flag_has_its_own_help():
-    from dpdmd.cli_args import add_config_flags
+    from dpdmd.cli.flags import add_config_flags
 
     parser = argparse.ArgumentParser()
     add_config_flags(parser)

@@ -35,7 +35,7 @@ def fill(path: Path) -> None:
 
 
 def run(argv: list[str]) -> tuple[int, str]:
-    train_cli = importlib.import_module("dpdmd.train_cli")
+    train_cli = importlib.import_module("dpdmd.cli.train")
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = train_cli.main(argv)

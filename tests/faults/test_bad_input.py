@@ -240,7 +240,7 @@ def test_train_cli_checks_evaluator_weights_before_training(tmp_path, monkeypatc
 
     import dpdmd.training.loop as loop
 
-    train_cli = importlib.import_module("dpdmd.train_cli")
+    train_cli = importlib.import_module("dpdmd.cli.train")
 
     monkeypatch.setattr(loop, "build_method", lambda *a, **k: pytest.fail("training started"))
     config = tmp_path / "run.yaml"

@@ -8,16 +8,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from safetensors.torch import save_file
 
-from .data.disk_cache import config_hash
-from .backbones.digits import SHIPPED_WEIGHTS, DigitsPretrainConfig, teacher_weights
-from .backbones.digits_pretrain import pretrain
+from ..data.disk_cache import config_hash
+from ..backbones.digits import SHIPPED_WEIGHTS, DigitsPretrainConfig, teacher_weights
+from ..backbones.digits_pretrain import pretrain
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +45,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.backbone} teacher ({config.steps} steps) at {path} in {time.time() - start:.0f} s")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

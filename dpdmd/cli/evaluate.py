@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, from_mapping
+from ..config import ConfigError, from_mapping
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", type=Path, help="also write the samples as this PNG")
     args = parser.parse_args(argv)
 
-    from .evaluation import eval_prompts, generate, make_evaluator, save_grid, score, teacher_reference, teacher_sampler
-    from .data.prompt_cache import PromptEmbeddingCache
-    from .training.build import build_backbone, build_method, check
-    from .training.checkpoints import CHECKPOINT
+    from ..evaluation import eval_prompts, generate, make_evaluator, save_grid, score, teacher_reference, teacher_sampler
+    from ..data.prompt_cache import PromptEmbeddingCache
+    from ..training.build import build_backbone, build_method, check
+    from ..training.checkpoints import CHECKPOINT
 
     try:
         if args.run:
@@ -80,6 +80,3 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"scored": who, **{k: round(v, 5) for k, v in metrics.items()}}, indent=1))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

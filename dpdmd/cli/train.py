@@ -24,8 +24,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from .cli_args import add_config_flags, overrides_from_args
-from .config import ConfigError, from_mapping, load_config
+from .flags import add_config_flags, overrides_from_args
+from ..config import ConfigError, from_mapping, load_config
 
 
 def parse_config(args: argparse.Namespace):
@@ -53,7 +53,7 @@ RUN_FILES = ("config.json", "metrics.csv", "checkpoint", "checkpoint.prev", "sam
 def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> list[str]:
     """--out must be empty or missing, unless --resume (it must hold a checkpoint) or --overwrite
     (it must look like a run directory: --overwrite never clears a folder of something else)."""
-    from .training.checkpoints import CHECKPOINT, PREVIOUS
+    from ..training.checkpoints import CHECKPOINT, PREVIOUS
 
     if resume and overwrite:
         return ["--resume and --overwrite: give one of them"]
@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     add_config_flags(parser)
     args = parser.parse_args(argv)
 
-    from .training.build import build_backbone, check
-    from .training.checkpoints import CHECKPOINT, load_checkpoint
-    from .training.loop import train
+    from ..training.build import build_backbone, check
+    from ..training.checkpoints import CHECKPOINT, load_checkpoint
+    from ..training.loop import train
 
     try:  # train() refuses what the backbone refuses before it writes or trains anything
         config = parse_config(args)

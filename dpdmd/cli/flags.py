@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 import typing
 
-from .config import EvalConfig, TrainConfig
+from ..config import EvalConfig, TrainConfig
 
 _SKIP = {"eval", "backbone_options", "evaluator_options"}
 
