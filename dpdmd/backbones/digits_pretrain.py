@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import digits as digits_data
-from .digits import DigitsPretrainConfig, build_network, call_network, class_embeddings, fold
+from .digits_net import DigitsPretrainConfig, build_network, call_network, class_embeddings, fold
 
 
 def pretrain(config: DigitsPretrainConfig, *, progress: bool = True) -> dict[str, torch.Tensor]:

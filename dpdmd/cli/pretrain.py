@@ -15,7 +15,8 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from ..data.disk_cache import config_hash
-from ..backbones.digits import SHIPPED_WEIGHTS, DigitsPretrainConfig, teacher_weights
+from ..backbones.digits import SHIPPED_WEIGHTS, teacher_weights
+from ..backbones.digits_net import DigitsPretrainConfig
 from ..backbones.digits_pretrain import pretrain
 
 
