@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dpdmd.data.atomic import atomic_path
 from dpdmd.data.cache_keys import REFERENCE_VERSION
 
 FULL_KS = (1, 3, 5, 10, 15, 20, 25, 30)
@@ -139,9 +140,8 @@ def record_run(job: dict, args, path: Path) -> float:
     frame["run"] = run_name(job)
     frame["reference_version"] = REFERENCE_VERSION  # what the evaluator's metrics mean (dpdmd.data.cache_keys)
     frame = frame[[*CONFIG_COLUMNS, "run", *[c for c in frame.columns if c not in (*CONFIG_COLUMNS, "run")]]]
-    tmp = path.with_suffix(".parquet.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
     return time.perf_counter() - started
 
 

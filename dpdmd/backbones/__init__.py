@@ -16,5 +16,5 @@ except ModuleNotFoundError as err:
     if err.name != "dpdmd.backbones.registry_real":
         raise
 
-__all__ = ["Backbone", "Embeddings", "available_backbones", "backbone_options", "cat_embeddings",
+__all__ = ["Backbone", "Embeddings", "available_backbones", "backbone_class", "backbone_options", "cat_embeddings",
            "get_backbone", "register_backbone", "repeat_embeddings"]

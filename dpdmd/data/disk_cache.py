@@ -16,6 +16,8 @@ from typing import Callable
 
 from filelock import FileLock
 
+from .atomic import atomic_path
+
 
 def cache_dir() -> Path:
     root = os.environ.get("DPDMD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dpdmd")
@@ -34,14 +36,13 @@ def cached_file(name: str, config: dict, build: Callable[[Path], None], *, suffi
     """Return the cached file for (name, config), calling ``build(tmp_path)`` once if it is missing.
 
     ``build`` writes the artefact to the path it is given; it is renamed into place only after it
-    returns, so a crash mid-build leaves no half-written cache entry.
+    returns (`dpdmd.data.atomic`), so a crash mid-build leaves no half-written cache entry.
     """
     path = cache_dir() / f"{name}-{config_hash(config)}{suffix}"
     if path.exists():
         return path
     with FileLock(path.with_suffix(path.suffix + ".lock")):  # the other processes wait here while one builds
         if not path.exists():
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            build(tmp)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                build(tmp)
     return path

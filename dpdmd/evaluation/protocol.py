@@ -10,7 +10,6 @@ evaluator scores is `dpdmd.evaluation.evaluators`' choice.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from PIL import Image
 
 from ..backbones.base import Backbone, Embeddings
 from ..config import TrainConfig
+from ..data.atomic import atomic_path
 from ..data.cache_keys import cache_key
 from ..data.disk_cache import cache_dir, cached_file, config_hash
 from ..data.prompts import eval_prompts
@@ -88,13 +88,12 @@ def teacher_reference(config: TrainConfig, backbone: Backbone, teacher: torch.nn
 
     def build(path: Path) -> None:
         images = generate(backbone, teacher_sampler(backbone, teacher, embed), prompts, config.eval.seeds_per_prompt, embed)
-        tmp_png = save_grid(images, grid.with_name(f".{grid.name}.{os.getpid()}.png"))
-        os.replace(tmp_png, grid)
+        with atomic_path(grid, keep_suffix=True) as tmp:  # PIL reads the format from the suffix
+            save_grid(images, tmp)
         state = ev.teacher_reference_state(images, prompts)
         if state is not None:  # written before the scores, which mark the entry complete
-            tmp_state = state_file.with_name(f".{state_file.name}.{os.getpid()}.tmp")
-            torch.save(state, tmp_state)
-            os.replace(tmp_state, state_file)
+            with atomic_path(state_file) as tmp:
+                torch.save(state, tmp)
             ev.set_teacher_reference(state)
         path.write_text(json.dumps(score(ev, images, prompts)))
 

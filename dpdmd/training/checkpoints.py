@@ -61,7 +61,10 @@ def save_checkpoint(path: Path, method: DPDMD | dict, config: TrainConfig, itera
     """Write ``path/state.pt`` atomically: a crash mid-write leaves the previous checkpoint intact.
     ``method``: the `DPDMD` or its ``state_dict()`` (gathered already from a sharded run);
     ``keep_previous``: keep the one before as ``path.prev`` (a fallback if the last is damaged
-    later; it doubles the disk the checkpoints take)."""
+    later; it doubles the disk the checkpoints take).
+
+    The checkpoint is a folder, written whole beside itself and swapped in, the one before moved
+    aside (kept or dropped): the one rename of a folder; files go through `dpdmd.data.atomic`."""
     state = method if isinstance(method, dict) else method.state_dict()
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -13,13 +13,13 @@ import contextlib
 import csv
 import errno
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
 
 from ..config import TrainConfig
+from ..data.atomic import atomic_path, write_atomic
 from ..evaluation.protocol import save_grid, teacher_reference
 
 
@@ -30,7 +30,7 @@ def prepare_out_dir(out_dir: str | Path | None, config: TrainConfig) -> Path | N
     out = Path(out_dir)
     with writing(out / "config.json"):
         out.mkdir(parents=True, exist_ok=True)
-        _write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
+        write_atomic(out / "config.json", json.dumps(config.to_dict(), indent=2))
     return out
 
 
@@ -49,7 +49,7 @@ def write_teacher_reference(out: Path | None, config, backbone, method, embed, e
         (out / "samples").mkdir(exist_ok=True)
         _copy(grid, out / "samples" / "teacher.png")
     with writing(out / "teacher_metrics.json"):
-        _write_text(out / "teacher_metrics.json", json.dumps(reference, indent=1))
+        write_atomic(out / "teacher_metrics.json", json.dumps(reference, indent=1))
 
 
 def write_samples(out: Path, images: torch.Tensor, updates: int) -> None:
@@ -75,16 +75,10 @@ def _append_metrics(path: Path, metrics: dict) -> None:
             rows = list(csv.DictReader(f))
     columns = list(dict.fromkeys([*(rows[0].keys() if rows else []), *metrics.keys()]))
     rows.append({k: metrics.get(k, "") for k in columns})
-    tmp = path.with_suffix(".csv.tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, restval="")
-            writer.writeheader()
-            writer.writerows(rows)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def truncate_metrics(path: Path, iteration: int) -> None:
@@ -94,43 +88,20 @@ def truncate_metrics(path: Path, iteration: int) -> None:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         columns, rows = reader.fieldnames, [r for r in reader if int(float(r["iteration"])) <= iteration]
-    tmp = path.with_suffix(".csv.tmp")
-    with writing(path), open(tmp, "w", newline="") as f:
+    with writing(path), atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    """``path`` holds ``text`` whole, or its previous content (written beside it, then renamed)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
 
 
 def _save_grid(images: torch.Tensor, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    try:
+    with atomic_path(path, keep_suffix=True) as tmp:  # PIL reads the format from the suffix
         save_grid(images, tmp)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
 
 
 def _copy(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
+    with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, target)
 
 
 @contextlib.contextmanager
