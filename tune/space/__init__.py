@@ -282,7 +282,7 @@ def load_space(path: str | Path, *, check_weights: bool = True) -> SearchSpace:
     problems: list[str] = []
     _check_keys(data, [f.name for f in dataclasses.fields(SearchSpace) if f.name != "path"], "", problems)
     space = SearchSpace(path=path, name=str(data.get("name", path.stem)))
-    from .preflight import name_problems
+    from ..preflight import name_problems
 
     problems += name_problems(space.name, "name")
     _parse_top(space, data, problems)
