@@ -181,7 +181,7 @@ class PersistentASHA(_PersistentRungs, ASHAScheduler):
 # --- construction from the space's scheduler section ----------------------------------------------
 
 def make_scheduler(spec, *, max_t: int, state_uri: str | None = None) -> TrialScheduler:
-    """The scheduler of a `tune.space.SchedulerSpec`: ``fifo`` (no early stopping), ``asha``
+    """The scheduler of a `tune.space.schema.SchedulerSpec`: ``fifo`` (no early stopping), ``asha``
     (Ray's ASHA on the scalar ``objective``) or ``moasha`` (MO-ASHA on ``diversity_score`` and
     ``quality_score``). Time is student updates; ``max_t`` the resolved budget per trial;
     ``state_uri`` where the rungs are kept (None: not kept)."""

@@ -518,7 +518,9 @@ def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str
 
             problems += resume_problems(join_uri(storage, name))
     if not problems and not args.resume:  # a teacher scoring 0 would fail every trial (checked at the start)
-        problems += preflight.teacher_problems(space)
+        from .space.checks import teacher_problems
+
+        problems += teacher_problems(space)
     return problems
 
 

@@ -1,7 +1,7 @@
 """The search's one Ray `Searcher`: the space's planned trials, then a sampler's, one shape for all.
 
 Every trial Ray Tune runs gets a flat dict of the searched keys of `dpdmd.TrainConfig` (and
-``backbone``) plus ``baseline`` (`tune.space.planned_trials`); ``space.train_config(trial)`` turns
+``backbone``) plus ``baseline`` (`tune.space.trials.planned_trials`); ``space.train_config(trial)`` turns
 it into the trial's `TrainConfig`. `TrialSearcher` hands these dicts on without reading them: the
 planned trials first (the baselines, then under ``method: grid`` every grid point), then its
 sampler's (Optuna's random, TPE or NSGA-II sampler). The fixed

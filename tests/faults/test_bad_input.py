@@ -13,7 +13,7 @@ import yaml
 from dpdmd import ConfigError, TrainConfig
 from dpdmd.config import load_config, load_yaml
 from tune import preflight, search
-from tune.space import SpaceError, load_space
+from tune.space import SpaceError, checks, load_space
 
 SPACE = {
     "name": "edge",
@@ -267,15 +267,15 @@ def test_a_teacher_scoring_zero_is_refused_before_ray(tmp_path, capsys, monkeypa
         return lambda config: asked.append(config) or scores
 
     # the two K values share one teacher reference: computed once
-    assert preflight.teacher_problems(space, reference=teacher({"diversity": 0.03, "quality": 0.75})) == []
+    assert checks.teacher_problems(space, reference=teacher({"diversity": 0.03, "quality": 0.75})) == []
     assert len(asked) == 1 and asked[0].eval.seeds_per_prompt == 4
-    (problem,) = preflight.teacher_problems(space, reference=teacher({"diversity": 0.03, "quality": 0.0}))
+    (problem,) = checks.teacher_problems(space, reference=teacher({"diversity": 0.03, "quality": 0.0}))
     assert problem.startswith("eval.seeds_per_prompt: 4 is too few here: the teacher (digits-flow, teacher_steps 10) "
                               "scores quality 0 on the evaluation set")
     assert "quality is fidelity" in problem and "eval.quality_metric: class_prob" in problem
     # at launch: exit 2 naming the file and the key, before Ray starts or anything is written
     monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
-    monkeypatch.setattr(preflight, "_teacher_scores", lambda config: {"diversity": 0.0, "quality": 0.5})
+    monkeypatch.setattr(checks, "_teacher_scores", lambda config: {"diversity": 0.0, "quality": 0.5})
     storage = tmp_path / "runs"
     assert search.main(["--space", str(space.path), "--storage", str(storage)]) == 2
     err = capsys.readouterr().err
@@ -287,9 +287,9 @@ def test_the_teacher_check_reads_the_real_teacher_reference(tmp_path):
     from tune.space import load_space
 
     space = load_space(write_space(tmp_path))
-    scores = preflight._teacher_scores(space.train_config(space.base_point()).replace(device="cpu"))
+    scores = checks._teacher_scores(space.train_config(space.base_point()).replace(device="cpu"))
     assert scores.keys() >= {"quality", "diversity"} and all(v >= 0 for v in scores.values())
     # the launch check refuses exactly when the real reference scores 0 (this tiny space's teacher,
     # 4 seeds per prompt, scored fidelity 0 in a fresh clone and above 0 on another machine's cache)
     positive = scores["quality"] > 0 and scores["diversity"] > 0
-    assert (preflight.teacher_problems(space) == []) == positive
+    assert (checks.teacher_problems(space) == []) == positive
