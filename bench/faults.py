@@ -177,7 +177,7 @@ def disk_full(work: Path, reference):
     """The storage is a 256 MiB tmpfs (a private mount namespace: ``unshare -Urm``) filled up once a
     trial has a checkpoint there; the search must end with exit 1 saying why; then the space is
     freed and ``--resume`` finishes it (tests/faults/full_disk_search.py), putting back the last
-    whole copy of Ray's experiment state the full disk cut short (tune/state_backup.py). Seconds:
+    whole copy of Ray's experiment state the full disk cut short (tune/storage/state_backup.py). Seconds:
     both runs."""
     space, disk, snapshots = _write(work, SPACE), work / "disk", work / "snapshots"
     disk.mkdir()

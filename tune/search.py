@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from .space import SearchSpace, SpaceError, grid_size, load_space
+from .storage.uri import join_uri, local_experiment_dir, storage_uri, upload
 
 
 MAX_NUM_SAMPLES = 10_000  # trials of one search (grid: repeats); a typo must not end in MemoryError
@@ -50,20 +51,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--simulate", type=Path, metavar="TABLE.parquet",
                         help="replay the search on recorded curves (bench/tabular.py) instead of training: tune.simulate")
     return parser.parse_args(argv)
-
-
-def storage_uri(storage: str) -> str:
-    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
-
-
-def join_uri(base: str, *parts: str) -> str:
-    """``base/part/...`` for paths and URIs, keeping a URI's query (e.g. ``?endpoint_override=``)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    if "://" not in base:
-        return str(Path(base, *parts))
-    u = urlsplit(base)
-    return urlunsplit((u.scheme, u.netloc, "/".join([u.path.rstrip("/"), *parts]), u.query, u.fragment))
 
 
 # --- the plan -----------------------------------------------------------------------------------
@@ -134,7 +121,7 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     from .multi_gpu import build_trainable
     from .schedulers import STATE_FILE as SCHEDULER_STATE_FILE
     from .schedulers import clear_state, make_scheduler
-    from .state_backup import StateBackup, clear_copy, restore_if_damaged
+    from .storage.state_backup import StateBackup, clear_copy, restore_if_damaged
     from .space import planned_trials
     from .trials import build_searcher
 
@@ -199,7 +186,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     from . import results as res
     from .failures import failed_trials, without_failed
     from .shared_cache import get_or_create_store
-    from .state_backup import local_results
+    from .storage.state_backup import local_results
     from .trainable import cache_settings
 
     storage = storage_uri(args.storage)
@@ -277,7 +264,7 @@ def _start_ray(space: SearchSpace, args: argparse.Namespace) -> None:
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, namespace="dpdmd-tune")
         return
     ray.init(address=args.address, namespace="dpdmd-tune")
-    from .preflight import wait_for_resources
+    from .storage.preflight import wait_for_resources
 
     problems = wait_for_resources({b: space.backbones[b].resources for b in space.backbone_names()},
                                   wait_s=args.wait_for_resources)
@@ -439,29 +426,6 @@ def _first_line(err: BaseException) -> str:
     return (str(err).splitlines() or [""])[0][:200]
 
 
-def local_experiment_dir(storage: str, name: str) -> Path:
-    if "://" in storage:
-        import tempfile
-
-        return Path(tempfile.mkdtemp(prefix=f"{name}-outputs-"))
-    return Path(storage) / name
-
-
-def upload(local: Path, uri: str) -> None:
-    """Copy the outputs (and the offline W&B run) to the storage URI, then drop the local copy."""
-    import shutil
-
-    import pyarrow.fs as pafs
-
-    fs, root = pafs.FileSystem.from_uri(uri)
-    for path in local.iterdir():
-        target = f"{root}/{path.name}"
-        if path.is_dir():
-            fs.create_dir(target, recursive=True)
-        pafs.copy_files(str(path), target, destination_filesystem=fs)
-    shutil.rmtree(local, ignore_errors=True)
-
-
 def compute_spent(final, wall_seconds: float) -> dict:
     """Teacher evaluations spent on anchors, against what a search without the cache would spend
     (each trial's own count of both, from its last report: ``final``)."""
@@ -477,8 +441,8 @@ def compute_spent(final, wall_seconds: float) -> dict:
 
 
 def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str]:
-    """Everything about the flags that can be refused before Ray starts (`tune.preflight`)."""
-    from . import preflight
+    """Everything about the flags that can be refused before Ray starts (`tune.storage.preflight`)."""
+    from .storage import preflight
 
     problems = []
     if args.num_samples is not None and not 1 <= args.num_samples <= MAX_NUM_SAMPLES:
@@ -514,7 +478,7 @@ def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str
         identity = preflight.space_identity(space.path, args.num_samples)
         problems += preflight.resume_problems(join_uri(storage, name), identity, name=name)
         if not problems:  # Ray's own state cut short (a full disk) with no whole copy to put back
-            from .state_backup import resume_problems
+            from .storage.state_backup import resume_problems
 
             problems += resume_problems(join_uri(storage, name))
     if not problems and not args.resume:  # a teacher scoring 0 would fail every trial (checked at the start)
@@ -542,7 +506,7 @@ def main(argv=None) -> int:
         from .simulate import simulate_command
 
         return simulate_command(space, args)
-    from . import preflight
+    from .storage import preflight
 
     storage, name = storage_uri(args.storage), args.name or space.name
     if not args.resume:  # what identifies this search, checked by a later --resume

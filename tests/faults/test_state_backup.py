@@ -1,4 +1,4 @@
-"""The last whole copy of Ray Tune's experiment state (`tune.state_backup`, issue 13): copied from
+"""The last whole copy of Ray Tune's experiment state (`tune.storage.state_backup`, issue 13): copied from
 Ray's staging folder after each save, kept when a later copy cannot be written (a full disk), and
 put back by ``--resume`` where the storage's state is cut short; without a copy, ``--resume`` of
 a damaged state is refused (Ray would start the search again). The full-disk search itself:
@@ -16,8 +16,9 @@ import pytest
 import ray.cloudpickle as cloudpickle
 import yaml
 
-from tune import search, state_backup
-from tune.state_backup import BACKUP_DIR, StateBackup, damaged_state, is_whole, restore_if_damaged
+from tune import search
+from tune.storage import state_backup
+from tune.storage.state_backup import BACKUP_DIR, StateBackup, damaged_state, is_whole, restore_if_damaged
 
 SESSION = "2026-01-01_00-00-00"
 TRIAL = "run_search_trial_aaaa_1_anchor_k=2,lambda_div=0.5000_" + SESSION

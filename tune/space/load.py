@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dpdmd.config import ConfigError, build_dataclass, load_yaml
 
-from ..preflight import name_problems
+from ..storage.preflight import name_problems
 from .checks import check_trials, expand_paths
 from .schema import (DISTRIBUTIONS, METHODS, SCHEDULERS, SEARCHABLE, BackboneSpec, ObjectiveSpec, Param, SchedulerSpec,
                      SearchSpace, SpaceError, WandbSpec)
