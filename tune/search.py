@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+from .schedulers import max_updates
 from .space import SearchSpace, SpaceError, grid_size, load_space
 from .storage.uri import join_uri, local_experiment_dir, storage_uri, upload
 
@@ -107,11 +108,6 @@ def _describe_anchor_cache(space: SearchSpace) -> list[str]:
     return lines
 
 
-def max_updates(space: SearchSpace) -> int:
-    """The scheduler's max_t: as set, else the student updates of the configured iterations."""
-    return space.scheduler.max_t or space.max_student_updates(space.train_config(space.base_point()))
-
-
 # --- running ------------------------------------------------------------------------------------
 
 def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, cache: dict):
@@ -120,7 +116,8 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
 
     from .multi_gpu import build_trainable
     from .schedulers import STATE_FILE as SCHEDULER_STATE_FILE
-    from .schedulers import clear_state, make_scheduler
+    from .schedulers import make_scheduler
+    from .schedulers.persistent import clear_state
     from .storage.state_backup import StateBackup, clear_copy, restore_if_damaged
     from .space import planned_trials
     from .trials import build_searcher

@@ -273,7 +273,7 @@ GAUGES = ("entries", "bytes")  # what a store holds now (the latest store's); ev
 def record_stats(uri: str, stats: dict) -> None:
     """Keep ``stats`` (one store's, `_Store.stats`) in the experiment's ``STATS_FILE`` at ``uri``
     (path or URI), beside what earlier stores of the same search counted. Atomic."""
-    from .schedulers import read_state, write_state
+    from .schedulers.persistent import read_state, write_state
 
     if "store_id" not in stats:
         return
@@ -287,7 +287,7 @@ def total_stats(uri: str, current: dict | None = None) -> dict:
     """Every store's counts of this search added up (a resumed search, a store recreated after its
     actor was removed: each counted from 0), the latest store's gauges, and ``stores``: each one's
     own statistics, oldest first (the last is the current store)."""
-    from .schedulers import read_state
+    from .schedulers.persistent import read_state
 
     stores = dict((read_state(uri) or {}).get("stores", {}))
     if current and "store_id" in current:

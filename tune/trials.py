@@ -19,7 +19,7 @@ import threading
 
 from ray.tune.search import Searcher
 
-from .moasha import MOASHA_METRICS
+from .schedulers.moasha import MOASHA_METRICS
 from .space import BASELINE, SearchSpace, planned_trials
 
 SAMPLERS = {"random": "RandomSampler", "optuna_tpe": "TPESampler", "optuna_nsga2": "NSGAIISampler"}

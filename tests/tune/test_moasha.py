@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from tune.moasha import MultiObjectiveASHAScheduler, rank_points
+from tune.schedulers.moasha import MultiObjectiveASHAScheduler, rank_points
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 NAN, INF = float("nan"), float("inf")

@@ -17,7 +17,8 @@ import ray.cloudpickle as pickle
 import yaml
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from tune.schedulers import STATE_FILE, make_scheduler, read_state
+from tune.schedulers import STATE_FILE, make_scheduler
+from tune.schedulers.persistent import read_state
 from tune.space import SchedulerSpec
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
@@ -143,7 +144,7 @@ def test_rays_asha_state_layout_is_what_we_save(tmp_path):
 
 
 def test_a_fresh_search_does_not_inherit_old_rungs(tmp_path):
-    from tune.schedulers import clear_state
+    from tune.schedulers.persistent import clear_state
 
     uri = str(tmp_path / STATE_FILE)
     old = build("moasha", uri)

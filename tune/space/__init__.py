@@ -33,7 +33,7 @@ teacher_steps, batch_size, stop_grad, ...).
 
 ``scheduler.type``: ``asha`` stops trials early on the scalar ``objective`` (Ray's ASHA);
 ``moasha`` on the pair (diversity_score, quality_score) by non-dominated sorting at each rung,
-ties broken by an epsilon-net (`tune.moasha`); ``fifo`` runs every trial to the end. Both ASHAs
+ties broken by an epsilon-net (`tune.schedulers.moasha`); ``fifo`` runs every trial to the end. Both ASHAs
 save their rungs in the experiment directory, so ``--resume`` continues them.
 
 `load_space` returns a `SearchSpace` or raises `SpaceError` listing every problem as

@@ -86,7 +86,7 @@ class SchedulerSpec:
 
     type: ``asha`` (Ray's ASHA on the scalar ``objective``), ``moasha`` (multi-objective ASHA:
     promotes at each rung by non-dominated sorting of (diversity_score, quality_score), ties by an
-    epsilon-net; see `tune.moasha`) or ``fifo`` (no early stopping). Both ASHAs keep their rungs
+    epsilon-net; see `tune.schedulers.moasha`) or ``fifo`` (no early stopping). Both ASHAs keep their rungs
     in the experiment directory, so ``--resume`` continues with them (`tune.schedulers`).
     max_t: None = the student updates of the configured iterations.
     """

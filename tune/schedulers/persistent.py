@@ -1,5 +1,4 @@
-"""The search's trial scheduler, built from the space's ``scheduler:`` section, with rungs that
-survive ``--resume``.
+"""The search's schedulers with rungs that survive ``--resume`` (built by `tune.schedulers.make_scheduler`).
 
 Ray 2.60's `Tuner.restore` unpickles the scheduler from ``tuner.pkl``, which Ray writes once when
 the search starts: its rungs come back empty, and Ray never calls `TrialScheduler.save/restore`.
@@ -10,8 +9,6 @@ a resumed search is added (the path travels inside ``tuner.pkl``). A search resu
 directory therefore makes the same stop/continue decisions as one that was never interrupted,
 including for a trial whose STOP was decided but whose end Ray had not yet saved: it is told
 STOP again.
-
-    make_scheduler(spec, max_t=..., state_uri=...)   fifo | asha (one metric) | moasha (two)
 """
 
 from __future__ import annotations
@@ -19,16 +16,9 @@ from __future__ import annotations
 import json
 import uuid
 
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from .moasha import MOASHA_METRICS, MultiObjectiveASHAScheduler
-
-# Not ``.json``: on restore Ray copies every top-level *.json / *.pkl of the experiment into its
-# driver staging directory and uploads that copy back at each experiment checkpoint, which would
-# overwrite the rungs saved after the resume with the ones of the interruption (seen in testing).
-STATE_FILE = "scheduler_state.jsonl"
-ASHA_METRIC = "objective"  # the scalar (combined) objective Ray's ASHA ranks on
-TIME_ATTR = "student_updates"
+from .moasha import MultiObjectiveASHAScheduler
 
 
 # --- the state file -------------------------------------------------------------------------------
@@ -176,21 +166,3 @@ class PersistentASHA(_PersistentRungs, ASHAScheduler):
             bracket._rungs = [(m, dict(rec)) for m, rec in rungs]
         self._assigned = dict(state["assigned"])
         self._num_stopped = state["num_stopped"]
-
-
-# --- construction from the space's scheduler section ----------------------------------------------
-
-def make_scheduler(spec, *, max_t: int, state_uri: str | None = None) -> TrialScheduler:
-    """The scheduler of a `tune.space.schema.SchedulerSpec`: ``fifo`` (no early stopping), ``asha``
-    (Ray's ASHA on the scalar ``objective``) or ``moasha`` (MO-ASHA on ``diversity_score`` and
-    ``quality_score``). Time is student updates; ``max_t`` the resolved budget per trial;
-    ``state_uri`` where the rungs are kept (None: not kept)."""
-    rungs = dict(time_attr=TIME_ATTR, max_t=max_t, grace_period=min(spec.grace_period, max_t),
-                 reduction_factor=spec.reduction_factor, brackets=spec.brackets)
-    if spec.type == "asha":
-        return PersistentASHA(state_uri=state_uri, metric=ASHA_METRIC, mode="max", **rungs)
-    if spec.type == "moasha":
-        return PersistentMOASHA(state_uri=state_uri, metrics=MOASHA_METRICS, modes=("max", "max"), **rungs)
-    if spec.type == "fifo":
-        return FIFOScheduler()
-    raise ValueError(f"scheduler.type {spec.type!r} is unknown; allowed: fifo, asha, moasha")

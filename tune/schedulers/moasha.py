@@ -39,7 +39,7 @@ from typing import Sequence
 import numpy as np
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
-from .pareto import domination_ranks
+from ..pareto import domination_ranks
 
 logger = logging.getLogger(__name__)
 
