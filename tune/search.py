@@ -22,10 +22,10 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
+from .run.storage_faults import LeastFreeSpace, StorageLost, first_line, storage_failure
 from .schedulers import max_updates
 from .space import SearchSpace, SpaceError, grid_size, load_space
 from .storage.uri import join_uri, local_experiment_dir, storage_uri, upload
@@ -203,7 +203,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
         if why is None:
             raise
         lost = (f"the storage {join_uri(storage, name)} failed during the search ({why}; "
-                f"{type(err).__name__}: {_first_line(err)}). The trials' checkpoints up to then are "
+                f"{type(err).__name__}: {first_line(err)}). The trials' checkpoints up to then are "
                 "there: once it is back or has space, continue with --resume")
         grid = local_results(join_uri(storage, name)) if "://" in storage else None
         if grid is None:
@@ -239,7 +239,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
                 wandb_dir = join_uri(where, "wandb", Path(wandb_dir).name)
         except OSError as err:  # the storage went away during the search: keep the local copy
             summary["output_error"] = (f"cannot upload the outputs to {join_uri(storage, name)}: "
-                                       f"{_first_line(err)}; they are kept in {out_dir}")
+                                       f"{first_line(err)}; they are kept in {out_dir}")
             print(f"error: {summary['output_error']}", file=sys.stderr)
             (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))  # says where they are
     if store is not None and args.address:  # a shared cluster: free the objects (the spill stays)
@@ -333,61 +333,6 @@ def _print_outcome(space: SearchSpace, front, summary: dict, *, outputs: list[st
           f"{compute['teacher_calls_without_cache']} without the cache; wall time {compute['wall_seconds']:.0f} s")
 
 
-class StorageLost(RuntimeError):
-    """The search's storage stopped answering or filled up during the search."""
-
-
-FULL_DISK_BYTES = 16 * 2**20  # less free than this on the storage: a full disk
-
-
-class LeastFreeSpace:
-    """The least free space seen on a local storage while a search runs (sampled every 0.5 s in a
-    thread). A full disk is often partly freed again by the time Ray's error surfaces (half-written
-    checkpoints are removed), so the space free at that moment can hide it: measured once in four
-    runs of tests/faults/test_full_disk.py."""
-
-    def __init__(self, storage: str, every: float = 0.5):
-        self.storage, self.every, self.least = storage, every, None
-        self._stop = threading.Event()
-
-    def __enter__(self):
-        if "://" not in self.storage:
-            threading.Thread(target=self._sample, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-
-    def _sample(self) -> None:
-        import shutil
-
-        while not self._stop.wait(self.every):
-            try:
-                free = shutil.disk_usage(self.storage).free
-            except OSError:
-                continue
-            self.least = free if self.least is None else min(self.least, free)
-
-
-def storage_failure(storage: str, err: BaseException, *, least_free: int | None = None) -> str | None:
-    """Why ``err`` (raised by ``Tuner.fit`` reading the results back) is the storage's fault, or
-    None. Seen: S3 unreachable (an OSError from pyarrow), and a full disk (Ray's error files half
-    written: an EOFError unpickling one). ``least_free``: the least free bytes seen during the
-    search (`LeastFreeSpace`)."""
-    import shutil
-
-    if "://" in storage:
-        return "it stopped answering" if isinstance(err, OSError) or "OSError" in repr(err) else None
-    try:
-        free = shutil.disk_usage(storage).free
-    except OSError:
-        return "it cannot be read"
-    least = free if least_free is None else min(free, least_free)
-    if least < FULL_DISK_BYTES and isinstance(err, (OSError, EOFError)):
-        return f"its disk is full: {least / 2**20:.1f} MiB free at the least"
-    return None
-
-
 def store_stats(spill_uri: str) -> dict:
     """The anchor store's statistics; whatever happened to the store (killed, recreated) the
     driver still writes its outputs."""
@@ -398,7 +343,7 @@ def store_stats(spill_uri: str) -> dict:
     try:
         return ray.get(find_store(spill_uri).stats.remote(), timeout=60)
     except Exception as err:  # noqa: BLE001 - the cache is an optimisation; never lose the results to it
-        return {"unavailable": f"{type(err).__name__}: {_first_line(err)}"}
+        return {"unavailable": f"{type(err).__name__}: {first_line(err)}"}
 
 
 def cache_statistics(spill_uri: str, experiment: str) -> dict:
@@ -417,10 +362,6 @@ def cache_statistics(spill_uri: str, experiment: str) -> dict:
         warnings.warn(f"cache statistics of earlier parts not read from {uri}: {type(err).__name__}: {err}",
                       stacklevel=2)
         return current
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).splitlines() or [""])[0][:200]
 
 
 def compute_spent(final, wall_seconds: float) -> dict:
