@@ -114,7 +114,7 @@ def cache_actor_killed(work: Path, reference):
     import ray
 
     from tune import search
-    from tune.shared_cache import find_store
+    from tune.trial.anchor_store import find_store
 
     space, storage = _write(work, SPACE), work / "runs"
     spill = search.join_uri(str(storage.resolve()), "anchor_cache")

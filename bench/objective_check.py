@@ -31,7 +31,7 @@ from dpdmd.evaluation import DigitsEvaluator
 from dpdmd.evaluation.corruptions import collapse, standard_corruptions
 from dpdmd.data.prompt_cache import PromptEmbeddingCache
 from dpdmd.training.build import build_backbone
-from tune.objective import legacy_objective, objective_metrics
+from tune.trial.objective import legacy_objective, objective_metrics
 
 
 def teacher_grid(backbone_name: str, seeds: int) -> tuple[torch.Tensor, list[str]]:

@@ -27,7 +27,7 @@ from bench.markdown_table import markdown  # noqa: E402
 from dpdmd.evaluation import make_real_evaluator
 from dpdmd.evaluation.corruptions import blur, drop_mode, gaussian_noise
 from tests.dpdmd import stand_in_samples, tiny_encoders
-from tune.objective import objective_metrics
+from tune.trial.objective import objective_metrics
 
 
 def corruptions(images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ call it directly: it asks an *anchor provider*, ``provider(batch, cond, uncond) 
 `LocalAnchors` computes on demand. `CachedAnchors` reads an `AnchorCache` that several runs
 share: the first run to need iteration i's anchor computes every K of a set in one teacher pass
 and stores them; runs at any K of that set read them. `InMemoryAnchorCache` shares them between
-runs of one process; a search shares them between its trials through Ray (`tune.shared_cache`),
+runs of one process; a search shares them between its trials through Ray (`tune.trial.anchor_store`),
 which dpdmd never imports.
 """
 
@@ -111,7 +111,7 @@ class AnchorCache(Protocol):
     """Where anchors computed once are kept for other runs, keyed by `anchor_key`.
 
     One call, not a get and a put: a store shared by concurrent runs lets exactly one of them
-    compute a missing key while the others wait for it (`tune.shared_cache.SharedCache`), and
+    compute a missing key while the others wait for it (`tune.trial.anchor_store.SharedCache`), and
     frees the key again if that run fails; a separate get and put cannot say this."""
 
     def get_or_compute(self, key: str, compute: Callable[[], tuple[Entry, int]]) -> Entry:

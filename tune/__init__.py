@@ -7,7 +7,7 @@ Public pieces: `load_space` / `SearchSpace` (the YAML schema), `run_trial` (the 
 the Pareto helpers (`pareto_front_mask`, `hypervolume_2d`), the plots and the W&B summary run.
 """
 
-from .objective import combined_objective
+from .trial.objective import combined_objective
 from .pareto import hypervolume_2d, pareto_front_mask
 from .space import SearchSpace, SpaceError, load_space
 

@@ -112,7 +112,7 @@ def plot_pareto(
             ``{"teacher": (0.08, 0.95), "vanilla DMD": (0.03, 0.96)}``.
         title: figure title; default ``"Pareto front: {y} vs {x}"``.
         annotate: label every trial, only the front, or none (many trials clutter).
-        teacher_normalised: x, y are teacher-normalised scores (`tune.objective`): the region
+        teacher_normalised: x, y are teacher-normalised scores (`tune.trial.objective`): the region
             beyond the teacher's diversity (x > 1, where diversity_score = 2 - x) is shaded, and
             each front member's label shows its y (its fidelity to the teacher's).
         min_quality: the fidelity floor: a dashed line at y = min_quality; rows with a true

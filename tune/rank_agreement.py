@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau
 
-from .objective import legacy_objective
+from .trial.objective import legacy_objective
 
 
 def with_legacy_objective(trials: pd.DataFrame) -> pd.DataFrame:

@@ -8,7 +8,7 @@
   cache statistics, compute spent.
 
 The front is computed over each trial's *best* report: the one with the highest objective J among
-its reports from ``objective.min_student_updates`` on (`tune.objective.shown_objective`; a trial
+its reports from ``objective.min_student_updates`` on (`tune.trial.objective.shown_objective`; a trial
 with none is shown by its last report, marked ``transient`` and never on the front) that carry a checkpoint (a diverged report has none; NaN ranks below -inf, which ranks
 below every finite J; ties go to the later report), which is exactly the report whose checkpoint
 Ray keeps (`tune.search`: ``CheckpointConfig(checkpoint_score_attribute="shown_objective",
@@ -39,7 +39,7 @@ import pandas as pd
 
 from dpdmd.config import labelled_knobs, vanilla_dmd
 
-from .objective import objective_metrics, shown_objective
+from .trial.objective import objective_metrics, shown_objective
 from .pareto import hypervolume_2d, off_front, pareto_front_mask
 from .plots import plot_curves, plot_pareto
 from .space import BASELINE, SEARCHABLE
@@ -137,7 +137,7 @@ def _checkpoint_paths(reports: pd.DataFrame) -> list[str | None]:
 
 
 def with_scores(trials: pd.DataFrame, *, diversity_weight: float = 0.5) -> pd.DataFrame:
-    """``trials`` with the score columns (`tune.objective`) filled in where a report lacks them
+    """``trials`` with the score columns (`tune.trial.objective`) filled in where a report lacks them
     (results recorded before they existed), from the raw and teacher columns."""
     if trials.empty or all(c in trials and trials[c].notna().all() for c in (*SCORE_AXES, "objective")):
         return trials

@@ -114,7 +114,7 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     """The `ray.tune.Tuner` of the search (restored from the storage under ``--resume``)."""
     from ray import tune
 
-    from .multi_gpu import build_trainable
+    from .trial.multi_gpu import build_trainable
     from .schedulers import STATE_FILE as SCHEDULER_STATE_FILE
     from .schedulers import make_scheduler
     from .schedulers.persistent import clear_state
@@ -136,7 +136,7 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     clear_copy(join_uri(storage, name))
     callbacks = [StateBackup(join_uri(storage, name))]  # restored with the Tuner: kept after a resume too
     if cache["enabled"]:  # the anchor store's counts, kept with the experiment (added up over a resume)
-        from .shared_cache import STATS_FILE, StatsRecorder
+        from .trial.cache_stats import STATS_FILE, StatsRecorder
 
         clear_state(join_uri(storage, name, STATS_FILE))
         callbacks.append(StatsRecorder(cache["spill_uri"], join_uri(storage, name, STATS_FILE)))
@@ -182,9 +182,10 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
 
     from . import results as res
     from .failures import failed_trials, without_failed
-    from .shared_cache import get_or_create_store
+    from .trial.anchor_store import get_or_create_store
+    from .trial.cache_stats import cache_statistics
     from .storage.state_backup import local_results
-    from .trainable import cache_settings
+    from .trial.trainable import cache_settings
 
     storage = storage_uri(args.storage)
     name = args.name or space.name
@@ -304,7 +305,7 @@ def _log_wandb_summary(space: SearchSpace, name: str, front, final, paths: dict,
 def _kill_store(spill_uri: str) -> None:
     import ray
 
-    from .shared_cache import find_store
+    from .trial.anchor_store import find_store
 
     try:
         ray.kill(find_store(spill_uri))
@@ -331,37 +332,6 @@ def _print_outcome(space: SearchSpace, front, summary: dict, *, outputs: list[st
                                                   if "offline-run" in wandb_dir else ""))
     print(f"teacher evaluations for anchors: {compute['teacher_calls_spent']} spent, "
           f"{compute['teacher_calls_without_cache']} without the cache; wall time {compute['wall_seconds']:.0f} s")
-
-
-def store_stats(spill_uri: str) -> dict:
-    """The anchor store's statistics; whatever happened to the store (killed, recreated) the
-    driver still writes its outputs."""
-    import ray
-
-    from .shared_cache import find_store
-
-    try:
-        return ray.get(find_store(spill_uri).stats.remote(), timeout=60)
-    except Exception as err:  # noqa: BLE001 - the cache is an optimisation; never lose the results to it
-        return {"unavailable": f"{type(err).__name__}: {first_line(err)}"}
-
-
-def cache_statistics(spill_uri: str, experiment: str) -> dict:
-    """The anchor store's statistics over the whole search: its current counts recorded with the
-    experiment and added to those of the stores before it (a resumed search, a recreated store)."""
-    import warnings
-
-    from .shared_cache import STATS_FILE, record_stats, total_stats
-
-    current = store_stats(spill_uri)
-    uri = join_uri(experiment, STATS_FILE)
-    try:
-        record_stats(uri, current)
-        return {**current, **total_stats(uri, current)}
-    except Exception as err:  # noqa: BLE001 - the storage failing here must not lose the results
-        warnings.warn(f"cache statistics of earlier parts not read from {uri}: {type(err).__name__}: {err}",
-                      stacklevel=2)
-        return current
 
 
 def compute_spent(final, wall_seconds: float) -> dict:

@@ -7,7 +7,7 @@ depend on K), ``student_updates``, every raw metric the evaluator reported, the 
 ``seconds_*`` per phase, the anchor's ``anchor_teacher_calls``, ``wall_seconds`` since the run
 started (evaluation included) and the teacher's reference metrics (``teacher_*``).
 
-Scores are recomputed here from the raw metrics with `tune.objective`, exactly as the trainable
+Scores are recomputed here from the raw metrics with `tune.trial.objective`, exactly as the trainable
 reports them (``diversity_score``, ``quality_score``, ``objective``), so a table recorded once
 serves any objective weight or quality floor.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .objective import objective_metrics
+from .trial.objective import objective_metrics
 from .pareto import hypervolume_2d, pareto_front_mask
 
 AXES = ("backbone", "anchor_k", "lambda_div")
@@ -142,7 +142,7 @@ def _nearest_log(value: float, recorded: list[float]) -> float:
 
 def with_scores(frame: pd.DataFrame, *, diversity_weight: float) -> pd.DataFrame:
     """``frame`` plus ``diversity_score``, ``quality_score`` and ``objective`` of every row, by
-    `tune.objective.objective_metrics` (what the trainable reports)."""
+    `tune.trial.objective.objective_metrics` (what the trainable reports)."""
     scored = [objective_metrics(d, q, teacher_diversity=td, teacher_quality=tq, diversity_weight=diversity_weight)
               for d, q, td, tq in frame[["diversity", "quality", "teacher_diversity", "teacher_quality"]].itertuples(index=False)]
     return frame.assign(**{k: [s[k] for s in scored] for k in (*SCORES, "objective")})

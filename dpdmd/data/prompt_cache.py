@@ -5,7 +5,7 @@ trainer never encodes a prompt twice: `PromptEmbeddingCache` keeps one row per p
 a batch by concatenating rows. It is the process's one in-memory prompt cache: the student's and
 the teacher's samplers (``""`` for CFG included) read it too. Behind it, two stores with other
 scopes, both keyed by `dpdmd.data.cache_keys`: the diffusers backbones' disk files (across runs on one
-machine) and, in a search, the ``lookup`` into the Ray object store (`tune.shared_cache`: across
+machine) and, in a search, the ``lookup`` into the Ray object store (`tune.trial.anchor_store`: across
 the trials of a search, so its text encoders run once).
 """
 

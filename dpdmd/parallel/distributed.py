@@ -1,7 +1,7 @@
 """Data-parallel DP-DMD: one run over several processes, one per GPU (NCCL) or CPU process (gloo).
 
 No Ray here. Whatever starts the processes and their `torch.distributed` process group (the
-multi-worker Tune trial in `tune.multi_gpu`, ``torchrun``, ``torch.multiprocessing.spawn`` in the
+multi-worker Tune trial in `tune.trial.multi_gpu`, ``torchrun``, ``torch.multiprocessing.spawn`` in the
 tests) passes each process's `DistributedContext` to ``dpdmd.train(config, distributed=...)``.
 
 The rules, chosen so that W workers train exactly as one worker on the W-times larger batch:
@@ -18,7 +18,7 @@ The rules, chosen so that W workers train exactly as one worker on the W-times l
    the weights are then the same on every rank (`attach` first copies rank 0's weights to all).
 3. **Anchors.** Each rank asks its anchor provider for its own rows only, so the teacher's anchor
    pass is split over the ranks too. A provider that caches by iteration must therefore key by
-   rank and world size as well (`tune.multi_gpu` does).
+   rank and world size as well (`tune.trial.multi_gpu` does).
 4. **Outputs.** Rank 0 alone evaluates, writes ``out_dir`` (metrics, samples, checkpoints) and
    calls ``report``; the other ranks only train. On resume every rank loads the same checkpoint.
    A run stops on every rank together (`DistributedContext.any`): at each iteration the ranks

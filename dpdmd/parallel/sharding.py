@@ -35,7 +35,7 @@ the optimisers (``AcceleratedOptimizer``) and, for FSDP2, calls this same ``full
 accelerate adds a process launcher (``accelerate launch``, which knows nothing of Ray's placement
 groups) and a process-wide ``AcceleratorState`` singleton configured by environment variables.
 DP-DMD owns its two optimisers and its autocast (`DPDMD`), and the processes are started by
-`tune.multi_gpu` (or torchrun / ``torch.multiprocessing``), so accelerate would only add a layer
+`tune.trial.multi_gpu` (or torchrun / ``torch.multiprocessing``), so accelerate would only add a layer
 over the three calls used here. FSDP2 rather than FSDP1 because it does not wrap: the network stays
 an instance of its own class (the backbones dispatch on ``isinstance``), parameter names keep no
 ``_fsdp_wrapped_module.`` prefix, and frozen and trainable parameters (LoRA) may share a unit.

@@ -62,7 +62,8 @@ def test_store_statistics_add_up_over_the_stores_of_a_search(tmp_path):
     summary adds every store's counts; re-recording one store replaces its earlier record."""
     import numpy as np
 
-    from tune.shared_cache import _Store, record_stats, total_stats
+    from tune.trial.anchor_store import _Store
+    from tune.trial.cache_stats import record_stats, total_stats
 
     uri = str(tmp_path / "exp" / "cache_stats.jsonl")
     first, second = _Store(), _Store()
@@ -89,7 +90,7 @@ def test_a_spill_that_cannot_be_written_or_read_keeps_the_store_working(tmp_path
     import numpy as np
     import pytest
 
-    from tune.shared_cache import _Store
+    from tune.trial.anchor_store import _Store
 
     store = _Store(spill_uri=str(tmp_path / "spill"))
 

@@ -40,7 +40,7 @@ def _kill_store_after_first_hit(spill_uri: str, killed: list):
     process: Ray does not restart it)."""
     import ray
 
-    from tune.shared_cache import find_store
+    from tune.trial.anchor_store import find_store
 
     deadline = time.time() + 300
     while time.time() < deadline and not killed:

@@ -223,11 +223,11 @@ def test_ray_runs_moasha_with_every_searcher(method, tmp_path, monkeypatch, loca
 
     import yaml
 
-    import tune.multi_gpu
+    import tune.trial.multi_gpu
     from tune import search
     from tune.space import load_space
 
-    monkeypatch.setattr(tune.multi_gpu, "build_trainable", fake_trainable)
+    monkeypatch.setattr(tune.trial.multi_gpu, "build_trainable", fake_trainable)
     lam = ({"values": [0.05, 0.3, 0.6, 0.9]} if method == "grid"
            else {"distribution": "uniform", "min": 0.01, "max": 0.9})
     space_file = tmp_path / "space.yaml"

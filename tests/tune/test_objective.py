@@ -14,7 +14,7 @@ import torch
 from dpdmd.evaluation import DigitsEvaluator
 from dpdmd.evaluation.corruptions import standard_corruptions
 from tune import results as res
-from tune.objective import diversity_score, legacy_objective, objective_metrics
+from tune.trial.objective import diversity_score, legacy_objective, objective_metrics
 
 
 def test_diversity_score_is_two_sided_and_quality_score_uncapped():

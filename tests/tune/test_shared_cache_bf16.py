@@ -6,7 +6,7 @@ first GPU search (bench/README_gpu.md, section 3). The cache widens them to floa
 
 import torch
 
-from tune.shared_cache import cached_prompt_lookup
+from tune.trial.anchor_store import cached_prompt_lookup
 
 
 class DirectCache:

@@ -105,7 +105,7 @@ def _evaluated_on_cpu(config) -> bool:
 
 
 def teacher_problems(space, *, reference: Callable | None = None) -> list[str]:
-    """Every trial is scored in teacher units (`tune.objective`: student / teacher), so a teacher
+    """Every trial is scored in teacher units (`tune.trial.objective`: student / teacher), so a teacher
     that scores 0 on the evaluation set (4 samples of a prompt can all miss the real digits' k-NN
     balls: precision, hence fidelity, 0) would fail every trial. Computed here, before Ray, for
     the built-in (digits) evaluator: its teacher reference is cached on disk, so the trials read

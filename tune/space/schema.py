@@ -100,7 +100,7 @@ class SchedulerSpec:
 
 @dataclass(kw_only=True)
 class ObjectiveSpec:
-    """J = w * diversity_score + (1 - w) * quality_score (see `tune.objective`); the front keeps
+    """J = w * diversity_score + (1 - w) * quality_score (see `tune.trial.objective`); the front keeps
     only trials with quality_score >= min_quality (a fraction of the teacher's quality), each
     shown by its best checkpoint from min_student_updates on (before it a student is a transient)."""
 

@@ -24,8 +24,8 @@ from dpdmd.data.prompt_cache import PromptEmbeddingCache
 from dpdmd.training.loop import train
 
 from .objective import objective_metrics, shown_objective
-from .shared_cache import SharedCache, cached_prompt_lookup, get_or_create_store
-from .space import SearchSpace
+from .anchor_store import SharedCache, cached_prompt_lookup, get_or_create_store
+from ..space.schema import SearchSpace
 
 
 def trial_workspace() -> Path:

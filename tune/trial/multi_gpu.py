@@ -22,7 +22,7 @@ The trial's resources are one placement group, ``[{}] + [{"CPU": cpu, "GPU": gpu
 - a restarted trial's workers all resume from ``tune.get_checkpoint()`` (one format whatever the
   number of workers or sharding: a trial may resume another's checkpoint);
 - each rank's anchors come from the search's shared anchor cache, keyed by (rank, N) since each
-  rank asks for its own rows (`tune.trainable.shared_caches`); the teacher is replicated, so a
+  rank asks for its own rows (`tune.trial.trainable.shared_caches`); the teacher is replicated, so a
   cache miss on one rank needs no other rank.
 
 Why this and not Ray Train's ``TorchTrainer`` inside the trial: in Ray 2.60 Train V2 is the
@@ -60,7 +60,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from dpdmd.config import TrainConfig
 
-from .space import SearchSpace
+from ..space.schema import SearchSpace
 from .trainable import persistable_checkpoint, run_trial, shared_caches, trial_workspace, with_objective
 
 POLL_SECONDS = 0.5  # how often the coordinator checks its workers while no report is waiting
@@ -113,7 +113,7 @@ def build_trainable(space: SearchSpace, cache: dict):
 
 def run_search_trial(config: dict, *, space: SearchSpace, cache: dict) -> None:
     """Ray Tune function trainable: `run_multi_worker_trial` if the trial's backbone asks for
-    several workers, else `tune.trainable.run_trial`."""
+    several workers, else `tune.trial.trainable.run_trial`."""
     workers = int(space.backbones[trial_backbone(space, config)].resources.get("workers", 1))
     if workers > 1:
         return run_multi_worker_trial(config, space=space, cache=cache, workers=workers)
