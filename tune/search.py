@@ -141,7 +141,7 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
         clear_state(join_uri(storage, name, STATS_FILE))
         callbacks.append(StatsRecorder(cache["spill_uri"], join_uri(storage, name, STATS_FILE)))
     if space.wandb.enabled and space.wandb.per_trial:
-        from .wandb_keys import WandbLoggerWithoutKeyInRuntimeEnv
+        from .outputs.wandb_keys import WandbLoggerWithoutKeyInRuntimeEnv
 
         callbacks.append(WandbLoggerWithoutKeyInRuntimeEnv(project=space.wandb.project, entity=space.wandb.entity, group=name))
     run_config = tune.RunConfig(
@@ -158,7 +158,7 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
 
 def best_checkpoint_config():
     """Each trial keeps its best checkpoint by J from ``objective.min_student_updates`` on
-    (``shown_objective``: the report `tune.results.best_results` shows on the front) and, beside
+    (``shown_objective``: the report `tune.outputs.results.best_results` shows on the front) and, beside
     it, its latest: Ray 2.60's checkpoint manager never deletes the latest
     registered checkpoint (`ray.train._internal.checkpoint_manager`), and a resumed or restarted
     trial continues from it (``trial.checkpoint`` is the latest). At most two per trial. Ray ranks
@@ -180,8 +180,8 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     """Start Ray, run the trials, write and print the front; returns the summary (summary.json)."""
     import ray
 
-    from . import results as res
-    from .failures import failed_trials, without_failed
+    from .outputs import results as res
+    from .outputs.failures import failed_trials, without_failed
     from .trial.anchor_store import get_or_create_store
     from .trial.cache_stats import cache_statistics
     from .storage.state_backup import local_results
@@ -272,9 +272,9 @@ def _start_ray(space: SearchSpace, args: argparse.Namespace) -> None:
 
 
 def _write_outputs(out_dir: Path, trials, final, front, summary: dict) -> dict:
-    """`tune.results.write_outputs`; a read-only or full disk: say where, keep what was written,
+    """`tune.outputs.results.write_outputs`; a read-only or full disk: say where, keep what was written,
     print the summary on stdout instead (returns {})."""
-    from . import results as res
+    from .outputs import results as res
 
     try:
         return res.write_outputs(out_dir, trials, final, front, summary)
@@ -289,8 +289,8 @@ def _log_wandb_summary(space: SearchSpace, name: str, front, final, paths: dict,
     """The W&B summary run of the search when the space enables W&B; its local directory or None."""
     if not space.wandb.enabled:
         return None
-    from . import results as res
-    from .wandb_summary import log_summary_run
+    from .outputs import results as res
+    from .outputs.wandb import log_summary_run
 
     failed = summary["failed_trials"]
     failures = {"failed_trials": len(failed), "failed_trial_errors": "; ".join(
@@ -315,8 +315,8 @@ def _kill_store(spill_uri: str) -> None:
 
 def _print_outcome(space: SearchSpace, front, summary: dict, *, outputs: list[str], where: str,
                    wandb_dir: str | None) -> None:
-    from . import results as res
-    from .failures import failures_table
+    from .outputs import results as res
+    from .outputs.failures import failures_table
 
     failed, compute = summary["failed_trials"], summary["compute"]
     print(f"\nPareto front (diversity_score, quality_score; teacher = (1, 1), quality_score >= "

@@ -1,4 +1,4 @@
-"""Failed trials as data (tune.failures): errored and diverged trials listed with their error,
+"""Failed trials as data (tune.outputs.failures): errored and diverged trials listed with their error,
 and kept off the front; counts add up across a resume (dpdmd.training)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 from ray.tune import Result
 
-from tune.failures import failed_trials, failures_table, without_failed
+from tune.outputs.failures import failed_trials, failures_table, without_failed
 
 
 def result(trial_id, error=None, rows=()):

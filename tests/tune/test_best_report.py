@@ -12,7 +12,7 @@ import pytest
 
 from tests.bench_scripts import load_bench
 from tests.tune.tabular_fake import fake_table
-from tune import results as res
+from tune.outputs import results as res
 
 TEACHER = {"teacher_diversity": 0.05, "teacher_quality": 0.5, "backbone": "digits-eps"}
 
@@ -147,7 +147,7 @@ def collapsing_table() -> pd.DataFrame:
 
 
 def test_the_simulator_shows_the_front_tune_search_writes(tmp_path):
-    """The simulator's front is `tune.results`' on the same rows, best reports included: the
+    """The simulator's front is `tune.outputs.results`' on the same rows, best reports included: the
     collapsing trial is shown at its peak, not its last report; the bench judges it there by its
     seed mean."""
     from tests.tune.test_simulate import make_space

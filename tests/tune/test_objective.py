@@ -13,7 +13,7 @@ import torch
 
 from dpdmd.evaluation import DigitsEvaluator
 from dpdmd.evaluation.corruptions import standard_corruptions
-from tune import results as res
+from tune.outputs import results as res
 from tune.trial.objective import diversity_score, legacy_objective, objective_metrics
 
 

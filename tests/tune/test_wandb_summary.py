@@ -1,4 +1,4 @@
-"""tune.wandb_summary: offline with no API key, never raising when W&B breaks.
+"""tune.outputs.wandb: offline with no API key, never raising when W&B breaks.
 
 What wandb 0.31 writes offline (checked here): ``<dir>/wandb/offline-run-<time>-<id>/``
 holding ``run-<id>.wandb`` (the binary transaction log: history, summary, the scatter's
@@ -19,8 +19,8 @@ import pytest
 
 wandb = pytest.importorskip("wandb")
 
-from tune import wandb_summary  # noqa: E402
-from tune.wandb_summary import log_summary_run  # noqa: E402
+from tune.outputs import wandb as wandb_summary  # noqa: E402
+from tune.outputs.wandb import log_summary_run  # noqa: E402
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def front_df():
 
 
 def _png(path):
-    from tune.plots import plot_pareto
+    from tune.outputs.plots import plot_pareto
 
     return plot_pareto(pd.DataFrame({"diversity": [0.1, 0.2], "quality": [0.2, 0.1]}), path)
 

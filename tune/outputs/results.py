@@ -39,10 +39,10 @@ import pandas as pd
 
 from dpdmd.config import labelled_knobs, vanilla_dmd
 
-from .trial.objective import objective_metrics, shown_objective
-from .pareto import hypervolume_2d, off_front, pareto_front_mask
+from ..trial.objective import objective_metrics, shown_objective
+from ..pareto import hypervolume_2d, off_front, pareto_front_mask
 from .plots import plot_curves, plot_pareto
-from .space import BASELINE, SEARCHABLE
+from ..space.schema import BASELINE, SEARCHABLE
 
 CONFIG_COLUMNS = (*SEARCHABLE, BASELINE)  # whichever of them the trials set
 # The hypervolume's reference point: (0, 0) in the front's own teacher-normalised units, i.e. the

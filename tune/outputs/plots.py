@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from dpdmd.config import labelled_knobs
 
-from .pareto import off_front, pareto_front_mask
+from ..pareto import off_front, pareto_front_mask
 
 __all__ = ["DEFAULT_LABEL_COLUMNS", "plot_curves", "plot_pareto"]
 

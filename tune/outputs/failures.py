@@ -36,7 +36,7 @@ def failed_trials(results, final: pd.DataFrame) -> list[dict]:
 
     Args:
         results: Ray Tune's ResultGrid (or any iterable of Results).
-        final: each trial's last report (`tune.results.final_results`).
+        final: each trial's last report (`tune.outputs.results.final_results`).
     """
     failed: dict[str, dict] = {}
     for result in results:

@@ -1,7 +1,7 @@
 """One W&B run from the search driver that summarises a finished search.
 
 It holds the Pareto front (and all trials) as tables, a diversity/quality scatter, the PNGs
-from ``tune.plots`` and the headline numbers in ``run.summary``. Logging once from the driver
+from ``tune.outputs.plots`` and the headline numbers in ``run.summary``. Logging once from the driver
 is cheap (~2 s); Ray's per-trial ``WandbLoggerCallback`` tripled a small search's wall time
 (see ``docs/stack-notes.md``).
 
@@ -129,7 +129,7 @@ def log_summary_run(
         name: run name, e.g. the search's experiment name.
         front_df: the Pareto-front trials, one row each, with columns ``x`` and ``y``.
         trials_df: all trials (optional).
-        png_paths: ``{key: path}`` of images, e.g. from ``tune.plots``; a missing file is
+        png_paths: ``{key: path}`` of images, e.g. from ``tune.outputs.plots``; a missing file is
             skipped with a warning.
         summary: headline numbers, e.g. ``{"hypervolume": 0.012, "n_trials": 32}``.
         mode: ``"online"``, ``"offline"``, ``"disabled"`` or None (use ``$WANDB_MODE``,
