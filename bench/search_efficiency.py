@@ -18,7 +18,7 @@ the recorded curves, for many seeds and for 2 and 8 workers. For each run:
 - **compute to 95%**: the first compute at which the fraction reaches 0.95; **of the full grid's
   front**: at which it reaches 0.95 x the full grid's final fraction (same seed and workers);
 - **regret**: the best true J of the table (any configuration, any budget) minus the true J of
-  the recommended trial's shown report (`tune.outputs.results.recommended`: the highest J on the front
+  the recommended trial's shown report (`tune.outputs.front.recommended`: the highest J on the front
   shown).
 
     python bench/search_efficiency.py --table bench/results/tabular/medium/table.parquet --seeds 20 \
@@ -48,7 +48,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tune.outputs.results import best_results, recommended  # noqa: E402
+from tune.outputs.front import recommended  # noqa: E402
+from tune.outputs.results import best_results  # noqa: E402
 from tune.simulate import shown_front, simulate  # noqa: E402
 from tune.space import load_space  # noqa: E402
 from tune.tabular import SCORES, RecordedTable, ground_truth, hypervolume, true_points  # noqa: E402
@@ -120,7 +121,7 @@ def trajectory(reports: pd.DataFrame, truth: dict, points: pd.DataFrame, min_qua
     budget) is scored by its mean over the table's training seeds (``points``), not by the
     replayed seed's value it was chosen for (the optimizer's curse), and the fraction is its
     hypervolume over the true front's (every configuration at every budget). The recommended
-    trial is the shown front's highest J (`tune.outputs.results.recommended`; with no front yet, the
+    trial is the shown front's highest J (`tune.outputs.front.recommended`; with no front yet, the
     highest J shown)."""
     key = ["backbone", "anchor_k", "lambda_div", "student_updates"]
     true_of = {k: (d, q, j) for k, d, q, j in zip(points[key].itertuples(index=False, name=None),

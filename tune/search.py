@@ -141,7 +141,7 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
         clear_state(join_uri(storage, name, STATS_FILE))
         callbacks.append(StatsRecorder(cache["spill_uri"], join_uri(storage, name, STATS_FILE)))
     if space.wandb.enabled and space.wandb.per_trial:
-        from .outputs.wandb_keys import WandbLoggerWithoutKeyInRuntimeEnv
+        from .outputs.wandb import WandbLoggerWithoutKeyInRuntimeEnv
 
         callbacks.append(WandbLoggerWithoutKeyInRuntimeEnv(project=space.wandb.project, entity=space.wandb.entity, group=name))
     run_config = tune.RunConfig(
@@ -180,7 +180,8 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     """Start Ray, run the trials, write and print the front; returns the summary (summary.json)."""
     import ray
 
-    from .outputs import results as res
+    from .outputs.front import pareto_front, summarize
+    from .outputs.results import best_results, final_results, trials_frame, with_scores
     from .outputs.failures import failed_trials, without_failed
     from .trial.anchor_store import get_or_create_store
     from .trial.cache_stats import cache_statistics
@@ -215,15 +216,15 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
         global _EXIT_AT_ONCE
         _EXIT_AT_ONCE = True  # measured: exit handlers that wait on a lost S3 sat there for minutes
 
-    trials = res.with_scores(res.trials_frame(grid), diversity_weight=space.objective.diversity_weight)
-    final = res.final_results(trials, min_quality=space.objective.min_quality)  # last reports: the counters
-    best = res.best_results(trials, min_quality=space.objective.min_quality,  # best reports: what is shown
+    trials = with_scores(trials_frame(grid), diversity_weight=space.objective.diversity_weight)
+    final = final_results(trials, min_quality=space.objective.min_quality)  # last reports: the counters
+    best = best_results(trials, min_quality=space.objective.min_quality,  # best reports: what is shown
                             min_student_updates=space.objective.min_student_updates)
     failed = failed_trials(grid, final)
-    front = res.pareto_front(without_failed(best, failed))  # failed trials never sit on the front
+    front = pareto_front(without_failed(best, failed))  # failed trials never sit on the front
     cache_stats = cache_statistics(spill_uri, join_uri(storage, name)) if store is not None else {}
     compute = compute_spent(final, time.time() - started)
-    summary = res.summarize(best, front, cache_stats=cache_stats, compute=compute, space_name=name,
+    summary = summarize(best, front, cache_stats=cache_stats, compute=compute, space_name=name,
                             min_quality=space.objective.min_quality)
     summary["failed_trials"] = failed
     summary["min_student_updates"] = space.objective.min_student_updates  # no front member before it
@@ -272,12 +273,12 @@ def _start_ray(space: SearchSpace, args: argparse.Namespace) -> None:
 
 
 def _write_outputs(out_dir: Path, trials, final, front, summary: dict) -> dict:
-    """`tune.outputs.results.write_outputs`; a read-only or full disk: say where, keep what was written,
+    """`tune.outputs.files.write_outputs`; a read-only or full disk: say where, keep what was written,
     print the summary on stdout instead (returns {})."""
-    from .outputs import results as res
+    from .outputs.files import write_outputs
 
     try:
-        return res.write_outputs(out_dir, trials, final, front, summary)
+        return write_outputs(out_dir, trials, final, front, summary)
     except OSError as err:
         summary["output_error"] = f"cannot write the outputs in {out_dir}: {err.strerror or err}"
         print(f"error: {summary['output_error']}; the summary follows on stdout", file=sys.stderr)
@@ -289,16 +290,16 @@ def _log_wandb_summary(space: SearchSpace, name: str, front, final, paths: dict,
     """The W&B summary run of the search when the space enables W&B; its local directory or None."""
     if not space.wandb.enabled:
         return None
-    from .outputs import results as res
+    from .outputs.front import front_with_teacher, headline
     from .outputs.wandb import log_summary_run
 
     failed = summary["failed_trials"]
     failures = {"failed_trials": len(failed), "failed_trial_errors": "; ".join(
         f"{f['trial_id']} ({f['status']}): {f['error']}" for f in failed)}
     return log_summary_run(project=space.wandb.project, name=f"{name}-summary",
-                           front_df=res.front_with_teacher(front), trials_df=final,
+                           front_df=front_with_teacher(front), trials_df=final,
                            png_paths={"pareto": paths["plot"], "curves": paths["curves"]},
-                           summary={**res.headline(summary), **failures}, x="diversity_score",
+                           summary={**headline(summary), **failures}, x="diversity_score",
                            y="quality_score", mode=space.wandb.mode, directory=str(out_dir))
 
 
@@ -315,13 +316,13 @@ def _kill_store(spill_uri: str) -> None:
 
 def _print_outcome(space: SearchSpace, front, summary: dict, *, outputs: list[str], where: str,
                    wandb_dir: str | None) -> None:
-    from .outputs import results as res
+    from .outputs.front import front_table
     from .outputs.failures import failures_table
 
     failed, compute = summary["failed_trials"], summary["compute"]
     print(f"\nPareto front (diversity_score, quality_score; teacher = (1, 1), quality_score >= "
           f"{space.objective.min_quality:g}):")
-    print(res.front_table(front))
+    print(front_table(front))
     print(f"recommended (highest J on the front): {summary['recommended']}")
     if failed:
         print(f"\nFailed trials ({len(failed)}; kept off the front):")

@@ -32,7 +32,7 @@ drives one, but with the recorded results instead of trainings:
 
 **The front shown** (`shown_front`) is the one a search shows after a set of reports: each
 trial's best report so far by J (`tune.outputs.results.best_results`, the report whose checkpoint Ray
-keeps), then `tune.outputs.results.pareto_front`: the same functions as ``tune.search``'s outputs.
+keeps), then `tune.outputs.front.pareto_front`: the same functions as ``tune.search``'s outputs.
 
 Each simulated trial replays one recorded training seed: the space's ``seed`` picks the table's
 seed (``table.seeds[space.seed % len(table.seeds)]``), as every trial of a real search trains with
@@ -288,8 +288,9 @@ def shown_front(reports: pd.DataFrame, *, min_quality: float, min_student_update
     """The front a user of the search sees after ``reports`` (one row per report, as
     `Simulation.reports`: ``trial_id``, ``student_updates``, the scores and ``objective``): each
     trial's best report so far (`tune.outputs.results.best_results`), non-dominated above the floor
-    (`tune.outputs.results.pareto_front`), sorted by diversity_score. Empty when nothing was reported."""
-    from .outputs.results import best_results, pareto_front
+    (`tune.outputs.front.pareto_front`), sorted by diversity_score. Empty when nothing was reported."""
+    from .outputs.front import pareto_front
+    from .outputs.results import best_results
 
     if reports.empty:
         return reports

@@ -37,7 +37,7 @@ REQUIRED = (*AXES, "seed", "k_independent", "student_updates", "diversity", "qua
 ANCHOR_COLUMNS = ("seconds_anchor", "anchor_teacher_calls", "anchor_misses", "anchor_hits")
 SCORES = ("diversity_score", "quality_score")
 # The area dominated by the front in the (diversity_score, quality_score) plane above (0, 0): the
-# same reference point as a search's summary (`tune.outputs.results.HYPERVOLUME_REFERENCE`).
+# same reference point as a search's summary (`tune.outputs.front.HYPERVOLUME_REFERENCE`).
 REFERENCE = (0.0, 0.0)
 
 

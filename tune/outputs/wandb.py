@@ -14,6 +14,15 @@ Two rules:
   later.
 * **W&B never fails the search.** Import errors, init errors and logging errors are caught,
   reported with ``warnings.warn`` and turned into a ``None`` return value.
+
+`WandbLoggerWithoutKeyInRuntimeEnv` is Ray's per-trial W&B logger (``wandb.per_trial``) without
+the W&B API key in a Ray runtime environment: Ray's `WandbLoggerCallback` starts its logging actors
+with ``runtime_env={"env_vars": {"WANDB_API_KEY": <key>}}``, and Ray's runtime-env agent writes
+runtime environments in plain text to ``runtime_env_agent.log`` (world-readable under the session
+directory). The subclass hides the key from that one call, so the actors start with no
+runtime-env variables: on a local cluster they inherit the key from the processes Ray started
+from the driver; on a remote cluster they run on the driver's node (Ray places them there) and
+read the key from ``wandb login``'s ``~/.netrc`` (cluster/README.md).
 """
 
 from __future__ import annotations
@@ -30,8 +39,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
+from ray.air.integrations.wandb import WANDB_ENV_VAR, WandbLoggerCallback
 
-__all__ = ["log_summary_run"]
+__all__ = ["WandbLoggerWithoutKeyInRuntimeEnv", "log_summary_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -213,3 +223,16 @@ def _payload(wandb: Any, front_df: pd.DataFrame, trials_df: pd.DataFrame | None,
             warnings.warn(f"W&B summary: image {key!r} not found at {png}; skipped.",
                           RuntimeWarning, stacklevel=3)
     return payload
+
+
+class WandbLoggerWithoutKeyInRuntimeEnv(WandbLoggerCallback):
+    """Ray's `WandbLoggerCallback` whose logging actors get no W&B API key in their runtime
+    environment (module docstring)."""
+
+    def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
+        key = os.environ.pop(WANDB_ENV_VAR, None)  # read by Ray only to build the runtime env
+        try:
+            super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
+        finally:
+            if key is not None:
+                os.environ[WANDB_ENV_VAR] = key
