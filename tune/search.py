@@ -366,7 +366,7 @@ def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str
     if args.dry_run or problems:
         return problems
     if args.simulate:  # no Ray, no experiment: the table first, then where the replay is written
-        from .tabular import RecordedTable, TableError
+        from .simulate.table import RecordedTable, TableError
 
         try:
             RecordedTable.load(args.simulate)
@@ -412,7 +412,7 @@ def main(argv=None) -> int:
         print(describe_plan(space, args))
         return 0
     if args.simulate:
-        from .simulate import simulate_command
+        from .simulate.replay import simulate_command
 
         return simulate_command(space, args)
     from .storage import preflight

@@ -152,8 +152,8 @@ def test_the_simulator_shows_the_front_tune_search_writes(tmp_path):
     collapsing trial is shown at its peak, not its last report; the bench judges it there by its
     seed mean."""
     from tests.tune.test_simulate import make_space
-    from tune.simulate import shown_front, simulate
-    from tune.tabular import RecordedTable, ground_truth, hypervolume, true_points
+    from tune.simulate.replay import shown_front, simulate
+    from tune.simulate.table import RecordedTable, ground_truth, hypervolume, true_points
 
     table = RecordedTable(collapsing_table())
     space = make_space(tmp_path, scheduler="fifo")

@@ -148,7 +148,7 @@ def test_clean_set_dominates_every_corruption(corrupted_scores):
 
 
 def test_rung_kendall_tau_against_the_final_ranking():
-    from tune.rank_agreement import rung_kendall_tau
+    from tune.simulate.rank_agreement import rung_kendall_tau
 
     rows = [(t, u, v) for t, values in {"a": [1, 3], "b": [2, 2], "c": [3, 1], "d": [4, None]}.items()
             for u, v in zip((10, 20), values) if v is not None]

@@ -76,7 +76,7 @@ def best_results(trials: pd.DataFrame, *, min_quality: float = 0.0, min_student_
     ``trials``: one row per report (``trial_id``, ``student_updates``, ``objective``, the scores),
     in the order they were made within a trial; a report without ``checkpoint_dir_name`` (a
     diverged one) is chosen only when none of the trial's reports has a checkpoint. Used by
-    `tune.search` and, on the reports seen so far, by the simulator (`tune.simulate.shown_front`)."""
+    `tune.search` and, on the reports seen so far, by the simulator (`tune.simulate.replay.shown_front`)."""
     if trials.empty:
         return trials
     order = _in_report_order(trials).reset_index(drop=True)

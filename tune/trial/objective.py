@@ -22,7 +22,7 @@ what each trial's kept checkpoint and its point on the front are chosen by, so t
 compares students past their early transient (README, "How long must a trial be?").
 
 `legacy_objective` is the objective this replaced (0.5 D / D_T + 0.5 Q / Q_T uncapped), kept only
-to compare rankings (`tune.rank_agreement`): it rewards noise, which looks like diversity.
+to compare rankings (`tune.simulate.rank_agreement`): it rewards noise, which looks like diversity.
 """
 
 from __future__ import annotations

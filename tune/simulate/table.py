@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .trial.objective import objective_metrics
-from .pareto import hypervolume_2d, pareto_front_mask
+from ..trial.objective import objective_metrics
+from ..pareto import hypervolume_2d, pareto_front_mask
 
 AXES = ("backbone", "anchor_k", "lambda_div")
 REQUIRED = (*AXES, "seed", "k_independent", "student_updates", "diversity", "quality", "wall_seconds",

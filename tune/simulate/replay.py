@@ -1,7 +1,7 @@
 """Replay a search on recorded learning curves: the real Ray Tune schedulers and search
 algorithms, a virtual clock, no training.
 
-A tabulated benchmark (`tune.tabular`, recorded by ``bench/tabular.py``) holds every report a
+A tabulated benchmark (`tune.simulate.table`, recorded by ``bench/tabular.py``) holds every report a
 trial of the grid would make. `simulate` runs a search the way Ray Tune's `TuneController`
 drives one, but with the recorded results instead of trainings:
 
@@ -52,8 +52,8 @@ import pandas as pd
 
 from dpdmd.config import vanilla_dmd
 
-from .space import SearchSpace
-from .tabular import RecordedTable, TableError, with_scores
+from ..space.schema import SearchSpace
+from .table import RecordedTable, TableError, with_scores
 
 TRAINABLE = "dpdmd_simulated"
 
@@ -108,8 +108,8 @@ def search_algorithm(space: SearchSpace, *, workers: int, num_samples: int | Non
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 
-    from .space import planned_trials
-    from .trials import build_searcher
+    from ..space.trials import planned_trials
+    from ..trials import build_searcher
 
     sampled = 0 if space.method == "grid" else (num_samples or space.num_samples)
     alg = SearchGenerator(ConcurrencyLimiter(build_searcher(space), max_concurrent=workers))
@@ -157,7 +157,7 @@ class _Replay:
     the virtual clock, and how far the shared anchor cache has got (module docstring)."""
 
     def __init__(self, space: SearchSpace, table: RecordedTable, *, workers: int, num_samples: int | None):
-        from .schedulers import make_scheduler
+        from ..schedulers import make_scheduler
 
         self.space, self.table = space, table
         self.seed = table.seeds[space.seed % len(table.seeds)]
@@ -260,7 +260,7 @@ class _Replay:
 def _searched(suggested: dict, space: SearchSpace, table: RecordedTable) -> dict:
     """The trial's values on the table's axes. A parameter the table has no axis for may only be
     fixed (``{value: ...}``: the table was recorded at one value of it); searching it is an error."""
-    from .tabular import AXES
+    from .table import AXES
 
     searched = [n for n, p in space.parameters.items() if p.value is None and n not in AXES]
     if searched:
@@ -289,8 +289,8 @@ def shown_front(reports: pd.DataFrame, *, min_quality: float, min_student_update
     `Simulation.reports`: ``trial_id``, ``student_updates``, the scores and ``objective``): each
     trial's best report so far (`tune.outputs.results.best_results`), non-dominated above the floor
     (`tune.outputs.front.pareto_front`), sorted by diversity_score. Empty when nothing was reported."""
-    from .outputs.front import pareto_front
-    from .outputs.results import best_results
+    from ..outputs.front import pareto_front
+    from ..outputs.results import best_results
 
     if reports.empty:
         return reports
@@ -309,7 +309,7 @@ def run_simulated(space: SearchSpace, table_path, *, name: str, storage: str) ->
     import json
     from pathlib import Path
 
-    from .tabular import ground_truth, hypervolume, true_points
+    from .table import ground_truth, hypervolume, true_points
 
     table = RecordedTable.load(table_path)
     workers = space.max_concurrent or 1

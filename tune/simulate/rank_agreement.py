@@ -5,7 +5,7 @@ the rank at the end. `rung_kendall_tau` gives, for each rung (each ``student_upd
 report was made at), Kendall's tau between the trials' values there and their final values
 (each trial's last report), over the trials that reported at that rung.
 
-On a recorded table (`tune.tabular`, every configuration of a grid run to the end with several
+On a recorded table (`tune.simulate.table`, every configuration of a grid run to the end with several
 training seeds) `table_rung_tau` does the same per training seed, against the seed's own final
 ranking and against the true one (the mean over seeds); `final_seed_agreement` gives how well two
 seeds' final rankings agree (the ceiling: a final ranking is itself noisy), `null_band` the tau
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau
 
-from .trial.objective import legacy_objective
+from ..trial.objective import legacy_objective
 
 
 def with_legacy_objective(trials: pd.DataFrame) -> pd.DataFrame:
@@ -55,7 +55,7 @@ def null_band(trials: int, z: float = 1.96) -> float:
 
 
 def table_rung_tau(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per (backbone, seed, rung) of a scored table (`tune.tabular.with_scores`, plus
+    """Per (backbone, seed, rung) of a scored table (`tune.simulate.table.with_scores`, plus
     `with_legacy_objective` for the old J): ``tau_own``, Kendall tau between the configurations'
     ``metric`` at the rung and at the seed's final budget (what ASHA relies on: within one search
     every trial trains with the same seed), and ``tau_true``, against the mean over seeds at the
