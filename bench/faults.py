@@ -113,7 +113,7 @@ def cache_actor_killed(work: Path, reference):
     """The anchor store removed with ray.kill (Ray does not restart it) once it holds anchors."""
     import ray
 
-    from tune import search
+    from tune.cli import search
     from tune.trial.anchor_store import find_store
 
     space, storage = _write(work, SPACE), work / "runs"

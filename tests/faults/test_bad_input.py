@@ -12,7 +12,7 @@ import yaml
 
 from dpdmd import ConfigError, TrainConfig
 from dpdmd.config import load_config, load_yaml
-from tune import search
+from tune.cli import search
 from tune.storage import preflight
 from tune.space import SpaceError, checks, load_space
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tune import search
+from tune.cli import search
 
 SPACE = {
     "name": "faults",

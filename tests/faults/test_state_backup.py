@@ -16,7 +16,7 @@ import pytest
 import ray.cloudpickle as cloudpickle
 import yaml
 
-from tune import search
+from tune.cli import search
 from tune.storage import state_backup
 from tune.storage.state_backup import BACKUP_DIR, StateBackup, damaged_state, is_whole, restore_if_damaged
 

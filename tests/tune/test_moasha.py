@@ -224,7 +224,7 @@ def test_ray_runs_moasha_with_every_searcher(method, tmp_path, monkeypatch, loca
     import yaml
 
     import tune.trial.multi_gpu
-    from tune import search
+    from tune.cli import search
     from tune.space import load_space
 
     monkeypatch.setattr(tune.trial.multi_gpu, "build_trainable", fake_trainable)

@@ -195,7 +195,7 @@ def recorded(state: dict) -> dict:
 def test_ctrl_c_then_resume_keeps_the_rungs(tmp_path):
     import pandas as pd
 
-    from tune import search
+    from tune.cli import search
 
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(SPACE))

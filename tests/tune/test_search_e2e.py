@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from tune import search
+from tune.cli import search
 
 SPACE = {
     "name": "e2e",

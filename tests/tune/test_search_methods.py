@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from tune import search
+from tune.cli import search
 from tune.space import load_space
 
 SPACE = {
@@ -60,7 +60,7 @@ def test_baselines_come_first_and_never_reach_the_wrapped_searcher():
     """The state machine, fed by hand with no Ray running."""
     from ray.tune.search import Searcher
 
-    from tune.trials import TrialSearcher
+    from tune.run.searcher import TrialSearcher
 
     class Recording(Searcher):
         def __init__(self):
@@ -90,7 +90,7 @@ def test_grid_trials_are_flat_and_the_plan_ends(tmp_path):
     """Grid: the baselines then every grid point, one flat shape, then FINISHED."""
     from ray.tune.search import Searcher
 
-    from tune.trials import build_searcher
+    from tune.run.searcher import build_searcher
 
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({**SPACE, "method": "grid", "num_samples": 1,
@@ -113,7 +113,7 @@ def test_every_sampler_pickles_mid_search_and_continues_the_same(tmp_path, metho
     exactly what the original would."""
     import ray.cloudpickle as cloudpickle
 
-    from tune.trials import build_searcher
+    from tune.run.searcher import build_searcher
 
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({**SPACE, "method": method, "num_samples": 12, "baseline": False}))

@@ -141,7 +141,7 @@ def test_simulator_makes_the_decisions_ray_tune_makes(tmp_path, table, scheduler
     from tune.schedulers import make_scheduler
     from tune.simulate.replay import max_student_updates
     from tune.space import planned_trials
-    from tune.trials import build_searcher
+    from tune.run.searcher import build_searcher
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     space = make_space(tmp_path, scheduler=scheduler)
@@ -188,7 +188,7 @@ def test_search_cli_simulates_on_a_table(tmp_path, capsys):
     trials.parquet and summary.json written; no Ray, no training."""
     import json
 
-    from tune.search import main
+    from tune.cli.search import main
 
     table_path = tmp_path / "table.parquet"
     fake_table().to_parquet(table_path)
@@ -204,7 +204,7 @@ def test_search_cli_simulates_on_a_table(tmp_path, capsys):
 
 
 def test_search_cli_refuses_a_bad_table(tmp_path, capsys):
-    from tune.search import main
+    from tune.cli.search import main
 
     space = make_space(tmp_path)
     assert main(["--space", str(space.path), "--simulate", str(tmp_path / "none.parquet"),

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tune.search import main
+from tune.cli.search import main
 from tune.simulate.replay import max_student_updates, simulate
 from tune.space import load_space
 from tune.simulate.table import table_from_trials

@@ -42,7 +42,7 @@ def failed_trials(results, final: pd.DataFrame) -> list[dict]:
     for result in results:
         if result.error:
             trial_id = _trial_id(result)
-            config = dict(result.config or {})  # the flat trial (`tune.trials`)
+            config = dict(result.config or {})  # the flat trial (`tune.run.searcher`)
             failed[trial_id] = {"trial_id": trial_id, "status": "error", "error": _short_error(result.error),
                                 "config": config}
     if "diverged" in final:

@@ -35,7 +35,7 @@ def trials_frame(results) -> pd.DataFrame:
         if df is None or df.empty:
             continue
         df = df.copy()
-        for key, value in result.config.items():  # the trial's flat overrides (tune.trials)
+        for key, value in result.config.items():  # the trial's flat overrides (tune.run.searcher)
             df[key] = value
         df["trial_id"] = result.metrics.get("trial_id", df.get("trial_id", pd.Series(["?"])).iloc[-1])
         df["error"] = str(result.error) if result.error else ""

@@ -5,7 +5,7 @@ A tabulated benchmark (`tune.simulate.table`, recorded by ``bench/tabular.py``) 
 trial of the grid would make. `simulate` runs a search the way Ray Tune's `TuneController`
 drives one, but with the recorded results instead of trainings:
 
-- the search algorithm is the one ``tune.search`` builds for the space, `tune.trials.build_searcher`
+- the search algorithm is the one ``tune.search`` builds for the space, `tune.run.searcher.build_searcher`
   (the planned trials, then Optuna's random, TPE or NSGA-II sampler through Ray's `OptunaSearch`),
   wrapped like Tune wraps it (`ConcurrencyLimiter`, `SearchGenerator`); its ``next_trial()``
   gives real `ray.tune.experiment.Trial` objects;
@@ -102,14 +102,14 @@ class _Controller:
 
 
 def search_algorithm(space: SearchSpace, *, workers: int, num_samples: int | None = None):
-    """The search's own searcher (`tune.trials.build_searcher`: the planned trials, then the
+    """The search's own searcher (`tune.run.searcher.build_searcher`: the planned trials, then the
     sampler's), wrapped as `tune.run` wraps a `Searcher` (`ConcurrencyLimiter`,
     `SearchGenerator`), with its experiment added; ready for ``next_trial()``."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 
     from ..space.trials import planned_trials
-    from ..trials import build_searcher
+    from ..run.searcher import build_searcher
 
     sampled = 0 if space.method == "grid" else (num_samples or space.num_samples)
     alg = SearchGenerator(ConcurrencyLimiter(build_searcher(space), max_concurrent=workers))
@@ -186,7 +186,7 @@ class _Replay:
         trial = self.scheduler.choose_trial_to_run(self.controller)
         if trial is None:
             return False
-        suggested = dict(trial.config)  # the flat trial (`tune.trials`)
+        suggested = dict(trial.config)  # the flat trial (`tune.run.searcher`)
         config = self.table.snap(_searched(suggested, self.space, self.table))
         curve = with_scores(self.table.curve(config, self.seed), diversity_weight=self.space.objective.diversity_weight)
         curve = curve[evaluated(curve["student_updates"], self.eval_every, self.max_t)]

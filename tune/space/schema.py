@@ -141,7 +141,7 @@ class SearchSpace:
         return [str(v) for v in p.extremes()] if p else list(self.backbones)
 
     def train_config(self, trial: dict) -> TrainConfig:
-        """The TrainConfig of one trial (`tune.trials`: flat overrides, ``baseline`` ignored):
+        """The TrainConfig of one trial (`tune.run.searcher`: flat overrides, ``baseline`` ignored):
         fixed settings, then its backbone's, then the trial's."""
         overrides = {k: v for k, v in trial.items() if k != BASELINE}
         backbone = overrides.get("backbone", self.backbone_names()[0])

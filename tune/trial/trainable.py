@@ -88,7 +88,7 @@ def shared_caches(train_config, cache: dict, *, shard: tuple[int, int] | None = 
 
 
 def run_trial(config: dict, *, space: SearchSpace, cache: dict) -> None:
-    """Ray Tune function trainable of one trial (``config``: its flat overrides, `tune.trials`;
+    """Ray Tune function trainable of one trial (``config``: its flat overrides, `tune.run.searcher`;
     ``cache``: `cache_settings`)."""
     train_config = space.train_config(config)
     cpus = space.backbones[train_config.backbone].resources.get("cpu", 1)

@@ -19,8 +19,9 @@ import threading
 
 from ray.tune.search import Searcher
 
-from .schedulers.moasha import MOASHA_METRICS
-from .space import BASELINE, SearchSpace, planned_trials
+from ..schedulers.moasha import MOASHA_METRICS
+from ..space.schema import BASELINE, SearchSpace
+from ..space.trials import planned_trials
 
 SAMPLERS = {"random": "RandomSampler", "optuna_tpe": "TPESampler", "optuna_nsga2": "NSGAIISampler"}
 

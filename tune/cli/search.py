@@ -25,10 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-from .run.storage_faults import LeastFreeSpace, StorageLost, first_line, storage_failure
-from .schedulers import max_updates
-from .space import SearchSpace, SpaceError, grid_size, load_space
-from .storage.uri import join_uri, local_experiment_dir, storage_uri, upload
+from ..run.storage_faults import LeastFreeSpace, StorageLost, first_line, storage_failure
+from ..schedulers import max_updates
+from ..space import SearchSpace, SpaceError, grid_size, load_space
+from ..storage.uri import join_uri, local_experiment_dir, storage_uri, upload
 
 
 MAX_NUM_SAMPLES = 10_000  # trials of one search (grid: repeats); a typo must not end in MemoryError
@@ -59,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
     from dpdmd.parallel.memory import fit_line
 
-    from .space import baseline_trials, planned_trials
+    from ..space import baseline_trials, planned_trials
 
     lines = [f"search space: {space.path} (name {args.name or space.name})", f"method: {space.method}, seed {space.seed}"]
     baselines = baseline_trials(space)
@@ -114,13 +114,13 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     """The `ray.tune.Tuner` of the search (restored from the storage under ``--resume``)."""
     from ray import tune
 
-    from .trial.multi_gpu import build_trainable
-    from .schedulers import STATE_FILE as SCHEDULER_STATE_FILE
-    from .schedulers import make_scheduler
-    from .schedulers.persistent import clear_state
-    from .storage.state_backup import StateBackup, clear_copy, restore_if_damaged
-    from .space import planned_trials
-    from .trials import build_searcher
+    from ..trial.multi_gpu import build_trainable
+    from ..schedulers import STATE_FILE as SCHEDULER_STATE_FILE
+    from ..schedulers import make_scheduler
+    from ..schedulers.persistent import clear_state
+    from ..storage.state_backup import StateBackup, clear_copy, restore_if_damaged
+    from ..space import planned_trials
+    from ..run.searcher import build_searcher
 
     name = args.name or space.name
     trainable = build_trainable(space, cache)  # one placement group per trial, several workers if asked
@@ -136,12 +136,12 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     clear_copy(join_uri(storage, name))
     callbacks = [StateBackup(join_uri(storage, name))]  # restored with the Tuner: kept after a resume too
     if cache["enabled"]:  # the anchor store's counts, kept with the experiment (added up over a resume)
-        from .trial.cache_stats import STATS_FILE, StatsRecorder
+        from ..trial.cache_stats import STATS_FILE, StatsRecorder
 
         clear_state(join_uri(storage, name, STATS_FILE))
         callbacks.append(StatsRecorder(cache["spill_uri"], join_uri(storage, name, STATS_FILE)))
     if space.wandb.enabled and space.wandb.per_trial:
-        from .outputs.wandb import WandbLoggerWithoutKeyInRuntimeEnv
+        from ..outputs.wandb import WandbLoggerWithoutKeyInRuntimeEnv
 
         callbacks.append(WandbLoggerWithoutKeyInRuntimeEnv(project=space.wandb.project, entity=space.wandb.entity, group=name))
     run_config = tune.RunConfig(
@@ -180,13 +180,13 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     """Start Ray, run the trials, write and print the front; returns the summary (summary.json)."""
     import ray
 
-    from .outputs.front import pareto_front, summarize
-    from .outputs.results import best_results, final_results, trials_frame, with_scores
-    from .outputs.failures import failed_trials, without_failed
-    from .trial.anchor_store import get_or_create_store
-    from .trial.cache_stats import cache_statistics
-    from .storage.state_backup import local_results
-    from .trial.trainable import cache_settings
+    from ..outputs.front import pareto_front, summarize
+    from ..outputs.results import best_results, final_results, trials_frame, with_scores
+    from ..outputs.failures import failed_trials, without_failed
+    from ..trial.anchor_store import get_or_create_store
+    from ..trial.cache_stats import cache_statistics
+    from ..storage.state_backup import local_results
+    from ..trial.trainable import cache_settings
 
     storage = storage_uri(args.storage)
     name = args.name or space.name
@@ -263,7 +263,7 @@ def _start_ray(space: SearchSpace, args: argparse.Namespace) -> None:
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, namespace="dpdmd-tune")
         return
     ray.init(address=args.address, namespace="dpdmd-tune")
-    from .storage.preflight import wait_for_resources
+    from ..storage.preflight import wait_for_resources
 
     problems = wait_for_resources({b: space.backbones[b].resources for b in space.backbone_names()},
                                   wait_s=args.wait_for_resources)
@@ -275,7 +275,7 @@ def _start_ray(space: SearchSpace, args: argparse.Namespace) -> None:
 def _write_outputs(out_dir: Path, trials, final, front, summary: dict) -> dict:
     """`tune.outputs.files.write_outputs`; a read-only or full disk: say where, keep what was written,
     print the summary on stdout instead (returns {})."""
-    from .outputs.files import write_outputs
+    from ..outputs.files import write_outputs
 
     try:
         return write_outputs(out_dir, trials, final, front, summary)
@@ -290,8 +290,8 @@ def _log_wandb_summary(space: SearchSpace, name: str, front, final, paths: dict,
     """The W&B summary run of the search when the space enables W&B; its local directory or None."""
     if not space.wandb.enabled:
         return None
-    from .outputs.front import front_with_teacher, headline
-    from .outputs.wandb import log_summary_run
+    from ..outputs.front import front_with_teacher, headline
+    from ..outputs.wandb import log_summary_run
 
     failed = summary["failed_trials"]
     failures = {"failed_trials": len(failed), "failed_trial_errors": "; ".join(
@@ -306,7 +306,7 @@ def _log_wandb_summary(space: SearchSpace, name: str, front, final, paths: dict,
 def _kill_store(spill_uri: str) -> None:
     import ray
 
-    from .trial.anchor_store import find_store
+    from ..trial.anchor_store import find_store
 
     try:
         ray.kill(find_store(spill_uri))
@@ -316,8 +316,8 @@ def _kill_store(spill_uri: str) -> None:
 
 def _print_outcome(space: SearchSpace, front, summary: dict, *, outputs: list[str], where: str,
                    wandb_dir: str | None) -> None:
-    from .outputs.front import front_table
-    from .outputs.failures import failures_table
+    from ..outputs.front import front_table
+    from ..outputs.failures import failures_table
 
     failed, compute = summary["failed_trials"], summary["compute"]
     print(f"\nPareto front (diversity_score, quality_score; teacher = (1, 1), quality_score >= "
@@ -351,7 +351,7 @@ def compute_spent(final, wall_seconds: float) -> dict:
 
 def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str]:
     """Everything about the flags that can be refused before Ray starts (`tune.storage.preflight`)."""
-    from .storage import preflight
+    from ..storage import preflight
 
     problems = []
     if args.num_samples is not None and not 1 <= args.num_samples <= MAX_NUM_SAMPLES:
@@ -366,7 +366,7 @@ def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str
     if args.dry_run or problems:
         return problems
     if args.simulate:  # no Ray, no experiment: the table first, then where the replay is written
-        from .simulate.table import RecordedTable, TableError
+        from ..simulate.table import RecordedTable, TableError
 
         try:
             RecordedTable.load(args.simulate)
@@ -387,11 +387,11 @@ def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str
         identity = preflight.space_identity(space.path, args.num_samples)
         problems += preflight.resume_problems(join_uri(storage, name), identity, name=name)
         if not problems:  # Ray's own state cut short (a full disk) with no whole copy to put back
-            from .storage.state_backup import resume_problems
+            from ..storage.state_backup import resume_problems
 
             problems += resume_problems(join_uri(storage, name))
     if not problems and not args.resume:  # a teacher scoring 0 would fail every trial (checked at the start)
-        from .space.checks import teacher_problems
+        from ..space.checks import teacher_problems
 
         problems += teacher_problems(space)
     return problems
@@ -412,10 +412,10 @@ def main(argv=None) -> int:
         print(describe_plan(space, args))
         return 0
     if args.simulate:
-        from .simulate.replay import simulate_command
+        from ..simulate.replay import simulate_command
 
         return simulate_command(space, args)
-    from .storage import preflight
+    from ..storage import preflight
 
     storage, name = storage_uri(args.storage), args.name or space.name
     if not args.resume:  # what identifies this search, checked by a later --resume
