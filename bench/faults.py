@@ -114,10 +114,11 @@ def cache_actor_killed(work: Path, reference):
     import ray
 
     from tune.cli import search
+    from tune.storage.uri import join_uri
     from tune.trial.anchor_store import find_store
 
     space, storage = _write(work, SPACE), work / "runs"
-    spill = search.join_uri(str(storage.resolve()), "anchor_cache")
+    spill = join_uri(str(storage.resolve()), "anchor_cache")
 
     def killer():
         while True:

@@ -113,7 +113,7 @@ def test_the_best_report_is_the_checkpoint_ray_keeps(tmp_path):
     from ray.train._internal.session import _TrainingResult
 
     from tune.trial.objective import shown_objective
-    from tune.cli.search import best_checkpoint_config
+    from tune.run.tuner import best_checkpoint_config
 
     rng = np.random.default_rng(0)
     for trial in range(30):

@@ -224,7 +224,7 @@ def test_ray_runs_moasha_with_every_searcher(method, tmp_path, monkeypatch, loca
     import yaml
 
     import tune.trial.multi_gpu
-    from tune.cli import search
+    from tune.run import tuner as search_tuner
     from tune.space import load_space
 
     monkeypatch.setattr(tune.trial.multi_gpu, "build_trainable", fake_trainable)
@@ -238,7 +238,7 @@ def test_ray_runs_moasha_with_every_searcher(method, tmp_path, monkeypatch, loca
         "scheduler": {"type": "moasha", "grace_period": 1, "reduction_factor": 2}, "wandb": {"enabled": False}}))
     space = load_space(space_file)
     args = argparse.Namespace(name=None, num_samples=None, resume=False)
-    tuner = search.build_tuner(space, args, storage=str(tmp_path / "runs"), cache={"enabled": False})
+    tuner = search_tuner.build_tuner(space, args, storage=str(tmp_path / "runs"), cache={"enabled": False})
     grid = tuner.fit()
     assert not grid.errors
     updates = [r.metrics["student_updates"] for r in grid]

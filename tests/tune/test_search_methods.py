@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from tune.cli import search
+from tune.run.tuner import build_tuner
 from tune.space import load_space
 
 SPACE = {
@@ -34,7 +35,7 @@ def test_every_sampler_builds_a_tuner(tmp_path, method):
     space = load_space(path)
     assert space.anchor_ks() == [2, 3, 4, 5]  # every K the int range allows is cached
     args = argparse.Namespace(name=None, num_samples=None, resume=False)
-    tuner = search.build_tuner(space, args, storage=str(tmp_path / "runs"), cache={"enabled": False})
+    tuner = build_tuner(space, args, storage=str(tmp_path / "runs"), cache={"enabled": False})
     assert tuner is not None
     from tune.space import baseline_trials
 

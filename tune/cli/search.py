@@ -19,17 +19,17 @@ full disk, a storage lost: the folder is named, and where the outputs are kept i
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..run.storage_faults import LeastFreeSpace, StorageLost, first_line, storage_failure
-from ..schedulers import max_updates
-from ..space import SearchSpace, SpaceError, grid_size, load_space
-from ..storage.uri import join_uri, local_experiment_dir, storage_uri, upload
-
+from ..run.driver import run_search
+from ..run.storage_faults import StorageLost
+from ..run.tuner import experiment_exists
+from ..space import SpaceError, load_space
+from ..space.schema import SearchSpace
+from ..storage.uri import join_uri, storage_uri
+from .plan import describe_plan
 
 MAX_NUM_SAMPLES = 10_000  # trials of one search (grid: repeats); a typo must not end in MemoryError
 
@@ -52,301 +52,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--simulate", type=Path, metavar="TABLE.parquet",
                         help="replay the search on recorded curves (bench/tabular.py) instead of training: tune.simulate")
     return parser.parse_args(argv)
-
-
-# --- the plan -----------------------------------------------------------------------------------
-
-def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
-    from dpdmd.parallel.memory import fit_line
-
-    from ..space import baseline_trials, planned_trials
-
-    lines = [f"search space: {space.path} (name {args.name or space.name})", f"method: {space.method}, seed {space.seed}"]
-    baselines = baseline_trials(space)
-    if space.method == "grid":
-        points = planned_trials(space)
-        lines.append(f"trials: {len(points)} ({grid_size(space)} grid points"
-                     f"{f' + {len(baselines)} vanilla-DMD baseline(s)' if baselines else ''})")
-        lines.extend(f"  {i:3d}  " + "  ".join(f"{k}={v}" for k, v in p.items()) for i, p in enumerate(points))
-    else:
-        lines.append(f"trials: {args.num_samples or space.num_samples} sampled + {len(baselines)} vanilla-DMD baseline(s)")
-        for name, p in space.parameters.items():
-            lines.append(f"  {name}: " + (f"{p.distribution}[{p.min}, {p.max}]" if p.distribution else
-                                          f"one of {p.values}" if p.values else f"= {p.value}"))
-    lines.append(f"concurrency: {space.max_concurrent or 'as resources allow'}")
-    lines.append("resources per trial: " + "; ".join(f"{b}: {s.resources}" for b, s in space.backbones.items()))
-    for b, spec in space.backbones.items():  # GPU memory per trial against its share (dpdmd.parallel.memory)
-        line = fit_line(b, spec.options, {**space.train, **spec.train}, spec.resources)
-        lines += [line] if line else []
-    s, max_t = space.scheduler, max_updates(space)
-    on = {"asha": f" on the combined objective (w = {space.objective.diversity_weight})",
-          "moasha": " on (diversity_score, quality_score) by non-dominated sorting, ties by epsilon-net"}
-    lines.append(f"scheduler: {s.type}" + (f"{on[s.type]}, time = student updates, max_t {max_t}, grace "
-                                           f"{s.grace_period}, reduction {s.reduction_factor}, brackets {s.brackets}"
-                                           if s.type in on else " (no early stopping)"))
-    o = space.objective
-    lines.append(f"front: each trial's best checkpoint by J from {o.min_student_updates} student updates on, "
-                 f"quality_score >= {o.min_quality:g}")
-    lines.extend(_describe_anchor_cache(space))
-    return "\n".join(lines)
-
-
-def _describe_anchor_cache(space: SearchSpace) -> list[str]:
-    """Per backbone: the teacher evaluations one pass over every K costs, and for the search."""
-    from dpdmd.anchors import teacher_calls_for
-    from dpdmd.training.build import build_backbone
-
-    ks, lines = space.anchor_ks(), []
-    for backbone in space.backbone_names():
-        cfg = space.train_config({**space.base_point(), "backbone": backbone})
-        b = build_backbone(cfg.replace(device="cpu")) if backbone.startswith("digits") else None
-        calls = teacher_calls_for(ks, b.schedule) if b else max(ks)
-        updates = space.max_student_updates(cfg)
-        lines.append(f"anchor cache ({backbone}): K in {ks} from one teacher pass of {calls} guided steps "
-                     f"per student iteration; at most {updates} iterations x {calls} = {updates * calls} teacher "
-                     f"evaluations for the whole search")
-    return lines
-
-
-# --- running ------------------------------------------------------------------------------------
-
-def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, cache: dict):
-    """The `ray.tune.Tuner` of the search (restored from the storage under ``--resume``)."""
-    from ray import tune
-
-    from ..trial.multi_gpu import build_trainable
-    from ..schedulers import STATE_FILE as SCHEDULER_STATE_FILE
-    from ..schedulers import make_scheduler
-    from ..schedulers.persistent import clear_state
-    from ..storage.state_backup import StateBackup, clear_copy, restore_if_damaged
-    from ..space import planned_trials
-    from ..run.searcher import build_searcher
-
-    name = args.name or space.name
-    trainable = build_trainable(space, cache)  # one placement group per trial, several workers if asked
-    # Ray's restore brings back the scheduler pickled at the start, with empty rungs: ours keep
-    # theirs in the experiment directory and reload them before the first resumed trial is added.
-    state_uri = join_uri(storage, name, SCHEDULER_STATE_FILE)
-    if args.resume:
-        restored = restore_if_damaged(join_uri(storage, name))  # a full disk left Ray's own state cut short
-        if restored:
-            print(f"warning: {restored}", file=sys.stderr)
-        return tune.Tuner.restore(join_uri(storage, name), trainable, resume_unfinished=True, resume_errored=True)
-    clear_state(state_uri)  # a fresh search of an old name: the old rungs are not ours
-    clear_copy(join_uri(storage, name))
-    callbacks = [StateBackup(join_uri(storage, name))]  # restored with the Tuner: kept after a resume too
-    if cache["enabled"]:  # the anchor store's counts, kept with the experiment (added up over a resume)
-        from ..trial.cache_stats import STATS_FILE, StatsRecorder
-
-        clear_state(join_uri(storage, name, STATS_FILE))
-        callbacks.append(StatsRecorder(cache["spill_uri"], join_uri(storage, name, STATS_FILE)))
-    if space.wandb.enabled and space.wandb.per_trial:
-        from ..outputs.wandb import WandbLoggerWithoutKeyInRuntimeEnv
-
-        callbacks.append(WandbLoggerWithoutKeyInRuntimeEnv(project=space.wandb.project, entity=space.wandb.entity, group=name))
-    run_config = tune.RunConfig(
-        name=name, storage_path=storage, callbacks=callbacks, verbose=1,
-        checkpoint_config=best_checkpoint_config(), failure_config=tune.FailureConfig(max_failures=1))
-    # the searcher says when the plan is done (grid); samplers run num_samples after the baselines
-    sampled = 0 if space.method == "grid" else (args.num_samples or space.num_samples)
-    scheduler = make_scheduler(space.scheduler, max_t=max_updates(space), state_uri=state_uri)
-    tune_config = tune.TuneConfig(search_alg=build_searcher(space), scheduler=scheduler,
-                                  num_samples=len(planned_trials(space)) + sampled,
-                                  max_concurrent_trials=space.max_concurrent or None, reuse_actors=False)
-    return tune.Tuner(trainable, run_config=run_config, tune_config=tune_config)
-
-
-def best_checkpoint_config():
-    """Each trial keeps its best checkpoint by J from ``objective.min_student_updates`` on
-    (``shown_objective``: the report `tune.outputs.results.best_results` shows on the front) and, beside
-    it, its latest: Ray 2.60's checkpoint manager never deletes the latest
-    registered checkpoint (`ray.train._internal.checkpoint_manager`), and a resumed or restarted
-    trial continues from it (``trial.checkpoint`` is the latest). At most two per trial. Ray ranks
-    a NaN J below -inf below any finite J; a diverged report carries no checkpoint."""
-    from ray import tune
-
-    return tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="shown_objective",
-                               checkpoint_score_order="max")
-
-
-def experiment_exists(storage: str, name: str) -> bool:
-    import pyarrow.fs as pafs
-
-    fs, root = pafs.FileSystem.from_uri(join_uri(storage, name, "tuner.pkl"))
-    return fs.get_file_info(root).type == pafs.FileType.File
-
-
-def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
-    """Start Ray, run the trials, write and print the front; returns the summary (summary.json)."""
-    import ray
-
-    from ..outputs.front import pareto_front, summarize
-    from ..outputs.results import best_results, final_results, trials_frame, with_scores
-    from ..outputs.failures import failed_trials, without_failed
-    from ..trial.anchor_store import get_or_create_store
-    from ..trial.cache_stats import cache_statistics
-    from ..storage.state_backup import local_results
-    from ..trial.trainable import cache_settings
-
-    storage = storage_uri(args.storage)
-    name = args.name or space.name
-    started = time.time()
-    _start_ray(space, args)
-    spill_uri = join_uri(storage, "anchor_cache")
-    cache = cache_settings(space, spill_uri, enabled=not args.no_cache)
-    store = get_or_create_store(spill_uri) if cache["enabled"] else None
-    tuner = build_tuner(space, args, storage=storage, cache=cache)
-    watch = LeastFreeSpace(storage)
-    try:
-        with watch:
-            grid = tuner.fit()
-    except Exception as err:  # noqa: BLE001 - Ray reads the results back from the storage
-        why = storage_failure(storage, err, least_free=watch.least)
-        if why is None:
-            raise
-        lost = (f"the storage {join_uri(storage, name)} failed during the search ({why}; "
-                f"{type(err).__name__}: {first_line(err)}). The trials' checkpoints up to then are "
-                "there: once it is back or has space, continue with --resume")
-        grid = local_results(join_uri(storage, name)) if "://" in storage else None
-        if grid is None:
-            ray.shutdown()
-            raise StorageLost(lost) from None
-        # a remote storage lost: the reports so far are in Ray's local staging copy too; write them locally
-        print(f"error: {lost}. The results so far are read from the driver's local copy", file=sys.stderr)
-        global _EXIT_AT_ONCE
-        _EXIT_AT_ONCE = True  # measured: exit handlers that wait on a lost S3 sat there for minutes
-
-    trials = with_scores(trials_frame(grid), diversity_weight=space.objective.diversity_weight)
-    final = final_results(trials, min_quality=space.objective.min_quality)  # last reports: the counters
-    best = best_results(trials, min_quality=space.objective.min_quality,  # best reports: what is shown
-                            min_student_updates=space.objective.min_student_updates)
-    failed = failed_trials(grid, final)
-    front = pareto_front(without_failed(best, failed))  # failed trials never sit on the front
-    cache_stats = cache_statistics(spill_uri, join_uri(storage, name)) if store is not None else {}
-    compute = compute_spent(final, time.time() - started)
-    summary = summarize(best, front, cache_stats=cache_stats, compute=compute, space_name=name,
-                            min_quality=space.objective.min_quality)
-    summary["failed_trials"] = failed
-    summary["min_student_updates"] = space.objective.min_student_updates  # no front member before it
-    out_dir = local_experiment_dir(storage, name)
-    paths = _write_outputs(out_dir, trials, best, front, summary)
-    outputs = [p.name for p in paths.values() if p.exists()]  # before an upload drops the local copy
-    wandb_dir = _log_wandb_summary(space, name, front, best, paths, summary, out_dir) if paths else None
-    where = str(out_dir)
-    if "://" in storage and paths:  # the outputs (and the offline W&B run) go to the storage too
-        try:
-            upload(out_dir, join_uri(storage, name))
-            where = join_uri(storage, name)
-            if wandb_dir:
-                wandb_dir = join_uri(where, "wandb", Path(wandb_dir).name)
-        except OSError as err:  # the storage went away during the search: keep the local copy
-            summary["output_error"] = (f"cannot upload the outputs to {join_uri(storage, name)}: "
-                                       f"{first_line(err)}; they are kept in {out_dir}")
-            print(f"error: {summary['output_error']}", file=sys.stderr)
-            (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))  # says where they are
-    if store is not None and args.address:  # a shared cluster: free the objects (the spill stays)
-        _kill_store(spill_uri)
-    ray.shutdown()
-    _print_outcome(space, front, summary, outputs=outputs, where=where, wandb_dir=wandb_dir)
-    return summary
-
-
-def _start_ray(space: SearchSpace, args: argparse.Namespace) -> None:
-    """Join the cluster at ``--address`` (refused with a SpaceError when it cannot offer the
-    trials' resources) or start a private local Ray."""
-    import ray
-
-    # Tune snapshots the experiment after each checkpoint: frequent on tiny trials, and harmless.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if not args.address:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, namespace="dpdmd-tune")
-        return
-    ray.init(address=args.address, namespace="dpdmd-tune")
-    from ..storage.preflight import wait_for_resources
-
-    problems = wait_for_resources({b: space.backbones[b].resources for b in space.backbone_names()},
-                                  wait_s=args.wait_for_resources)
-    if problems:
-        ray.shutdown()
-        raise SpaceError(space.path, problems)
-
-
-def _write_outputs(out_dir: Path, trials, final, front, summary: dict) -> dict:
-    """`tune.outputs.files.write_outputs`; a read-only or full disk: say where, keep what was written,
-    print the summary on stdout instead (returns {})."""
-    from ..outputs.files import write_outputs
-
-    try:
-        return write_outputs(out_dir, trials, final, front, summary)
-    except OSError as err:
-        summary["output_error"] = f"cannot write the outputs in {out_dir}: {err.strerror or err}"
-        print(f"error: {summary['output_error']}; the summary follows on stdout", file=sys.stderr)
-        print(json.dumps(summary, indent=1, default=str))
-        return {}
-
-
-def _log_wandb_summary(space: SearchSpace, name: str, front, final, paths: dict, summary: dict, out_dir: Path):
-    """The W&B summary run of the search when the space enables W&B; its local directory or None."""
-    if not space.wandb.enabled:
-        return None
-    from ..outputs.front import front_with_teacher, headline
-    from ..outputs.wandb import log_summary_run
-
-    failed = summary["failed_trials"]
-    failures = {"failed_trials": len(failed), "failed_trial_errors": "; ".join(
-        f"{f['trial_id']} ({f['status']}): {f['error']}" for f in failed)}
-    return log_summary_run(project=space.wandb.project, name=f"{name}-summary",
-                           front_df=front_with_teacher(front), trials_df=final,
-                           png_paths={"pareto": paths["plot"], "curves": paths["curves"]},
-                           summary={**headline(summary), **failures}, x="diversity_score",
-                           y="quality_score", mode=space.wandb.mode, directory=str(out_dir))
-
-
-def _kill_store(spill_uri: str) -> None:
-    import ray
-
-    from ..trial.anchor_store import find_store
-
-    try:
-        ray.kill(find_store(spill_uri))
-    except (ValueError, ray.exceptions.RayError):
-        pass  # already gone
-
-
-def _print_outcome(space: SearchSpace, front, summary: dict, *, outputs: list[str], where: str,
-                   wandb_dir: str | None) -> None:
-    from ..outputs.front import front_table
-    from ..outputs.failures import failures_table
-
-    failed, compute = summary["failed_trials"], summary["compute"]
-    print(f"\nPareto front (diversity_score, quality_score; teacher = (1, 1), quality_score >= "
-          f"{space.objective.min_quality:g}):")
-    print(front_table(front))
-    print(f"recommended (highest J on the front): {summary['recommended']}")
-    if failed:
-        print(f"\nFailed trials ({len(failed)}; kept off the front):")
-        print(failures_table(failed))
-    print(f"\noutputs in {where}/: " + ", ".join(outputs))
-    if wandb_dir:
-        print(f"W&B summary run: {wandb_dir}" + ("  (offline: upload with `wandb sync " + wandb_dir + "`)"
-                                                  if "offline-run" in wandb_dir else ""))
-    print(f"teacher evaluations for anchors: {compute['teacher_calls_spent']} spent, "
-          f"{compute['teacher_calls_without_cache']} without the cache; wall time {compute['wall_seconds']:.0f} s")
-
-
-def compute_spent(final, wall_seconds: float) -> dict:
-    """Teacher evaluations spent on anchors, against what a search without the cache would spend
-    (each trial's own count of both, from its last report: ``final``)."""
-
-    def total(column: str) -> int:
-        return int(final[column].fillna(0).sum()) if column in final else 0
-
-    spent, without = total("anchor_teacher_calls"), total("anchor_teacher_calls_alone")
-    return {"wall_seconds": round(wall_seconds, 1), "trials": int(final.shape[0]),
-            "student_updates": total("student_updates"), "teacher_calls_spent": spent,
-            "teacher_calls_without_cache": without,
-            "teacher_calls_ratio": round(spent / without, 4) if without else None}
 
 
 def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str]:
@@ -397,8 +102,23 @@ def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str
     return problems
 
 
+@dataclass(frozen=True)
+class Exit:
+    """How the process ends: with ``status`` (the module docstring's exit status) and, ``at_once``,
+    without the exit handlers (`os._exit`), which would wait on a storage that is gone."""
+
+    status: int
+    at_once: bool = False
+
+
 def main(argv=None) -> int:
-    global _EXIT_AT_ONCE
+    """The search; returns its exit status (`run` says also how the process must end)."""
+    return run(argv).status
+
+
+def run(argv=None) -> Exit:
+    """The search of ``argv`` (default: the process's arguments); ``python -m tune.search`` ends the
+    process as the returned `Exit` says."""
     args = parse_args(argv)
     try:
         space = load_space(args.space)
@@ -407,44 +127,32 @@ def main(argv=None) -> int:
             raise SpaceError(args.space, problems)
     except SpaceError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return Exit(2)
     if args.dry_run:
         print(describe_plan(space, args))
-        return 0
+        return Exit(0)
     if args.simulate:
         from ..simulate.replay import simulate_command
 
-        return simulate_command(space, args)
+        return Exit(simulate_command(space, args))
     from ..storage import preflight
 
     storage, name = storage_uri(args.storage), args.name or space.name
     if not args.resume:  # what identifies this search, checked by a later --resume
         preflight.write_space_record(join_uri(storage, name), preflight.space_identity(space.path, args.num_samples))
     try:
-        summary = run_search(space, args)
+        searched = run_search(space, args)
     except SpaceError as err:  # refused once connected (the cluster's resources)
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return Exit(2)
     except StorageLost as err:
         print(f"error: {err}", file=sys.stderr)
-        _EXIT_AT_ONCE = True
-        return 1
+        return Exit(1, at_once=True)
+    summary, at_once = searched.summary, searched.storage_lost
     failed = summary.get("failed_trials") or []
     if failed:
         print(f"\n{len(failed)} trial(s) failed (listed above and in summary.json): exit status 1", file=sys.stderr)
-        return 1
+        return Exit(1, at_once)
     if summary.get("output_error"):  # the trials ran, but their outputs are not where they belong
-        return 1
-    return 0
-
-
-_EXIT_AT_ONCE = False  # the storage is gone: exit handlers that would wait on it are skipped
-
-
-if __name__ == "__main__":
-    status = main()
-    if _EXIT_AT_ONCE:  # measured: with S3 gone, the process printed its error, then sat in exit handlers for minutes
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    sys.exit(status)
+        return Exit(1, at_once)
+    return Exit(0, at_once)

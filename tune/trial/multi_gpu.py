@@ -40,7 +40,7 @@ and `dpdmd.parallel.sharding` avoid (their docstrings say why; for FSDP accelera
 ``fully_shard`` that `dpdmd.parallel.sharding` calls). The workers here are a few dozen lines of plain Ray actors around
 `dpdmd.parallel.distributed`, which runs as well under torchrun or ``torch.multiprocessing``.
 
-Wiring into the search (``tune.cli.search.build_tuner``)::
+Wiring into the search (``tune.run.tuner.build_tuner``)::
 
     trainable = build_trainable(space, cache)    # each trial: its backbone's placement group, its flat overrides
 """
