@@ -9,7 +9,7 @@ import sys
 
 from ..schedulers import max_updates
 from ..space.schema import SearchSpace
-from ..storage.uri import join_uri
+from ..storage.uri import filesystem, join_uri
 
 
 def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, cache: dict):
@@ -74,5 +74,5 @@ def best_checkpoint_config():
 def experiment_exists(storage: str, name: str) -> bool:
     import pyarrow.fs as pafs
 
-    fs, root = pafs.FileSystem.from_uri(join_uri(storage, name, "tuner.pkl"))
+    fs, root = filesystem(join_uri(storage, name, "tuner.pkl"))
     return fs.get_file_info(root).type == pafs.FileType.File

@@ -14,10 +14,10 @@ STOP again.
 from __future__ import annotations
 
 import json
-import uuid
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from ..storage.uri import filesystem, write_atomic
 from .moasha import MultiObjectiveASHAScheduler
 
 
@@ -27,7 +27,7 @@ def read_state(uri: str) -> dict | None:
     """The saved scheduler state at ``uri`` (path or URI), or None if there is none."""
     import pyarrow.fs as pafs
 
-    fs, path = pafs.FileSystem.from_uri(_as_uri(uri))
+    fs, path = filesystem(uri)
     if fs.get_file_info(path).type != pafs.FileType.File:
         return None
     with fs.open_input_stream(path) as f:
@@ -35,36 +35,20 @@ def read_state(uri: str) -> dict | None:
 
 
 def write_state(uri: str, text: str) -> None:
-    """Write ``text`` to ``uri`` atomically: a temporary file beside it, then a rename (local
-    rename is atomic; an object store's PUT is all-or-nothing anyway)."""
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(_as_uri(uri))
+    """Write ``text`` to ``uri`` atomically (`tune.storage.uri.write_atomic`: a temporary file beside
+    it, then a rename; an object store's PUT is all-or-nothing anyway)."""
+    fs, path = filesystem(uri)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with fs.open_output_stream(tmp) as f:
-            f.write(text.encode() + b"\n")
-    except OSError:  # a full disk: leave no empty temporary file behind
-        if fs.get_file_info(tmp).type == pafs.FileType.File:
-            fs.delete_file(tmp)
-        raise
-    fs.move(tmp, path)
+    write_atomic(fs, path, text.encode() + b"\n")
 
 
 def clear_state(uri: str) -> None:
     """Remove a previous search's state (a fresh search of the same name starts with empty rungs)."""
     import pyarrow.fs as pafs
 
-    fs, path = pafs.FileSystem.from_uri(_as_uri(uri))
+    fs, path = filesystem(uri)
     if fs.get_file_info(path).type == pafs.FileType.File:
         fs.delete_file(path)
-
-
-def _as_uri(path_or_uri: str) -> str:
-    from pathlib import Path
-
-    return path_or_uri if "://" in path_or_uri else Path(path_or_uri).resolve().as_uri()
 
 
 # --- persistence, shared by both schedulers ---------------------------------------------------------

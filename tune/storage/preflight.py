@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .cluster_check import fits
+from .uri import filesystem, write_atomic
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 CONNECT_TIMEOUT_S = 5.0
@@ -154,17 +155,11 @@ def space_identity(space_path: Path, num_samples: int | None) -> dict:
             "space_file": str(space_path)}
 
 
-def _filesystem(uri: str):
-    import pyarrow.fs as pafs
-
-    return pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
-
-
 def read_space_record(experiment: str) -> dict | None:
     """The identity stored with an experiment (None: none stored, e.g. a search of an older version)."""
     import json
 
-    fs, root = _filesystem(experiment)
+    fs, root = filesystem(experiment)
     try:
         with fs.open_input_stream(f"{root}/{SPACE_RECORD}") as f:
             return json.loads(f.read().decode())
@@ -175,12 +170,9 @@ def read_space_record(experiment: str) -> dict | None:
 def write_space_record(experiment: str, identity: dict) -> None:
     import json
 
-    fs, root = _filesystem(experiment)
+    fs, root = filesystem(experiment)
     fs.create_dir(root, recursive=True)
-    tmp = f"{root}/.{SPACE_RECORD}.tmp"  # whole or not at all (a full disk)
-    with fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(identity, indent=1).encode())
-    fs.move(tmp, f"{root}/{SPACE_RECORD}")
+    write_atomic(fs, f"{root}/{SPACE_RECORD}", json.dumps(identity, indent=1).encode())  # whole or not at all
 
 
 def resume_problems(experiment: str, identity: dict, *, name: str) -> list[str]:

@@ -11,8 +11,8 @@ starts the search again: every trial run so far is lost.
 `StateBackup`, a Ray Tune callback, copies the staged state into ``NAME/ray_state_backup/`` after
 each of Ray's saves: each file as a blob named by its SHA-256, then ``manifest.json`` naming the
 blobs of one save. Every file is written beside itself, fsync'd and renamed (an object store's PUT
-is all or nothing), and the manifest last, so it only ever names whole blobs of one consistent
-save; a write that fails (a full disk) leaves the previous copy. `restore_if_damaged`, called
+is all or nothing; `tune.storage.uri.write_atomic`), and the manifest last, so it only ever names
+whole blobs of one consistent save; a write that fails (a full disk) leaves the previous copy. `restore_if_damaged`, called
 before ``Tuner.restore``, puts the copy back when a state file in the storage is not whole.
 """
 
@@ -22,14 +22,14 @@ import csv
 import hashlib
 import io
 import json
-import os
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from ray.tune import Callback
+
+from .uri import filesystem, write_atomic
 
 BACKUP_DIR = "ray_state_backup"
 # Ray's per-session state files at the experiment's root (tune_controller, search_generator,
@@ -79,37 +79,6 @@ def is_whole(relative: str, data: bytes) -> bool:
 
 # --- the storage ---------------------------------------------------------------------------------
 
-def _filesystem(uri: str):
-    import pyarrow.fs as pafs
-
-    return pafs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).resolve()))
-
-
-def write_whole(fs, path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that it is either the old file or all of ``data``."""
-    import pyarrow.fs as pafs
-
-    if not isinstance(fs, pafs.LocalFileSystem):  # an object store's PUT is all or nothing
-        with fs.open_output_stream(path) as f:
-            f.write(data)
-        return
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)  # a full disk: no half-written copy left behind
-        raise
-    folder = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(folder)  # the rename itself survives a crash
-    finally:
-        os.close(folder)
-
-
 def _read(fs, path: str) -> bytes | None:
     try:
         with fs.open_input_stream(path) as f:
@@ -121,7 +90,7 @@ def _read(fs, path: str) -> bytes | None:
 def save_copy(experiment_uri: str, files: dict[str, bytes], blobs: set[str]) -> set[str]:
     """Copy ``files`` ({path relative to the experiment: content}) into the experiment's backup
     folder; ``blobs``: the blobs already there. Returns the blobs there now (this copy's)."""
-    fs, root = _filesystem(experiment_uri)
+    fs, root = filesystem(experiment_uri)
     backup = f"{root}/{BACKUP_DIR}"
     fs.create_dir(f"{backup}/blobs", recursive=True)
     manifest = {}
@@ -129,10 +98,10 @@ def save_copy(experiment_uri: str, files: dict[str, bytes], blobs: set[str]) -> 
         digest = hashlib.sha256(data).hexdigest()
         manifest[relative] = digest
         if digest not in blobs:
-            write_whole(fs, f"{backup}/blobs/{digest}", data)
+            write_atomic(fs, f"{backup}/blobs/{digest}", data, fsync=True)
             blobs.add(digest)
     saved = {"saved_at": time.strftime("%Y-%m-%d %H:%M:%S"), "files": manifest}
-    write_whole(fs, f"{backup}/manifest.json", json.dumps(saved, indent=1).encode())
+    write_atomic(fs, f"{backup}/manifest.json", json.dumps(saved, indent=1).encode(), fsync=True)
     for stale in blobs - set(manifest.values()):  # only once the manifest no longer names them
         fs.delete_file(f"{backup}/blobs/{stale}")
     return set(manifest.values())
@@ -141,7 +110,7 @@ def save_copy(experiment_uri: str, files: dict[str, bytes], blobs: set[str]) -> 
 def _blobs_there(experiment_uri: str) -> set[str]:
     import pyarrow.fs as pafs
 
-    fs, root = _filesystem(experiment_uri)
+    fs, root = filesystem(experiment_uri)
     selector = pafs.FileSelector(f"{root}/{BACKUP_DIR}/blobs", allow_not_found=True)
     return {info.base_name for info in fs.get_file_info(selector) if info.type == pafs.FileType.File}
 
@@ -262,7 +231,7 @@ def _root_state_files(fs, root: str) -> list[str]:
 def damaged_state(experiment_uri: str) -> tuple[list[str], dict | None]:
     """(Ray's state files in the storage that are not whole or missing, the whole backup's
     manifest or None). A file identical to its copy in the backup is whole by definition."""
-    fs, root = _filesystem(experiment_uri)
+    fs, root = filesystem(experiment_uri)
     manifest = _manifest(fs, root)
     copied = manifest["files"] if manifest else {}
     damaged = []
@@ -283,7 +252,7 @@ def restore_if_damaged(experiment_uri: str) -> str | None:
     damaged, manifest = damaged_state(experiment_uri)
     if not damaged or manifest is None:
         return None
-    fs, root = _filesystem(experiment_uri)
+    fs, root = filesystem(experiment_uri)
     set_aside = [n for n in _root_state_files(fs, root) if n not in manifest["files"]]
     if set_aside:
         fs.create_dir(f"{root}/{BACKUP_DIR}/set_aside", recursive=True)
@@ -291,7 +260,7 @@ def restore_if_damaged(experiment_uri: str) -> str | None:
         fs.move(f"{root}/{name}", f"{root}/{BACKUP_DIR}/set_aside/{name}")
     for relative, digest in manifest["files"].items():
         fs.create_dir(f"{root}/{relative}".rsplit("/", 1)[0], recursive=True)
-        write_whole(fs, f"{root}/{relative}", _read(fs, f"{root}/{BACKUP_DIR}/blobs/{digest}"))
+        write_atomic(fs, f"{root}/{relative}", _read(fs, f"{root}/{BACKUP_DIR}/blobs/{digest}"), fsync=True)
     shown = ", ".join(damaged[:4]) + (f" and {len(damaged) - 4} more" if len(damaged) > 4 else "")
     return (f"Ray's experiment state in {experiment_uri} was not whole ({shown}); restored its last whole copy, "
             f"saved {manifest['saved_at']} ({BACKUP_DIR}/manifest.json)"
@@ -303,7 +272,7 @@ def clear_copy(experiment_uri: str) -> None:
     """Remove an older search's copy (a fresh search of a name whose folder is left over)."""
     import pyarrow.fs as pafs
 
-    fs, root = _filesystem(experiment_uri)
+    fs, root = filesystem(experiment_uri)
     if fs.get_file_info(f"{root}/{BACKUP_DIR}").type == pafs.FileType.Directory:
         fs.delete_dir(f"{root}/{BACKUP_DIR}")
 

@@ -4,12 +4,16 @@ filesystems; a URI's query, e.g. ``?endpoint_override=``, is kept).
 - `storage_uri`: ``--storage`` as an absolute path or the URI as given;
 - `join_uri`: ``base/part/...`` for paths and URIs alike;
 - `local_experiment_dir`: where the driver writes the outputs before they go to the storage;
-- `upload`: the outputs copied to a URI, then the local copy dropped.
+- `upload`: the outputs copied to a URI, then the local copy dropped;
+- `filesystem`: the one way from a path or URI to a pyarrow filesystem and a path in it;
+- `write_atomic`: the one way to write a file whole or not at all, local or remote.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from dpdmd.data import atomic
 
 
 def storage_uri(storage: str) -> str:
@@ -40,10 +44,33 @@ def upload(local: Path, uri: str) -> None:
 
     import pyarrow.fs as pafs
 
-    fs, root = pafs.FileSystem.from_uri(uri)
+    fs, root = filesystem(uri)
     for path in local.iterdir():
         target = f"{root}/{path.name}"
         if path.is_dir():
             fs.create_dir(target, recursive=True)
         pafs.copy_files(str(path), target, destination_filesystem=fs)
     shutil.rmtree(local, ignore_errors=True)
+
+
+def filesystem(uri: str):
+    """(pyarrow filesystem, path in it) of a URI (``s3://bucket/prefix?endpoint_override=...``,
+    ``file:///...``) or of a local path, made absolute (relative to the working directory)."""
+    import pyarrow.fs as pafs
+
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), str(Path(uri).resolve())
+
+
+def write_atomic(fs, path: str, data: bytes, *, fsync: bool = False) -> None:
+    """Write ``data`` to ``path`` of ``fs`` (`filesystem`) so that it is either the previous file or
+    all of ``data``: a local file is written beside itself and renamed (`dpdmd.data.atomic`;
+    ``fsync``: flushed to the disk, the rename too); an object store's PUT is all or nothing."""
+    import pyarrow.fs as pafs
+
+    if isinstance(fs, pafs.LocalFileSystem):
+        atomic.write_atomic(path, data, fsync=fsync)
+        return
+    with fs.open_output_stream(path) as f:
+        f.write(data)

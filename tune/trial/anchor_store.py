@@ -28,7 +28,6 @@ and `cached_prompt_lookup` prompt embeddings.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
 import uuid
@@ -41,6 +40,8 @@ import ray
 import torch
 
 from dpdmd.anchors import stored_tensor
+
+from ..storage.uri import filesystem, write_atomic
 
 NAMESPACE = "dpdmd-tune"
 
@@ -74,9 +75,7 @@ class _Store:
         self.store_id = uuid.uuid4().hex[:12]
         self.fs, self.root = None, None
         if spill_uri:
-            import pyarrow.fs as pafs
-
-            self.fs, self.root = pafs.FileSystem.from_uri(spill_uri)
+            self.fs, self.root = filesystem(spill_uri)
             self.fs.create_dir(self.root, recursive=True)
 
     def lookup(self, key: str) -> tuple[str, list]:
@@ -147,15 +146,8 @@ class _Store:
         from safetensors.numpy import save
 
         path = f"{self.root}/{_spill_file(key)}"
-        tmp = path + ".tmp"
-        try:
-            with self.fs.open_output_stream(tmp) as f:
-                f.write(save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata={"key": key}))
-        except OSError:
-            with contextlib.suppress(OSError):
-                self.fs.delete_file(tmp)  # a half-written file would take the space a later one needs
-            raise
-        self.fs.move(tmp, path)
+        data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata={"key": key})
+        write_atomic(self.fs, path, data)  # whole or not at all: a half-written file would take the space a later one needs
         self.counts["spill_writes"] += 1
 
     def _read_spill(self, key: str) -> dict[str, np.ndarray] | None:
