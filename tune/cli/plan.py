@@ -1,12 +1,12 @@
 """The dry run (``python -m tune.search --dry-run``): the plan of a search, printed before anything
 runs: its trials, concurrency and resources, GPU memory per trial, the scheduler, the front's
-rules, and what the shared anchor cache will compute."""
+rules, and what the shared anchor cache will compute; and `max_updates`, the scheduler's budget
+(Ray is not imported here: the dry run starts none)."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..schedulers import max_updates
 from ..space.schema import SearchSpace
 from ..space.trials import baseline_trials, grid_size, planned_trials
 
@@ -59,3 +59,8 @@ def _describe_anchor_cache(space: SearchSpace) -> list[str]:
                      f"per student iteration; at most {updates} iterations x {calls} = {updates * calls} teacher "
                      f"evaluations for the whole search")
     return lines
+
+
+def max_updates(space: SearchSpace) -> int:
+    """The scheduler's max_t: as set, else the student updates of the configured iterations."""
+    return space.scheduler.max_t or space.max_student_updates(space.train_config(space.base_point()))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..schedulers import max_updates
+from ..cli.plan import max_updates
 from ..space.schema import SearchSpace
 from ..storage.uri import filesystem, join_uri
 
@@ -16,13 +16,13 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     """The `ray.tune.Tuner` of the search (restored from the storage under ``--resume``)."""
     from ray import tune
 
-    from ..trial.multi_gpu import build_trainable
     from ..schedulers import STATE_FILE as SCHEDULER_STATE_FILE
     from ..schedulers import make_scheduler
     from ..schedulers.persistent import clear_state
-    from ..storage.state_backup import StateBackup, clear_copy, restore_if_damaged
     from ..space.trials import planned_trials
-    from ..run.searcher import build_searcher
+    from ..storage.state_backup import StateBackup, clear_copy, restore_if_damaged
+    from ..trial.multi_gpu import build_trainable
+    from .searcher import build_searcher
 
     name = args.name or space.name
     trainable = build_trainable(space, cache)  # one placement group per trial, several workers if asked

@@ -36,8 +36,3 @@ def make_scheduler(spec, *, max_t: int, state_uri: str | None = None) -> TrialSc
         return FIFOScheduler()
     raise ValueError(f"scheduler.type {spec.type!r} is unknown; allowed: fifo, asha, moasha")
 
-
-def max_updates(space) -> int:
-    """The scheduler's max_t for a `tune.space.SearchSpace`: as set, else the student updates of the
-    configured iterations."""
-    return space.scheduler.max_t or space.max_student_updates(space.train_config(space.base_point()))
