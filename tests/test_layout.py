@@ -39,8 +39,10 @@ def modules(root: Path = ROOT) -> dict[str, Path]:
     return found
 
 
-def imports(root: Path = ROOT) -> dict[str, set[str]]:
-    """The import graph inside the packages: module -> the modules it imports (any level)."""
+def imports(root: Path = ROOT, *, unresolved: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
+    """The import graph inside the packages: module -> the modules it imports (any level).
+    ``unresolved`` (if given) collects, per module, what it imports from the packages that does not
+    exist (a module or package left behind by a move)."""
     known = modules(root)
     graph: dict[str, set[str]] = {}
     for name, path in known.items():
@@ -57,12 +59,16 @@ def imports(root: Path = ROOT) -> dict[str, set[str]]:
                         if ".".join(parts[:end]) in known:
                             targets.add(".".join(parts[:end]))
                             break
+                    if parts[0] in PACKAGES and alias.name not in known and unresolved is not None:
+                        unresolved.setdefault(name, set()).add(alias.name)
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
                     base_parts = package.split(".")[:len(package.split(".")) - (node.level - 1)]
                     base = ".".join(base_parts + ([node.module] if node.module else []))
                 else:
                     base = node.module or ""
+                if base.split(".")[0] in PACKAGES and base not in known and unresolved is not None:
+                    unresolved.setdefault(name, set()).add(base)
                 for alias in node.names:
                     if f"{base}.{alias.name}" in known:
                         targets.add(f"{base}.{alias.name}")
@@ -136,12 +142,28 @@ def measures(root: Path = ROOT) -> dict:
     return {"modules per folder": dict(sorted(folders.items())), "modules": len(lines),
             "longest module": (longest, lines[longest]),
             "over 400 lines": sorted(p for p, n in lines.items() if n > MAX_LINES),
-            "import cycles": cycles(imports(root))}
+            "import cycles": cycles(imports(root)),
+            "imports of missing modules": (lambda missing: (imports(root, unresolved=missing), missing)[1])({})}
 
 
 def test_no_import_cycle():
     found = cycles(imports())
     assert not found, "import cycles (module- or function-level): " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_every_import_inside_the_packages_exists():
+    """An import of a module that a move left behind fails here, not only when its function runs
+    (and not silently: an editable install of another checkout would serve the old module)."""
+    missing: dict[str, set[str]] = {}
+    imports(unresolved=missing)
+    assert not missing, {name: sorted(targets) for name, targets in missing.items()}
+
+
+def test_every_folder_is_a_package():
+    """A folder of modules without ``__init__.py`` imports (as a namespace package) from a checkout
+    but is left out of an installed wheel (setuptools' find_packages)."""
+    folders = {p.parent for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
+    assert not sorted(str(f.relative_to(ROOT)) for f in folders if not (f / "__init__.py").exists())
 
 
 def test_no_module_over_the_line_limit():
@@ -154,6 +176,16 @@ def test_dpdmd_never_imports_tune():
     found = {name: sorted(t for t in targets if t.split(".")[0] == "tune")
              for name, targets in graph.items() if name.split(".")[0] == "dpdmd"}
     assert not any(found.values()), {k: v for k, v in found.items() if v}
+
+
+def test_the_command_lines_import_no_ray():
+    """``python -m tune.search --help`` / ``--dry-run`` and the dpdmd commands start without Ray:
+    only the run imports it (inside functions)."""
+    import subprocess
+
+    script = ("import sys, dpdmd.cli.train, dpdmd.cli.evaluate, tune.cli.search, tune.cli.plan; "
+              "sys.exit('ray' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", script], cwd=ROOT).returncode == 0
 
 
 def test_the_graph_sees_function_level_and_relative_imports():
