@@ -12,7 +12,8 @@ import pytest
 
 from tests.bench_scripts import load_bench
 from tests.tune.tabular_fake import fake_table
-from tune import results as res
+from tune.outputs import front as fr
+from tune.outputs import results as res
 
 TEACHER = {"teacher_diversity": 0.05, "teacher_quality": 0.5, "backbone": "digits-eps"}
 
@@ -34,18 +35,18 @@ def test_a_trial_that_peaks_then_collapses_is_on_the_front_at_its_peak():
         {"trial_id": "collapse", "student_updates": 120, "training_iteration": 3, "diversity": 0.02, "quality": 0.6},
         {"trial_id": "steady", "student_updates": 120, "training_iteration": 3, "diversity": 0.035, "quality": 0.62},
     ])
-    last = res.pareto_front(res.final_results(trials, min_quality=0.9))
+    last = fr.pareto_front(res.final_results(trials, min_quality=0.9))
     assert last["trial_id"].tolist() == ["steady"]  # by last reports the peak is lost: (0.4, 1.2) is dominated
 
     best = res.best_results(trials, min_quality=0.9).set_index("trial_id")
     peak = best.loc["collapse"]
     assert (peak["student_updates"], peak["training_iteration"], peak["last_student_updates"]) == (80, 2, 120)
     assert peak["checkpoint"] == "/runs/s/collapse/checkpoint_000001"
-    front = res.pareto_front(best.reset_index())
+    front = fr.pareto_front(best.reset_index())
     assert set(front["trial_id"]) == {"collapse", "steady"}
-    assert res.recommended(front)["trial_id"].item() == "collapse"  # J 0.99 at 80 updates
+    assert fr.recommended(front)["trial_id"].item() == "collapse"  # J 0.99 at 80 updates
 
-    summary = res.summarize(best.reset_index(), front, cache_stats={}, compute={}, space_name="t", min_quality=0.9)
+    summary = fr.summarize(best.reset_index(), front, cache_stats={}, compute={}, space_name="t", min_quality=0.9)
     rec = summary["recommended"]
     assert (rec["trial_id"], rec["student_updates"], rec["training_iteration"]) == ("collapse", 80, 2)
     assert rec["checkpoint"] == "/runs/s/collapse/checkpoint_000001"
@@ -68,7 +69,7 @@ def test_nan_and_diverged_reports_are_never_best():
     assert best.loc["a", "student_updates"] == 10 and math.isfinite(best.loc["a", "objective"])
     assert best.loc["b", "student_updates"] == 10 and best.loc["b", "checkpoint"].endswith("checkpoint_000002")
     assert best.loc["c", "below_floor"] and best.loc["c", "checkpoint"] is not None  # its only report
-    front = res.pareto_front(best.reset_index())
+    front = fr.pareto_front(best.reset_index())
     assert "c" not in set(front["trial_id"])
 
 
@@ -96,10 +97,10 @@ def test_reports_before_min_student_updates_are_never_shown():
     best = res.best_results(trials, min_student_updates=40).set_index("trial_id")
     assert best.loc["early", "student_updates"] == 60 and not best.loc["early", "transient"]
     assert best.loc["stopped", "student_updates"] == 20 and best.loc["stopped", "transient"]
-    assert list(res.pareto_front(best.reset_index())["trial_id"]) == ["early"]
+    assert list(fr.pareto_front(best.reset_index())["trial_id"]) == ["early"]
     # without the setting the transient at 10 updates is the one shown, and the stopped trial dominates
     assert res.best_results(trials).set_index("trial_id").loc["early", "student_updates"] == 10
-    assert list(res.pareto_front(res.best_results(trials))["trial_id"]) == ["stopped"]
+    assert list(fr.pareto_front(res.best_results(trials))["trial_id"]) == ["stopped"]
 
 
 def test_the_best_report_is_the_checkpoint_ray_keeps(tmp_path):
@@ -111,8 +112,8 @@ def test_the_best_report_is_the_checkpoint_ray_keeps(tmp_path):
     from ray.train._internal.checkpoint_manager import _CheckpointManager
     from ray.train._internal.session import _TrainingResult
 
-    from tune.objective import shown_objective
-    from tune.search import best_checkpoint_config
+    from tune.trial.objective import shown_objective
+    from tune.run.tuner import best_checkpoint_config
 
     rng = np.random.default_rng(0)
     for trial in range(30):
@@ -147,12 +148,12 @@ def collapsing_table() -> pd.DataFrame:
 
 
 def test_the_simulator_shows_the_front_tune_search_writes(tmp_path):
-    """The simulator's front is `tune.results`' on the same rows, best reports included: the
+    """The simulator's front is `tune.outputs.results`' on the same rows, best reports included: the
     collapsing trial is shown at its peak, not its last report; the bench judges it there by its
     seed mean."""
     from tests.tune.test_simulate import make_space
-    from tune.simulate import shown_front, simulate
-    from tune.tabular import RecordedTable, ground_truth, hypervolume, true_points
+    from tune.simulate.replay import shown_front, simulate
+    from tune.simulate.table import RecordedTable, ground_truth, hypervolume, true_points
 
     table = RecordedTable(collapsing_table())
     space = make_space(tmp_path, scheduler="fifo")
@@ -160,7 +161,7 @@ def test_the_simulator_shows_the_front_tune_search_writes(tmp_path):
     shown = shown_front(sim.reports, min_quality=0.5)
     # as tune.search computes it from trials.parquet (every report, in any order)
     trials = res.with_scores(sim.reports.sample(frac=1, random_state=1), diversity_weight=0.5)
-    written = res.pareto_front(res.best_results(trials, min_quality=0.5))
+    written = fr.pareto_front(res.best_results(trials, min_quality=0.5))
     cols = ["trial_id", "anchor_k", "lambda_div", "student_updates", "diversity_score", "quality_score", "objective"]
     pd.testing.assert_frame_equal(shown[cols].reset_index(drop=True), written[cols].reset_index(drop=True))
     peak = shown[(shown["anchor_k"] == 20) & (shown["lambda_div"] == 0.05)]
