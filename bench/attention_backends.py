@@ -133,6 +133,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--seqs", default="4429,4096", help="sequence lengths: joint (4096 + 333 text) and image-only")
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--backends", default="default,flash,cudnn,efficient,flex,fa4",
+                    help="which to time, in this order (fa4 last: its switch is process-wide)")
     ap.add_argument("--out", default=os.environ.get("OUT", "bench_out"))
     args = ap.parse_args(argv)
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
@@ -144,7 +146,7 @@ def main(argv=None) -> int:
         q, k, v = qkv(args.batch, args.heads, seq, args.dim, device, dtype)
         fwd_flops = 4 * args.batch * args.heads * seq * seq * args.dim
         kernel = default_kernel(q, k, v)
-        for name in ("default", *BACKENDS, "flex", "fa4"):
+        for name in args.backends.split(","):
             row = {"seq": seq, "backend": name}
             if name == "flex" and device.type != "cuda":
                 row["error"] = "flex_attention is timed on a GPU only"
@@ -162,7 +164,8 @@ def main(argv=None) -> int:
                     row["kernel"] = kernel
                 else:
                     row["rel_err"] = errors(q, k, v, name)
-                if name == "fa4":  # it did run FA4's kernels
+                if name == "fa4":  # it did run FA4's kernels; and inputs laid out as torch.cat leaves them (joint attention)
+                    row["rel_err_contiguous_bhsd"] = errors(*(t.detach().contiguous() for t in (q, k, v)), name)
                     row["fa4_calls"] = dict(attention_impl.fa4_calls)
                     row["kernel"] = fa4_kernel(q, k, v)
                     if not attention_impl.fa4_calls["forward"] or not attention_impl.fa4_calls["backward"]:

@@ -187,8 +187,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny model: checks the script")
     ap.add_argument("--dir", default=None, help="folder on the local disk to write to (default: a temp folder)")
-    ap.add_argument("--networks", type=int, default=0,
-                    help="networks in the full-state measurement: 1 (extrapolate x2) or 2; 0 = 2 if the disk has room")
+    ap.add_argument("--networks", type=int, default=1, choices=(1, 2),
+                    help="networks in the full-state measurement: 1 (the trial's two: x2) or 2 (54 GB at SD3.5-M)")
     ap.add_argument("--lora-rank", type=int, default=64)
     ap.add_argument("--cycle-s", type=float, default=8.5, help="seconds of one DP-DMD cycle (bench/gpu_step.py)")
     ap.add_argument("--lora-cycle-s", type=float, default=None, help="the LoRA cycle (default: --cycle-s)")
@@ -209,8 +209,23 @@ def main(argv=None) -> int:
     info = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
             "dir": str(root), "disk_free_gb_before": shutil.disk_usage(root).free / 1e9, "args": vars(args)}
     start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    nets = args.networks or 1
 
-    # The student, fp32 (full fine-tuning's master weights), and its AdamW state.
+    def save_doc() -> dict:  # after every measurement: a run cut short keeps what it measured
+        info["elapsed_s"] = time.perf_counter() - start
+        shares = shares_of_trial(rows, nets, args.cycle_s, args.lora_cycle_s or args.cycle_s, args.report_every)
+        doc = dict(info, rows=rows, shares=shares)
+        (out / "checkpoint_io.json").write_text(json.dumps(doc, indent=1))
+        return doc
+
+    def run(name, save, load, path, note):
+        if name not in skip:
+            measure(name, save, load, path, device, rows, note, args.reps)
+            save_doc()
+
+    # The student, fp32 (full fine-tuning's master weights).
     student = build(config, device, torch.float32)
     n_params = sum(p.numel() for p in student.parameters())
     info["parameters"] = n_params
@@ -224,34 +239,8 @@ def main(argv=None) -> int:
     def load_student(sd):
         student.load_state_dict(sd)  # copies (and casts) into the fp32 weights
     load_student.device = device
-    if "student_bf16" not in skip:
-        save, load = safetensors_io(bf16_state, load_student)
-        measure("student_bf16", save, load, root / "student.safetensors", device, rows,
-                "the student alone, bf16, safetensors (a new best, full fine-tuning)", args.reps)
-
-    # One network's resumable state: fp32 weights + AdamW moments.
-    opt = adamw_with_state(student.parameters(), device)
-    state_bytes_est = n_params * 12
-    nets = args.networks or (2 if shutil.disk_usage(root).free > 2.3 * state_bytes_est else 1)
-    fake = fake_opt = None
-    if nets == 2:
-        fake = build(config, device, torch.float32)
-        fake_opt = adamw_with_state(fake.parameters(), device)
-    state = {"student": student.state_dict(), "opt_student": opt.state_dict()}
-    if fake is not None:
-        state.update(fake=fake.state_dict(), opt_fake=fake_opt.state_dict())
-    info["state_networks"] = nets
-    note = f"{nets} network(s): fp32 weights + AdamW moments" + ("; the trial's two = x2" if nets == 1 else "")
-    if "state_dcp" not in skip:
-        save, load = dcp_io(state)
-        measure("state_dcp", save, load, root / "state_dcp", device, rows, note, args.reps)
-    if "state_torch_save" not in skip:
-        save, load = torch_save_io(state, device)
-        measure("state_torch_save", save, load, root / "state.pt", device, rows, note, args.reps)
-    del state, opt, fake, fake_opt, student
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    run("student_bf16", *safetensors_io(bf16_state, load_student), root / "student.safetensors",
+        "the student alone, bf16, safetensors (a new best, full fine-tuning)")
 
     # LoRA: a bf16 base with fp32 adapters of rank r on the attention projections (as gpu_step).
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
@@ -275,31 +264,35 @@ def main(argv=None) -> int:
         from peft import set_peft_model_state_dict
         set_peft_model_state_dict(adapter, sd)
     load_adapter.device = device
-    if "lora_adapter" not in skip:
-        save, load = safetensors_io(adapter_state, load_adapter)
-        measure("lora_adapter", save, load, root / "adapter.safetensors", device, rows,
-                f"the LoRA r{args.lora_rank} adapter alone, bf16, safetensors (a new best, LoRA)", args.reps)
+    run("lora_adapter", *safetensors_io(adapter_state, load_adapter), root / "adapter.safetensors",
+        f"the LoRA r{args.lora_rank} adapter alone, bf16, safetensors (a new best, LoRA)")
     lora_opts = [adamw_with_state([p for p in net.parameters() if p.requires_grad], device) for net in lora_nets]
     lora_state = {}
     for name, net, opt in zip(("student", "fake"), lora_nets, lora_opts):
         lora_state[name] = get_peft_model_state_dict(net)  # the adapters' own fp32 tensors
         lora_state[f"opt_{name}"] = opt.state_dict()
     lora_note = "2 networks: fp32 adapters + AdamW moments"
-    if "lora_state_dcp" not in skip:
-        save, load = dcp_io(lora_state)
-        measure("lora_state_dcp", save, load, root / "lora_state_dcp", device, rows, lora_note, args.reps)
-    if "lora_state_torch_save" not in skip:
-        save, load = torch_save_io(lora_state, device)
-        measure("lora_state_torch_save", save, load, root / "lora_state.pt", device, rows, lora_note, args.reps)
+    run("lora_state_dcp", *dcp_io(lora_state), root / "lora_state_dcp", lora_note)
+    run("lora_state_torch_save", *torch_save_io(lora_state, device), root / "lora_state.pt", lora_note)
+    del lora_state, lora_opts, lora_nets, adapter
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
-    info["elapsed_s"] = time.perf_counter() - start
-    shares = shares_of_trial(rows, nets, args.cycle_s, args.lora_cycle_s or args.cycle_s, args.report_every)
-    doc = dict(info, rows=rows, shares=shares)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "checkpoint_io.json").write_text(json.dumps(doc, indent=1))
+    # The resumable state: fp32 weights + AdamW moments, of one network (x2 for the trial) or both.
+    opt = adamw_with_state(student.parameters(), device)
+    state = {"student": student.state_dict(), "opt_student": opt.state_dict()}
+    if nets == 2:
+        fake = build(config, device, torch.float32)
+        state.update(fake=fake.state_dict(), opt_fake=adamw_with_state(fake.parameters(), device).state_dict())
+    info["state_networks"] = nets
+    note = f"{nets} network(s): fp32 weights + AdamW moments" + ("; the trial's two = x2" if nets == 1 else "")
+    run("state_dcp", *dcp_io(state), root / "state_dcp", note)
+    run("state_torch_save", *torch_save_io(state, device), root / "state.pt", note)
+
+    doc = save_doc()
     print()
-    print(table(rows, shares))
+    print(table(rows, doc["shares"]))
     if args.dir is None:
         shutil.rmtree(root, ignore_errors=True)
     return 0

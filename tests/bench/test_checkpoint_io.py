@@ -28,10 +28,10 @@ def test_smoke_writes_and_reads_every_format(ckio, tmp_path):
     # 2 fp32 moments a parameter, 2 networks
     assert 2 * elements <= rows["student_bf16"]["bytes"] < 2 * elements + 64_000
     assert 2 * lora <= rows["lora_adapter"]["bytes"] < 2 * lora + 64_000
-    for name in ("state_dcp", "state_torch_save"):
-        assert 2 * (4 * elements + 8 * n) <= rows[name]["bytes"] < 2 * (4 * elements + 8 * n) * 1.2
+    for name in ("state_dcp", "state_torch_save"):  # (+ DCP's metadata: ~700 bytes a tensor, large at this size)
+        assert 2 * (4 * elements + 8 * n) <= rows[name]["bytes"] < 2 * (4 * elements + 8 * n) + 2_500_000
     for name in ("lora_state_dcp", "lora_state_torch_save"):
-        assert 2 * 12 * lora <= rows[name]["bytes"] < 2 * 12 * lora * 1.3
+        assert 2 * 12 * lora <= rows[name]["bytes"] < 2 * 12 * lora + 1_500_000
     assert not list((tmp_path / "disk").iterdir())  # each checkpoint is removed after its load
     assert doc["shares"]["state_dcp"]["extrapolated_x2"] is False
 
