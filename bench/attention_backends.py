@@ -189,7 +189,8 @@ def main(argv=None) -> int:
             continue
         err = "/".join(f"{e:.1e}" for e in r["rel_err"].values()) if "rel_err" in r else f"kernel: {r['kernel']}"
         if r["backend"] == "fa4":
-            err += f"; kernel: {r.get('kernel', '?')[:120]}"
+            bhsd = "/".join(f"{e:.1e}" for e in r.get("rel_err_contiguous_bhsd", {}).values())
+            err += f" (contiguous (B,H,S,D) inputs: {bhsd}); kernel: {r.get('kernel', '?')[:120]}"
         print(f"| {r['seq']} | {r['backend']} | {r['fwd_ms']:.2f} | {r['fwd_tflops']:.0f} | {r['fwd_bwd_ms']:.2f} | "
               f"{r['fwd_bwd_tflops']:.0f} | {r['bwd_tflops']:.0f} | {err} |")
     return 0
