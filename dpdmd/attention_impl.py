@@ -34,9 +34,12 @@ log = logging.getLogger(__name__)
 
 ATTENTION_BACKENDS = ("sdpa", "fa4")
 
-#: what ``fa4`` needs; the CUDA 12 libraries (``nvidia-cutlass-dsl-libs-cu12``) serve as well.
-FA4_INSTALL = ("pip install flash-attn-4 (it brings nvidia-cutlass-dsl with nvidia-cutlass-dsl-libs-base and "
-               "-libs-cu13 or -cu12, apache-tvm-ffi, torch-c-dlpack-ext, quack-kernels, einops)")
+#: what ``fa4`` needs; the CUDA 12 libraries (``nvidia-cutlass-dsl-libs-cu12``) serve as well. Installed
+#: without pip's resolver (e.g. wheels carried with ``--no-deps``), ``-libs-core`` is easy to miss: then
+#: ``import flash_attn.cute`` fails with "No module named 'cutlass.cute'" (seen on the H200, README_gpu section 5).
+FA4_INSTALL = ("pip install flash-attn-4 (it brings nvidia-cutlass-dsl with nvidia-cutlass-dsl-libs-base, -libs-core "
+               "(the Python DSL, cutlass.cute) and -libs-cu13 or -cu12, apache-tvm-ffi, torch-c-dlpack-ext, "
+               "quack-kernels, einops)")
 
 #: forward and backward calls of the FA4 kernel in this process (the benchmarks check it ran)
 fa4_calls = {"forward": 0, "backward": 0}
