@@ -8,7 +8,8 @@ message holding the image and `QUESTION`, the chat template with ``add_generatio
 and ``add_vision_id=True``, left padding, and the score parsed from the answer as `parse_answer`
 does. The README's code puts a random integer in place of an answer it cannot parse; here an
 unparsable answer is NaN, counted, and reported beside the mean (``visualquality_r1_unparsable``),
-never a silent number. Decoding: greedy by default (reproducible; the README samples with
+never a silent number; so is a number outside the rating's range [1, 5] (the README's parsing
+would average it in: a random model answers "7777777777"). Decoding: greedy by default (reproducible; the README samples with
 ``top_k=50``), ``do_sample=True`` gives the README's sampling.
 
 Loading: ``Qwen2_5_VLForConditionalGeneration``, the folder's image processor and tokenizer, and
@@ -35,6 +36,7 @@ PROMPT = ("You are doing the image quality assessment task. Here is the question
           "What is your overall rating on the quality of this picture? The rating should be a float between 1 and 5, "
           "rounded to two decimal places, with 1 representing very poor quality and 5 representing excellent quality.")
 QUESTION = f"{PROMPT} Please only output the final answer with only one score in <answer> </answer> tags."
+RATING_MIN, RATING_MAX = 1.0, 5.0  # the prompt asks for a float between 1 and 5
 IMAGE_FACTOR = 28  # qwen_vl_utils: patch 14 x merge 2
 MIN_PIXELS = 4 * 28 * 28
 MAX_PIXELS = 16384 * 28 * 28
@@ -114,7 +116,7 @@ class VisualQualityR1:
 
     @torch.no_grad()
     def score_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Ratings (B,) float64 on the CPU; NaN where the answer has no number."""
+        """Ratings (B,) float64 on the CPU; NaN where the answer has no rating in [1, 5]."""
         resized = [image.resize(tuple(reversed(smart_resize(image.height, image.width))), Image.BICUBIC)
                    for image in images]
         vision = self.image_processor(images=resized, return_tensors="pt")
@@ -133,8 +135,13 @@ class VisualQualityR1:
             max_new_tokens=self.max_new_tokens, use_cache=True, **sampling)
         self.last_answers = self.tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True,
                                                         clean_up_tokenization_spaces=False)
-        return torch.tensor([math.nan if (s := parse_answer(a)) is None else s for a in self.last_answers],
-                            dtype=torch.float64)
+        return torch.tensor([rating_or_nan(answer) for answer in self.last_answers], dtype=torch.float64)
+
+
+def rating_or_nan(answer: str) -> float:
+    """`parse_answer`'s number when it is a rating in [RATING_MIN, RATING_MAX], else NaN."""
+    score = parse_answer(answer)
+    return score if score is not None and RATING_MIN <= score <= RATING_MAX else math.nan
 
 
 def load_visualquality_r1(directory: str, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.bfloat16,
