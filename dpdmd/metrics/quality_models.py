@@ -89,4 +89,10 @@ def _check_vq_dir(path: str, key: str) -> list[str]:
             problems.append(f"{key}: {path} has no {name} ({visualquality_r1.HUB_ID})")
     if not os.path.isfile(os.path.join(path, "tokenizer.json")):
         problems.append(f"{key}: {path} has no tokenizer.json ({visualquality_r1.HUB_ID})")
+    if not any(os.path.isfile(os.path.join(path, n)) for n in ("model.safetensors", "model.safetensors.index.json")):
+        problems.append(f"{key}: {path} has no weights (model.safetensors or its index; {visualquality_r1.HUB_ID})")
+    from importlib.metadata import version
+
+    if int(version("transformers").split(".")[0]) < 5:  # the mm_token_type_ids of transformers 5's Qwen2.5-VL
+        problems.append(f"{key}: VisualQuality-R1 here needs transformers >= 5 (installed: {version('transformers')})")
     return problems
