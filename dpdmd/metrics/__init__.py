@@ -36,3 +36,23 @@ __all__ += [
     "check_evaluator_paths",
     "make_real_evaluator",
 ]
+
+# The reference protocol's other models (ImageReward, HPSv2.1, VisualQuality-R1, pyiqa's MANIQA),
+# selectable in quality_models, and the final protocol over any image generators.
+from .hps import HpsScore, load_hps
+from .imagereward import ImageReward, load_imagereward
+from .protocol import ProtocolConfig, load_protocol, protocol_problems, run_protocol
+from .visualquality_r1 import VisualQualityR1, load_visualquality_r1
+
+__all__ += [
+    "HpsScore",
+    "ImageReward",
+    "ProtocolConfig",
+    "VisualQualityR1",
+    "load_hps",
+    "load_imagereward",
+    "load_protocol",
+    "load_visualquality_r1",
+    "protocol_problems",
+    "run_protocol",
+]

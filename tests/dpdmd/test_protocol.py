@@ -221,3 +221,29 @@ def test_cli_scores_every_student_on_a_searchs_fronts(reference, tmp_path, monke
     assert tables and len(json.loads(tables[0].read_text())["data"]) == 3
     # a missing student is refused before anything loads, through dpdmd.evaluate's own entry
     assert main(["--protocol", str(protocol_file), str(tmp_path / "nowhere")]) == 2
+
+
+def test_cli_scores_a_saved_digits_student_against_its_teacher(reference, tmp_path, monkeypatch):
+    """End to end through dpdmd.student: a digits-flow student saved as a run saves it, its
+    teacher's row beside it, the students' own evaluation prompts (prompts_file: null)."""
+    from dpdmd.config import TrainConfig
+    from dpdmd.evaluate import main
+    from dpdmd.student import save_student
+    from dpdmd.trainer import build_backbone, build_method
+
+    config = TrainConfig(backbone="digits-flow", teacher_steps=6, anchor_k=2, device="cpu")
+    backbone = build_backbone(config)
+    torch.manual_seed(0)
+    method = build_method(config, backbone)
+    save_student(tmp_path / "run" / "student", backbone=backbone, network=method.student, config=config)
+    options = dict(reference.evaluator_options, quality_models={
+        "hpsv21": reference.evaluator_options["quality_models"]["hpsv21"]})
+    protocol_file = tmp_path / "digits.yaml"
+    protocol_file.write_text(json.dumps({**reference.to_dict(), "name": "digits", "evaluator_options": options,
+                                         "prompts_per_chunk": 5}))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert main(["--protocol", str(protocol_file), str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 0
+    table = pd.read_parquet(tmp_path / "out" / "protocol-digits.parquet")
+    assert list(table["name"]) == ["teacher (digits-flow)", "run"]
+    assert table["diversity_dinov3"].between(0, 2).all() and table["hpsv21"].notna().all()
+    assert table["spectral"].iloc[0] == 1.0  # the teacher against its own samples
