@@ -6,7 +6,9 @@ Three steps, two environments (the original needs transformers < 5, timm 0.6.13,
     PYTHONPATH=. python bench/imagereward_parity.py make /tmp/ir-parity
     # 2. an environment of its own: the original code scores them
     python3.11 -m venv /tmp/ir-venv && . /tmp/ir-venv/bin/activate
-    pip install torch==2.13.0 torchvision==0.28.0 transformers==4.46.3 timm==0.6.13 "huggingface_hub<1"
+    pip install torch==2.14.1 torchvision==0.29.1 transformers==4.46.3 timm==0.6.13 "huggingface_hub<1" ftfy
+    # (torchvision 0.28.0's wheel does not load against torch 2.13.0+cpu: "operator torchvision::nms
+    # does not exist"; timm 0.6.13 and the package's transforms import torchvision)
     pip install --no-build-isolation fairscale==0.4.13 && pip install --no-deps image-reward==1.5
     python bench/imagereward_parity.py original /tmp/ir-parity
     # 3. project environment: the port scores them and the two are compared
