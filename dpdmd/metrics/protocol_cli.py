@@ -41,11 +41,20 @@ def resolve_students(paths: list[Path]) -> list[tuple[str, Path, str | None]]:
             if not isinstance(fronts, dict) or not fronts:
                 raise ConfigError([f"{summary} has no 'fronts' ({{backbone: [{{trial_id, checkpoint}}, ...]}}); "
                                    "give a student folder, or a search folder written by a search that records its fronts"])
+            problems = []
             for backbone, front in fronts.items():
                 for entry in front:
-                    checkpoint = Path(entry["checkpoint"])
-                    out.append((f"{backbone}/{entry.get('trial_id', checkpoint.name)}",
-                                checkpoint if checkpoint.is_absolute() else path / checkpoint, backbone))
+                    name, checkpoint = f"{backbone}/{entry.get('trial_id')}", entry.get("checkpoint")
+                    if not isinstance(checkpoint, str):
+                        problems.append(f"{summary}: {name} kept no student checkpoint")
+                    elif "://" in checkpoint and not checkpoint.startswith("file://"):
+                        problems.append(f"{summary}: {name}'s checkpoint {checkpoint} is on remote storage; export the "
+                                        f"fronts first (python -m tune.export {path} --front --out DIR) and evaluate DIR/*")
+                    else:
+                        local = Path(checkpoint.removeprefix("file://"))
+                        out.append((name, local if local.is_absolute() else path / local, backbone))
+            if problems:
+                raise ConfigError(problems)
         else:
             out.append((path.name or str(path), path, None))
     return out

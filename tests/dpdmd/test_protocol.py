@@ -221,6 +221,12 @@ def test_cli_scores_every_student_on_a_searchs_fronts(reference, tmp_path, monke
     assert tables and len(json.loads(tables[0].read_text())["data"]) == 3
     # a missing student is refused before anything loads, through dpdmd.evaluate's own entry
     assert main(["--protocol", str(protocol_file), str(tmp_path / "nowhere")]) == 2
+    remote = tmp_path / "remote-search"
+    remote.mkdir()
+    (remote / "summary.json").write_text(json.dumps({"fronts": {"sd35m": [
+        {"trial_id": "a", "checkpoint": "s3://bucket/a/checkpoint_000001"}, {"trial_id": "b", "checkpoint": None}]}}))
+    with pytest.raises(ConfigError, match="(?s)sd35m/a's checkpoint s3://.*python -m tune.export .*sd35m/b kept no"):
+        protocol_cli.resolve_students([remote])
 
 
 def test_cli_scores_a_saved_digits_student_against_its_teacher(reference, tmp_path, monkeypatch):
