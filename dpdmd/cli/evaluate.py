@@ -3,6 +3,7 @@
     python -m dpdmd.evaluate --run runs/k10                 # the run's last checkpoint
     python -m dpdmd.evaluate --teacher --backbone digits-flow
     python -m dpdmd.evaluate --run runs/k10 --eval-seeds-per-prompt 16 --grid runs/k10/eval.png
+    python -m dpdmd.evaluate --protocol reference STUDENT_OR_RUN     # the reference's final protocol
 
 Prints the metrics as JSON; ``--grid`` also writes the samples as a PNG (rows: prompts, columns: seeds).
 """
@@ -20,6 +21,11 @@ from ..config import ConfigError, from_mapping
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a == "--protocol" or a.startswith("--protocol=") for a in argv):  # the final protocol over students
+        from .evaluate_protocol import main as protocol_main
+
+        return protocol_main(argv)
     parser = argparse.ArgumentParser(prog="python -m dpdmd.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group(required=True)
