@@ -7,7 +7,8 @@
 A PATH is a saved student (an exported folder, a search's kept checkpoint, a ``dpdmd.train
 --out`` directory), or a search's folder whose ``summary.json`` lists ``fronts: {backbone:
 [{trial_id, checkpoint, ...}, ...]}``: every student on every front. Students are grouped by
-backbone, and each group's teacher (the first student's ``teacher_sample``) gets its own row.
+backbone, and each group's teacher (the first student's ``teacher_sample``) gets its own row; the
+teacher is loaded once for all its chunks and freed before the students sample.
 Every model path of the protocol and every student path is checked before any model loads and
 before any image is generated. Writes ``<out>/<protocol>.parquet`` and ``.md`` and logs the table
 to W&B (offline without an API key; ``--no-wandb`` skips it).
@@ -111,11 +112,28 @@ def main(argv: list[str] | None = None, *, load_student: Callable | None = None)
             loaded[path] = load(path, device=args.device, **({"weights": args.weights} if args.weights else {}))
         return loaded[path]
 
-    groups, teachers = {}, {}
+    groups, owners = {}, {}
     for name, path, group in students:  # the teacher of each backbone: the first student's
         groups[name] = group or student(path).config.backbone
-        if groups[name] not in teachers:
-            teachers[groups[name]] = student(path).teacher_sample
+        if groups[name] not in owners:
+            owners[groups[name]] = student(path)
+
+    def free_teachers(keep: str | None = None) -> None:  # a Student keeps its teacher between chunks:
+        for group, owner in owners.items():               # one teacher held at a time, none for the students
+            if group != keep and hasattr(owner, "drop_teacher"):
+                owner.drop_teacher()
+
+    def teacher(group: str) -> Callable:
+        def sample(prompts, seeds):
+            free_teachers(keep=group)
+            return owners[group].teacher_sample(prompts, seeds)
+        return sample
+
+    def student_generators():
+        free_teachers()  # every teacher's row is done
+        for name, path, _ in students:
+            yield name, groups[name], lambda p, n, path=path: student(path).sample(p, n)
+
     if protocol.prompts_file is not None:
         prompts = read_prompts(protocol.prompts_file)
     else:  # the project's own evaluation prompts of the first student's run
@@ -123,9 +141,8 @@ def main(argv: list[str] | None = None, *, load_student: Callable | None = None)
 
         first = student(students[0][1])
         prompts = eval_prompts(first.config, first.backbone)
-    table = run_protocol(protocol, prompts=prompts, teachers=teachers, evaluator=evaluator,
-                         students=((name, groups[name], lambda p, n, path=path: student(path).sample(p, n))
-                                   for name, path, _ in students))
+    table = run_protocol(protocol, prompts=prompts, teachers={group: teacher(group) for group in owners},
+                         evaluator=evaluator, students=student_generators())
     out = args.out or (args.paths[0] if args.paths[0].is_dir() else args.paths[0].parent)
     parquet, md = write_table(table, out, name=f"protocol-{protocol.name}")
     if not args.no_wandb:

@@ -175,11 +175,16 @@ def test_tables_are_written_as_parquet_and_markdown(table, tmp_path):
 
 
 class _StandInStudent:
-    """What the CLI needs of dpdmd.student.Student (config.backbone, sample, teacher_sample)."""
+    """What the CLI needs of dpdmd.student.Student (config.backbone, sample, teacher_sample; and
+    drop_teacher, which the CLI calls when it has one)."""
 
     def __init__(self, path, corrupt=None):
         self.config = type("Config", (), {"backbone": "stand-in"})()
         self.path, self.sample, self.teacher_sample = path, generator(corrupt), generator()
+        self.dropped = 0
+
+    def drop_teacher(self):
+        self.dropped += 1
 
 
 def test_cli_scores_every_student_on_a_searchs_fronts(reference, tmp_path, monkeypatch):
@@ -200,11 +205,12 @@ def test_cli_scores_every_student_on_a_searchs_fronts(reference, tmp_path, monke
                                          "prompts_file": str(prompts_file)}))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
-    loaded = []
+    loaded, made = [], []
 
     def load(path, device):
         loaded.append(path.name)
-        return _StandInStudent(path, (lambda x: gaussian_noise(x, 0.2)) if "t2" in str(path) else None)
+        made.append(_StandInStudent(path, (lambda x: gaussian_noise(x, 0.2)) if "t2" in str(path) else None))
+        return made[-1]
 
     from dpdmd.cli import evaluate_protocol
 
@@ -214,6 +220,7 @@ def test_cli_scores_every_student_on_a_searchs_fronts(reference, tmp_path, monke
                              load_student=load) == 0
     table = pd.read_parquet(tmp_path / "out" / "protocol-tiny.parquet")
     assert list(table["name"]) == ["teacher (stand-in)", "stand-in/t1", "stand-in/t2"]
+    assert made[0].dropped == 1  # the teacher's student frees its teacher once the teacher's row is done
     assert table["fidelity"].iloc[2] < table["fidelity"].iloc[1] == pytest.approx(table["fidelity"].iloc[0])
     runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
@@ -248,7 +255,10 @@ def test_cli_scores_a_saved_digits_student_against_its_teacher(reference, tmp_pa
     protocol_file.write_text(json.dumps({**reference.to_dict(), "name": "digits", "evaluator_options": options,
                                          "prompts_per_chunk": 5}))
     monkeypatch.setenv("WANDB_MODE", "disabled")
+    loads, load_teacher = [], type(backbone).load_teacher
+    monkeypatch.setattr(type(backbone), "load_teacher", lambda self: loads.append(1) or load_teacher(self))
     assert main(["--protocol", str(protocol_file), str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 0
+    assert len(loads) == 1  # the teacher is loaded once (Student.teacher), not once per chunk of prompts
     table = pd.read_parquet(tmp_path / "out" / "protocol-digits.parquet")
     assert list(table["name"]) == ["teacher (digits-flow)", "run"]
     assert table["diversity_dinov3"].between(0, 2).all() and table["hpsv21"].notna().all()
