@@ -155,7 +155,7 @@ DOCS = {
     "WandbSpec.mode": "null: online with an API key, else offline.",
     "CheckpointSpec.state_every_minutes": "minutes of a trial's training between its full resumable states (the student, the fake score and both optimisers, into the trial's storage folder: ~54 GB for SD3.5-M full fine-tuning); 0: at every report. A restarted or resumed trial continues from the last one ([exporting students](../guide/export.md)).",
     "RealEvaluatorOptions.diversity_encoders": "feature encoders for diversity, in order (the first gives `diversity`): `dinov2`, `dinov3` or `clip`, each a folder or `{model: DIR, processor: DIR}`. At least one.",
-    "RealEvaluatorOptions.quality_models": "preference scorers, each reported under its name: `pickscore` (`{processor: DIR, model: DIR}`) or `clip_score` (a folder). At least one; `eval.quality_metric` picks `quality`.",
+    "RealEvaluatorOptions.quality_models": "quality models, each reported under its name: `pickscore` (`{processor: DIR, model: DIR}`), `clip_score` (a folder), `hpsv21`, `imagereward`, `maniqa` / `maniqa_kadid` / `maniqa_pipal` / `musiq` (the `iqa` extra) or `visualquality_r1` (final protocol only); see [Evaluation metrics](../evaluation-metrics.md). At least one; `eval.quality_metric` picks `quality` (a positive score: not `imagereward`).",
     "RealEvaluatorOptions.batch_size": "images per forward pass.",
     "RealEvaluatorOptions.dtype": "the models' dtype.",
     "RealEvaluatorOptions.precision_k": "k of the k-NN precision against the teacher's samples; needs seeds_per_prompt >= precision_k + 2.",
