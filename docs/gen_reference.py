@@ -152,6 +152,8 @@ DOCS = {
     "WandbSpec.entity": "the W&B entity; null: your default.",
     "WandbSpec.per_trial": "a W&B run per trial too (Ray's WandbLoggerCallback; slower).",
     "WandbSpec.mode": "null: online with an API key, else offline.",
+    "WandbSpec.upload_students": "the front's students, logged as W&B model artifacts, are uploaded (true) or "
+                                 "referenced where the search stored them (false: nothing copied).",
     "RealEvaluatorOptions.diversity_encoders": "feature encoders for diversity, in order (the first gives `diversity`): `dinov2`, `dinov3` or `clip`, each a folder or `{model: DIR, processor: DIR}`. At least one.",
     "RealEvaluatorOptions.quality_models": "preference scorers, each reported under its name: `pickscore` (`{processor: DIR, model: DIR}`) or `clip_score` (a folder). At least one; `eval.quality_metric` picks `quality`.",
     "RealEvaluatorOptions.batch_size": "images per forward pass.",

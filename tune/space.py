@@ -156,6 +156,7 @@ class WandbSpec:
     entity: str | None = None
     per_trial: bool = False  # a W&B run per trial (Ray's WandbLoggerCallback; slower)
     mode: str | None = None  # None: online with an API key, else offline
+    upload_students: bool = False  # the front's students as W&B artifacts: uploaded (True) or storage references
 
 
 @dataclass(kw_only=True)

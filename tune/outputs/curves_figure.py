@@ -22,16 +22,17 @@ from dpdmd.config import labelled_knobs
 
 from .labels import trial_labels
 
-__all__ = ["asha_milestones", "curves_figure"]
+__all__ = ["asha_milestones", "curves_figure", "curves_panels"]
 
 MAX_LEGEND = 24  # trials per panel named in its legend; beyond it the legend would cover the curves
 
 
-def asha_milestones(*, grace_period: int, reduction_factor: float, max_t: int, brackets: int = 1) -> list[int]:
+def asha_milestones(*, grace_period: int, reduction_factor: float, max_t: int, brackets: int = 1) -> list[float]:
     """The student-update milestones of ASHA's rungs (Ray's ``_Bracket`` and `tune.moasha`):
     bracket ``s`` has ``grace_period * reduction_factor ** (k + s)`` for ``k`` in
     ``range(int(log(max_t / grace_period) / log(reduction_factor) - s + 1))``, all at most
-    ``max_t``; the union over the brackets, ascending."""
+    ``max_t``; the union over the brackets, ascending (a trial reaches a milestone at its first report at
+    or past it: 17.5 is met at 20)."""
     if grace_period < 1 or reduction_factor <= 1 or max_t < 1:
         raise ValueError(f"ASHA needs grace_period >= 1, reduction_factor > 1 and max_t >= 1; got "
                          f"{grace_period}, {reduction_factor}, {max_t}")
@@ -40,15 +41,24 @@ def asha_milestones(*, grace_period: int, reduction_factor: float, max_t: int, b
     for s in range(brackets):
         rungs = int(math.log(max_t / grace) / math.log(reduction_factor) - s + 1)
         out.update(grace * reduction_factor ** (k + s) for k in range(max(rungs, 0)))
-    return sorted(int(round(m)) for m in out if m <= max_t)
+    return sorted(float(m) for m in out if m <= max_t)
 
 
 def curves_figure(trials: pd.DataFrame, kept: pd.DataFrame, path: str | os.PathLike[str], *,
-                  rungs: list[int] | None = None, min_student_updates: int = 0, title: str = "") -> Path:
+                  rungs: list[float] | None = None, min_student_updates: int = 0, title: str = "") -> Path:
     """Draw ``curves.png`` at ``path``: ``trials`` (every report, unique: `unique_reports`) as J
     (``objective``) against ``student_updates``, one line per trial; ``kept`` (`kept_reports`)
     marks each trial's kept student; ``rungs`` the milestones to draw (`asha_milestones`; None or
     [] for none, e.g. a FIFO search). Returns ``path``."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    curves_panels(trials, kept, rungs=rungs, min_student_updates=min_student_updates, title=title).savefig(out, format="png")
+    return out
+
+
+def curves_panels(trials: pd.DataFrame, kept: pd.DataFrame, *, rungs: list[float] | None = None,
+                  min_student_updates: int = 0, title: str = "") -> Figure:
+    """`curves_figure`'s figure: a panel per backbone."""
     backbones = sorted(str(b) for b in trials["backbone"].dropna().unique()) if "backbone" in trials else [""]
     columns = 1 if len(backbones) <= 1 else 2
     rows = max(1, math.ceil(len(backbones) / columns))
@@ -61,13 +71,10 @@ def curves_figure(trials: pd.DataFrame, kept: pd.DataFrame, path: str | os.PathL
     if trials.empty:
         fig.axes[0].text(0.5, 0.5, "no reports", transform=fig.axes[0].transAxes, ha="center")
     fig.suptitle(title or "J against student updates, per trial (named by configuration)", fontsize=12)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    return out
+    return fig
 
 
-def _panel(ax, reports: pd.DataFrame, kept: pd.DataFrame, backbone: str, rungs: list[int], min_updates: int) -> None:
+def _panel(ax, reports: pd.DataFrame, kept: pd.DataFrame, backbone: str, rungs: list[float], min_updates: int) -> None:
     labels = trial_labels(reports) if not reports.empty else {}
     kept_by_trial = kept.set_index(kept["trial_id"].astype(str)) if not kept.empty else kept
     cmap = _colours(len(labels))
@@ -85,7 +92,7 @@ def _panel(ax, reports: pd.DataFrame, kept: pd.DataFrame, backbone: str, rungs: 
     ax.scatter([], [], marker="*", s=150, color="white", edgecolors="black", label="kept student (its checkpoint)")
     for milestone in rungs:
         ax.axvline(milestone, color="dimgray", lw=0.8, ls=":", zorder=1)
-        ax.annotate(f"rung {milestone}", (milestone, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -10),
+        ax.annotate(f"rung {milestone:g}", (milestone, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -10),
                     textcoords="offset points", fontsize=7, color="dimgray", rotation=90, va="top")
     if min_updates > 0:
         ax.axvspan(0, min_updates, color="lightgray", alpha=0.3, lw=0,

@@ -26,7 +26,7 @@ from dpdmd.config import labelled_knobs
 from ..plots import Label, draw_pareto, place_labels
 from .labels import config_label
 
-__all__ = ["pareto_figure"]
+__all__ = ["pareto_figure", "pareto_panels"]
 
 SCORE_AXES = ("diversity_score", "quality_score")
 KNOB_LABELS = tuple((name, f"{label}=") for name, label in labelled_knobs())  # "K=10 λ=0.05"
@@ -38,6 +38,14 @@ def pareto_figure(kept: pd.DataFrame, summary: dict, path: str | os.PathLike[str
     """Draw ``pareto.png`` at ``path`` from ``kept`` (one row per trial, `kept_reports`, possibly
     `rescored`) and ``summary`` (``recommended``, ``raw_comparison``, ``min_quality``, ``space``:
     `tune.outputs.fronts.front_summary`); returns ``path``."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pareto_panels(kept, summary).savefig(out, format="png")
+    return out
+
+
+def pareto_panels(kept: pd.DataFrame, summary: dict) -> Figure:
+    """`pareto_figure`'s figure: a panel per backbone, then one per raw-units group."""
     backbones = sorted(str(b) for b in kept["backbone"].dropna().unique()) if "backbone" in kept else []
     groups = list((summary.get("raw_comparison") or {}).values())
     panels = len(backbones) + len(groups)
@@ -53,14 +61,14 @@ def pareto_figure(kept: pd.DataFrame, summary: dict, path: str | os.PathLike[str
         placed.append((ax, _raw_panel(ax, kept, group, summary)))
     if not panels:
         axes[0].text(0.5, 0.5, "no trial reported", transform=axes[0].transAxes, ha="center")
+    redrawn = summary.get("recomputed")
     fig.suptitle(f"{summary.get('space', 'search')}: one front per backbone (each in its own teacher's units)"
-                 + (" and raw units where one evaluator scored several" if groups else ""), fontsize=12)
+                 + (" and raw units where one evaluator scored several" if groups else "")
+                 + (f"\nredrawn by tune.front: floor {redrawn.get('min_quality')}, diversity weight "
+                    f"{redrawn.get('diversity_weight')}, over the students the search kept" if redrawn else ""), fontsize=12)
     for ax, labels in placed:
         place_labels(fig, ax, labels)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    return out
+    return fig
 
 
 def _backbone_panel(ax, rows: pd.DataFrame, backbone: str, summary: dict) -> list[Label]:

@@ -87,7 +87,8 @@ def kept_reports(trials: pd.DataFrame, *, min_quality: float, min_student_update
     out = reports.iloc[rows].reset_index(drop=True)
     out["kept"] = kept
     out["last_student_updates"] = reports["student_updates"].to_numpy()[last]
-    out["checkpoint"] = [path if was_kept else None for path, was_kept in zip(_checkpoint_uris(out), kept)]
+    out["checkpoint"] = pd.Series([path if was_kept else None for path, was_kept in zip(_checkpoint_uris(out), kept)],
+                                  dtype=object)  # None where nothing was kept (not pandas' NaN)
     out["below_floor"] = ~(out["quality_score"].to_numpy(dtype=float, na_value=np.nan) >= min_quality)
     out["transient"] = out["student_updates"].to_numpy() < min_student_updates
     return out

@@ -2,8 +2,9 @@
 
 "K=10 λ=0.05" (the knobs `dpdmd.config.labelled_knobs` names), with the backbone in front where
 the context does not give it ("digits-flow K=10 λ=0.05"). Two trials of one configuration (a grid
-repeated, another seed) get their trial id's first characters after the label, so every curve and
-point keeps a name of its own.
+repeated, another seed) get their trial id after the label, so every curve and
+point keeps a name of its own (the whole id: Ray's ids share their first characters within an
+experiment, "3b3c4_00001").
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ def config_label(row, *, backbone: bool = False) -> str:
 
 def trial_labels(frame: pd.DataFrame, *, backbone: bool = False) -> dict[str, str]:
     """``{trial_id: label}`` for the trials of ``frame`` (any number of rows per trial; the first
-    is read), unique: a configuration shared by several trials gets ``(trial_id[:6])`` after it."""
+    is read), unique: a configuration shared by several trials gets ``(trial_id)`` after it."""
     first = frame.drop_duplicates("trial_id")
     labels = {str(r["trial_id"]): config_label(r, backbone=backbone) for _, r in first.iterrows()}
     counts = pd.Series(list(labels.values())).value_counts()
-    return {t: (f"{label} ({t[:6]})" if counts[label] > 1 else label) for t, label in labels.items()}
+    return {t: (f"{label} ({t})" if counts[label] > 1 else label) for t, label in labels.items()}
