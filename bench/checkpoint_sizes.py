@@ -132,18 +132,23 @@ def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def measured_rows(work: Path) -> list[dict]:
+CASES = (("digits-flow", "full"), ("digits-eps", "full"), ("sd35m", "full"), ("sd35m", "lora"), ("sdxl", "full"),
+         ("sdxl", "lora"))
+
+
+def measured_rows(work: Path, cases=CASES) -> list[dict]:
+    """The measured row of each (backbone, train mode) of ``cases``; the SD ones on tiny pipelines."""
     import torch
 
     from dpdmd.student import save_student
     from dpdmd.trainer import build_backbone, build_method, save_checkpoint
     from tests.dpdmd.tiny_pipelines import make_tiny_sd3, make_tiny_sdxl
 
-    paths = {"sd35m": str(make_tiny_sd3(work / "sd3")), "sdxl": str(make_tiny_sdxl(work / "sdxl"))}
-    cases = [("digits-flow", None, "full"), ("digits-eps", None, "full"), ("sd35m", paths["sd35m"], "full"),
-             ("sd35m", paths["sd35m"], "lora"), ("sdxl", paths["sdxl"], "full"), ("sdxl", paths["sdxl"], "lora")]
+    makers = {"sd35m": make_tiny_sd3, "sdxl": make_tiny_sdxl}
+    paths = {name: str(makers[name](work / name)) for name in {n for n, _ in cases if n in makers}}
     rows = []
-    for name, path, mode in cases:
+    for name, mode in cases:
+        path = paths.get(name)
         torch.manual_seed(0)
         config = _config(name, path, mode)
         backbone = build_backbone(config)

@@ -1,0 +1,88 @@
+"""The dry run's cost estimate (tune.run.estimate) against hand arithmetic, from the measured
+cycle times and the parameter counts."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tune.run.estimate import (backbone_setup, estimate_lines, expected_updates, human_bytes,
+                               matching_measurements)
+from tune.space import load_space
+
+SPACES = Path(__file__).parents[2] / "search_spaces"
+
+
+@pytest.fixture
+def anchor(monkeypatch, tmp_path):
+    monkeypatch.setenv("DPDMD_WEIGHTS", str(tmp_path))
+    return load_space(SPACES / "anchor.yaml", check_weights=False)
+
+
+def _with_options(space, backbone: str, **options):
+    spec = space.backbones[backbone]
+    backbones = {**space.backbones, backbone: dataclasses.replace(spec, options={**spec.options, **options})}
+    return dataclasses.replace(space, backbones=backbones)
+
+
+def test_asha_planned_promotions():
+    # rungs 100, 200, 400 below max_t 500: all reach 100, 1/2 reach 200, 1/4 reach 400, 1/8 reach 500
+    assert expected_updates(max_t=500, scheduler="asha", grace_period=100, reduction_factor=2) == \
+        100 + 100 / 2 + 200 / 4 + 100 / 8
+    assert expected_updates(max_t=80, scheduler="moasha", grace_period=10, reduction_factor=2) == 10 + 5 + 5 + 5
+    assert expected_updates(max_t=500, scheduler="fifo", grace_period=100, reduction_factor=2) == 500
+
+
+def test_anchor_yaml_by_hand(anchor):
+    text = "\n".join(estimate_lines(anchor))
+    # 20 sampled + 1 baseline trials; LoRA r64 on sd35m: 47,775,744 adapter parameters
+    assert "sd35m: 21 trials, LoRA r64, 1024 px, batch 4, compile off, adamw, gradient checkpointing on" in text
+    assert "at most 500 (10 reports); 212 on average with ASHA's planned promotions" in text
+    # the one matching measurement: H200, eager LoRA, 3.301 + 3.378 + 5 x 1.466 = 14.009 s per update
+    assert "NVIDIA H200 141 GB: 14 s per update (measured 14.009 s, 2026-11-22, 467a6b8)" in text
+    assert "NVIDIA H100" not in text  # no eager LoRA row on the H100
+    gpu_hours = 21 * 212.5 * 14.009 / 3600
+    wall = 21 * 212.5 * 14.009 / 8
+    assert f"{gpu_hours:.3g} GPU-hours; wall time {wall / 3600:.3g} h at 8 concurrent" in text
+    student, state = 4 * 47_775_744, 2 * 47_775_744 * 12
+    assert human_bytes(student) == "191 MB" and human_bytes(state) == "1.15 GB"
+    assert f"the student {human_bytes(student)} (float32, the adapter alone)" in text
+    # a trial to max_t: 500 x 14.009 s = 116.7 min: 3 states at 30 min, 10 students at most
+    assert f"at most 10 x 191 MB + 3 x 1.15 GB = {human_bytes(10 * student + 3 * state)} written" in text
+    assert f"{human_bytes(student + state)} kept at the end (its student and its last state)" in text
+
+
+def test_what_was_not_measured_says_so(anchor, tmp_path):
+    full = _with_options(anchor, "sd35m", train_mode="full")
+    setup = backbone_setup(full, "sd35m")
+    assert setup.train_mode == "full" and setup.serving_dtype == "bfloat16"
+    machines = [m["machine"].split(" (")[0] for m in matching_measurements(setup, {"gpu": 1})]
+    assert machines == ["NVIDIA H100 80GB HBM3", "NVIDIA H200 141 GB"]  # eager full: measured on both
+    assert matching_measurements(dataclasses.replace(setup, batch_size=2), {"gpu": 1}) == []
+    assert matching_measurements(setup, {"gpu": 0, "cpu": 8}) == []  # not on a CPU
+    large = tmp_path / "large.yaml"
+    large.write_text((SPACES / "anchor.yaml").read_text().replace("  sd35m:", "  sd35l:"))
+    text = "\n".join(estimate_lines(load_space(large, check_weights=False)))
+    assert "no measurement of this setup" in text
+    assert "the student 377 MB (float32, the adapter alone)" in text  # 94,322,688 x 4 bytes
+    assert "how many is unknown" in text
+    spec = anchor.backbones["sd35m"]
+    two = dataclasses.replace(anchor, backbones={"sd35m": dataclasses.replace(spec, resources={**spec.resources,
+                                                                                             "workers": 2})})
+    assert "no measurement: a trial of 2 data-parallel workers was never timed" in "\n".join(estimate_lines(two))
+
+
+def test_the_state_cadence_and_the_digits_backbones():
+    space = load_space(SPACES / "quickstart.yaml")
+    text = "\n".join(estimate_lines(space))
+    assert "the student 2.32 MB (float32) when it is the trial's new best; the state 13.9 MB" in text
+    assert "0 x 13.9 MB" in text  # a 1-minute trial never reaches the 30-minute cadence
+    assert "1 thread used: 0.765 s per update" in text and "core-hours" in text
+    every = dataclasses.replace(space)
+    every.checkpoint = SimpleNamespace(state_every_minutes=0)  # the space's checkpoint section (0: every report)
+    every_text = "\n".join(estimate_lines(every))
+    assert "the state 13.9 MB (0.581 M trained parameters" in every_text and "at every report" in every_text
+    assert "5 x 2.32 MB + 5 x 13.9 MB" in every_text
