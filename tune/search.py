@@ -97,9 +97,12 @@ def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
                                            f"{s.grace_period}, reduction {s.reduction_factor}, brackets {s.brackets}"
                                            if s.type in on else " (no early stopping)"))
     o = space.objective
-    lines.append(f"front: each trial's best checkpoint by J from {o.min_student_updates} student updates on, "
-                 f"quality_score >= {o.min_quality:g}")
+    lines.append(f"fronts: one per backbone, over each trial's kept student (its best by J from "
+                 f"{o.min_student_updates} student updates on, quality_score >= {o.min_quality:g})")
     lines.extend(_describe_anchor_cache(space))
+    from .run.estimate import estimate_lines
+
+    lines.extend(estimate_lines(space, num_samples=args.num_samples))
     return "\n".join(lines)
 
 
@@ -123,6 +126,17 @@ def _describe_anchor_cache(space: SearchSpace) -> list[str]:
 def max_updates(space: SearchSpace) -> int:
     """The scheduler's max_t: as set, else the student updates of the configured iterations."""
     return space.scheduler.max_t or space.max_student_updates(space.train_config(space.base_point()))
+
+
+def rung_milestones(space: SearchSpace) -> list[float]:
+    """The student updates at which the space's ASHA compares trials ([] without one)."""
+    from .outputs.curves_figure import asha_milestones
+
+    s = space.scheduler
+    if s.type not in ("asha", "moasha"):
+        return []
+    return asha_milestones(grace_period=s.grace_period, reduction_factor=s.reduction_factor,
+                           max_t=max_updates(space), brackets=s.brackets)
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -174,7 +188,7 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
 
 def best_checkpoint_config():
     """Each trial keeps its best checkpoint by J from ``objective.min_student_updates`` on
-    (``shown_objective``: the report `tune.results.best_results` shows on the front) and, beside
+    (``shown_objective``: the trial's kept student, `tune.outputs.kept`) and, beside
     it, its latest: Ray 2.60's checkpoint manager never deletes the latest
     registered checkpoint (`ray.train._internal.checkpoint_manager`), and a resumed or restarted
     trial continues from it (``trial.checkpoint`` is the latest). At most two per trial. Ray ranks
@@ -198,6 +212,9 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
 
     from . import results as res
     from .failures import failed_trials, without_failed
+    from .outputs.fronts import backbone_fronts, pareto_rows
+    from .outputs.kept import kept_reports, unique_reports
+    from .outputs.raw_units import evaluation_settings
     from .shared_cache import get_or_create_store
     from .state_backup import local_results
     from .trainable import cache_settings
@@ -230,22 +247,26 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
         global _EXIT_AT_ONCE
         _EXIT_AT_ONCE = True  # measured: exit handlers that wait on a lost S3 sat there for minutes
 
-    trials = res.with_scores(res.trials_frame(grid), diversity_weight=space.objective.diversity_weight)
-    final = res.final_results(trials, min_quality=space.objective.min_quality)  # last reports: the counters
-    best = res.best_results(trials, min_quality=space.objective.min_quality,  # best reports: what is shown
-                            min_student_updates=space.objective.min_student_updates)
+    o = space.objective
+    trials = unique_reports(res.with_scores(res.trials_frame(grid), diversity_weight=o.diversity_weight))
+    final = res.final_results(trials, min_quality=o.min_quality)  # last reports: the counters
+    kept = kept_reports(trials, min_quality=o.min_quality, min_student_updates=o.min_student_updates)
     failed = failed_trials(grid, final)
-    front = res.pareto_front(without_failed(best, failed))  # failed trials never sit on the front
+    fronts = backbone_fronts(without_failed(kept, failed))  # failed trials never sit on a front
     cache_stats = cache_statistics(spill_uri, join_uri(storage, name)) if store is not None else {}
     compute = compute_spent(final, time.time() - started)
-    summary = res.summarize(best, front, cache_stats=cache_stats, compute=compute, space_name=name,
-                            min_quality=space.objective.min_quality)
+    summary = res.summarize(kept, fronts, cache_stats=cache_stats, compute=compute, space_name=name,
+                            min_quality=o.min_quality, diversity_weight=o.diversity_weight,
+                            evaluation=evaluation_settings(space))
     summary["failed_trials"] = failed
-    summary["min_student_updates"] = space.objective.min_student_updates  # no front member before it
+    summary["min_student_updates"] = o.min_student_updates  # no student kept before it
+    summary["rungs"] = rung_milestones(space)
     out_dir = local_experiment_dir(storage, name)
-    paths = _write_outputs(out_dir, trials, best, front, summary)
+    pareto = pareto_rows(fronts)
+    paths = _write_outputs(out_dir, trials, kept, pareto, summary)
     outputs = [p.name for p in paths.values() if p.exists()]  # before an upload drops the local copy
-    wandb_dir = _log_wandb_summary(space, name, front, best, paths, summary, out_dir) if paths else None
+    wandb_dir = (_log_wandb_summary(space, name, kept, trials, pareto, paths, summary, out_dir,
+                                    experiment=join_uri(storage, name)) if paths else None)
     where = str(out_dir)
     if "://" in storage and paths:  # the outputs (and the offline W&B run) go to the storage too
         try:
@@ -261,7 +282,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> dict:
     if store is not None and args.address:  # a shared cluster: free the objects (the spill stays)
         _kill_store(spill_uri)
     ray.shutdown()
-    _print_outcome(space, front, summary, outputs=outputs, where=where, wandb_dir=wandb_dir)
+    _print_outcome(space, fronts, summary, outputs=outputs, where=where, wandb_dir=wandb_dir)
     return summary
 
 
@@ -286,13 +307,14 @@ def _start_ray(space: SearchSpace, args: argparse.Namespace) -> None:
         raise SpaceError(space.path, problems)
 
 
-def _write_outputs(out_dir: Path, trials, final, front, summary: dict) -> dict:
+def _write_outputs(out_dir: Path, trials, kept, pareto, summary: dict) -> dict:
     """`tune.results.write_outputs`; a read-only or full disk: say where, keep what was written,
     print the summary on stdout instead (returns {})."""
     from . import results as res
 
     try:
-        return res.write_outputs(out_dir, trials, final, front, summary)
+        return res.write_outputs(out_dir, trials, kept, pareto, summary, rungs=summary.get("rungs"),
+                                 min_student_updates=summary.get("min_student_updates") or 0)
     except OSError as err:
         summary["output_error"] = f"cannot write the outputs in {out_dir}: {err.strerror or err}"
         print(f"error: {summary['output_error']}; the summary follows on stdout", file=sys.stderr)
@@ -300,18 +322,29 @@ def _write_outputs(out_dir: Path, trials, final, front, summary: dict) -> dict:
         return {}
 
 
-def _log_wandb_summary(space: SearchSpace, name: str, front, final, paths: dict, summary: dict, out_dir: Path):
-    """The W&B summary run of the search when the space enables W&B; its local directory or None."""
+def _log_wandb_summary(space: SearchSpace, name: str, kept, reports, pareto, paths: dict, summary: dict,
+                       out_dir: Path, *, experiment: str):
+    """The W&B summary run of the search when the space enables W&B (in the experiment's group,
+    `tune.outputs.wandb_content`); its local directory or None."""
     if not space.wandb.enabled:
         return None
     from . import results as res
+    from .outputs.wandb_content import run_config
     from .wandb_summary import log_summary_run
 
     failed = summary["failed_trials"]
     failures = {"failed_trials": len(failed), "failed_trial_errors": "; ".join(
         f"{f['trial_id']} ({f['status']}): {f['error']}" for f in failed)}
-    return log_summary_run(project=space.wandb.project, name=f"{name}-summary",
-                           front_df=res.front_with_teacher(front), trials_df=final,
+    students = [r for records in (summary.get("fronts") or {}).values() for r in records]
+    try:
+        config = run_config(space, kept, experiment=experiment)
+    except Exception as err:  # noqa: BLE001 - W&B never fails the search; the run goes without its config
+        print(f"warning: the W&B run's config could not be built: {err}", file=sys.stderr)
+        config = None
+    return log_summary_run(project=space.wandb.project, entity=space.wandb.entity, name=f"{name}-summary", group=name,
+                           config=config, front_df=res.front_with_teacher(pareto, summary["teacher"]),
+                           trials_df=kept, reports_df=reports, students=students,
+                           recommended=summary.get("recommended"), upload_students=space.wandb.upload_students,
                            png_paths={"pareto": paths["plot"], "curves": paths["curves"]},
                            summary={**res.headline(summary), **failures}, x="diversity_score",
                            y="quality_score", mode=space.wandb.mode, directory=str(out_dir))
@@ -328,20 +361,20 @@ def _kill_store(spill_uri: str) -> None:
         pass  # already gone
 
 
-def _print_outcome(space: SearchSpace, front, summary: dict, *, outputs: list[str], where: str,
+def _print_outcome(space: SearchSpace, fronts: dict, summary: dict, *, outputs: list[str], where: str,
                    wandb_dir: str | None) -> None:
     from . import results as res
     from .failures import failures_table
 
     failed, compute = summary["failed_trials"], summary["compute"]
-    print(f"\nPareto front (diversity_score, quality_score; teacher = (1, 1), quality_score >= "
-          f"{space.objective.min_quality:g}):")
-    print(res.front_table(front))
-    print(f"recommended (highest J on the front): {summary['recommended']}")
+    print(f"\nOne Pareto front per backbone (diversity_score, quality_score of each trial's kept student; its "
+          f"teacher = (1, 1), quality_score >= {space.objective.min_quality:g}):")
+    print(res.front_table(fronts, summary.get("recommended")))
     if failed:
-        print(f"\nFailed trials ({len(failed)}; kept off the front):")
+        print(f"\nFailed trials ({len(failed)}; kept off the fronts):")
         print(failures_table(failed))
     print(f"\noutputs in {where}/: " + ", ".join(outputs))
+    print(f"export it: python -m tune.export {where} --recommended --out DIR")
     if wandb_dir:
         print(f"W&B summary run: {wandb_dir}" + ("  (offline: upload with `wandb sync " + wandb_dir + "`)"
                                                   if "offline-run" in wandb_dir else ""))

@@ -37,7 +37,7 @@ REQUIRED = (*AXES, "seed", "k_independent", "student_updates", "diversity", "qua
 ANCHOR_COLUMNS = ("seconds_anchor", "anchor_teacher_calls", "anchor_misses", "anchor_hits")
 SCORES = ("diversity_score", "quality_score")
 # The area dominated by the front in the (diversity_score, quality_score) plane above (0, 0): the
-# same reference point as a search's summary (`tune.results.HYPERVOLUME_REFERENCE`).
+# same reference point as a search's summary (`tune.outputs.fronts.HYPERVOLUME_REFERENCE`).
 REFERENCE = (0.0, 0.0)
 
 
@@ -191,7 +191,7 @@ def ground_truth(table: RecordedTable, *, diversity_weight: float, min_quality: 
     training seeds (with the seed spread of each point), the front's hypervolume and the best J.
 
     Every budget, not only the final one: a search keeps each trial's best checkpoint
-    (`tune.results.best_results`), so a configuration at any recorded budget is a student a
+    (`tune.outputs.kept.kept_reports`), so a configuration at any recorded budget is a student a
     search can deliver, and the best of them is the truth to measure a search against.
 
     Returns ``{backbone: {"front": DataFrame, "hypervolume": float, "best_objective": float,

@@ -46,7 +46,7 @@ def test_anchor_yaml_by_hand(anchor):
     assert "NVIDIA H100" not in text  # no eager LoRA row on the H100
     gpu_hours = 21 * 212.5 * 14.009 / 3600
     wall = 21 * 212.5 * 14.009 / 8
-    assert f"{gpu_hours:.3g} GPU-hours; wall time {wall / 3600:.3g} h at 8 concurrent" in text
+    assert f"{gpu_hours:.3g} GPU-hours; wall time {wall / 3600:.3g} h for these trials at 8 concurrent" in text
     student, state = 4 * 47_775_744, 2 * 47_775_744 * 12
     assert human_bytes(student) == "191 MB" and human_bytes(state) == "1.15 GB"
     assert f"the student {human_bytes(student)} (float32, the adapter alone)" in text

@@ -253,6 +253,7 @@ def _time_lines(lines: list[str], setup: Setup, resources: dict, *, n: float, pe
         used = n * per_trial * cycle * (max(gpu, 1.0) if gpu else float(resources.get("cpu") or 1))
         lines.append(f"      {row['machine'].split(' (')[0]}: {cycle:.3g} s per update (measured {row['cycle_s']:g} s, "
                      f"{row['date']}, {row['commit']}) -> a trial {_hours(trial_s)} on average, {_hours(longest)} "
-                     f"to max_t; {used / 3600:.3g} {unit}; wall time {_hours(wall)} at {concurrency:g} concurrent")
+                     f"to max_t; {used / 3600:.3g} {unit}; wall time {_hours(wall)} for these trials at {concurrency:g} "
+                     "concurrent")
         first = first or {"full": longest, "mean": trial_s}
     return first
