@@ -189,3 +189,32 @@ def test_the_kept_report_is_the_checkpoint_ray_keeps(tmp_path):
                             min_student_updates=MIN_UPDATES)
         best = manager.best_checkpoint_result
         assert kept["checkpoint"].item() == (best.checkpoint.path if best is not None else None), rows
+
+
+def test_which_backbones_share_an_evaluator(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from tune.outputs.raw_units import evaluation_settings
+    from tune.space import load_space
+
+    spaces = Path(__file__).parents[2] / "search_spaces"
+    digits = evaluation_settings(load_space(spaces / "quickstart.yaml"))
+    assert digits["digits-flow"]["evaluator"] == digits["digits-eps"]["evaluator"] == "digits"
+    assert digits["digits-flow"]["fingerprint"] == digits["digits-eps"]["fingerprint"]  # the same prompts, seeds
+    monkeypatch.setenv("DPDMD_WEIGHTS", str(tmp_path))
+    real = evaluation_settings(load_space(spaces / "backbone.yaml", check_weights=False))
+    assert {s["evaluator"] for s in real.values()} == {"real"}
+    assert real["sd35m"]["fingerprint"] == real["sdxl"]["fingerprint"] != digits["digits-flow"]["fingerprint"]
+    assert "/" not in str(real)  # no paths: only a fingerprint of the settings
+
+
+def test_the_printed_fronts_and_the_headline():
+    kept = kept_reports(two_backbones(), min_quality=FLOOR, min_student_updates=MIN_UPDATES)
+    fronts = backbone_fronts(kept)
+    summary = res.summarize(kept, fronts, cache_stats={}, compute={}, space_name="t", min_quality=FLOOR)
+    text = res.front_table(fronts, summary["recommended"])
+    assert text.index("digits-eps:") < text.index("digits-flow:")
+    assert "recommended: trial a (K=10 λ=0.05, 40 student updates, J 0.925)" in text
+    flat = res.headline(summary)
+    assert flat["recommended/digits-eps/trial_id"] == "f" and flat["hypervolume/digits-flow"] == summary["hypervolume"]["digits-flow"]
+    assert res.front_table({"sd35m": fronts["digits-flow"].iloc[:0]}).startswith("sd35m: no front")
