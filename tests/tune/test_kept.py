@@ -148,7 +148,7 @@ def test_the_summarys_fronts_recommended_teachers_and_raw_comparison():
     assert {r["trial_id"] for r in group["fronts"]["digits-eps"]} == {"e", "f"}
     assert "diversity_score" not in group["fronts"]["digits-eps"][0]  # raw units only
     other = {**same, "evaluator": "real", "fingerprint": "beef"}
-    assert raw_comparison(backbone_fronts(kept), summary["teacher"], {"digits-flow": same, "digits-eps": other}) == {}
+    assert raw_comparison(summary["fronts"], summary["teacher"], {"digits-flow": same, "digits-eps": other}) == {}
     assert comparable_groups({"a": same, "b": same, "c": other}, ["c", "b", "a"]) == [["a", "b"]]
 
 
@@ -218,3 +218,11 @@ def test_the_printed_fronts_and_the_headline():
     flat = res.headline(summary)
     assert flat["recommended/digits-eps/trial_id"] == "f" and flat["hypervolume/digits-flow"] == summary["hypervolume"]["digits-flow"]
     assert res.front_table({"sd35m": fronts["digits-flow"].iloc[:0]}).startswith("sd35m: no front")
+
+
+def test_no_front_anywhere_still_writes_a_table_with_the_columns():
+    kept = kept_reports(reports([{"trial_id": "low", "student_updates": 40, "diversity": d(0.9), "quality": q(0.5)}]),
+                        min_quality=FLOOR, min_student_updates=MIN_UPDATES)
+    table = pareto_rows(backbone_fronts(kept))
+    assert table.empty and {"trial_id", "backbone", "diversity_score", "quality_score"} <= set(table.columns)
+    assert pareto_rows({}).columns.tolist()[:2] == ["trial_id", "backbone"]

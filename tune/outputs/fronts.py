@@ -65,8 +65,12 @@ def front_hypervolumes(fronts: dict[str, pd.DataFrame]) -> dict[str, float]:
 
 def pareto_rows(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Every front in one table (``pareto.parquet``), with its ``backbone`` column, by backbone."""
-    parts = [front.assign(backbone=b) for b, front in fronts.items() if not front.empty]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["backbone", *SCORE_AXES])
+    full = [front.assign(backbone=b) for b, front in fronts.items() if not front.empty]
+    if full:
+        return pd.concat(full, ignore_index=True)
+    # no front at all: an empty table with the kept reports' columns (trial_id, the scores, ...)
+    return next((front.assign(backbone=pd.Series(dtype=object)) for front in fronts.values()),
+                pd.DataFrame(columns=["trial_id", "backbone", *SCORE_AXES]))
 
 
 def rescored(kept: pd.DataFrame, *, min_quality: float | None = None,
@@ -110,13 +114,14 @@ def front_summary(kept: pd.DataFrame, fronts: dict[str, pd.DataFrame], *,
 
     teacher = teacher_scores(kept)
     evaluation = dict(evaluation or {})
+    records = {b: _records(front) for b, front in fronts.items()}
     return {
-        "fronts": {b: _records(front) for b, front in fronts.items()},
+        "fronts": records,
         "recommended": {b: _records(pick)[0] for b, pick in recommended_students(fronts).items()},
         "hypervolume": front_hypervolumes(fronts),
         "hypervolume_reference": {"point": HYPERVOLUME_REFERENCE, "units": "diversity_score, quality_score of "
                                   "each backbone (its teacher = (1, 1); the front's own axes)"},
         "teacher": teacher,
         "evaluation": evaluation,
-        "raw_comparison": raw_comparison(fronts, teacher, evaluation),
+        "raw_comparison": raw_comparison(records, teacher, evaluation),
     }

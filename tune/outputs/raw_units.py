@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-import pandas as pd
-
 __all__ = ["comparable_groups", "evaluation_settings", "raw_comparison"]
+
+TEACHER_UNITS = ("diversity_score", "quality_score", "objective", "below_floor", "training_iteration")
 
 NOTE = ("raw diversity and quality are comparable across these backbones: one evaluator with the same "
         "settings (metric, options, prompts, seeds) scored all of them. Their teacher-normalised scores "
@@ -58,13 +58,12 @@ def comparable_groups(evaluation: dict[str, dict], backbones) -> list[list[str]]
     return sorted((g for g in by_print.values() if len(g) > 1), key=lambda g: g[0])
 
 
-def raw_comparison(fronts: dict[str, pd.DataFrame], teacher: dict[str, dict], evaluation: dict[str, dict]) -> dict:
+def raw_comparison(fronts: dict[str, list[dict]], teacher: dict[str, dict], evaluation: dict[str, dict]) -> dict:
     """``{"A+B": {...}}`` for each group of `comparable_groups`: its ``backbones``, ``evaluator``,
     ``quality_metric``, ``units`` "raw", the ``note`` saying what compares and what does not, each
-    backbone's ``teacher`` raw scores and its front in raw units (``fronts``: trial, configuration,
-    ``diversity``, ``quality``, ``student_updates``); {} when no two backbones share an evaluator."""
-    from ..results import _records
-
+    backbone's ``teacher`` raw scores and its front in raw units (``fronts``: ``summary.json``'s
+    records; kept here: trial, configuration, ``diversity``, ``quality``, ``student_updates``,
+    ``checkpoint``); {} when no two backbones share an evaluator."""
     out = {}
     for group in comparable_groups(evaluation, fronts):
         settings = evaluation[group[0]]
@@ -72,8 +71,6 @@ def raw_comparison(fronts: dict[str, pd.DataFrame], teacher: dict[str, dict], ev
             "backbones": group, "evaluator": settings["evaluator"], "quality_metric": settings["quality_metric"],
             "units": "raw (the evaluator's own diversity and quality)", "note": NOTE,
             "teacher": {b: teacher.get(b) for b in group},
-            "fronts": {b: [{k: r[k] for k in r if k not in ("diversity_score", "quality_score", "objective",
-                                                            "below_floor", "training_iteration")}
-                           for r in _records(fronts[b])] for b in group},
+            "fronts": {b: [{k: v for k, v in r.items() if k not in TEACHER_UNITS} for r in fronts[b]] for b in group},
         }
     return out
