@@ -30,7 +30,7 @@ __all__ = ["pareto_figure", "pareto_panels"]
 
 SCORE_AXES = ("diversity_score", "quality_score")
 KNOB_LABELS = tuple((name, f"{label}=") for name, label in labelled_knobs())  # "K=10 λ=0.05"
-MAX_LABELLED = 12  # more trials on a panel than this: only the front is labelled (labels would pile up)
+MAX_LABELLED = 30  # more trials on a panel than this: only the front is labelled (21 read well; more pile up)
 _COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink")
 
 
