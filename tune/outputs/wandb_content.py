@@ -64,8 +64,8 @@ def report_payload(wandb: Any, reports: pd.DataFrame, kept: pd.DataFrame) -> dic
     """``reports/table`` (every report, `REPORT_COLUMNS` where present) and ``reports/J`` (J against
     student_updates, a line per trial named by its configuration), for ``run.log``."""
     labels = trial_labels(reports, backbone=True)
-    kept_at = ({(str(t), u) for t, u, k in zip(kept["trial_id"], kept["student_updates"], kept.get("kept", True)) if k}
-               if not kept.empty else set())
+    was_kept = kept["kept"] if "kept" in kept else [True] * len(kept)
+    kept_at = {(str(t), u) for t, u, k in zip(kept["trial_id"], kept["student_updates"], was_kept) if k}
     table = reports.assign(label=reports["trial_id"].astype(str).map(labels),
                            kept_student=[(str(t), u) in kept_at for t, u in zip(reports["trial_id"],
                                                                                   reports["student_updates"])])
