@@ -3,11 +3,11 @@
     python bench/checkpoint_sizes.py                    # both tables (markdown), a minute on a CPU
     python bench/checkpoint_sizes.py --write-counts     # also bench/results/parameter_counts.json
 
-BEFORE: every report wrote the whole resumable state (`dpdmd.trainer.save_checkpoint`: the fp32
+BEFORE: every report wrote the whole resumable state (`dpdmd.training.checkpoints.save_checkpoint`: the fp32
 trainable weights of student and fake score and both AdamW moments; LoRA: the adapters). AFTER: a
 report writes the student in its serving dtype only when it is the trial's new best
 (`dpdmd.student.save_student`), and the state only at the space's cadence
-(``checkpoint.state_every_minutes``, 30 by default). `dpdmd.checkpoint_bytes` holds the arithmetic.
+(``checkpoint.state_every_minutes``, 30 by default). `dpdmd.training.checkpoint_bytes` holds the arithmetic.
 
 1. **Real backbones, from parameter counts**: SD3.5-M, SD3.5-L and SDXL (their configs in
    ``bench/network_configs.json``), built on the meta device, full and LoRA rank 64 on the
@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dpdmd.checkpoint_bytes import count_parameters, state_bytes, student_bytes  # noqa: E402
+from dpdmd.training.checkpoint_bytes import count_parameters, state_bytes, student_bytes  # noqa: E402
 
 COUNTS = ROOT / "bench" / "results" / "parameter_counts.json"
 CYCLES = ROOT / "bench" / "results" / "cycle_times.json"
@@ -141,7 +141,8 @@ def measured_rows(work: Path, cases=CASES) -> list[dict]:
     import torch
 
     from dpdmd.student import save_student
-    from dpdmd.trainer import build_backbone, build_method, save_checkpoint
+    from dpdmd.training.build import build_backbone, build_method
+    from dpdmd.training.checkpoints import save_checkpoint
     from tests.dpdmd.tiny_pipelines import make_tiny_sd3, make_tiny_sdxl
 
     makers = {"sd35m": make_tiny_sd3, "sdxl": make_tiny_sdxl}

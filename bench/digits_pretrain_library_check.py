@@ -24,8 +24,8 @@ def pretrain_with_diffusers(config, *, schedule: str) -> dict[str, torch.Tensor]
     from diffusers.optimization import get_cosine_schedule_with_warmup
     from diffusers.training_utils import EMAModel
 
-    from dpdmd import digits_data
-    from dpdmd.backbones.digits import build_network, fold
+    from dpdmd.data import digits as digits_data
+    from dpdmd.backbones.digits_net import build_network, fold
     from dpdmd.backbones.digits_pretrain import lr_factor, noisy_batch, optimisation_step
     from dpdmd.schedules import EpsSchedule
 
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()
 
-    from dpdmd.backbones.digits import DigitsPretrainConfig
+    from dpdmd.backbones.digits_net import DigitsPretrainConfig
     from dpdmd.backbones.digits_pretrain import pretrain
 
     config = dataclasses.replace(DigitsPretrainConfig(kind=args.kind), steps=args.steps)

@@ -113,11 +113,12 @@ def cache_actor_killed(work: Path, reference):
     """The anchor store removed with ray.kill (Ray does not restart it) once it holds anchors."""
     import ray
 
-    from tune import search
-    from tune.shared_cache import find_store
+    from tune.cli import search
+    from tune.storage.uri import join_uri
+    from tune.trial.anchor_store import find_store
 
     space, storage = _write(work, SPACE), work / "runs"
-    spill = search.join_uri(str(storage.resolve()), "anchor_cache")
+    spill = join_uri(str(storage.resolve()), "anchor_cache")
 
     def killer():
         while True:
@@ -177,7 +178,7 @@ def disk_full(work: Path, reference):
     """The storage is a 256 MiB tmpfs (a private mount namespace: ``unshare -Urm``) filled up once a
     trial has a checkpoint there; the search must end with exit 1 saying why; then the space is
     freed and ``--resume`` finishes it (tests/faults/full_disk_search.py), putting back the last
-    whole copy of Ray's experiment state the full disk cut short (tune/state_backup.py). Seconds:
+    whole copy of Ray's experiment state the full disk cut short (tune/storage/state_backup.py). Seconds:
     both runs."""
     space, disk, snapshots = _write(work, SPACE), work / "disk", work / "snapshots"
     disk.mkdir()

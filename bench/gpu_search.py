@@ -78,7 +78,7 @@ def positive_pickscore(root: Path) -> dict[str, str]:
     """The tiny PickScore-layout model, changed so that its score is positive for every image.
 
     With random weights the cosine of image and prompt has a random sign, and a negative teacher
-    quality cannot normalise the combined objective (`tune.objective`). Here both towers' last
+    quality cannot normalise the combined objective (`tune.trial.objective`). Here both towers' last
     LayerNorm outputs a constant and both projections map it to one direction: the score is
     ``logit_scale`` (50) for every image. Quality is then a constant placeholder and ASHA ranks
     trials on diversity alone: this run tests the machinery, not the quality of random weights.

@@ -49,11 +49,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dpdmd import acceleration as acc  # noqa: E402
+from dpdmd.parallel import acceleration as acc  # noqa: E402
 from dpdmd.anchors import LocalAnchors, teacher_calls_for  # noqa: E402
 from dpdmd.backbones.base import Backbone, Embeddings  # noqa: E402
 from dpdmd.method import DPDMD  # noqa: E402
-from dpdmd.optimizers import OPTIMIZERS  # noqa: E402
+from dpdmd.parallel.optimizers import OPTIMIZERS  # noqa: E402
 from dpdmd.schedules import EpsSchedule, FlowSchedule  # noqa: E402
 from dpdmd.stream import iteration_batch  # noqa: E402
 
@@ -632,9 +632,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lora-rank", type=int, default=64)
     ap.add_argument("--no-grad-ckpt", action="store_true")
     ap.add_argument("--ckpt-every", type=int, default=1,
-                    help="checkpoint every N-th block only (1: all; dpdmd.acceleration.checkpoint_every)")
+                    help="checkpoint every N-th block only (1: all; dpdmd.parallel.acceleration.checkpoint_every)")
     ap.add_argument("--fused-adamw", action="store_true")
-    ap.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS, help="dpdmd.optimizers (TrainConfig.optimizer)")
+    ap.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS, help="dpdmd.parallel.optimizers (TrainConfig.optimizer)")
     ap.add_argument("--compile", action="store_true", help="torch.compile each repeated block (regional)")
     ap.add_argument("--eager-baseline", action="store_true", help="with --compile: time eager first, same process")
     ap.add_argument("--compile-backend", default=None, help="default: inductor (aot_eager with --smoke)")
@@ -644,7 +644,7 @@ def main(argv=None) -> int:
                     help="with --compile: leave SD3's last block (its own variant, context_pre_only) uncompiled: fewer graphs")
     ap.add_argument("--autotune-pointwise", action="store_true",
                     help="Inductor benchmarks several configs per pointwise kernel (its own default; "
-                         "dpdmd.acceleration.configure_compile_cache turns it off)")
+                         "dpdmd.parallel.acceleration.configure_compile_cache turns it off)")
     ap.add_argument("--activation-budget", type=float, default=None,
                     help="torch._functorch activation_memory_budget for compiled blocks (with --no-grad-ckpt: "
                          "the compiled backward recomputes what it does not keep)")

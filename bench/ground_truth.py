@@ -4,10 +4,10 @@ seed-to-seed noise, and the ceiling a search that shows one point per trial can 
     python bench/ground_truth.py --table bench/results/tabular/full/table.parquet \
         --out bench/results/ground_truth_full.md
 
-Per backbone (scores as `tune.search` scores them: `tune.tabular.with_scores`, J with weight
+Per backbone (scores as `tune.search` scores them: `tune.simulate.table.with_scores`, J with weight
 ``--diversity-weight``, the front above ``--min-quality``):
 
-- **true front**: `tune.tabular.ground_truth`: every (configuration, budget) as its mean over the
+- **true front**: `tune.simulate.table.ground_truth`: every (configuration, budget) as its mean over the
   table's training seeds, non-dominated; each point with its seed standard deviation;
 - **seed noise**: the seed standard deviation of diversity_score, quality_score and J over every
   (configuration, budget) point (median [IQR]), and the spread of the final J across
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.markdown_table import markdown  # noqa: E402
 from tune.space import ObjectiveSpec  # noqa: E402
-from tune.tabular import RecordedTable, TableError, ground_truth, hypervolume, with_scores  # noqa: E402
+from tune.simulate.table import RecordedTable, TableError, ground_truth, hypervolume, with_scores  # noqa: E402
 
 FRONT_COLUMNS = ["anchor_k", "lambda_div", "student_updates", "diversity_score", "diversity_score_std",
                  "quality_score", "quality_score_std", "objective", "objective_std"]

@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/X.
 from bench.markdown_table import markdown  # noqa: E402
 from dpdmd.config import TrainConfig
 from dpdmd.evaluation import generate, teacher_sampler
-from dpdmd.metrics import DigitsEvaluator
-from dpdmd.metrics.corruptions import collapse, standard_corruptions
-from dpdmd.prompt_cache import PromptEmbeddingCache
-from dpdmd.trainer import build_backbone
-from tune.objective import legacy_objective, objective_metrics
+from dpdmd.evaluation import DigitsEvaluator
+from dpdmd.evaluation.corruptions import collapse, standard_corruptions
+from dpdmd.data.prompt_cache import PromptEmbeddingCache
+from dpdmd.training.build import build_backbone
+from tune.trial.objective import legacy_objective, objective_metrics
 
 
 def teacher_grid(backbone_name: str, seeds: int) -> tuple[torch.Tensor, list[str]]:

@@ -30,7 +30,7 @@ def one_run(job: tuple[str, int, int, int, str]) -> dict:
 
     torch.set_num_threads(threads)
     from dpdmd.config import TrainConfig
-    from dpdmd.trainer import train
+    from dpdmd.training.loop import train
 
     config = TrainConfig(backbone="digits-flow", optimizer=optimizer, seed=seed, iterations=iterations, device=device)
     metrics = train(config, progress=False)

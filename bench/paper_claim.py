@@ -126,8 +126,8 @@ def early_state(run_dir: Path, *, untrained: bool = False) -> dict[str, float]:
     the same with the student before training (the teacher's weights, 4 steps)."""
     from dpdmd.config import from_mapping
     from dpdmd.evaluation import eval_noise, eval_prompts, make_evaluator, score
-    from dpdmd.prompt_cache import PromptEmbeddingCache
-    from dpdmd.trainer import build_backbone, build_method
+    from dpdmd.data.prompt_cache import PromptEmbeddingCache
+    from dpdmd.training.build import build_backbone, build_method
 
     state = torch.load(run_dir / "checkpoint" / "state.pt", map_location="cpu", weights_only=False)
     config = from_mapping(state["config"])

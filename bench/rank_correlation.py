@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tune.rank_agreement import (final_seed_agreement, rung_kendall_tau, signal_from, summarise_rung_tau,
+from tune.simulate.rank_agreement import (final_seed_agreement, rung_kendall_tau, signal_from, summarise_rung_tau,
                                  table_rung_tau, with_legacy_objective)
 
 METRICS = {"objective": "J (new)", "legacy_objective": "old J", "diversity_score": "diversity_score",
@@ -35,7 +35,7 @@ def trials_report(path: str) -> None:
 
 def table_report(path: str, *, diversity_weight: float) -> str:
     """Print the table's rank agreement; return it as Markdown (one table per backbone)."""
-    from tune.tabular import RecordedTable, TableError, with_scores
+    from tune.simulate.table import RecordedTable, TableError, with_scores
 
     try:
         table = RecordedTable.load(path)

@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/X.py` from the root
 from bench.markdown_table import markdown  # noqa: E402
-from dpdmd.metrics import make_real_evaluator
-from dpdmd.metrics.corruptions import blur, drop_mode, gaussian_noise
+from dpdmd.evaluation import make_real_evaluator
+from dpdmd.evaluation.corruptions import blur, drop_mode, gaussian_noise
 from tests.dpdmd import stand_in_samples, tiny_encoders
-from tune.objective import objective_metrics
+from tune.trial.objective import objective_metrics
 
 
 def corruptions(images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -62,8 +62,8 @@ def real_objective_table(evaluator, images: torch.Tensor, prompts: list[str]) ->
 def tiny_sd3_teacher_samples(root: Path, prompts: list[str], seeds: int) -> torch.Tensor:
     from dpdmd.config import TrainConfig
     from dpdmd.evaluation import generate, teacher_sampler
-    from dpdmd.prompt_cache import PromptEmbeddingCache
-    from dpdmd.trainer import build_backbone
+    from dpdmd.data.prompt_cache import PromptEmbeddingCache
+    from dpdmd.training.build import build_backbone
     from tests.dpdmd.tiny_pipelines import make_tiny_sd3
 
     config = TrainConfig(backbone="sd35m", backbone_options={

@@ -4,13 +4,13 @@ Every strategy is the real search (`tune.simulate`: Ray's grid / random generato
 through Ray's `OptunaSearch`, with FIFO, Ray's ASHA on J or the project's MO-ASHA) replayed on
 the recorded curves, for many seeds and for 2 and 8 workers. For each run:
 
-- **hypervolume fraction**: the front the search would show (`tune.simulate.shown_front`: each
+- **hypervolume fraction**: the front the search would show (`tune.simulate.replay.shown_front`: each
   trial's best report so far by J, the one whose checkpoint the search keeps, scored as the search
   scores it, quality_score >= objective.min_quality, non-dominated; the same functions as
   ``tune.search``'s outputs) is judged by the *true* scores of those students: each chosen
   (configuration, budget) by its mean over the table's training seeds, not by the replayed seed's
   value it was chosen for (a maximum over a noisy curve is biased up: the optimizer's curse). Its
-  hypervolume is divided by the true front's (`tune.tabular.ground_truth`: every configuration at
+  hypervolume is divided by the true front's (`tune.simulate.table.ground_truth`: every configuration at
   every budget, seed means); averaged over backbones. A search shows one point per trial, the
   true front may hold several budgets of one configuration: even the full grid stays below 1;
 - **compute**: seconds of recorded trial time without the anchor, plus the shared anchor passes
@@ -18,7 +18,7 @@ the recorded curves, for many seeds and for 2 and 8 workers. For each run:
 - **compute to 95%**: the first compute at which the fraction reaches 0.95; **of the full grid's
   front**: at which it reaches 0.95 x the full grid's final fraction (same seed and workers);
 - **regret**: the best true J of the table (any configuration, any budget) minus the true J of
-  the recommended trial's shown report (`tune.results.recommended`: the highest J on the front
+  the recommended trial's shown report (`tune.outputs.front.recommended`: the highest J on the front
   shown).
 
     python bench/search_efficiency.py --table bench/results/tabular/medium/table.parquet --seeds 20 \
@@ -48,11 +48,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tune.outputs.front import recommended  # noqa: E402
 from tune.outputs.kept import kept_reports  # noqa: E402
-from tune.results import recommended  # noqa: E402
-from tune.simulate import shown_front, simulate  # noqa: E402
+from tune.simulate.replay import shown_front, simulate  # noqa: E402
 from tune.space import load_space  # noqa: E402
-from tune.tabular import SCORES, RecordedTable, ground_truth, hypervolume, true_points  # noqa: E402
+from tune.simulate.table import SCORES, RecordedTable, ground_truth, hypervolume, true_points  # noqa: E402
 
 STRATEGIES = {  # name: (method, scheduler)
     "grid + FIFO (full grid)": ("grid", "fifo"),
@@ -116,12 +116,12 @@ def space_file(table: RecordedTable, args, method: str, scheduler: str, director
 def trajectory(reports: pd.DataFrame, truth: dict, points: pd.DataFrame, min_quality: float) -> pd.DataFrame:
     """(compute, hypervolume fraction, recommended true J) after every report of one search.
 
-    After each report: the front the search shows (`tune.simulate.shown_front`: each trial's kept
+    After each report: the front the search shows (`tune.simulate.replay.shown_front`: each trial's kept
     student so far, its best report by J at or above the floor, as ``tune.search`` writes it), per backbone; each chosen (configuration,
     budget) is scored by its mean over the table's training seeds (``points``), not by the
     replayed seed's value it was chosen for (the optimizer's curse), and the fraction is its
     hypervolume over the true front's (every configuration at every budget). The recommended
-    trial is the shown front's highest J (`tune.results.recommended`; with no front yet, the
+    trial is the shown front's highest J (`tune.outputs.front.recommended`; with no front yet, the
     highest J shown)."""
     key = ["backbone", "anchor_k", "lambda_div", "student_updates"]
     true_of = {k: (d, q, j) for k, d, q, j in zip(points[key].itertuples(index=False, name=None),

@@ -4,7 +4,7 @@
     python bench/sharded_build_memory.py --workers 2 --width 1536 --layers 4
 
 A DP-DMD run of full fine-tuning holds the teacher (bf16 here, as the diffusers backbones load it)
-and fp32 copies of it as the student and the fake score. Sharded over N ranks (`dpdmd.sharding`)
+and fp32 copies of it as the student and the fake score. Sharded over N ranks (`dpdmd.parallel.sharding`)
 each rank keeps 1/N of the two copies; *building* them whole first (``--build whole``, what every
 rank did before) costs each rank the teacher plus both whole copies (~97 GB for SD3.5-L), while
 the meta-device build (``meta``, the default of a sharded run) allocates only the rank's shards and
@@ -44,7 +44,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dpdmd.backbones import get_backbone  # noqa: E402
-from dpdmd.distributed import destroy_process_group, init_process_group  # noqa: E402
+from dpdmd.parallel.distributed import destroy_process_group, init_process_group  # noqa: E402
 from dpdmd.method import DPDMD  # noqa: E402
 
 MIB = 2**20

@@ -1,4 +1,4 @@
-"""Time the DP-DMD cycle sharded over N GPUs (FSDP2, `dpdmd.sharding`): cycle time, peak memory per GPU.
+"""Time the DP-DMD cycle sharded over N GPUs (FSDP2, `dpdmd.parallel.sharding`): cycle time, peak memory per GPU.
 
     python bench/sharded_step.py --smoke                                  # CPU, gloo, 2 processes, tiny
     python bench/sharded_step.py --model sd35m --setup full --workers 2   # 2 GPUs, NCCL, 1024 px, 4 per GPU
@@ -55,9 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gpu_step  # noqa: E402  (bench/gpu_step.py: the random-weight backbones)
 
-from dpdmd import acceleration as acc  # noqa: E402
+from dpdmd.parallel import acceleration as acc  # noqa: E402
 from dpdmd.anchors import LocalAnchors  # noqa: E402
-from dpdmd.distributed import destroy_process_group, init_process_group  # noqa: E402
+from dpdmd.parallel.distributed import destroy_process_group, init_process_group  # noqa: E402
 from dpdmd.method import DPDMD  # noqa: E402
 from dpdmd.stream import iteration_batch  # noqa: E402
 

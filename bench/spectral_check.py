@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/X.py` from the root
 from bench.objective_check import teacher_grid  # noqa: E402
-from dpdmd.metrics import DigitsEvaluator
-from dpdmd.metrics.corruptions import blur, drop_mode, gaussian_noise
+from dpdmd.evaluation import DigitsEvaluator
+from dpdmd.evaluation.corruptions import blur, drop_mode, gaussian_noise
 
 METRICS = ("class_prob", "precision", "spectral", "fidelity", "fid")
 

@@ -17,7 +17,7 @@ K: it is recorded once per backbone and seed, with ``k_independent`` = True.
 
 Runs go one per process, one thread each (as `bench/paper_claim.py --workers`). Resumable: a
 run whose Parquet file exists is skipped, so an interrupted recording continues where it
-stopped; a run file whose ``reference_version`` is not `dpdmd.cache_keys.REFERENCE_VERSION` was
+stopped; a run file whose ``reference_version`` is not `dpdmd.data.cache_keys.REFERENCE_VERSION` was
 scored under an older evaluator definition (e.g. the digits spectral match against the real
 digits rather than the teacher) and is trained again. Writes ``OUT/NAME/runs/*.parquet`` (one per run), ``OUT/NAME/table.parquet`` (all of
 them) and ``OUT/NAME/meta.json`` (the command, the grid, the wall time, the cost per run).
@@ -37,7 +37,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dpdmd.cache_keys import REFERENCE_VERSION
+from dpdmd.data.atomic import atomic_path
+from dpdmd.data.cache_keys import REFERENCE_VERSION
 
 FULL_KS = (1, 3, 5, 10, 15, 20, 25, 30)
 FULL_LAMBDAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -137,11 +138,10 @@ def record_run(job: dict, args, path: Path) -> float:
                        "eval_seeds_per_prompt": args.seeds_per_prompt, "eval_every": args.eval_every}.items():
         frame[key] = value
     frame["run"] = run_name(job)
-    frame["reference_version"] = REFERENCE_VERSION  # what the evaluator's metrics mean (dpdmd.cache_keys)
+    frame["reference_version"] = REFERENCE_VERSION  # what the evaluator's metrics mean (dpdmd.data.cache_keys)
     frame = frame[[*CONFIG_COLUMNS, "run", *[c for c in frame.columns if c not in (*CONFIG_COLUMNS, "run")]]]
-    tmp = path.with_suffix(".parquet.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
     return time.perf_counter() - started
 
 
@@ -176,7 +176,7 @@ def record(args) -> dict:
 
 def is_current(path: Path) -> bool:
     """Whether a run file was scored under the current evaluator definition (its
-    ``reference_version`` is `dpdmd.cache_keys.REFERENCE_VERSION`)."""
+    ``reference_version`` is `dpdmd.data.cache_keys.REFERENCE_VERSION`)."""
     import pyarrow.parquet as pq
 
     if "reference_version" not in pq.read_schema(path).names:

@@ -22,9 +22,9 @@ def main() -> int:
 
     from dpdmd import EvalConfig, TrainConfig
     from dpdmd.evaluation import eval_prompts, generate, make_evaluator, score, teacher_sampler
-    from dpdmd.metrics import DigitsEvaluator
-    from dpdmd.prompt_cache import PromptEmbeddingCache
-    from dpdmd.trainer import build_backbone
+    from dpdmd.evaluation import DigitsEvaluator
+    from dpdmd.data.prompt_cache import PromptEmbeddingCache
+    from dpdmd.training.build import build_backbone
 
     cols = ("diversity", "class_prob", "accuracy", "precision", "recall", "fid")
     print("| samples | CFG | " + " | ".join(cols) + " |")

@@ -5,8 +5,8 @@
     python bench/two_gpu_ddp.py --shard             # the two workers shard the networks (FSDP2)
 
 Runs `dpdmd.train` once on one device with the global batch, then on two devices with
-`dpdmd.distributed` (each worker half of the batch, gradients averaged; with ``--shard`` the
-networks and optimiser states split over the two, `dpdmd.sharding`), and prints the largest
+`dpdmd.parallel.distributed` (each worker half of the batch, gradients averaged; with ``--shard`` the
+networks and optimiser states split over the two, `dpdmd.parallel.sharding`), and prints the largest
 difference between the two runs' student and fake-score weights, how far training moved them,
 and the wall time of each.
 """
@@ -23,7 +23,7 @@ import torch
 import torch.multiprocessing as mp
 
 from dpdmd import EvalConfig, TrainConfig, train
-from dpdmd.distributed import destroy_process_group, init_process_group
+from dpdmd.parallel.distributed import destroy_process_group, init_process_group
 
 
 def config(args, batch_size: int, device: str) -> TrainConfig:
@@ -80,7 +80,7 @@ def main() -> int:
         mp.spawn(worker, args=(args, f"file://{tmp / 'rendezvous'}", str(tmp / "two")), nprocs=2)
         two_s = time.time() - start
         one, two, half = weights(tmp / "one"), weights(tmp / "two"), weights(tmp / "half")
-    from dpdmd.trainer import build_backbone
+    from dpdmd.training.build import build_backbone
 
     teacher = dict(build_backbone(config(args, 1, "cpu")).load_teacher().named_parameters())
     def distance(a, b):

@@ -6,7 +6,7 @@ call it directly: it asks an *anchor provider*, ``provider(batch, cond, uncond) 
 `LocalAnchors` computes on demand. `CachedAnchors` reads an `AnchorCache` that several runs
 share: the first run to need iteration i's anchor computes every K of a set in one teacher pass
 and stores them; runs at any K of that set read them. `InMemoryAnchorCache` shares them between
-runs of one process; a search shares them between its trials through Ray (`tune.shared_cache`),
+runs of one process; a search shares them between its trials through Ray (`tune.trial.anchor_store`),
 which dpdmd never imports.
 """
 
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._cache import config_hash
+from .data.disk_cache import config_hash
 from .backbones.base import Backbone, Embeddings
-from .cache_keys import cache_key
+from .data.cache_keys import cache_key
 from .stream import Batch
 
 
@@ -111,7 +111,7 @@ class AnchorCache(Protocol):
     """Where anchors computed once are kept for other runs, keyed by `anchor_key`.
 
     One call, not a get and a put: a store shared by concurrent runs lets exactly one of them
-    compute a missing key while the others wait for it (`tune.shared_cache.SharedCache`), and
+    compute a missing key while the others wait for it (`tune.trial.anchor_store.SharedCache`), and
     frees the key again if that run fails; a separate get and put cannot say this."""
 
     def get_or_compute(self, key: str, compute: Callable[[], tuple[Entry, int]]) -> Entry:
@@ -186,7 +186,7 @@ class CachedAnchors(_CountedAnchors):
 
 def shared_anchors(cache: AnchorCache, ks: Iterable[int], *, shard: tuple[int, int] | None = None):
     """The trainer's ``anchors`` factory (`dpdmd.train`) over ``cache``: runs that agree on
-    everything the anchor depends on (`dpdmd.cache_keys`, kind "anchor") share its entries.
+    everything the anchor depends on (`dpdmd.data.cache_keys`, kind "anchor") share its entries.
 
     ``shard`` = (rank, world_size) of a data-parallel worker: it sees rows rank::world_size of
     the global batch, so its anchors are keyed by the shard too (shared rank by rank)."""

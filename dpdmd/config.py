@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 
-from .optimizers import OPTIMIZERS
+from .parallel.optimizers import OPTIMIZERS
 
 #: Role of the knob that picks the teacher anchor (K): a trial with it needs the teacher's anchor
 #: latents, and a search's anchor cache computes every value it may take in one teacher pass.
@@ -162,7 +162,7 @@ class TrainConfig:
                                        '6 bytes less per trained parameter on the GPU) or "adamw_offload" (torchao, '
                                        'moments and step on the host; CUDA only). Peaks and times: bench/README_gpu.md.')
     compile: bool = knob(False, doc="torch.compile each repeated block of the three networks (regional compilation, "
-                                    "`dpdmd.acceleration`), with one compile cache under $DPDMD_CACHE/compile shared "
+                                    "`dpdmd.parallel.acceleration`), with one compile cache under $DPDMD_CACHE/compile shared "
                                     "by all trials of a machine; measured on SD3.5-M at 1024 px, batch 4: the DP-DMD cycle "
                                     "1.7x faster; compiling takes 70-79 s (full fine-tuning; LoRA 92 s) the first time on "
                                     "an H100 and 12-16 s from the cache (bench/README_gpu.md). Off by default: it only "
@@ -304,8 +304,8 @@ def from_mapping(data: dict, *, source: str | None = None) -> TrainConfig:
 
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; a missing, unreadable, oversized, non-UTF-8 or unparsable file, a
-    duplicate key or an alias bomb is a `ConfigError` naming the file (`dpdmd._yaml`)."""
-    from ._yaml import read_yaml_mapping
+    duplicate key or an alias bomb is a `ConfigError` naming the file (`dpdmd.data.yaml_files`)."""
+    from .data.yaml_files import read_yaml_mapping
 
     path = Path(path)
     try:

@@ -18,7 +18,7 @@ from torch import nn
 
 from .backbones.base import Backbone, Embeddings
 from .losses import diversity_loss, dmd_loss, fake_score_loss
-from .optimizers import make_optimizer
+from .parallel.optimizers import make_optimizer
 from .stream import Batch
 
 
@@ -33,7 +33,7 @@ class DPDMD:
         weight_decay, betas: AdamW settings (reference: 0, (0.9, 0.999)).
         grad_clip: max gradient norm for both networks (reference: 1.0).
         mixed_precision: "no" or "bf16" (autocast; the master weights stay fp32).
-        optimizer: "adamw" (default), "adamw8bit" or "adamw_offload" (`dpdmd.optimizers`).
+        optimizer: "adamw" (default), "adamw8bit" or "adamw_offload" (`dpdmd.parallel.optimizers`).
     """
 
     def __init__(self, backbone: Backbone, *, lambda_div: float, stop_grad: bool = True,

@@ -91,16 +91,16 @@ class Student:
         """Images (P, N, C, H, W) in [0, 1] on the CPU: the student's few steps from seeds 0..N-1
         for each prompt, no classifier-free guidance (the student was distilled from the guided
         teacher)."""
+        from .data.prompt_cache import PromptEmbeddingCache
         from .evaluation import generate, student_sampler
-        from .prompt_cache import PromptEmbeddingCache
 
         return generate(self.backbone, student_sampler(self.backbone, self.network), list(prompts), seeds,
                         PromptEmbeddingCache(self.backbone))
 
     def teacher_sample(self, prompts: Sequence[str], seeds: int) -> torch.Tensor:
         """The teacher's images on the same seeds (its ``teacher_steps`` guided steps), as `sample`."""
+        from .data.prompt_cache import PromptEmbeddingCache
         from .evaluation import generate, teacher_sampler
-        from .prompt_cache import PromptEmbeddingCache
 
         embed = PromptEmbeddingCache(self.backbone)
         teacher = self.backbone.load_teacher().to(self.backbone.device).requires_grad_(False).eval()
@@ -128,7 +128,7 @@ def load_student(path: str | Path, *, device: str | None = None, weights: str | 
         config = from_mapping(data, source=str(folder / MANIFEST))
     except ConfigError as err:
         raise ValueError(str(err)) from None
-    from .trainer import build_backbone
+    from .training.build import build_backbone
 
     backbone = build_backbone(config)
     return Student(folder, manifest, config, backbone, backbone.load_student(folder))

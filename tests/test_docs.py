@@ -1,4 +1,4 @@
-"""The README, the docs site and the command-line help are checked against the code."""
+"""The README, the docs site, the layout document and the command-line help are checked against the code."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+LAYOUT = ROOT / "docs" / "design" / "layout.md"
 
 QUICKSTART = ("python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && "
               "pip install -c requirements/lock.txt -e . && python -m tune.search --space search_spaces/quickstart.yaml")
@@ -99,8 +100,49 @@ def test_search_spaces_point_to_docs_pages_that_exist():
         assert not missing, f"{path.name} points to docs pages that do not exist: {missing}"
 
 
+def layout_rows() -> dict[str, list[str]]:
+    """docs/design/layout.md's "After" tree: {folder: [the modules and folders it names there]}."""
+    text = LAYOUT.read_text()
+    tree = text.split("## After", 1)[1].split("```", 2)[1]
+    rows: dict[str, list[str]] = {}
+    parents: list[str] = []
+    for line in tree.splitlines():
+        m = re.match(r"( *)([\w.-]+/?)\s", line + " ")
+        if not m:
+            continue
+        depth, name = len(m.group(1)) // 2, m.group(2)
+        parents = parents[:depth]
+        folder = "".join(parents)
+        if folder:
+            rows.setdefault(folder, []).append(name)
+        if name.endswith("/"):
+            parents.append(name)
+            rows.setdefault(folder + name, [])
+    return rows
+
+
+def test_every_file_in_the_layout_table_exists():
+    rows = layout_rows()
+    assert {"dpdmd/", "dpdmd/backbones/", "dpdmd/training/", "tune/", "tune/space/"} <= set(rows)
+    named = 0
+    for folder, names in rows.items():
+        for name in names:
+            assert (ROOT / folder / name).exists(), f"docs/design/layout.md names {folder}{name}, which does not exist"
+            named += 1
+    assert named > 40
+
+
+def test_every_python_module_is_in_the_layout_table():
+    rows = layout_rows()
+    for package in ("dpdmd", "tune"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            folder = str(path.parent.relative_to(ROOT)) + "/"
+            if path.name != "__init__.py":
+                assert path.name in rows.get(folder, []), f"docs/design/layout.md misses {folder}{path.name}"
+
+
 def test_every_train_flag_has_its_own_help():
-    from dpdmd.cli_args import add_config_flags
+    from dpdmd.cli.flags import add_config_flags
 
     parser = argparse.ArgumentParser()
     add_config_flags(parser)

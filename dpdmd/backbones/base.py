@@ -61,8 +61,8 @@ class Backbone(ABC):
         default_prompts: the training prompts used when the config names none.
         device: where the networks run.
         trainable_on_meta: `build_networks` builds the student and the fake score on the meta
-            device (shapes, no storage). A sharded run sets it (`dpdmd.distributed.
-            DistributedContext.prepare`) and `dpdmd.sharding` then materialises each rank's shards
+            device (shapes, no storage). A sharded run sets it (`dpdmd.parallel.distributed.
+            DistributedContext.prepare`) and `dpdmd.parallel.sharding` then materialises each rank's shards
             from the teacher, so no rank ever holds the whole fp32 networks.
     """
 
@@ -113,7 +113,7 @@ class Backbone(ABC):
     def copy_teacher(self, teacher: nn.Module) -> nn.Module:
         """The copy of the teacher that becomes the student or the fake score: a real one, or its
         shapes on the meta device if ``trainable_on_meta`` (its weights are the teacher's, loaded
-        into each rank's shards by `dpdmd.sharding`)."""
+        into each rank's shards by `dpdmd.parallel.sharding`)."""
         return meta_copy(teacher) if self.trainable_on_meta else copy.deepcopy(teacher)
 
     @property

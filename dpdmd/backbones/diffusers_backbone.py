@@ -7,11 +7,11 @@ the VAE on the first `decode`. Constructing a backbone reads JSON configs only.
 
 Prompt embeddings (method.md: the conditional prompt, and ``""`` for CFG) are computed by the
 pipeline's own ``encode_prompt`` and written to disk, one safetensors file per (weights identity,
-prompt, encoder settings; key: `dpdmd.cache_keys.text_key`) under the `dpdmd._cache` folder, so
+prompt, encoder settings; key: `dpdmd.data.cache_keys.text_key`) under the `dpdmd.data.disk_cache` folder, so
 later runs and processes never load the text encoders at all (SD3.5 at
 ``max_sequence_length=256``: 333 x 4096 bf16, ~2.7 MB a prompt). Holding them in memory is not
 the backbone's job: the process's one in-memory prompt cache is the trainer's
-`dpdmd.prompt_cache.PromptEmbeddingCache`.
+`dpdmd.data.prompt_cache.PromptEmbeddingCache`.
 
 `release_text_encoders()` drops the text encoders (T5-XXL alone is 4.8 B parameters, 9.5 GB in
 bf16) and frees their GPU memory: the trainer encodes every training and evaluation prompt (and
@@ -37,8 +37,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .._cache import cache_dir, cached_file, config_hash
-from ..cache_keys import text_key
+from ..data.disk_cache import cache_dir, cached_file, config_hash
+from ..data.cache_keys import text_key
 from .base import Backbone, Embeddings
 from .registry_real import LAYOUTS, VARIANTS, Variant, check_weights_dir
 
@@ -92,7 +92,7 @@ class DiffusersBackbone(Backbone):
 
     network_folder: str
     default_lora_targets: tuple[str, ...]
-    default_evaluator = "real"  # the name `dpdmd.metrics.make_real_evaluator` gets for eval.evaluator "auto"
+    default_evaluator = "real"  # the name `dpdmd.evaluation.make_real_evaluator` gets for eval.evaluator "auto"
     default_prompts = DEFAULT_PROMPTS
 
     def __init__(self, *, variant: str, path: str | None, cfg_scale: float | None, teacher_steps: int,
@@ -178,7 +178,7 @@ class DiffusersBackbone(Backbone):
         return {**text_key(self), "prompt": prompt}
 
     def _disk_path(self, prompt: str) -> Path:
-        # the name `dpdmd._cache.cached_file` gives the same key (it writes the file; we only read)
+        # the name `dpdmd.data.disk_cache.cached_file` gives the same key (it writes the file; we only read)
         return cache_dir() / f"prompt-{self.variant.kind}-{config_hash(self._disk_key(prompt))}.safetensors"
 
     def encode_prompts(self, prompts: Sequence[str]) -> Embeddings:

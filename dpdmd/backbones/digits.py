@@ -5,97 +5,33 @@ and ``digits-eps`` a small `UNet2DConditionModel` trained with the eps loss on t
 schedule. They are diffusers' own classes at toy size, so the built-in and the real backbones run
 the same code path.
 
-Latents: the 32x32 digit image (see `dpdmd.digits_data`) folded 4x4 into channels, (16, 8, 8), the
+Latents: the 32x32 digit image (see `dpdmd.data.digits`) folded 4x4 into channels, (16, 8, 8), the
 way SD's VAE folds 8x8 pixels into latent channels; `decode` unfolds it. The "text encoder" maps
 a digit prompt to a fixed one-hot token (class c -> unit vector c, plus a flag that it is
-conditional); the empty prompt maps to zeros. The teacher learns the rest.
+conditional); the empty prompt maps to zeros. The teacher learns the rest. The networks, the
+folding and the tokens are `dpdmd.backbones.digits_net`, shared with the pretraining.
 
 Teacher weights: shipped in ``dpdmd/backbones/weights/`` (made by ``python -m dpdmd.pretrain``),
-else the disk cache (`dpdmd._cache`), else pretrained on first use (about 4 minutes on 2 cores).
+else the disk cache (`dpdmd.data.disk_cache`), else pretrained on first use (about 4 minutes on 2 cores).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from diffusers import SD3Transformer2DModel, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .. import digits_data
-from .._cache import cached_file, config_hash
+from ..data import digits as digits_data
+from ..data.disk_cache import cached_file, config_hash
 from ..schedules import EpsSchedule, FlowSchedule
 from .base import Backbone, Embeddings
+from .digits_net import DigitsPretrainConfig, build_network, call_network, class_embeddings, unfold
 
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
-EMBED_DIM = 16  # one-hot class (10) + conditional flag (1), padded
-FOLD = 4  # 32x32x1 image <-> 8x8x16 latent
-
-
-@dataclass(frozen=True)
-class DigitsPretrainConfig:
-    """How a digits teacher is pretrained. Its hash names the cached weights."""
-
-    kind: str = "flow"
-    steps: int = 1500
-    batch_size: int = 128
-    lr: float = 1e-3
-    ema_decay: float = 0.999
-    label_dropout: float = 0.1  # the unconditional branch CFG needs
-    shift: float = 3.0  # flow: training levels drawn on the shifted grid the samplers use
-    seed: int = 0
-    version: int = 2  # bump when the network or the training code changes
-
-
-def build_network(kind: str) -> nn.Module:
-    """A fresh, randomly initialised teacher network of the given parameterisation."""
-    torch.manual_seed(0)
-    if kind == "flow":
-        return SD3Transformer2DModel(
-            sample_size=8, patch_size=1, in_channels=16, out_channels=16, num_layers=4,
-            attention_head_dim=32, num_attention_heads=2, joint_attention_dim=EMBED_DIM,
-            caption_projection_dim=64, pooled_projection_dim=EMBED_DIM, pos_embed_max_size=8,
-        )
-    if kind == "eps":
-        return UNet2DConditionModel(
-            sample_size=8, in_channels=16, out_channels=16, layers_per_block=1,
-            block_out_channels=(48, 96), norm_num_groups=16, cross_attention_dim=EMBED_DIM,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=16,
-        )
-    raise ValueError(f"digits backbone kind must be 'flow' or 'eps', got {kind!r}")
-
-
-def fold(images: torch.Tensor) -> torch.Tensor:
-    """(B, 1, 32, 32) images -> (B, 16, 8, 8) latents."""
-    return nn.functional.pixel_unshuffle(images, FOLD)
-
-
-def unfold(latents: torch.Tensor) -> torch.Tensor:
-    """(B, 16, 8, 8) latents -> (B, 1, 32, 32) images."""
-    return nn.functional.pixel_shuffle(latents, FOLD)
-
-
-def class_embeddings(labels: Sequence[int | None]) -> Embeddings:
-    """One token per prompt: one-hot class plus a conditional flag; ``None`` (empty prompt) is 0."""
-    tokens = torch.zeros(len(labels), 1, EMBED_DIM)
-    for row, label in enumerate(labels):
-        if label is not None:
-            tokens[row, 0, label] = 1.0
-            tokens[row, 0, 10] = 1.0
-    return {"encoder_hidden_states": tokens}
-
-
-def call_network(net: nn.Module, x: torch.Tensor, timestep: torch.Tensor, emb: Embeddings) -> torch.Tensor:
-    """Run either diffusers network on latents x with a (B,) timestep tensor."""
-    tokens = emb["encoder_hidden_states"].to(x.dtype)
-    if isinstance(net, SD3Transformer2DModel):
-        return net(hidden_states=x, encoder_hidden_states=tokens, pooled_projections=tokens[:, 0],
-                   timestep=timestep).sample
-    return net(x, timestep, encoder_hidden_states=tokens).sample
 
 
 class DigitsBackbone(Backbone):

@@ -8,8 +8,8 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from .. import digits_data
-from .digits import DigitsPretrainConfig, build_network, call_network, class_embeddings, fold
+from ..data import digits as digits_data
+from .digits_net import DigitsPretrainConfig, build_network, call_network, class_embeddings, fold
 
 
 def pretrain(config: DigitsPretrainConfig, *, progress: bool = True) -> dict[str, torch.Tensor]:

@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import register_backbone
+from .registry import register_backbone
 
 NO_WEIGHTS_HINT = ("Without weights, `search_spaces/quickstart.yaml` (the built-in `digits-flow` backbone) "
                    "runs on the CPU with nothing to download.")

@@ -74,7 +74,7 @@ class SD3Backbone(DiffusersBackbone):
             to_q, to_k, to_v, to_out.0, add_q_proj, add_k_proj, add_v_proj, to_add_out.
         gradient_checkpointing: recompute transformer blocks in the backward pass (needed at 1024 px).
         max_sequence_length: T5 tokens (256, the pipeline's default).
-        embedding_cache: keep prompt embeddings on disk (`dpdmd._cache`) across processes.
+        embedding_cache: keep prompt embeddings on disk (`dpdmd.data.disk_cache`) across processes.
     """
 
     network_folder = "transformer"

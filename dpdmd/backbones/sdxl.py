@@ -64,7 +64,7 @@ class SDXLBackbone(DiffusersBackbone):
         lora_rank, lora_alpha: LoRA rank (64) and alpha (None = the rank, scale 1).
         lora_target_modules: module names that get adapters; None = to_q, to_k, to_v, to_out.0.
         gradient_checkpointing: recompute UNet blocks in the backward pass (needed at 1024 px).
-        embedding_cache: keep prompt embeddings on disk (`dpdmd._cache`) across processes.
+        embedding_cache: keep prompt embeddings on disk (`dpdmd.data.disk_cache`) across processes.
     """
 
     network_folder = "unet"

@@ -10,7 +10,7 @@ import pytest
 import ray
 import yaml
 
-from tune.cluster_check import (
+from tune.storage.cluster_check import (
     fits,
     node_resources,
     validate_cluster_yaml,

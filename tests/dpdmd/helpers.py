@@ -1,6 +1,7 @@
 """Test doubles: the built-in backbones with a randomly initialised teacher (no pretraining)."""
 
-from dpdmd.backbones.digits import DigitsBackbone, build_network
+from dpdmd.backbones.digits import DigitsBackbone
+from dpdmd.backbones.digits_net import build_network
 
 
 class RandomTeacherDigits(DigitsBackbone):

@@ -1,4 +1,4 @@
-"""`dpdmd.acceleration`: which blocks the regional compile leaves eager, and the compile settings."""
+"""`dpdmd.parallel.acceleration`: which blocks the regional compile leaves eager, and the compile settings."""
 
 import os
 
@@ -6,7 +6,7 @@ import torch
 import torch._dynamo
 import torch._inductor.config as inductor
 
-from dpdmd.acceleration import compile_repeated_blocks, configure_compile_cache
+from dpdmd.parallel.acceleration import compile_repeated_blocks, configure_compile_cache
 
 from .test_checkpointing import _tiny_sd3
 

@@ -1,10 +1,10 @@
-"""dpdmd.checkpoint_bytes: the arithmetic of what a run writes, against what it writes."""
+"""dpdmd.training.checkpoint_bytes: the arithmetic of what a run writes, against what it writes."""
 
 from __future__ import annotations
 
 import pytest
 
-from dpdmd.checkpoint_bytes import count_parameters, state_bytes, student_bytes
+from dpdmd.training.checkpoint_bytes import count_parameters, state_bytes, student_bytes
 from tests.bench_scripts import load_bench
 
 TINY_SD3 = dict(sample_size=16, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=8,

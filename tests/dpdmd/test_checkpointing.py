@@ -1,10 +1,10 @@
-"""`dpdmd.acceleration.checkpoint_every`: checkpointing a subset of blocks changes memory, not math."""
+"""`dpdmd.parallel.acceleration.checkpoint_every`: checkpointing a subset of blocks changes memory, not math."""
 
 import pytest
 import torch
 from diffusers import SD3Transformer2DModel
 
-from dpdmd.acceleration import checkpoint_every
+from dpdmd.parallel.acceleration import checkpoint_every
 
 
 def _tiny_sd3(num_layers: int = 4) -> SD3Transformer2DModel:

@@ -5,8 +5,8 @@ import pytest
 
 from dpdmd import EvalConfig, TrainConfig, train
 from dpdmd.evaluation import eval_prompts, generate, make_evaluator, score, teacher_reference
-from dpdmd.prompt_cache import PromptEmbeddingCache
-from dpdmd.trainer import build_backbone, build_method
+from dpdmd.data.prompt_cache import PromptEmbeddingCache
+from dpdmd.training.build import build_backbone, build_method
 
 
 @pytest.mark.parametrize("backbone", ["digits-flow", "digits-eps"])

@@ -1,4 +1,4 @@
-"""Sharded runs build the student and the fake score on the meta device (`dpdmd.sharding`).
+"""Sharded runs build the student and the fake score on the meta device (`dpdmd.parallel.sharding`).
 
 On the tiny diffusers pipelines (tests/dpdmd/tiny_pipelines.py) loaded by the real backbones, in
 gloo processes on the CPU: a sharded full fine-tuning build never holds the whole student (its
@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 from dpdmd.anchors import LocalAnchors
 from dpdmd.backbones import get_backbone
 from dpdmd.config import ConfigError
-from dpdmd.distributed import DistributedContext, destroy_process_group, init_process_group
+from dpdmd.parallel.distributed import DistributedContext, destroy_process_group, init_process_group
 from dpdmd.method import DPDMD
 from dpdmd.stream import iteration_batch
 

@@ -131,7 +131,7 @@ def test_two_time_scale_rule():
 def test_regional_compile_keeps_the_numbers():
     """`compile: true` compiles each repeated block (aot_eager here: no C compiler needed) and the
     networks compute what they did eagerly."""
-    from dpdmd.acceleration import compile_repeated_blocks
+    from dpdmd.parallel.acceleration import compile_repeated_blocks
 
     m = make_method("flow")
     b = m.backbone

@@ -1,4 +1,4 @@
-"""Tests of dpdmd.metrics: the metric functions, the Evaluator base, and the digits evaluator."""
+"""Tests of dpdmd.evaluation: the metric functions, the Evaluator base, and the digits evaluator."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from sklearn.model_selection import train_test_split
 
-from dpdmd.digits_data import ALL_PROMPTS
-from dpdmd.metrics import (
+from dpdmd.data.digits import ALL_PROMPTS
+from dpdmd.evaluation import (
     DigitsClassifier,
     DigitsClassifierConfig,
     DigitsEvaluator,
@@ -19,7 +19,7 @@ from dpdmd.metrics import (
     knn_precision_recall_coverage,
     pairwise_diversity,
 )
-from dpdmd.metrics.digits_classifier import real_digits
+from dpdmd.evaluation.digits_classifier import real_digits
 
 
 @pytest.fixture(autouse=True)
@@ -190,7 +190,7 @@ def test_evaluator_on_real_digits_and_on_noise(split, classifier):
 def test_spectral_reads_samples_against_the_teacher_reference(split, classifier):
     """The spectral reference is the teacher's samples of each prompt (not the real digits): a
     set scores 1 against itself, and blurring or adding noise to it lowers the match."""
-    from dpdmd.metrics.corruptions import blur, gaussian_noise
+    from dpdmd.evaluation.corruptions import blur, gaussian_noise
 
     grid = _held_out_grid(split, 8)
     evaluator = DigitsEvaluator(classifier=classifier)

@@ -1,5 +1,5 @@
-"""The optimiser options (`dpdmd.optimizers`, TrainConfig.optimizer) and the memory model
-(`dpdmd.memory`, used by ``tune.search --dry-run``)."""
+"""The optimiser options (`dpdmd.parallel.optimizers`, TrainConfig.optimizer) and the memory model
+(`dpdmd.parallel.memory`, used by ``tune.search --dry-run``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dpdmd.config import ConfigError, from_mapping
-from dpdmd.memory import estimate, fit_line
-from dpdmd.optimizers import make_optimizer
+from dpdmd.parallel.memory import estimate, fit_line
+from dpdmd.parallel.optimizers import make_optimizer
 
 SETTINGS = dict(lr=1e-3, weight_decay=0.01, betas=(0.9, 0.99), device=torch.device("cpu"))
 

@@ -13,8 +13,9 @@ from dpdmd import EvalConfig, TrainConfig, train
 from dpdmd.anchors import teacher_anchors
 from dpdmd.config import from_mapping
 from dpdmd.evaluation import eval_noise, eval_prompts, generate, make_evaluator, score, teacher_reference
-from dpdmd.prompt_cache import PromptEmbeddingCache
-from dpdmd.trainer import CHECKPOINT, build_backbone, build_method
+from dpdmd.data.prompt_cache import PromptEmbeddingCache
+from dpdmd.training.build import build_backbone, build_method
+from dpdmd.training.checkpoints import CHECKPOINT
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from dpdmd.backbones.registry_real import check_weights_dir
 from dpdmd.config import ConfigError, EvalConfig, TrainConfig
 from dpdmd.evaluation import teacher_sampler
 from dpdmd.method import DPDMD
-from dpdmd.prompt_cache import PromptEmbeddingCache
+from dpdmd.data.prompt_cache import PromptEmbeddingCache
 from dpdmd.stream import iteration_batch
 
 from .helpers import step_output_grads
@@ -288,7 +288,7 @@ def test_missing_directory_is_a_clear_error(tmp_path):
         get_backbone("sd35m", path=str(missing))
     assert str(missing) in str(err.value) and "quickstart.yaml" in str(err.value)
     with pytest.raises(ConfigError, match="backbone: .*does not exist"):
-        from dpdmd.trainer import build_backbone
+        from dpdmd.training.build import build_backbone
 
         build_backbone(TrainConfig(backbone="sdxl", backbone_options={"path": str(missing)}, device="cpu"))
 
@@ -341,10 +341,10 @@ def test_weights_of_the_other_pipeline_are_refused(dirs):
 def test_train_end_to_end_sd35m(dirs, tmp_path):
     if importlib.util.find_spec("tests.dpdmd.tiny_encoders") is None:
         pytest.skip("the real evaluator's tiny encoders (tests/dpdmd/tiny_encoders.py) are not there yet")
-    metrics_module = pytest.importorskip("dpdmd.metrics")
+    metrics_module = pytest.importorskip("dpdmd.evaluation")
     if not hasattr(metrics_module, "make_real_evaluator"):
-        pytest.skip("dpdmd.metrics.make_real_evaluator is not there yet")
-    from dpdmd.trainer import train
+        pytest.skip("dpdmd.evaluation.make_real_evaluator is not there yet")
+    from dpdmd.training.loop import train
 
     from . import tiny_encoders
 
@@ -366,7 +366,7 @@ def test_train_end_to_end_sd35m(dirs, tmp_path):
     for scores in (metrics, teacher):
         assert scores["quality"] == pytest.approx(scores["clip_score"] * scores["teacher_precision"])
     from dpdmd.evaluation import make_evaluator, teacher_reference
-    from dpdmd.trainer import build_backbone
+    from dpdmd.training.build import build_backbone
 
     backbone = build_backbone(config)
     fresh = make_evaluator(config.eval, backbone)  # a second trial: the cached reference, no teacher run

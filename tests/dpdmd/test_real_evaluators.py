@@ -1,4 +1,4 @@
-"""Tests of the real evaluator (dpdmd.metrics.real): DINOv2 / DINOv3 / CLIP diversity, PickScore /
+"""Tests of the real evaluator (dpdmd.evaluation.real): DINOv2 / DINOv3 / CLIP diversity, PickScore /
 CLIP-score quality, each loaded from a tiny random-weight directory (tests/dpdmd/tiny_encoders.py)
 through the same ``from_pretrained(dir)`` path as the real weights."""
 
@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from dpdmd import ConfigError
-from dpdmd.metrics import RealEvaluator, check_evaluator_paths, make_real_evaluator
-from dpdmd.metrics.feature_stats import seed_excluded_precision
+from dpdmd.evaluation import RealEvaluator, check_evaluator_paths, make_real_evaluator
+from dpdmd.evaluation.feature_stats import seed_excluded_precision
 
 from . import tiny_encoders
 
@@ -205,9 +205,9 @@ def test_the_documented_yaml_is_well_formed():
 
     import yaml
 
-    import dpdmd.metrics.real as real
+    import dpdmd.evaluation.real_options as real_options
 
-    doc = real.__doc__
+    doc = real_options.__doc__
     example = yaml.safe_load(textwrap.dedent(doc[doc.index("    eval:"):doc.index("Names:")]))["eval"]
     problems = check_evaluator_paths(example["evaluator_options"], quality_metric=example["quality_metric"],
                                      prefix="eval.evaluator_options")

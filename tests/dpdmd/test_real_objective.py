@@ -3,7 +3,7 @@
 Teacher stand-in samples (`stand_in_samples.shape_grid`: 4 prompts, each a distinct coloured
 shape, x 8 seeds) and degraded copies are scored by the real evaluator with tiny random encoders
 (tiny_encoders.py, loaded through ``from_pretrained`` as real weights are), against the teacher's
-own features, and J is computed by `tune.objective` with the teacher's own scores as the
+own features, and J is computed by `tune.trial.objective` with the teacher's own scores as the
 reference. Tiny random encoders are not DINO / PickScore: what is asserted is what holds with them,
 measured (README, "Evaluation"; `python bench/real_objective_check.py`):
 
@@ -25,11 +25,11 @@ import numpy as np
 import pytest
 import torch
 
-from dpdmd.metrics import make_real_evaluator
-from dpdmd.metrics.corruptions import blur, drop_mode, gaussian_noise
-from dpdmd.metrics.feature_stats import knn_precision_recall_coverage, seed_excluded_precision
-from dpdmd.metrics.spectrum import band_power, match_per_prompt, spectral_match
-from tune.objective import objective_metrics
+from dpdmd.evaluation import make_real_evaluator
+from dpdmd.evaluation.corruptions import blur, drop_mode, gaussian_noise
+from dpdmd.evaluation.feature_stats import knn_precision_recall_coverage, seed_excluded_precision
+from dpdmd.evaluation.spectrum import band_power, match_per_prompt, spectral_match
+from tune.trial.objective import objective_metrics
 
 from . import stand_in_samples, tiny_encoders
 

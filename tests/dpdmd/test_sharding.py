@@ -1,4 +1,4 @@
-"""Sharded multi-worker training (`dpdmd.sharding`, FSDP2) on the CPU with gloo processes.
+"""Sharded multi-worker training (`dpdmd.parallel.sharding`, FSDP2) on the CPU with gloo processes.
 
 The same numbers as one worker on the same global batch, a checkpoint that resumes a sharded run
 exactly and loads into a one-worker run, and the one-worker checkpoint format. The GPU path
@@ -20,8 +20,8 @@ import torch
 import torch.multiprocessing as mp
 
 from dpdmd import EvalConfig, TrainConfig, train
-from dpdmd.distributed import destroy_process_group, init_process_group
-from dpdmd.sharding import _indexed, _named
+from dpdmd.parallel.distributed import destroy_process_group, init_process_group
+from dpdmd.parallel.sharding import _indexed, _named
 
 from .helpers import random_backbone, register_random_backbones
 

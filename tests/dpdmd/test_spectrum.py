@@ -1,4 +1,4 @@
-"""The spectral match (dpdmd/metrics/spectrum.py): band power by hand, noise raises it, blur lowers
+"""The spectral match (dpdmd/evaluation/spectrum.py): band power by hand, noise raises it, blur lowers
 it, identical sets match exactly, the fold is two-sided and the tolerance is the sampling noise."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from dpdmd.metrics.corruptions import blur, gaussian_noise
-from dpdmd.metrics.digits_classifier import real_digits
-from dpdmd.metrics.spectrum import band_power, match_tolerance, spectral_match
+from dpdmd.evaluation.corruptions import blur, gaussian_noise
+from dpdmd.evaluation.digits_classifier import real_digits
+from dpdmd.evaluation.spectrum import band_power, match_tolerance, spectral_match
 
 
 def _cosine(cycles: int, size: int = 32) -> torch.Tensor:

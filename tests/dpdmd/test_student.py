@@ -13,9 +13,9 @@ import torch
 
 from dpdmd.config import EvalConfig, TrainConfig
 from dpdmd.evaluation import generate
-from dpdmd.prompt_cache import PromptEmbeddingCache
+from dpdmd.data.prompt_cache import PromptEmbeddingCache
 from dpdmd.student import MANIFEST, find_student, load_student, read_manifest, save_student
-from dpdmd.trainer import build_backbone, build_method
+from dpdmd.training.build import build_backbone, build_method
 
 from .tiny_pipelines import make_tiny_sd3, make_tiny_sdxl
 

@@ -9,7 +9,7 @@ import torch
 
 from dpdmd import ConfigError, EvalConfig, TrainConfig, train
 from dpdmd.anchors import InMemoryAnchorCache, shared_anchors
-from dpdmd.trainer import CHECKPOINT
+from dpdmd.training.checkpoints import CHECKPOINT
 
 from .helpers import register_random_backbones
 
@@ -125,9 +125,9 @@ def test_outputs_and_exact_resume(tmp_path):
     ({"prompts": ["a cat"]}, "unknown digits prompt 'a cat'"),
 ])
 def test_bad_input_is_refused_before_training(changes, needle, monkeypatch):
-    import dpdmd.trainer as trainer
+    import dpdmd.training.loop as loop
 
-    monkeypatch.setattr(trainer, "build_method", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(loop, "build_method", lambda *a, **k: pytest.fail("training started"))
     with pytest.raises(ConfigError, match=needle):
         train(TrainConfig(**{"device": "cpu", **changes}), progress=False)
 
@@ -169,9 +169,9 @@ def test_the_api_train_survives_importing_the_command_line(tmp_path):
     import importlib
 
     import dpdmd
-    import dpdmd.train_cli  # noqa: F401 - the command line, imported first
+    import dpdmd.cli.train  # noqa: F401 - the command line, imported first
 
-    with pytest.raises(ImportError, match="dpdmd.train_cli"):
+    with pytest.raises(ImportError, match="dpdmd.cli.train"):
         importlib.import_module("dpdmd.train")  # only `python -m dpdmd.train` runs that file
     assert callable(dpdmd.train) and dpdmd.train is train
     metrics = dpdmd.train(fast_config(iterations=6), out_dir=tmp_path / "run", progress=False)

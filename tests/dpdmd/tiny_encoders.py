@@ -1,7 +1,7 @@
 """Tiny random-weight stand-ins for the real evaluators' models, saved the way users get them.
 
 Each builder writes a local transformers directory (``save_pretrained`` of the model, its image
-processor and, for CLIP, its tokenizer) that `dpdmd.metrics.make_real_evaluator` then loads back
+processor and, for CLIP, its tokenizer) that `dpdmd.evaluation.make_real_evaluator` then loads back
 through the same ``from_pretrained(dir)`` path as DINOv2 / CLIP ViT-L/14 / PickScore_v1. Nothing is
 downloaded: configs are tiny (hidden size 32, 2 layers, 32x32 images, patch 8) and the CLIP
 tokenizer reads a small BPE vocabulary written to the directory.

@@ -35,7 +35,7 @@ def fill(path: Path) -> None:
 
 
 def run(argv: list[str]) -> tuple[int, str]:
-    train_cli = importlib.import_module("dpdmd.train_cli")
+    train_cli = importlib.import_module("dpdmd.cli.train")
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = train_cli.main(argv)
@@ -43,10 +43,10 @@ def run(argv: list[str]) -> tuple[int, str]:
 
 
 def main(root: Path, snapshots: Path) -> None:
-    import dpdmd.trainer as trainer
+    import dpdmd.training.loop as loop
 
     register_random_backbones()
-    save, saved = trainer.save_checkpoint, []
+    save, saved = loop.save_checkpoint, []
 
     def save_then_fill_the_disk(*args, **kwargs):
         save(*args, **kwargs)
@@ -54,12 +54,12 @@ def main(root: Path, snapshots: Path) -> None:
         if len(saved) == 2:
             fill(root / "filler")
 
-    trainer.save_checkpoint = save_then_fill_the_disk
+    loop.save_checkpoint = save_then_fill_the_disk
     out = root / "run"
     result = {"failed": run([*FLAGS, "--out", str(out)])}
     shutil.copytree(out, snapshots / "failed")
     (root / "filler").unlink()  # space freed
-    trainer.save_checkpoint = save
+    loop.save_checkpoint = save
     result["resumed"] = run([*FLAGS, "--out", str(out), "--resume"])
     shutil.copytree(out, snapshots / "resumed")
     (snapshots / "result.json").write_text(json.dumps(result))

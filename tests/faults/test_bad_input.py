@@ -12,8 +12,9 @@ import yaml
 
 from dpdmd import ConfigError, TrainConfig
 from dpdmd.config import load_config, load_yaml
-from tune import preflight, search
-from tune.space import SpaceError, load_space
+from tune.cli import search
+from tune.storage import preflight
+from tune.space import SpaceError, checks, load_space
 
 SPACE = {
     "name": "edge",
@@ -220,7 +221,7 @@ def test_a_gpu_trial_on_a_machine_without_gpu_is_refused(tmp_path, capsys, monke
 # --- evaluator weights ---------------------------------------------------------------------------
 
 def test_transformers5_processor_config_is_accepted(tmp_path):
-    from dpdmd.metrics.real import _image_processor_dict
+    from dpdmd.evaluation.real_options import _image_processor_dict
 
     folder = tmp_path / "proc"
     folder.mkdir()
@@ -238,11 +239,11 @@ def test_transformers5_processor_config_is_accepted(tmp_path):
 def test_train_cli_checks_evaluator_weights_before_training(tmp_path, monkeypatch):
     import importlib
 
-    import dpdmd.trainer as trainer
+    import dpdmd.training.loop as loop
 
-    train_cli = importlib.import_module("dpdmd.train_cli")
+    train_cli = importlib.import_module("dpdmd.cli.train")
 
-    monkeypatch.setattr(trainer, "build_method", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(loop, "build_method", lambda *a, **k: pytest.fail("training started"))
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"eval": {"evaluator": "real", "evaluator_options": {
         "diversity_encoders": {"dinov2": str(tmp_path / "nowhere")},
@@ -267,15 +268,15 @@ def test_a_teacher_scoring_zero_is_refused_before_ray(tmp_path, capsys, monkeypa
         return lambda config: asked.append(config) or scores
 
     # the two K values share one teacher reference: computed once
-    assert preflight.teacher_problems(space, reference=teacher({"diversity": 0.03, "quality": 0.75})) == []
+    assert checks.teacher_problems(space, reference=teacher({"diversity": 0.03, "quality": 0.75})) == []
     assert len(asked) == 1 and asked[0].eval.seeds_per_prompt == 4
-    (problem,) = preflight.teacher_problems(space, reference=teacher({"diversity": 0.03, "quality": 0.0}))
+    (problem,) = checks.teacher_problems(space, reference=teacher({"diversity": 0.03, "quality": 0.0}))
     assert problem.startswith("eval.seeds_per_prompt: 4 is too few here: the teacher (digits-flow, teacher_steps 10) "
                               "scores quality 0 on the evaluation set")
     assert "quality is fidelity" in problem and "eval.quality_metric: class_prob" in problem
     # at launch: exit 2 naming the file and the key, before Ray starts or anything is written
     monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
-    monkeypatch.setattr(preflight, "_teacher_scores", lambda config: {"diversity": 0.0, "quality": 0.5})
+    monkeypatch.setattr(checks, "_teacher_scores", lambda config: {"diversity": 0.0, "quality": 0.5})
     storage = tmp_path / "runs"
     assert search.main(["--space", str(space.path), "--storage", str(storage)]) == 2
     err = capsys.readouterr().err
@@ -287,9 +288,9 @@ def test_the_teacher_check_reads_the_real_teacher_reference(tmp_path):
     from tune.space import load_space
 
     space = load_space(write_space(tmp_path))
-    scores = preflight._teacher_scores(space.train_config(space.base_point()).replace(device="cpu"))
+    scores = checks._teacher_scores(space.train_config(space.base_point()).replace(device="cpu"))
     assert scores.keys() >= {"quality", "diversity"} and all(v >= 0 for v in scores.values())
     # the launch check refuses exactly when the real reference scores 0 (this tiny space's teacher,
     # 4 seeds per prompt, scored fidelity 0 in a fresh clone and above 0 on another machine's cache)
     positive = scores["quality"] > 0 and scores["diversity"] > 0
-    assert (preflight.teacher_problems(space) == []) == positive
+    assert (checks.teacher_problems(space) == []) == positive

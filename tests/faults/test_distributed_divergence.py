@@ -26,9 +26,9 @@ JOIN_S = 600
 
 def _worker(rank: int, world: int, init_method: str, out_dir: str, fault: str, shard: bool, result: str) -> None:
     from dpdmd import method as method_module
-    from dpdmd import trainer
-    from dpdmd.distributed import destroy_process_group, init_process_group
-    from dpdmd.trainer import train
+    from dpdmd.training import loop
+    from dpdmd.parallel.distributed import destroy_process_group, init_process_group
+    from dpdmd.training.loop import train
     from tests.dpdmd.helpers import register_random_backbones
 
     register_random_backbones()
@@ -44,13 +44,13 @@ def _worker(rank: int, world: int, init_method: str, out_dir: str, fault: str, s
 
         method_module.DPDMD.fake_update = nan_on_third
     if fault == "evaluation" and rank == 0:  # the second evaluation finds the student not finite
-        divergence, calls = trainer._divergence, []
+        divergence, calls = loop._divergence, []
 
         def broken_at_second(method, images, where):
             calls.append(1)
             return f"student weight w is not finite {where}" if len(calls) == 2 else divergence(method, images, where)
 
-        trainer._divergence = broken_at_second
+        loop._divergence = broken_at_second
     context = init_process_group(rank=rank, world_size=world, init_method=init_method, device="cpu",
                                  timeout_s=COLLECTIVE_TIMEOUT_S, shard_networks=shard)
     try:

@@ -1,12 +1,12 @@
-"""Failed trials as data (tune.failures): errored and diverged trials listed with their error,
-and kept off the front; counts add up across a resume (dpdmd.trainer)."""
+"""Failed trials as data (tune.outputs.failures): errored and diverged trials listed with their error,
+and kept off the front; counts add up across a resume (dpdmd.training)."""
 
 from __future__ import annotations
 
 import pandas as pd
 from ray.tune import Result
 
-from tune.failures import failed_trials, failures_table, without_failed
+from tune.outputs.failures import failed_trials, failures_table, without_failed
 
 
 def result(trial_id, error=None, rows=()):
@@ -36,7 +36,8 @@ def test_errored_and_diverged_trials_are_listed_and_kept_off_the_front():
 
 def test_counts_add_up_across_a_resume(tmp_path):
     from dpdmd import EvalConfig, TrainConfig
-    from dpdmd.trainer import CHECKPOINT, train
+    from dpdmd.training.checkpoints import CHECKPOINT
+    from dpdmd.training.loop import train
 
     from ..dpdmd.helpers import register_random_backbones
 
@@ -61,7 +62,8 @@ def test_store_statistics_add_up_over_the_stores_of_a_search(tmp_path):
     summary adds every store's counts; re-recording one store replaces its earlier record."""
     import numpy as np
 
-    from tune.shared_cache import _Store, record_stats, total_stats
+    from tune.trial.anchor_store import _Store
+    from tune.trial.cache_stats import record_stats, total_stats
 
     uri = str(tmp_path / "exp" / "cache_stats.jsonl")
     first, second = _Store(), _Store()
@@ -88,7 +90,7 @@ def test_a_spill_that_cannot_be_written_or_read_keeps_the_store_working(tmp_path
     import numpy as np
     import pytest
 
-    from tune.shared_cache import _Store
+    from tune.trial.anchor_store import _Store
 
     store = _Store(spill_uri=str(tmp_path / "spill"))
 

@@ -4,7 +4,7 @@ where they are not). The error names the file that could not be written, exit st
 already written is damaged, and ``--resume`` after space is freed finishes the run with no
 duplicated row and the numbers of an uninterrupted run. The same for a search (slow): Ray's own
 experiment state, cut short by the full disk, is put back from its last whole copy
-(`tune.state_backup`), and every trial finishes once."""
+(`tune.storage.state_backup`), and every trial finishes once."""
 
 from __future__ import annotations
 

@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from tune import search
+from tune.cli import search
+from tune.run.tuner import build_tuner
+from tune.storage.uri import join_uri
 
 SPACE = {
     "name": "faults",
@@ -40,7 +42,7 @@ def _kill_store_after_first_hit(spill_uri: str, killed: list):
     process: Ray does not restart it)."""
     import ray
 
-    from tune.shared_cache import find_store
+    from tune.trial.anchor_store import find_store
 
     deadline = time.time() + 300
     while time.time() < deadline and not killed:
@@ -63,7 +65,7 @@ def diverged_search(tmp_path_factory):
     storage = tmp / "runs"
     killed: list = []
     killer = threading.Thread(target=_kill_store_after_first_hit,
-                              args=(search.join_uri(str(storage.resolve()), "anchor_cache"), killed), daemon=True)
+                              args=(join_uri(str(storage.resolve()), "anchor_cache"), killed), daemon=True)
     killer.start()
     code = search.main(["--space", str(path), "--storage", str(storage)])
     killer.join(timeout=1)
@@ -120,7 +122,7 @@ def test_grid_and_random_searches_honour_max_concurrent(tmp_path):
                                      "anchor_k": {"value": 2}}
         space = load_space(write_space(tmp_path, **changes))
         args = search.parse_args(["--space", str(space.path)])
-        tuner = search.build_tuner(space, args, storage=str(tmp_path / "runs"),
+        tuner = build_tuner(space, args, storage=str(tmp_path / "runs"),
                                    cache={"enabled": False, "spill_uri": None, "ks": [2]})
         tune_config = tuner._local_tuner._tune_config
         assert isinstance(tune_config.search_alg, Searcher), method

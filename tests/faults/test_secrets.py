@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tune import search
+from tune.cli import search
 
 FAKE_KEY = "dpdmdfake" + "0123456789abcdef" * 2 + "zzzzzzz"  # 48 characters, found nowhere else
 

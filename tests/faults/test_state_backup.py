@@ -1,4 +1,4 @@
-"""The last whole copy of Ray Tune's experiment state (`tune.state_backup`, issue 13): copied from
+"""The last whole copy of Ray Tune's experiment state (`tune.storage.state_backup`, issue 13): copied from
 Ray's staging folder after each save, kept when a later copy cannot be written (a full disk), and
 put back by ``--resume`` where the storage's state is cut short; without a copy, ``--resume`` of
 a damaged state is refused (Ray would start the search again). The full-disk search itself:
@@ -16,8 +16,9 @@ import pytest
 import ray.cloudpickle as cloudpickle
 import yaml
 
-from tune import search, state_backup
-from tune.state_backup import BACKUP_DIR, StateBackup, damaged_state, is_whole, restore_if_damaged
+from tune.cli import search
+from tune.storage import state_backup
+from tune.storage.state_backup import BACKUP_DIR, StateBackup, damaged_state, is_whole, restore_if_damaged
 
 SESSION = "2026-01-01_00-00-00"
 TRIAL = "run_search_trial_aaaa_1_anchor_k=2,lambda_div=0.5000_" + SESSION
@@ -90,21 +91,21 @@ def test_the_copy_follows_each_save_and_restores_what_a_full_disk_cut_short(dirs
 
     # the disk fills up: Ray's next save reaches the storage cut short, and so does not our copy
     third = stage(staging, rows=3)
-    real_write = state_backup.write_whole
+    real_write = state_backup.write_atomic
 
-    def disk_full(fs, path, data):
+    def disk_full(fs, path, data, **options):
         if path.endswith("manifest.json"):
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_write(fs, path, data)
+        real_write(fs, path, data, **options)
 
-    monkeypatch.setattr(state_backup, "write_whole", disk_full)
+    monkeypatch.setattr(state_backup, "write_atomic", disk_full)
     backup.on_step_end(iteration=3, trials=fake_trials(staging))
     backup.wait()
     stage(staging, rows=4)
     backup.on_step_end(iteration=4, trials=fake_trials(staging))
     backup.wait()
     assert capsys.readouterr().err.count("warning: cannot copy Ray's experiment state") == 1  # said once
-    monkeypatch.setattr(state_backup, "write_whole", real_write)
+    monkeypatch.setattr(state_backup, "write_atomic", real_write)
     upload(experiment, {STATE: third[STATE][:40], SEARCHER: b"", f"{TRIAL}/progress.csv": b""})
     later = "experiment_state-2026-01-02_00-00-00.json"  # a later session's save, cut short too
     (experiment / later).write_bytes(third[STATE][:10])

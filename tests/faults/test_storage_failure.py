@@ -4,7 +4,7 @@ larger again (half-written checkpoints are removed)."""
 
 import time
 
-from tune.search import FULL_DISK_BYTES, LeastFreeSpace, storage_failure
+from tune.run.storage_faults import FULL_DISK_BYTES, LeastFreeSpace, storage_failure
 
 
 def test_a_disk_full_during_the_search_is_recognised_after_space_came_back(tmp_path):

@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from dpdmd import EvalConfig, TrainConfig
-from dpdmd.trainer import CHECKPOINT, PREVIOUS, train
+from dpdmd.training.checkpoints import CHECKPOINT, PREVIOUS
+from dpdmd.training.loop import train
 
 from ..dpdmd.helpers import register_random_backbones
 
 register_random_backbones()
-train_cli = importlib.import_module("dpdmd.train_cli")
+train_cli = importlib.import_module("dpdmd.cli.train")
 
 FLAGS = ["--backbone", "test-random-flow", "--iterations", "12", "--batch-size", "2", "--teacher-steps", "10",
          "--anchor-k", "3", "--fake-updates", "1", "--eval-prompts", "3", "--eval-seeds-per-prompt", "4",

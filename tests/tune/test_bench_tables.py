@@ -58,7 +58,7 @@ def test_ground_truth_runs_from_a_table_path(tmp_path, capsys):
     assert "**digits-flow**: 50 (configuration, budget) points, 2 seeds each" in text
     assert "seed 0 " in text and "seed 1000 " in text and "one point per configuration" in text
     # the printed best J is the table's best seed-mean J
-    from tune.tabular import with_scores
+    from tune.simulate.table import with_scores
 
     scored = with_scores(frame, diversity_weight=0.5)
     best = scored.groupby(["anchor_k", "lambda_div", "student_updates"])["objective"].mean().max()

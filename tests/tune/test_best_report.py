@@ -13,8 +13,9 @@ import pytest
 
 from tests.bench_scripts import load_bench
 from tests.tune.tabular_fake import fake_table
-from tune import results as res
-from tune.outputs.fronts import backbone_fronts
+from tune.outputs import front as fr
+from tune.outputs import results as res
+from tune.outputs.front import backbone_fronts
 from tune.outputs.kept import kept_reports, new_bests, unique_reports
 
 TEACHER = {"teacher_diversity": 0.05, "teacher_quality": 0.5, "backbone": "digits-eps"}
@@ -42,7 +43,7 @@ def test_a_trial_that_peaks_then_collapses_is_on_the_front_at_its_peak():
         {"trial_id": "collapse", "student_updates": 120, "training_iteration": 3, "diversity": 0.02, "quality": 0.6},
         {"trial_id": "steady", "student_updates": 120, "training_iteration": 3, "diversity": 0.035, "quality": 0.62},
     ])
-    last = res.pareto_front(res.final_results(trials, min_quality=0.9))
+    last = fr.pareto_front(res.final_results(trials, min_quality=0.9))
     assert last["trial_id"].tolist() == ["steady"]  # by last reports the peak is lost: (0.4, 1.2) is dominated
 
     kept = kept_reports(trials, min_quality=0.9, min_student_updates=0).set_index("trial_id")
@@ -51,9 +52,9 @@ def test_a_trial_that_peaks_then_collapses_is_on_the_front_at_its_peak():
     assert peak["checkpoint"] == "/runs/s/collapse/checkpoint_000001"
     fronts = backbone_fronts(kept.reset_index())
     assert set(fronts["digits-eps"]["trial_id"]) == {"collapse", "steady"}
-    assert res.recommended(fronts["digits-eps"])["trial_id"].item() == "collapse"  # J 0.99 at 80 updates
+    assert fr.recommended(fronts["digits-eps"])["trial_id"].item() == "collapse"  # J 0.99 at 80 updates
 
-    summary = res.summarize(kept.reset_index(), fronts, cache_stats={}, compute={}, space_name="t", min_quality=0.9)
+    summary = fr.summarize(kept.reset_index(), fronts, cache_stats={}, compute={}, space_name="t", min_quality=0.9)
     rec = summary["recommended"]["digits-eps"]
     assert (rec["trial_id"], rec["student_updates"], rec["training_iteration"]) == ("collapse", 80, 2)
     assert rec["checkpoint"] == "/runs/s/collapse/checkpoint_000001"
@@ -110,12 +111,12 @@ def collapsing_table() -> pd.DataFrame:
 
 
 def test_the_simulator_shows_the_front_tune_search_writes(tmp_path):
-    """The simulator's front is `tune.results`' on the same rows, kept reports included: the
+    """The simulator's front is `tune.outputs`' on the same rows, kept reports included: the
     collapsing trial is shown at its peak, not its last report; the bench judges it there by its
     seed mean."""
     from tests.tune.test_simulate import make_space
-    from tune.simulate import shown_front, simulate
-    from tune.tabular import RecordedTable, ground_truth, hypervolume, true_points
+    from tune.simulate.replay import shown_front, simulate
+    from tune.simulate.table import RecordedTable, ground_truth, hypervolume, true_points
 
     table = RecordedTable(collapsing_table())
     space = make_space(tmp_path, scheduler="fifo")
@@ -123,7 +124,7 @@ def test_the_simulator_shows_the_front_tune_search_writes(tmp_path):
     shown = shown_front(sim.reports, min_quality=0.5)
     # as tune.search computes it from trials.parquet (every report, in any order)
     trials = res.with_scores(sim.reports.sample(frac=1, random_state=1), diversity_weight=0.5)
-    written = res.pareto_front(kept_reports(trials, min_quality=0.5, min_student_updates=0))
+    written = fr.pareto_front(kept_reports(trials, min_quality=0.5, min_student_updates=0))
     cols = ["trial_id", "anchor_k", "lambda_div", "student_updates", "diversity_score", "quality_score", "objective"]
     pd.testing.assert_frame_equal(shown[cols].reset_index(drop=True), written[cols].reset_index(drop=True))
     peak = shown[(shown["anchor_k"] == 20) & (shown["lambda_div"] == 0.05)]

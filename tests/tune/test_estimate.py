@@ -9,9 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from tune.run.estimate import (backbone_setup, estimate_lines, expected_updates, human_bytes,
-                               matching_measurements)
+from tune.cli.plan import max_updates
+from tune.run.estimate import backbone_setup, estimate_lines, expected_updates, human_bytes, matching_measurements
 from tune.space import load_space
+from tune.space.schema import SchedulerSpec
 
 SPACES = Path(__file__).parents[2] / "search_spaces"
 
@@ -22,6 +23,11 @@ def anchor(monkeypatch, tmp_path):
     return load_space(SPACES / "anchor.yaml", check_weights=False)
 
 
+def lines(space) -> list[str]:
+    """The dry run's cost lines of ``space``."""
+    return estimate_lines(space, max_t=max_updates(space))
+
+
 def _with_options(space, backbone: str, **options):
     spec = space.backbones[backbone]
     backbones = {**space.backbones, backbone: dataclasses.replace(spec, options={**spec.options, **options})}
@@ -30,14 +36,14 @@ def _with_options(space, backbone: str, **options):
 
 def test_asha_planned_promotions():
     # rungs 100, 200, 400 below max_t 500: all reach 100, 1/2 reach 200, 1/4 reach 400, 1/8 reach 500
-    assert expected_updates(max_t=500, scheduler="asha", grace_period=100, reduction_factor=2) == \
-        100 + 100 / 2 + 200 / 4 + 100 / 8
-    assert expected_updates(max_t=80, scheduler="moasha", grace_period=10, reduction_factor=2) == 10 + 5 + 5 + 5
-    assert expected_updates(max_t=500, scheduler="fifo", grace_period=100, reduction_factor=2) == 500
+    asha = SchedulerSpec(type="asha", grace_period=100, reduction_factor=2)
+    assert expected_updates(asha, max_t=500) == 100 + 100 / 2 + 200 / 4 + 100 / 8
+    assert expected_updates(SchedulerSpec(type="moasha", grace_period=10, brackets=2), max_t=80) == 10 + 5 + 5 + 5
+    assert expected_updates(SchedulerSpec(type="fifo"), max_t=500) == 500
 
 
 def test_anchor_yaml_by_hand(anchor):
-    text = "\n".join(estimate_lines(anchor))
+    text = "\n".join(lines(anchor))
     # 20 sampled + 1 baseline trials; LoRA r64 on sd35m: 47,775,744 adapter parameters
     assert "sd35m: 21 trials, LoRA r64, 1024 px, batch 4, compile off, adamw, gradient checkpointing on" in text
     assert "at most 500 (10 reports); 212 on average with ASHA's planned promotions" in text
@@ -65,24 +71,24 @@ def test_what_was_not_measured_says_so(anchor, tmp_path):
     assert matching_measurements(setup, {"gpu": 0, "cpu": 8}) == []  # not on a CPU
     large = tmp_path / "large.yaml"
     large.write_text((SPACES / "anchor.yaml").read_text().replace("  sd35m:", "  sd35l:"))
-    text = "\n".join(estimate_lines(load_space(large, check_weights=False)))
+    text = "\n".join(lines(load_space(large, check_weights=False)))
     assert "no measurement of this setup" in text
     assert "the student 377 MB (float32, the adapter alone)" in text  # 94,322,688 x 4 bytes
     assert "how many is unknown" in text
     spec = anchor.backbones["sd35m"]
     two = dataclasses.replace(anchor, backbones={"sd35m": dataclasses.replace(spec, resources={**spec.resources,
                                                                                              "workers": 2})})
-    assert "no measurement: a trial of 2 data-parallel workers was never timed" in "\n".join(estimate_lines(two))
+    assert "no measurement: a trial of 2 data-parallel workers was never timed" in "\n".join(lines(two))
 
 
 def test_the_state_cadence_and_the_digits_backbones():
     space = load_space(SPACES / "quickstart.yaml")
-    text = "\n".join(estimate_lines(space))
+    text = "\n".join(lines(space))
     assert "the student 2.32 MB (float32) when it is the trial's new best; the state 13.9 MB" in text
     assert "0 x 13.9 MB" in text  # a 1-minute trial never reaches the 30-minute cadence
     assert "1 thread used: 0.765 s per update" in text and "core-hours" in text
     every = dataclasses.replace(space)
     every.checkpoint = SimpleNamespace(state_every_minutes=0)  # the space's checkpoint section (0: every report)
-    every_text = "\n".join(estimate_lines(every))
+    every_text = "\n".join(lines(every))
     assert "the state 13.9 MB (0.581 M trained parameters" in every_text and "at every report" in every_text
     assert "5 x 2.32 MB + 5 x 13.9 MB" in every_text

@@ -10,7 +10,7 @@ import pytest
 
 from tests.tune.test_kept import FLOOR, MIN_UPDATES, two_backbones
 from tune.cli.front import main
-from tune.outputs.fronts import backbone_fronts, front_summary, pareto_rows
+from tune.outputs.front import backbone_fronts, front_summary, pareto_rows
 from tune.outputs.kept import kept_reports
 
 DIGITS = {"evaluator": "digits", "quality_metric": "auto", "fingerprint": "f00d"}
@@ -64,7 +64,7 @@ def test_another_floor_and_weight_into_out_leave_the_search_alone(tmp_path, caps
     assert "the search's own files" in capsys.readouterr().out
     pd.testing.assert_frame_equal(pd.read_parquet(out / "kept.parquet"), pd.read_parquet(run / "kept.parquet"))
     # tune.export reads the copy: its choice of the recommended students works from DIR
-    from tune.export import choose, parse_args
+    from tune.cli.export import choose, parse_args
 
     records = choose(str(out), summary, parse_args([str(out), "--recommended", "--out", str(tmp_path / "x")]))
     assert {r["trial_id"] for r in records} == {"b", "e"}

@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tune import results as res
-from tune.outputs.fronts import (backbone_fronts, front_hypervolumes, front_summary, pareto_rows,
+from tune.outputs import front as res
+from tune.outputs.front import (backbone_fronts, front_hypervolumes, front_summary, pareto_rows,
                                  recommended_students, rescored)
 from tune.outputs.kept import eligible, kept_reports, new_bests, unique_reports
 from tune.outputs.raw_units import comparable_groups, raw_comparison
+from tune.outputs.results import with_scores
 
 FLOOR, MIN_UPDATES = 0.9, 20
 TEACHERS = {"digits-flow": (0.05, 0.5), "digits-eps": (0.04, 0.6)}
@@ -28,7 +29,7 @@ def reports(rows: list[dict], *, checkpoints: bool = True) -> pd.DataFrame:
     frame["teacher_diversity"] = [TEACHERS[b][0] for b in frame["backbone"]]
     frame["teacher_quality"] = [TEACHERS[b][1] for b in frame["backbone"]]
     frame["trial_path"] = "/runs/s/" + frame["trial_id"]
-    frame = res.with_scores(frame, diversity_weight=0.5)
+    frame = with_scores(frame, diversity_weight=0.5)
     if checkpoints:  # as the trainable attaches them, report by report in the order written
         best: dict[str, float] = {}
         names = []
@@ -170,7 +171,7 @@ def test_the_kept_report_is_the_checkpoint_ray_keeps(tmp_path):
     from ray.train._internal.checkpoint_manager import _CheckpointManager
     from ray.train._internal.session import _TrainingResult
 
-    from tune.search import best_checkpoint_config
+    from tune.run.tuner import best_checkpoint_config
 
     rng = np.random.default_rng(0)
     for trial in range(25):

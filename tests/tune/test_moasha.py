@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from tune.moasha import MultiObjectiveASHAScheduler, rank_points
+from tune.schedulers.moasha import MultiObjectiveASHAScheduler, rank_points
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 NAN, INF = float("nan"), float("inf")
@@ -223,11 +223,11 @@ def test_ray_runs_moasha_with_every_searcher(method, tmp_path, monkeypatch, loca
 
     import yaml
 
-    import tune.multi_gpu
-    from tune import search
+    import tune.trial.multi_gpu
+    from tune.run import tuner as search_tuner
     from tune.space import load_space
 
-    monkeypatch.setattr(tune.multi_gpu, "build_trainable", fake_trainable)
+    monkeypatch.setattr(tune.trial.multi_gpu, "build_trainable", fake_trainable)
     lam = ({"values": [0.05, 0.3, 0.6, 0.9]} if method == "grid"
            else {"distribution": "uniform", "min": 0.01, "max": 0.9})
     space_file = tmp_path / "space.yaml"
@@ -238,7 +238,7 @@ def test_ray_runs_moasha_with_every_searcher(method, tmp_path, monkeypatch, loca
         "scheduler": {"type": "moasha", "grace_period": 1, "reduction_factor": 2}, "wandb": {"enabled": False}}))
     space = load_space(space_file)
     args = argparse.Namespace(name=None, num_samples=None, resume=False)
-    tuner = search.build_tuner(space, args, storage=str(tmp_path / "runs"), cache={"enabled": False})
+    tuner = search_tuner.build_tuner(space, args, storage=str(tmp_path / "runs"), cache={"enabled": False})
     grid = tuner.fit()
     assert not grid.errors
     updates = [r.metrics["student_updates"] for r in grid]

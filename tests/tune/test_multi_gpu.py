@@ -1,5 +1,5 @@
-"""Multi-worker trials on the CPU (gloo): `dpdmd.distributed` (2 processes with replicas train as
-1 on the same global batch; sharded workers: tests/dpdmd/test_sharding.py) and `tune.multi_gpu` (a
+"""Multi-worker trials on the CPU (gloo): `dpdmd.parallel.distributed` (2 processes with replicas train as
+1 on the same global batch; sharded workers: tests/dpdmd/test_sharding.py) and `tune.trial.multi_gpu` (a
 2-worker sharded Tune trial in one placement group reports metrics and a checkpoint). The GPU path
 differs only in the backend (NCCL) and the bundles' GPUs."""
 
@@ -11,7 +11,7 @@ import yaml
 
 from dpdmd import EvalConfig, TrainConfig
 from dpdmd import train
-from dpdmd.distributed import DistributedContext, backend_for, destroy_process_group, init_process_group
+from dpdmd.parallel.distributed import DistributedContext, backend_for, destroy_process_group, init_process_group
 from dpdmd.stream import iteration_batch
 
 from ..dpdmd.helpers import random_backbone, register_random_backbones
@@ -24,7 +24,7 @@ EQUIVALENCE = dict(backbone="test-random-flow", iterations=6, teacher_steps=10, 
 PER_WORKER_BATCH = 2
 
 
-# --- dpdmd.distributed without processes --------------------------------------------------------
+# --- dpdmd.parallel.distributed without processes --------------------------------------------------------
 
 def test_shards_partition_the_global_batch():
     batch = iteration_batch(seed=0, iteration=3, prompts=[str(d) for d in range(10)], batch_size=6,
@@ -77,7 +77,7 @@ def test_two_gloo_workers_train_as_one_worker_on_the_global_batch(tmp_path):
 
 
 def test_shard_is_a_boolean_that_defaults_to_true(tmp_path):
-    from tune.multi_gpu import shards_networks
+    from tune.trial.multi_gpu import shards_networks
     from tune.space import SpaceError, load_space
 
     assert shards_networks({"workers": 2}) and not shards_networks({"workers": 2, "shard": False})
@@ -103,8 +103,8 @@ def test_two_worker_trial_reports_through_tune_with_a_checkpoint(tmp_path, monke
     ray = pytest.importorskip("ray")
     from ray import tune
 
-    from tune.shared_cache import get_or_create_store
-    from tune.multi_gpu import build_trainable, multi_worker_resources, trial_resources
+    from tune.trial.anchor_store import get_or_create_store
+    from tune.trial.multi_gpu import build_trainable, multi_worker_resources, trial_resources
     from tune.space import load_space
 
     path = tmp_path / "space.yaml"

@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from dpdmd.metrics import DigitsEvaluator
-from dpdmd.metrics.corruptions import standard_corruptions
-from tune import results as res
-from tune.objective import diversity_score, legacy_objective, objective_metrics
+from dpdmd.evaluation import DigitsEvaluator
+from dpdmd.evaluation.corruptions import standard_corruptions
+from tune.outputs import files
+from tune.outputs import front as fr
+from tune.outputs import results as res
+from tune.trial.objective import diversity_score, legacy_objective, objective_metrics
 
 
 def test_diversity_score_is_two_sided_and_quality_score_uncapped():
@@ -70,10 +72,10 @@ def test_front_keeps_only_trials_above_the_floor_and_recommends_the_best_j():
     ])
     assert final.set_index("trial_id")["below_floor"].to_dict() == {
         "noisy": True, "dmd": False, "dpdmd": False, "wide": True, "early": False}
-    front = res.pareto_front(final)
+    front = fr.pareto_front(final)
     assert front["trial_id"].tolist() == ["dmd", "early", "dpdmd"]  # sorted by diversity_score
-    assert res.recommended(front)["trial_id"].item() == "dpdmd"  # J 0.93 vs 0.9 (early), 0.85 (dmd)
-    summary = res.summarize(final, {"digits-eps": front}, cache_stats={}, compute={}, space_name="t", min_quality=0.9)
+    assert fr.recommended(front)["trial_id"].item() == "dpdmd"  # J 0.93 vs 0.9 (early), 0.85 (dmd)
+    summary = fr.summarize(final, {"digits-eps": front}, cache_stats={}, compute={}, space_name="t", min_quality=0.9)
     assert summary["recommended"]["digits-eps"]["trial_id"] == "dpdmd" and summary["below_floor"] == 2
     # the hypervolume is in the front's own units: the staircase of (0.6, 1.1), (0.8, 1.0), (0.9, 0.96)
     assert summary["hypervolume"]["digits-eps"] == pytest.approx(0.6 * 1.1 + 0.2 * 1.0 + 0.1 * 0.96)
@@ -86,14 +88,14 @@ def test_outputs_plot_teacher_units_and_grey_below_floor(tmp_path):
                     {"trial_id": "b", "student_updates": 60, "diversity": 0.08, "quality": 0.2, **base},
                     {"trial_id": "c", "student_updates": 60, "diversity": 0.03, "quality": 0.5,
                      **dict(base, lambda_div=0.0)}])
-    front = res.pareto_front(final)
-    summary = res.summarize(final, {"digits-eps": front}, cache_stats={}, compute={}, space_name="t", min_quality=0.9)
-    paths = res.write_outputs(tmp_path, final, final, front.assign(backbone="digits-eps"), summary)
+    front = fr.pareto_front(final)
+    summary = fr.summarize(final, {"digits-eps": front}, cache_stats={}, compute={}, space_name="t", min_quality=0.9)
+    paths = files.write_outputs(tmp_path, final, final, front.assign(backbone="digits-eps"), summary)
     assert paths["plot"].stat().st_size > 10_000 and paths["kept"].is_file()
-    with_teacher = res.front_with_teacher(front, summary["teacher"])
+    with_teacher = fr.front_with_teacher(front, summary["teacher"])
     assert with_teacher.iloc[-1][["backbone", "diversity_score", "quality_score"]].tolist() == ["digits-eps", 1.0, 1.0]
-    assert res.headline(summary)["recommended/digits-eps/trial_id"] == "a"
-    assert res.headline(summary)["hypervolume/digits-eps"] == summary["hypervolume"]["digits-eps"]
+    assert fr.headline(summary)["recommended/digits-eps/trial_id"] == "a"
+    assert fr.headline(summary)["hypervolume/digits-eps"] == summary["hypervolume"]["digits-eps"]
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +171,7 @@ def test_corruptions_fall_below_the_fidelity_floor(corrupted_scores, name):
 
 
 def test_rung_kendall_tau_against_the_final_ranking():
-    from tune.rank_agreement import rung_kendall_tau
+    from tune.simulate.rank_agreement import rung_kendall_tau
 
     rows = [(t, u, v) for t, values in {"a": [1, 3], "b": [2, 2], "c": [3, 1], "d": [4, None]}.items()
             for u, v in zip((10, 20), values) if v is not None]

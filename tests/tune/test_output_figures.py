@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from tests.tune.test_kept import FLOOR, MIN_UPDATES, d, q, reports, two_backbones
-from tune.outputs.curves_figure import asha_milestones, curves_figure, curves_panels
+from tune.outputs.curves_figure import curves_figure, curves_panels
 from tune.outputs.front_figure import pareto_figure, pareto_panels
-from tune.outputs.fronts import backbone_fronts, front_summary
+from tune.outputs.front import backbone_fronts, front_summary
 from tune.outputs.kept import kept_reports, unique_reports
 from tune.outputs.labels import config_label, trial_labels
+from tune.space.schema import SchedulerSpec
 
 DIGITS = {"evaluator": "digits", "quality_metric": "auto", "fingerprint": "f00d"}
 
@@ -69,7 +70,7 @@ def test_curves_named_by_configuration_with_rungs_and_kept_students(tmp_path):
                       for step, u in enumerate((10, 20, 40, 80))])
     unique = unique_reports(trials)
     kept = kept_reports(trials, min_quality=FLOOR, min_student_updates=MIN_UPDATES)
-    fig = curves_panels(unique, kept, rungs=asha_milestones(grace_period=10, reduction_factor=2, max_t=80),
+    fig = curves_panels(unique, kept, rungs=SchedulerSpec(grace_period=10, reduction_factor=2).milestones(80),
                         min_student_updates=MIN_UPDATES)
     (ax,) = fig.axes
     names = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -85,14 +86,16 @@ def test_curves_named_by_configuration_with_rungs_and_kept_students(tmp_path):
     assert curves_figure(unique, kept, tmp_path / "curves.png", rungs=[10, 20]).is_file()
 
 
-def test_asha_milestones_are_rays():
+def test_the_rungs_are_rays():
     from ray.tune.schedulers.async_hyperband import _Bracket
 
     for grace, rf, max_t, brackets in ((10, 2, 80, 1), (100, 2, 500, 2), (20, 3, 100, 3), (7, 2.5, 90, 2)):
         ray = sorted({float(m) for s in range(brackets) for m, _ in _Bracket(grace, max_t, rf, s)._rungs})
-        assert asha_milestones(grace_period=grace, reduction_factor=rf, max_t=max_t, brackets=brackets) == ray
+        spec = SchedulerSpec(type="asha", grace_period=grace, reduction_factor=rf, brackets=brackets)
+        assert spec.milestones(max_t) == ray
+    assert SchedulerSpec(type="fifo").milestones(80) == []
     with pytest.raises(ValueError, match="reduction_factor > 1"):
-        asha_milestones(grace_period=10, reduction_factor=1, max_t=80)
+        SchedulerSpec(grace_period=10, reduction_factor=1).milestones(80)
 
 
 def test_labels_are_configurations_unique_per_trial():

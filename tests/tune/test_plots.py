@@ -1,4 +1,4 @@
-"""tune.plots: PNGs are written, readable, and show what they claim."""
+"""tune.outputs.plots: PNGs are written, readable, and show what they claim."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tune import plots
+from tune.outputs import plots
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tune.rank_agreement import final_seed_agreement, null_band, signal_from, summarise_rung_tau, table_rung_tau
+from tune.simulate.rank_agreement import final_seed_agreement, null_band, signal_from, summarise_rung_tau, table_rung_tau
 
 # 4 configurations a-d, 2 seeds, rungs 10, 20 and the final 30. Final: seed 0 ranks a<b<c<d, seed 1
 # a<b<d<c (seed-mean a<b<c<d). Rung 10 reverses both; rung 20 is each seed's final ranking.

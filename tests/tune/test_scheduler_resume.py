@@ -17,7 +17,8 @@ import ray.cloudpickle as pickle
 import yaml
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from tune.schedulers import STATE_FILE, make_scheduler, read_state
+from tune.schedulers import STATE_FILE, make_scheduler
+from tune.schedulers.persistent import read_state
 from tune.space import SchedulerSpec
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
@@ -143,7 +144,7 @@ def test_rays_asha_state_layout_is_what_we_save(tmp_path):
 
 
 def test_a_fresh_search_does_not_inherit_old_rungs(tmp_path):
-    from tune.schedulers import clear_state
+    from tune.schedulers.persistent import clear_state
 
     uri = str(tmp_path / STATE_FILE)
     old = build("moasha", uri)
@@ -194,7 +195,7 @@ def recorded(state: dict) -> dict:
 def test_ctrl_c_then_resume_keeps_the_rungs(tmp_path):
     import pandas as pd
 
-    from tune import search
+    from tune.cli import search
 
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(SPACE))

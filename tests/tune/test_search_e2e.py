@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from tune import search
+from tune.cli import search
 
 SPACE = {
     "name": "e2e",
@@ -138,9 +138,9 @@ def test_each_anchor_computed_once_and_equal_to_recomputation(finished_search):
 
     from dpdmd.anchors import teacher_anchors
     from dpdmd.config import from_mapping
-    from dpdmd.prompt_cache import PromptEmbeddingCache
+    from dpdmd.data.prompt_cache import PromptEmbeddingCache
     from dpdmd.stream import iteration_batch
-    from dpdmd.trainer import build_backbone
+    from dpdmd.training.build import build_backbone
 
     files = sorted((storage / "anchor_cache").glob("*.safetensors"))
     anchor_files = []

@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import yaml
 
-from tune import search
+from tune.cli import search
 
 SPACE = {
     "name": "interrupted",

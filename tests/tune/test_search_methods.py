@@ -7,7 +7,8 @@ import json
 import pytest
 import yaml
 
-from tune import search
+from tune.cli import search
+from tune.run.tuner import build_tuner
 from tune.space import load_space
 
 SPACE = {
@@ -34,7 +35,7 @@ def test_every_sampler_builds_a_tuner(tmp_path, method):
     space = load_space(path)
     assert space.anchor_ks() == [2, 3, 4, 5]  # every K the int range allows is cached
     args = argparse.Namespace(name=None, num_samples=None, resume=False)
-    tuner = search.build_tuner(space, args, storage=str(tmp_path / "runs"), cache={"enabled": False})
+    tuner = build_tuner(space, args, storage=str(tmp_path / "runs"), cache={"enabled": False})
     assert tuner is not None
     from tune.space import baseline_trials
 
@@ -60,7 +61,7 @@ def test_baselines_come_first_and_never_reach_the_wrapped_searcher():
     """The state machine, fed by hand with no Ray running."""
     from ray.tune.search import Searcher
 
-    from tune.trials import TrialSearcher
+    from tune.run.searcher import TrialSearcher
 
     class Recording(Searcher):
         def __init__(self):
@@ -90,7 +91,7 @@ def test_grid_trials_are_flat_and_the_plan_ends(tmp_path):
     """Grid: the baselines then every grid point, one flat shape, then FINISHED."""
     from ray.tune.search import Searcher
 
-    from tune.trials import build_searcher
+    from tune.run.searcher import build_searcher
 
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({**SPACE, "method": "grid", "num_samples": 1,
@@ -113,7 +114,7 @@ def test_every_sampler_pickles_mid_search_and_continues_the_same(tmp_path, metho
     exactly what the original would."""
     import ray.cloudpickle as cloudpickle
 
-    from tune.trials import build_searcher
+    from tune.run.searcher import build_searcher
 
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({**SPACE, "method": method, "num_samples": 12, "baseline": False}))

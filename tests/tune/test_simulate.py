@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from tests.tune.tabular_fake import fake_table
-from tune.simulate import simulate
+from tune.simulate.replay import simulate
 from tune.space import load_space
-from tune.tabular import RecordedTable, TableError, ground_truth, with_scores
+from tune.simulate.table import RecordedTable, TableError, ground_truth, with_scores
 
 
 def make_space(tmp_path, *, scheduler="asha", method="grid", extra=None, **top):
@@ -97,7 +97,7 @@ def test_a_trial_reports_only_where_its_space_evaluates(tmp_path, table):
                        objective={"diversity_weight": 0.5, "min_quality": 0.5, "min_student_updates": 12})
     sim = simulate(space, table, workers=2)
     assert sorted(sim.reports["student_updates"].unique()) == [4, 8, 12, 16, 20]
-    from tune.simulate import evaluated, shown_front
+    from tune.simulate.replay import evaluated, shown_front
 
     assert evaluated(pd.Series([5, 10, 15, 20, 25]), 10, 25).tolist() == [False, True, False, True, True]
     assert evaluated(pd.Series([5, 10, 15]), 0, 100).tolist() == [False, False, True]  # only at the end
@@ -139,9 +139,9 @@ def test_simulator_makes_the_decisions_ray_tune_makes(tmp_path, table, scheduler
     import ray
     from ray import tune
     from tune.schedulers import make_scheduler
-    from tune.simulate import max_student_updates
+    from tune.simulate.replay import max_student_updates
     from tune.space import planned_trials
-    from tune.trials import build_searcher
+    from tune.run.searcher import build_searcher
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     space = make_space(tmp_path, scheduler=scheduler)
@@ -188,7 +188,7 @@ def test_search_cli_simulates_on_a_table(tmp_path, capsys):
     trials.parquet and summary.json written; no Ray, no training."""
     import json
 
-    from tune.search import main
+    from tune.cli.search import main
 
     table_path = tmp_path / "table.parquet"
     fake_table().to_parquet(table_path)
@@ -204,7 +204,7 @@ def test_search_cli_simulates_on_a_table(tmp_path, capsys):
 
 
 def test_search_cli_refuses_a_bad_table(tmp_path, capsys):
-    from tune.search import main
+    from tune.cli.search import main
 
     space = make_space(tmp_path)
     assert main(["--space", str(space.path), "--simulate", str(tmp_path / "none.parquet"),

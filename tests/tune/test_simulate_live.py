@@ -1,6 +1,6 @@
 """The simulator against a live search (issue 10, section 2): `python -m tune.search` trains a tiny
 space, then the simulator replays that search's own recorded curves (its trials.parquet, as a
-table: `tune.tabular.table_from_trials`) with the same scheduler and grid searcher, and must make
+table: `tune.simulate.table.table_from_trials`) with the same scheduler and grid searcher, and must make
 the same decisions: the same reports seen, the same trials stopped at the same rungs.
 
 One trial at a time (``max_concurrent: 1``), so the order in which results reach the scheduler is
@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from tune.search import main
-from tune.simulate import max_student_updates, simulate
+from tune.cli.search import main
+from tune.simulate.replay import max_student_updates, simulate
 from tune.space import load_space
-from tune.tabular import table_from_trials
+from tune.simulate.table import table_from_trials
 
 # 5 trials (2 x 2 grid + the vanilla-DMD baseline) of 8 student updates, evaluated at every update
 # on 2 prompts x 4 seeds: rungs 1, 2 and 4 below max_t 8 (grace 1, reduction 2).

@@ -36,7 +36,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..outputs.fronts import backbone_fronts, front_summary, pareto_rows, rescored
+from ..outputs.front import backbone_fronts, front_summary, pareto_rows, rescored
+from ..storage.uri import filesystem, join_uri, write_atomic
 
 KEPT, SUMMARY, PARETO, PLOT = "kept.parquet", "summary.json", "pareto.parquet", "pareto.png"
 
@@ -60,19 +61,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-# --- a run's files, in a folder or at a URI ------------------------------------------------------
+# --- a run's files, in a folder or at a URI (`tune.storage.uri`) --------------------------------
 def _join(base: str, name: str) -> str:
-    from ..search import join_uri
-
     return join_uri(base, name)
 
 
 def _fs(uri: str):
-    import pyarrow.fs as pafs
-
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+    return filesystem(uri if "://" in uri else str(Path(uri).expanduser()))
 
 
 def read_run(run: str) -> tuple[dict, pd.DataFrame]:
@@ -95,10 +90,10 @@ def read_run(run: str) -> tuple[dict, pd.DataFrame]:
 
 
 def _write(target: str, name: str, data: bytes) -> None:
+    """``target/name`` written whole or not at all (a local file is renamed into place)."""
     fs, path = _fs(_join(target, name))
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(data)
+    write_atomic(fs, path, data)
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:

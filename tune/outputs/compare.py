@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..plots import Label, place_labels
+from .plots import Label, place_labels
 from .labels import config_label
 
 __all__ = ["compare_figure", "compare_table"]

@@ -22,33 +22,16 @@ from dpdmd.config import labelled_knobs
 
 from .labels import trial_labels
 
-__all__ = ["asha_milestones", "curves_figure", "curves_panels"]
+__all__ = ["curves_figure", "curves_panels"]
 
 MAX_LEGEND = 24  # trials per panel named in its legend; beyond it the legend would cover the curves
-
-
-def asha_milestones(*, grace_period: int, reduction_factor: float, max_t: int, brackets: int = 1) -> list[float]:
-    """The student-update milestones of ASHA's rungs (Ray's ``_Bracket`` and `tune.moasha`):
-    bracket ``s`` has ``grace_period * reduction_factor ** (k + s)`` for ``k`` in
-    ``range(int(log(max_t / grace_period) / log(reduction_factor) - s + 1))``, all at most
-    ``max_t``; the union over the brackets, ascending (a trial reaches a milestone at its first report at
-    or past it: 17.5 is met at 20)."""
-    if grace_period < 1 or reduction_factor <= 1 or max_t < 1:
-        raise ValueError(f"ASHA needs grace_period >= 1, reduction_factor > 1 and max_t >= 1; got "
-                         f"{grace_period}, {reduction_factor}, {max_t}")
-    grace = min(grace_period, max_t)
-    out = set()
-    for s in range(brackets):
-        rungs = int(math.log(max_t / grace) / math.log(reduction_factor) - s + 1)
-        out.update(grace * reduction_factor ** (k + s) for k in range(max(rungs, 0)))
-    return sorted(float(m) for m in out if m <= max_t)
 
 
 def curves_figure(trials: pd.DataFrame, kept: pd.DataFrame, path: str | os.PathLike[str], *,
                   rungs: list[float] | None = None, min_student_updates: int = 0, title: str = "") -> Path:
     """Draw ``curves.png`` at ``path``: ``trials`` (every report, unique: `unique_reports`) as J
     (``objective``) against ``student_updates``, one line per trial; ``kept`` (`kept_reports`)
-    marks each trial's kept student; ``rungs`` the milestones to draw (`asha_milestones`; None or
+    marks each trial's kept student; ``rungs`` the milestones to draw (`SchedulerSpec.milestones`; None or
     [] for none, e.g. a FIFO search). Returns ``path``."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

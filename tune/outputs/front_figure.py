@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from dpdmd.config import labelled_knobs
 
-from ..plots import Label, draw_pareto, place_labels
+from .plots import Label, draw_pareto, place_labels
 from .labels import config_label
 
 __all__ = ["pareto_figure", "pareto_panels"]
@@ -37,7 +37,7 @@ _COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "t
 def pareto_figure(kept: pd.DataFrame, summary: dict, path: str | os.PathLike[str]) -> Path:
     """Draw ``pareto.png`` at ``path`` from ``kept`` (one row per trial, `kept_reports`, possibly
     `rescored`) and ``summary`` (``recommended``, ``raw_comparison``, ``min_quality``, ``space``:
-    `tune.outputs.fronts.front_summary`); returns ``path``."""
+    `tune.outputs.front.front_summary`); returns ``path``."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     pareto_panels(kept, summary).savefig(out, format="png")
@@ -87,7 +87,7 @@ def _backbone_panel(ax, rows: pd.DataFrame, backbone: str, summary: dict) -> lis
 
 def _vanilla_point(rows: pd.DataFrame) -> tuple[float, float] | None:
     """The vanilla-DMD trial's kept student in the panel's axes (its last report if none was kept)."""
-    from ..results import vanilla_dmd_rows
+    from .front import vanilla_dmd_rows
 
     dmd = rows[vanilla_dmd_rows(rows)]
     if dmd.empty:

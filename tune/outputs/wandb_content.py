@@ -48,7 +48,7 @@ def run_config(space, kept: pd.DataFrame, *, experiment: str | None = None) -> d
     its resolved TrainConfig (``space.train_config`` of the trial's searched values)."""
     from dpdmd.config import load_yaml
 
-    from ..results import CONFIG_COLUMNS
+    from .front import CONFIG_COLUMNS
 
     labels = trial_labels(kept, backbone=True) if not kept.empty else {}
     trials = {}
@@ -119,12 +119,12 @@ def _artifact_name(experiment: str, backbone: str, trial: str) -> str:
 
 def _student_folder(checkpoint: str, student_dir: str) -> str:
     """The kept checkpoint's ``student/`` folder where it has one, else the checkpoint itself."""
-    from ..search import join_uri
-
     import pyarrow.fs as pafs
 
+    from ..storage.uri import filesystem, join_uri
+
     candidate = join_uri(checkpoint, student_dir)
-    fs, root = pafs.FileSystem.from_uri(storage_uri_of(candidate))
+    fs, root = filesystem(candidate)
     return candidate if fs.get_file_info(root).type == pafs.FileType.Directory else checkpoint
 
 
@@ -134,7 +134,9 @@ def _local_copy(folder: str) -> Path:
         return Path(folder)
     import pyarrow.fs as pafs
 
+    from ..storage.uri import filesystem
+
     target = Path(tempfile.mkdtemp(prefix="dpdmd-student-"))
-    fs, root = pafs.FileSystem.from_uri(folder)
+    fs, root = filesystem(folder)
     pafs.copy_files(root, str(target), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
     return target

@@ -1,7 +1,7 @@
 """What a search will cost, printed by ``--dry-run`` before anything runs: storage, GPU-hours, time.
 
 **Storage.** A trial writes its student (in its serving dtype; the adapter alone for LoRA) at each
-report that is its new best, and its resumable state (`dpdmd.checkpoint_bytes.state_bytes`) every
+report that is its new best, and its resumable state (`dpdmd.training.checkpoint_bytes.state_bytes`) every
 ``checkpoint.state_every_minutes`` of training (30 when the space does not say; 0 = at every
 report). Per trial the estimate is an upper bound (every report a new best); what stays stored at
 the end is one student and one state. Parameter counts: the digits backbones are built (they are
@@ -24,13 +24,14 @@ resources allow" counts every trial at once), never less than the longest trial.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from dpdmd.checkpoint_bytes import state_bytes, student_bytes
+from dpdmd.training.checkpoint_bytes import state_bytes, student_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 CYCLE_TIMES = ROOT / "bench" / "results" / "cycle_times.json"
@@ -122,7 +123,7 @@ def cycle_seconds(row: dict, fake_updates: int) -> float:
 def parameter_counts(space, setup: Setup, *, path: Path = PARAMETER_COUNTS) -> dict | None:
     """``{"params", "trained"}`` of ``setup``'s student, or None where nothing counts it."""
     if setup.backbone.startswith("digits"):
-        from dpdmd.trainer import build_backbone
+        from dpdmd.training.build import build_backbone
 
         config = space.train_config({**space.base_point(), "backbone": setup.backbone}).replace(device="cpu")
         teacher = build_backbone(config).load_teacher()
@@ -140,15 +141,12 @@ def parameter_counts(space, setup: Setup, *, path: Path = PARAMETER_COUNTS) -> d
     return {"params": counts["params"], "trained": round(counts["lora"] * setup.lora_rank / counts["lora_rank"])}
 
 
-def expected_updates(*, max_t: int, scheduler: str, grace_period: int, reduction_factor: float) -> float:
-    """Student updates of a trial: ``max_t`` (fifo), or with ASHA's planned promotions: every
-    trial reaches the first rung, a fraction ``1 / reduction_factor`` passes each rung."""
-    if scheduler not in ("asha", "moasha"):
-        return float(max_t)
-    from ..outputs.curves_figure import asha_milestones
-
-    rungs = [m for m in asha_milestones(grace_period=grace_period, reduction_factor=reduction_factor, max_t=max_t)
-             if m < max_t]
+def expected_updates(scheduler, *, max_t: int) -> float:
+    """Student updates of a trial under ``scheduler`` (a `SchedulerSpec`): ``max_t`` (fifo), or
+    with ASHA's planned promotions: every trial reaches the first rung, a fraction
+    ``1 / reduction_factor`` passes each rung (bracket 0's rungs, `SchedulerSpec.milestones`)."""
+    reduction_factor = scheduler.reduction_factor
+    rungs = [m for m in dataclasses.replace(scheduler, brackets=1).milestones(max_t) if m < max_t]
     if not rungs:
         return float(max_t)
     total, previous = float(rungs[0]), rungs[0]
@@ -173,14 +171,12 @@ def trials_per_backbone(space, num_samples: int | None = None) -> dict[str, floa
     return out
 
 
-def estimate_lines(space, *, num_samples: int | None = None) -> list[str]:
-    """The dry run's cost section (module docstring), one line per fact."""
-    from ..search import max_updates
-
+def estimate_lines(space, *, max_t: int, num_samples: int | None = None) -> list[str]:
+    """The dry run's cost section (module docstring), one line per fact; ``max_t``: the scheduler's
+    budget per trial in student updates (`tune.cli.plan.max_updates`)."""
     every_min = getattr(getattr(space, "checkpoint", None), "state_every_minutes", DEFAULT_STATE_EVERY_MINUTES)
-    max_t, s = max_updates(space), space.scheduler
-    per_trial = expected_updates(max_t=max_t, scheduler=s.type, grace_period=s.grace_period,
-                                 reduction_factor=s.reduction_factor)
+    s = space.scheduler
+    per_trial = expected_updates(s, max_t=max_t)
     trials = trials_per_backbone(space, num_samples)
     concurrency = space.max_concurrent or sum(trials.values())
     lines = [f"cost (estimates; how: tune/run/estimate.py; state every {every_min:g} min of training"

@@ -1,0 +1,153 @@
+"""What a space file asks that dpdmd refuses, found before anything starts: the `TrainConfig` built at
+every edge of the space for every backbone (K above teacher_steps, a negative lambda_div, bad
+prompts), the diffusers weights and the real evaluator's folders named by their paths, ``~`` and
+``$VARS`` in those paths, and (`teacher_problems`) a teacher that would score 0 on the evaluation
+set, which would fail every trial."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dpdmd.config import ConfigError
+
+from .schema import SearchSpace, edge_points
+from .trials import planned_trials
+
+
+def _where(space: SearchSpace, backbone: str, problem: str) -> str:
+    """Name the file's key a TrainConfig problem comes from."""
+    key, _, message = problem.partition(":")
+    if key in space.parameters:
+        where = f"parameters.{key}"
+    elif key in space.backbones[backbone].train:
+        where = f"backbones.{backbone}.train.{key}"
+    elif key.startswith("eval.") or key == "eval":
+        where = key
+    else:
+        where = f"train.{key}"
+    return f"{where} (backbone {backbone}): {message.strip()}"
+
+
+def check_trials(space: SearchSpace, check_weights: bool) -> list[str]:
+    """Build the TrainConfig at every edge of the space for every backbone and collect what
+    `dpdmd` refuses (K above teacher_steps, negative lambda_div, bad prompts, missing weights)."""
+    problems: list[str] = []
+    for backbone in space.backbone_names():
+        for point in edge_points(space):
+            try:
+                space.train_config({**point, "backbone": backbone})
+            except ConfigError as err:
+                problems.extend(_where(space, backbone, p) for p in err.problems)
+    if problems:
+        return list(dict.fromkeys(problems))
+    from dpdmd.training.build import build_backbone, check
+
+    for backbone in space.backbone_names():
+        config = space.train_config({**edge_points(space)[0], "backbone": backbone})
+        if check_weights and not backbone.startswith("digits"):  # is the weights directory there?
+            problems.extend(_weights_problems(backbone, config.backbone_options))
+        if backbone.startswith("digits"):  # cheap to build: check the prompts against it
+            try:
+                check(config, build_backbone(config.replace(device="cpu")))
+            except ConfigError as err:  # "prompts: ..." is train.prompts in the file
+                problems.extend(p if p.startswith("eval.") else f"train.{p}" for p in err.problems)
+        elif check_weights:  # the real evaluator's folders (digits backbones: in check above)
+            from dpdmd.evaluation import evaluator_problems
+
+            problems.extend(evaluator_problems(config.eval, "real"))
+    return list(dict.fromkeys(problems))
+
+
+def _weights_problems(backbone: str, options: dict) -> list[str]:
+    """The diffusers backbones' weights directory, checked without loading anything."""
+    from dpdmd.backbones.registry_real import check_weights_dir
+
+    path = options.get("path")
+    if path is None:
+        return [f"backbones.{backbone}.options.path: not set; set it to a local diffusers folder of the "
+                f"{backbone} weights (no weights are downloaded here), or run search_spaces/quickstart.yaml, "
+                f"which needs none"]
+    try:
+        check_weights_dir(path, backbone)
+    except (FileNotFoundError, ValueError) as err:
+        hint = "" if "$" not in str(path) else " (an environment variable in the path is not set)"
+        return [f"backbones.{backbone}.options.path: {err}{hint}"]
+    return []
+
+
+def expand_paths(value, where: str, problems: list[str]):
+    """Expand ~ and $VARS in the strings of an options mapping (paths come from the environment);
+    a variable that is not set is a problem naming the key and the variable."""
+    import os
+
+    from dpdmd.config import unset_variables
+
+    if isinstance(value, str):
+        for name in (unset_variables(value) if "options" in where else []):  # paths, not prompts
+            problems.append(f"{where}: {value!r} uses ${{{name}}}, which is not set in the environment; "
+                            f"export {name}=... before running")
+        return os.path.expandvars(os.path.expanduser(value))
+    if isinstance(value, dict):
+        return {k: expand_paths(v, f"{where}.{k}", problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_paths(v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    return value
+
+
+def _evaluated_on_cpu(config) -> bool:
+    """Whether ``config``'s evaluator is the built-in digits one (cheap enough to run here)."""
+    from dpdmd.backbones import backbone_class
+
+    name = config.eval.evaluator
+    if name == "auto":
+        name = getattr(backbone_class(config.backbone)[0], "default_evaluator", "digits")
+    return name == "digits"
+
+
+def teacher_problems(space, *, reference: Callable | None = None) -> list[str]:
+    """Every trial is scored in teacher units (`tune.trial.objective`: student / teacher), so a teacher
+    that scores 0 on the evaluation set (4 samples of a prompt can all miss the real digits' k-NN
+    balls: precision, hence fidelity, 0) would fail every trial. Computed here, before Ray, for
+    the built-in (digits) evaluator: its teacher reference is cached on disk, so the trials read
+    it instead of computing it again. The real evaluators' teachers need the GPU: not here.
+
+    ``reference(config) -> {"diversity", "quality", ...}`` (default: `dpdmd.evaluation`'s cached
+    teacher reference)."""
+    import json
+
+    points = planned_trials(space) if space.method == "grid" else \
+        [{**space.base_point(), "backbone": b} for b in space.backbone_names()]
+    configs = {}
+    for point in points:
+        config = space.train_config(point).replace(device="cpu")
+        if _evaluated_on_cpu(config):
+            what = {k: config.to_dict()[k] for k in ("backbone", "backbone_options", "teacher_steps", "cfg_scale", "eval")}
+            configs.setdefault(json.dumps(what, sort_keys=True, default=str), config)  # what the reference depends on
+    problems = []
+    for config in configs.values():
+        scores = (reference or _teacher_scores)(config)
+        low = [f"{name} {scores[name]:g}" for name in ("diversity", "quality") if not scores[name] > 0]
+        if low:
+            metric = config.eval.quality_metric if config.eval.quality_metric != "auto" else "fidelity"
+            problems.append(
+                f"eval.seeds_per_prompt: {config.eval.seeds_per_prompt} is too few here: the teacher ({config.backbone}, "
+                f"teacher_steps {config.teacher_steps}) scores {', '.join(low)} on the evaluation set "
+                f"({config.eval.seeds_per_prompt} seeds x {len(config.eval.prompts) or 'default'} prompts; quality is "
+                f"{metric}), and every trial is scored in teacher units (student / teacher), so every trial would "
+                "fail. Allowed: a teacher scoring above 0: more eval.seeds_per_prompt or eval.prompts, or "
+                "eval.quality_metric: class_prob (no k-NN precision)")
+    return problems
+
+
+def _teacher_scores(config) -> dict:
+    """The teacher's scores on ``config``'s evaluation set (cached on disk, `dpdmd.evaluation`)."""
+    import torch
+
+    from dpdmd.evaluation import teacher_reference
+    from dpdmd.data.prompt_cache import PromptEmbeddingCache
+    from dpdmd.training.build import build_backbone, build_method
+
+    backbone = build_backbone(config)
+    torch.manual_seed(config.seed)
+    method = build_method(config, backbone)
+    return teacher_reference(config, backbone, method.teacher, PromptEmbeddingCache(backbone))[0]
