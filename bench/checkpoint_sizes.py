@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dpdmd.training.checkpoint_bytes import count_parameters, state_bytes, student_bytes  # noqa: E402
+from tune.run.estimate import state_saves  # noqa: E402
 
 COUNTS = ROOT / "bench" / "results" / "parameter_counts.json"
 CYCLES = ROOT / "bench" / "results" / "cycle_times.json"
@@ -71,7 +72,7 @@ def fastest_cycle(backbone: str, train_mode: str) -> dict | None:
 
 def real_table(counts: dict, *, updates: int, every: int, cadence_min: float) -> str:
     reports = math.ceil(updates / every)
-    lines = [f"Reference trial: {updates} student updates evaluated every {every} ({reports} reports), state every "
+    lines = [f"Reference trial: {updates} student updates evaluated every {every} ({reports} reports), the state at the first report, then every "
              f"{cadence_min:g} min of training; AdamW; full fine-tuning serves bf16, a LoRA adapter float32. AFTER per "
              "trial is an upper bound: every report a new best (a student written at each).", "",
              "| backbone | mode | trained params | student | state | BEFORE per report | BEFORE per trial | held (BEFORE) "
@@ -84,10 +85,11 @@ def real_table(counts: dict, *, updates: int, every: int, cadence_min: float) ->
             student = student_bytes(params=c["params"], train_mode=mode, lora=c["lora"], dtype="bfloat16")
             cycle = fastest_cycle(name, mode)
             if cycle is None:
-                length, after = "no measurement", f"{reports} x {gb(student)} + k x {gb(state)}, k = minutes / {cadence_min:g}"
+                length, after = "no measurement", (f"{reports} x {gb(student)} + k x {gb(state)}, k = 1 + the "
+                                                    f"{cadence_min:g}-minute spans after the first report")
             else:
                 minutes = updates * cycle["cycle_s"] / 60
-                k = min(reports, int(minutes // cadence_min)) if cadence_min > 0 else reports
+                k = state_saves(reports, minutes, cadence_min)
                 length = f"{minutes:.0f} min ({cycle['cycle_s']:g} s, {cycle['machine'].split(' (')[0]}{', compiled' if cycle['compile'] else ''})"
                 after = f"{gb(reports * student + k * state)} ({k} states)"
             mode_text = "full" if mode == "full" else f"LoRA r{c['lora_rank']}"

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from tune.cli.plan import max_updates
-from tune.run.estimate import backbone_setup, estimate_lines, expected_updates, human_bytes, matching_measurements
+from tune.run.estimate import (backbone_setup, estimate_lines, expected_updates, human_bytes, matching_measurements,
+                               state_saves)
 from tune.space import load_space
-from tune.space.schema import SchedulerSpec
+from tune.space.schema import CheckpointSpec, SchedulerSpec
 
 SPACES = Path(__file__).parents[2] / "search_spaces"
 
@@ -56,8 +56,9 @@ def test_anchor_yaml_by_hand(anchor):
     student, state = 4 * 47_775_744, 2 * 47_775_744 * 12
     assert human_bytes(student) == "191 MB" and human_bytes(state) == "1.15 GB"
     assert f"the student {human_bytes(student)} (float32, the adapter alone)" in text
-    # a trial to max_t: 500 x 14.009 s = 116.7 min: 3 states at 30 min, 10 students at most
-    assert f"at most 10 x 191 MB + 3 x 1.15 GB = {human_bytes(10 * student + 3 * state)} written" in text
+    # a trial to max_t: 500 x 14.009 s = 116.7 min, a report every 11.7 min: a state at the first report,
+    # then every 3rd (35 min >= 30): reports 1, 4, 7, 10; 10 students at most
+    assert f"at most 10 x 191 MB + 4 x 1.15 GB = {human_bytes(10 * student + 4 * state)} written" in text
     assert f"{human_bytes(student + state)} kept at the end (its student and its last state)" in text
 
 
@@ -85,10 +86,26 @@ def test_the_state_cadence_and_the_digits_backbones():
     space = load_space(SPACES / "quickstart.yaml")
     text = "\n".join(lines(space))
     assert "the student 2.32 MB (float32) when it is the trial's new best; the state 13.9 MB" in text
-    assert "0 x 13.9 MB" in text  # a 1-minute trial never reaches the 30-minute cadence
+    assert "5 x 2.32 MB + 1 x 13.9 MB" in text  # a 1-minute trial: the first report's state only
     assert "1 thread used: 0.765 s per update" in text and "core-hours" in text
-    every = dataclasses.replace(space)
-    every.checkpoint = SimpleNamespace(state_every_minutes=0)  # the space's checkpoint section (0: every report)
+    every = dataclasses.replace(space, checkpoint=CheckpointSpec(state_every_minutes=0))  # 0: at every report
     every_text = "\n".join(lines(every))
     assert "the state 13.9 MB (0.581 M trained parameters" in every_text and "at every report" in every_text
     assert "5 x 2.32 MB + 5 x 13.9 MB" in every_text
+
+
+def test_state_saves_count_what_the_trials_rule_writes(monkeypatch):
+    """`state_saves` against `tune.trial.saves.TrialSaves` itself, its clock at each report of a
+    trial whose reports are evenly spaced."""
+    from tune.trial import saves as trial_saves
+
+    for reports, minutes, every in ((10, 116.7, 30), (10, 70, 30), (5, 1.3, 30), (10, 103, 30), (7, 60, 0), (1, 5, 30)):
+        now = {"t": 0.0}
+        monkeypatch.setattr(trial_saves.time, "monotonic", lambda: now["t"])
+        rule = trial_saves.TrialSaves(teacher={"diversity": 1.0, "quality": 1.0}, diversity_weight=0.5,
+                                      min_student_updates=0, min_quality=0.0, state_every_s=every * 60)
+        written = 0
+        for i in range(1, reports + 1):
+            now["t"] = 1000.0 + i * minutes / reports * 60  # seconds on the monotonic clock
+            written += rule({"diversity": 0.5, "quality": 0.5, "student_updates": i}).state
+        assert state_saves(reports, minutes, every) == written, (reports, minutes, every)

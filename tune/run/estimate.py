@@ -1,9 +1,10 @@
 """What a search will cost, printed by ``--dry-run`` before anything runs: storage, GPU-hours, time.
 
 **Storage.** A trial writes its student (in its serving dtype; the adapter alone for LoRA) at each
-report that is its new best, and its resumable state (`dpdmd.training.checkpoint_bytes.state_bytes`) every
-``checkpoint.state_every_minutes`` of training (30 when the space does not say; 0 = at every
-report). Per trial the estimate is an upper bound (every report a new best); what stays stored at
+report that is its new best, and its resumable state (`dpdmd.training.checkpoint_bytes.state_bytes`)
+at its first report and then at the first report ``checkpoint.state_every_minutes`` or more after
+the last (`tune.trial.saves.TrialSaves`; 0 = at every report); `state_saves` counts them for
+reports evenly spaced in the trial's time. Per trial the estimate is an upper bound (every report a new best); what stays stored at
 the end is one student and one state. Parameter counts: the digits backbones are built (they are
 small); SD3.5-M, SD3.5-L and SDXL come from ``bench/results/parameter_counts.json`` (counted on the
 meta device by ``bench/checkpoint_sizes.py``; a LoRA rank other than its 64 scales the adapter
@@ -36,9 +37,8 @@ from dpdmd.training.checkpoint_bytes import state_bytes, student_bytes
 ROOT = Path(__file__).resolve().parents[2]
 CYCLE_TIMES = ROOT / "bench" / "results" / "cycle_times.json"
 PARAMETER_COUNTS = ROOT / "bench" / "results" / "parameter_counts.json"
-DEFAULT_STATE_EVERY_MINUTES = 30.0
 
-__all__ = ["Setup", "estimate_lines", "expected_updates", "human_bytes", "matching_measurements"]
+__all__ = ["Setup", "estimate_lines", "expected_updates", "human_bytes", "matching_measurements", "state_saves"]
 
 
 def human_bytes(n: float) -> str:
@@ -141,6 +141,18 @@ def parameter_counts(space, setup: Setup, *, path: Path = PARAMETER_COUNTS) -> d
     return {"params": counts["params"], "trained": round(counts["lora"] * setup.lora_rank / counts["lora_rank"])}
 
 
+def state_saves(reports: int, minutes: float, every_minutes: float) -> int:
+    """Resumable states a trial of ``reports`` reports over ``minutes`` of training writes
+    (`tune.trial.saves.TrialSaves`): one at its first report, then one at the first report
+    ``every_minutes`` or more after the last (every report when ``every_minutes`` is 0), the
+    reports evenly spaced."""
+    if every_minutes <= 0 or reports <= 1:
+        return reports
+    gap = minutes / reports  # minutes between two reports
+    every_n = max(1, math.ceil(every_minutes / gap - 1e-9))  # reports from one state to the next
+    return 1 + (reports - 1) // every_n
+
+
 def expected_updates(scheduler, *, max_t: int) -> float:
     """Student updates of a trial under ``scheduler`` (a `SchedulerSpec`): ``max_t`` (fifo), or
     with ASHA's planned promotions: every trial reaches the first rung, a fraction
@@ -174,13 +186,13 @@ def trials_per_backbone(space, num_samples: int | None = None) -> dict[str, floa
 def estimate_lines(space, *, max_t: int, num_samples: int | None = None) -> list[str]:
     """The dry run's cost section (module docstring), one line per fact; ``max_t``: the scheduler's
     budget per trial in student updates (`tune.cli.plan.max_updates`)."""
-    every_min = getattr(getattr(space, "checkpoint", None), "state_every_minutes", DEFAULT_STATE_EVERY_MINUTES)
+    every_min = space.checkpoint.state_every_minutes
     s = space.scheduler
     per_trial = expected_updates(s, max_t=max_t)
     trials = trials_per_backbone(space, num_samples)
     concurrency = space.max_concurrent or sum(trials.values())
-    lines = [f"cost (estimates; how: tune/run/estimate.py; state every {every_min:g} min of training"
-             + (", checkpoint.state_every_minutes" if hasattr(space, "checkpoint") else ", the default") + "):"]
+    lines = [f"cost (estimates; how: tune/run/estimate.py; the state every {every_min:g} min of training, "
+             "checkpoint.state_every_minutes):"]
     written_all, kept_all = 0.0, 0.0
     for backbone, n in trials.items():
         setup = backbone_setup(space, backbone)
@@ -207,10 +219,11 @@ def estimate_lines(space, *, max_t: int, num_samples: int | None = None) -> list
                      + ("at every report" if every_min == 0 else f"every {every_min:g} min of training"))
         if seconds is None and every_min:
             lines.append(f"    storage per trial: at most {reports['full']} x {human_bytes(student)} of students + one "
-                         f"state per {every_min:g} min (no measured time: how many is unknown); "
+                         f"state at the first report, then one per {every_min:g} min (no measured time: how many is "
+                         "unknown); "
                          f"{human_bytes(student + state)} kept at the end")
             continue
-        saves = {k: reports[k] if every_min == 0 else min(reports[k], int(seconds[k] / 60 // every_min)) for k in reports}
+        saves = {k: state_saves(reports[k], seconds[k] / 60, every_min) for k in reports}
         written = reports["full"] * student + saves["full"] * state
         lines.append(f"    storage per trial run to max_t: at most {reports['full']} x {human_bytes(student)} + "
                      f"{saves['full']} x {human_bytes(state)} = {human_bytes(written)} written (every report a new "
