@@ -153,6 +153,8 @@ DOCS = {
     "WandbSpec.entity": "the W&B entity; null: your default.",
     "WandbSpec.per_trial": "a W&B run per trial too (Ray's WandbLoggerCallback; slower).",
     "WandbSpec.mode": "null: online with an API key, else offline.",
+    "WandbSpec.upload_students": "the front's students, logged as W&B model artifacts, are uploaded (true) or "
+                                 "referenced where the search stored them (false: nothing copied).",
     "CheckpointSpec.state_every_minutes": "minutes of a trial's training between its full resumable states (the student, the fake score and both optimisers, into the trial's storage folder: ~54 GB for SD3.5-M full fine-tuning); 0: at every report. A restarted or resumed trial continues from the last one ([exporting students](../guide/export.md)).",
     "RealEvaluatorOptions.diversity_encoders": "feature encoders for diversity, in order (the first gives `diversity`): `dinov2`, `dinov3` or `clip`, each a folder or `{model: DIR, processor: DIR}`. At least one.",
     "RealEvaluatorOptions.quality_models": "quality models, each reported under its name: `pickscore` (`{processor: DIR, model: DIR}`), `clip_score` (a folder), `hpsv21`, `imagereward`, `maniqa` / `maniqa_kadid` / `maniqa_pipal` / `musiq` (the `iqa` extra) or `visualquality_r1` (final protocol only); see [Evaluation metrics](../evaluation-metrics.md). At least one; `eval.quality_metric` picks `quality` (a positive score: not `imagereward`).",
