@@ -237,10 +237,10 @@ def _table(keys: list[Key], searchable: set[str] | None = None) -> list[str]:
 
 
 def _backbone_options(train_keys: set[str]) -> list[str]:
-    from dpdmd.backbones import available_backbones, backbone_class, backbone_options
+    from dpdmd.backbones.registry import backbone_class, backbone_options, shipped_backbones
 
     rows: dict[str, dict[str, Any]] = {}
-    for name in available_backbones():
+    for name in shipped_backbones():
         cls, _ = backbone_class(name)
         params = inspect.signature(cls.__init__).parameters
         for option in backbone_options(name):
@@ -252,7 +252,7 @@ def _backbone_options(train_keys: set[str]) -> list[str]:
     if missing or stale:
         raise LookupError(f"backbone options without a sentence in docs/gen_reference.py: {missing}; "
                           f"sentences for options no backbone has: {stale}")
-    names = available_backbones()
+    names = shipped_backbones()
     out = ["| option | " + " | ".join(f"`{n}`" for n in names) + " | meaning |",
            "|" + "---|" * (len(names) + 2)]
     for option, defaults in rows.items():
@@ -269,9 +269,9 @@ def render() -> str:
                     "CheckpointSpec")}
     constants = {n: ", ".join(f"`{v}`" for v in _find(n, SPACE_MODULES))
                  for n in ("METHODS", "DISTRIBUTIONS", "SCHEDULERS")}
-    from dpdmd.backbones import available_backbones
+    from dpdmd.backbones.registry import shipped_backbones
 
-    constants["BACKBONES"] = ", ".join(f"`{b}`" for b in available_backbones())
+    constants["BACKBONES"] = ", ".join(f"`{b}`" for b in shipped_backbones())
     optimizers = _find("OPTIMIZERS", ("dpdmd.parallel.optimizers", "dpdmd.optimizers"))
     constants["OPTIMIZERS"] = ", ".join(f"`{o}`" for o in optimizers)
     searchable = set(_find("SEARCHABLE", SPACE_MODULES))
