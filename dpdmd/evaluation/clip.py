@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
+from .image_ops import model_pixels
+
 # config.json model_type accepted for the "clip" diversity encoder and for image-text scorers
 FEATURE_MODEL_TYPES = ("clip", "clip_vision_model")
 IMAGE_TEXT_MODEL_TYPES = ("clip",)
@@ -46,8 +48,7 @@ class ClipFeatures:
     @torch.no_grad()
     def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Image embeddings (B, projection_dim) float32 on the CPU (not normalised)."""
-        pixels = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
-        pixels = pixels.to(self.model.device, self.model.dtype)
+        pixels = model_pixels(self.model, self.image_processor, images)
         if hasattr(self.model, "get_image_features"):  # CLIPModel
             embeds = _pooled(self.model.get_image_features(pixel_values=pixels))
         else:  # CLIPVisionModelWithProjection

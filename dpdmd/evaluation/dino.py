@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
+from .image_ops import model_pixels
+
 # config.json model_type of the checkpoints each option name accepts
 MODEL_TYPES = {
     "dinov2": ("dinov2", "dinov2_with_registers"),
@@ -37,6 +39,5 @@ class DinoFeatures:
     @torch.no_grad()
     def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Features (B, D) float32 on the CPU of B RGB images."""
-        pixels = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
-        out = self.model(pixel_values=pixels.to(self.model.device, self.model.dtype))
+        out = self.model(pixel_values=model_pixels(self.model, self.image_processor, images))
         return out.pooler_output.float().cpu()

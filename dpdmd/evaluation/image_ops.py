@@ -112,6 +112,13 @@ def resize_longest_pad_tensor(images: Sequence[Image.Image], size: int, *, mean:
     return normalize(torch.cat(out), mean, std)
 
 
+def model_pixels(model: torch.nn.Module, image_processor, images: Sequence[Image.Image]) -> torch.Tensor:
+    """``image_processor``'s pixel values of ``images``, on ``model``'s device and in its dtype:
+    what an image encoder's forward takes."""
+    pixels = image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+    return pixels.to(model.device, model.dtype)
+
+
 class TorchImageProcessor:
     """A transformers image processor config applied with torch alone, as its torchvision backend does.
 
