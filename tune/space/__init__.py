@@ -42,10 +42,11 @@ save their rungs in the experiment directory, so ``--resume`` continues them.
 
 from .checks import teacher_problems
 from .load import load_space
-from .schema import (BASELINE, DISTRIBUTIONS, METHODS, SCHEDULERS, SEARCHABLE, BackboneSpec, ObjectiveSpec, Param,
-                     SchedulerSpec, SearchSpace, SpaceError, WandbSpec)
+from .schema import (BASELINE, DISTRIBUTIONS, MAX_TRIALS, METHODS, SCHEDULERS, SEARCHABLE, BackboneSpec, CheckpointSpec,
+                     ObjectiveSpec, Param, SchedulerSpec, SearchSpace, SpaceError, WandbSpec, too_many_trials)
 from .trials import baseline_trials, grid_size, grid_trials, iter_grid, planned_trials
 
-__all__ = ["BASELINE", "DISTRIBUTIONS", "METHODS", "SCHEDULERS", "SEARCHABLE", "BackboneSpec", "ObjectiveSpec", "Param",
-           "SchedulerSpec", "SearchSpace", "SpaceError", "WandbSpec", "baseline_trials", "grid_size", "grid_trials",
-           "iter_grid", "load_space", "planned_trials", "teacher_problems"]
+__all__ = ["BASELINE", "DISTRIBUTIONS", "MAX_TRIALS", "METHODS", "SCHEDULERS", "SEARCHABLE", "BackboneSpec",
+           "CheckpointSpec", "ObjectiveSpec", "Param", "SchedulerSpec", "SearchSpace", "SpaceError", "WandbSpec",
+           "baseline_trials", "grid_size", "grid_trials", "iter_grid", "load_space", "planned_trials",
+           "teacher_problems", "too_many_trials"]

@@ -1,0 +1,208 @@
+"""The sections of a search-space file as pydantic models (`dpdmd.schema.Schema`: unknown keys,
+wrong types and values out of range refused, each field documented): a searched parameter, a
+backbone's settings and resources, the objective, the scheduler, W&B and the checkpoints. The
+space itself and the rules across its sections: `tune.space.schema`."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Annotated, Any, Literal
+
+from pydantic import PlainValidator, WithJsonSchema, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from dpdmd.config import unset_variables
+from dpdmd.schema import PROBLEM, Schema, fail, knob
+
+DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform")
+SCHEDULERS = ("asha", "moasha", "fifo")
+
+
+def _number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PydanticCustomError(PROBLEM, "{message}", {"message": f"expected a number, got {value!r}"})
+    if not math.isfinite(value):
+        raise PydanticCustomError(PROBLEM, "{message}", {"message": f"{value!r} is not allowed; give a finite number"})
+    return value
+
+
+#: A finite int or float, kept as written (``min: 1`` stays an int for int_uniform).
+Number = Annotated[float, PlainValidator(_number), WithJsonSchema({"type": "number"})]
+
+
+class Param(Schema):
+    """One searched parameter: exactly one of value / values / distribution (with min and max)."""
+
+    value: Any = knob(None, doc="a fixed value, part of every trial.")
+    values: list | None = knob(None, doc="a list: a grid axis under `method: grid`, a categorical choice otherwise.",
+                               allowed="a non-empty list")
+    distribution: Literal[DISTRIBUTIONS] | None = knob(  # type: ignore[valid-type]
+        None, doc="a distribution to sample from (samplers only, with `min` and `max`).",
+        allowed=f"one of {', '.join(DISTRIBUTIONS)}; not under `method: grid`")
+    min: Number | None = knob(None, doc="the distribution's lower end.",
+                              allowed="a number below max; > 0 for log_uniform_values; an integer for int_uniform")
+    max: Number | None = knob(None, doc="the distribution's upper end.", allowed="a number above min")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Param:
+        kinds = [k for k in ("value", "values", "distribution") if k in self.model_fields_set]
+        lo, hi = self.min, self.max
+        if len(kinds) != 1:
+            fail([((), f"give exactly one of value, values or distribution (got {kinds or 'none'})")])
+        elif self.values is not None and not self.values:
+            fail([(("values",), "expected a non-empty list, got []")])
+        elif self.distribution is not None:
+            if lo is None or hi is None:
+                fail([((), f"a distribution needs numeric min and max, got min={lo!r} max={hi!r}")])
+            elif lo >= hi:
+                fail([((), f"min ({lo}) must be below max ({hi})")])
+            elif self.distribution == "log_uniform_values" and lo <= 0:
+                fail([(("min",), f"log_uniform_values needs min > 0, got {lo}")])
+            elif self.distribution == "int_uniform" and not (float(lo).is_integer() and float(hi).is_integer()):
+                fail([((), f"int_uniform needs integer min and max, got {lo}, {hi}")])
+        elif {"min", "max"} & self.model_fields_set:
+            fail([((), "min/max only go with a distribution")])
+        return self
+
+    def extremes(self) -> list:
+        """Every value the parameter can take at its edges (for validation)."""
+        if self.values is not None:
+            return list(self.values)
+        if self.distribution is not None:
+            return [self.min, self.max]
+        return [self.value]
+
+    def ends(self) -> list:
+        """Its smallest and largest value where its values are numbers, else every value."""
+        ends = self.extremes()
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ends):
+            return sorted({min(ends), max(ends)})
+        return ends
+
+    def typical(self):
+        """One representative value: the fixed one, the first of a list, a range's middle
+        (geometric for log-uniform). Used for the baseline trials' unsearched settings."""
+        if self.value is not None:
+            return self.value
+        if self.values is not None:
+            return self.values[0]
+        if self.distribution == "log_uniform_values":
+            return (self.min * self.max) ** 0.5
+        middle = (self.min + self.max) / 2
+        return int(round(middle)) if self.distribution == "int_uniform" else middle
+
+    def int_values(self) -> list[int] | None:
+        """All values of an integer parameter (None if it is continuous)."""
+        if self.values is not None:
+            return [int(v) for v in self.values]
+        if self.distribution == "int_uniform":
+            return list(range(int(self.min), int(self.max) + 1))
+        if self.distribution is None:
+            return [int(self.value)]
+        return None
+
+
+_RESOURCES_SCHEMA = {"type": "object", "additionalProperties": False, "properties": {
+    "cpu": {"type": "number", "minimum": 0}, "gpu": {"type": "number", "minimum": 0},
+    "workers": {"type": "integer", "minimum": 1}, "shard": {"type": "boolean"}}}
+
+
+def resource_problems(resources: dict) -> list[tuple[tuple, str]]:
+    """``backbones.NAME.resources``: cpu, gpu (numbers >= 0), workers (>= 1), shard (true / false)."""
+    out = [((k,), "unknown key; allowed keys are cpu, gpu, workers, shard") for k in resources
+           if k not in ("cpu", "gpu", "workers", "shard")]
+    for k in ("cpu", "gpu"):
+        v = resources.get(k, 0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or not math.isfinite(v):
+            out.append(((k,), f"{v!r} must be a number >= 0"))
+    workers = resources.get("workers", 1)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        out.append((("workers",), f"{workers!r} must be an integer >= 1 (> 1 trains the trial data-parallel over "
+                                  "that many workers)"))
+    if not isinstance(resources.get("shard", True), bool):
+        out.append((("shard",), f"{resources['shard']!r} must be true (the default: FSDP2 splits the student, fake "
+                                "score and optimiser states over the workers) or false (replicas)"))
+    return out
+
+
+class BackboneSpec(Schema):
+    """One backbone a trial may use, with its settings."""
+
+    resources: Annotated[dict[str, Any], WithJsonSchema(_RESOURCES_SCHEMA)] = knob(
+        default_factory=lambda: {"cpu": 1.0, "gpu": 0.0}, doc="what one trial asks for (below).")
+    options: dict[str, Any] = knob(default_factory=dict, doc="the backbone's constructor settings, e.g. `path: "
+                                   "${DPDMD_WEIGHTS}/sd35m` ([Backbone options](#backbone-options)).")
+    train: dict[str, Any] = knob(default_factory=dict, doc="training settings for this backbone only: keys of "
+                                 "`TrainConfig`, over the space's `train`.")
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, resources: dict) -> dict:
+        fail(resource_problems(resources))
+        return resources
+
+
+class ObjectiveSpec(Schema):
+    """J = w * diversity_score + (1 - w) * quality_score (see `tune.trial.objective`); the front keeps
+    only trials with quality_score >= min_quality (a fraction of the teacher's quality), each
+    shown by its best checkpoint from min_student_updates on (before it a student is a transient)."""
+
+    diversity_weight: float = knob(0.5, ge=0, le=1, doc="w in J = w diversity_score + (1 - w) min(quality_score, 1).")
+    min_quality: float = knob(0.9, ge=0, le=2, doc="the fidelity floor: the front keeps only trials with quality_score "
+                              ">= this (a fraction of the teacher's quality; 0: no floor).",
+                              allowed="it must be in [0, 2] (a fraction of the teacher's quality; 0 = no fidelity floor)")
+    min_student_updates: int = knob(0, ge=0, doc="student updates before which no report is a trial's kept checkpoint "
+                                    "or its point on the front (earlier students are transients).",
+                                    allowed="it must be >= 0 (student updates before which no checkpoint is shown "
+                                            "on the front)")
+
+
+class SchedulerSpec(Schema):
+    """Early stopping; time is counted in student updates (``student_updates``). Both ASHAs keep
+    their rungs in the experiment directory, so ``--resume`` continues with them (`tune.schedulers`)."""
+
+    type: Literal[SCHEDULERS] = knob(  # type: ignore[valid-type]
+        "asha", doc="`asha`: Ray's ASHA on J; `moasha`: multi-objective ASHA on (diversity_score, quality_score), "
+                    "by non-dominated sorting, ties by an epsilon-net (`tune.schedulers.moasha`); `fifo`: no early stopping.")
+    max_t: int | None = knob(None, doc="the last rung, in student updates; null: the student updates of "
+                                       "`train.iterations`.")
+    grace_period: int = knob(10, ge=1, allowed="it must be >= 1 (student updates)",
+                             doc="the first rung, in student updates (rungs at grace_period x reduction_factor^k "
+                                 "below max_t).")
+    reduction_factor: float = knob(2.0, gt=1, doc="the fraction of trials a rung keeps is 1 / reduction_factor.")
+    brackets: int = knob(1, ge=1, doc="ASHA brackets.")
+
+
+class WandbSpec(Schema):
+    """Weights & Biases."""
+
+    enabled: bool = knob(True, doc="write the W&B summary run (offline when no API key is configured).")
+    project: str = knob("dpdmd-tune", doc="the W&B project.")
+    entity: str | None = knob(None, doc="the W&B entity; null: your default.")
+    per_trial: bool = knob(False, doc="a W&B run per trial too (Ray's WandbLoggerCallback; slower).")
+    mode: Literal["online", "offline", "disabled"] | None = knob(None, doc="null: online with an API key, else offline.")
+
+
+class CheckpointSpec(Schema):
+    """What a trial keeps at its reports."""
+
+    state_every_minutes: float = knob(30.0, ge=0, doc="minutes between two saves of a trial's full resumable state "
+                                      "(networks, optimisers, counters); 0: the full state at every report.",
+                                      allowed="it must be >= 0 (0: the full resumable state at every report)")
+
+
+def expand_paths(value, loc: tuple, problems: list):
+    """Expand ~ and $VARS in the strings of a mapping (paths come from the environment); under an
+    ``options`` key a variable that is not set is a problem naming the key and the variable."""
+    if isinstance(value, str):
+        if any("options" in str(part) for part in loc):  # paths, not prompts
+            for name in unset_variables(value):
+                problems.append((loc, f"{value!r} uses ${{{name}}}, which is not set in the environment; "
+                                      f"export {name}=... before running"))
+        return os.path.expandvars(os.path.expanduser(value))
+    if isinstance(value, dict):
+        return {k: expand_paths(v, (*loc, k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_paths(v, (*loc, i), problems) for i, v in enumerate(value)]
+    return value
