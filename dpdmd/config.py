@@ -5,9 +5,9 @@ build, and what ``train(config)`` takes. It is a pydantic model (`dpdmd.schema.S
 field is declared with `knob`, its default, its documentation (the flag's help), its valid range
 and its *role* in the method, so that the search (`tune/`) reads what a knob means from here
 instead of naming fields (`knobs_with_role`, `vanilla_dmd`, `labelled_knobs`). A `TrainConfig` is
-checked when it is built: unknown keys, wrong types, values out of range and the one rule across
-fields (K <= teacher_steps) are a `ConfigError` listing *all* problems at once, each naming the key
-and what is allowed. `from_mapping` builds one from a plain dict (a YAML file).
+checked when it is built: unknown keys, wrong types, values out of range and the rules between
+two fields (K <= teacher_steps; fa4 attention needs bf16) are a `ConfigError` listing *all*
+problems at once, each naming the key and what is allowed. `from_mapping` builds one from a plain dict (a YAML file).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError, model_validator
 
+from .parallel.attention_impl import ATTENTION_BACKENDS
+from .parallel.fp8 import FP8_MODES
 from .parallel.optimizers import OPTIMIZERS
 from .schema import ConfigError, Schema, field_extra, knob, line_errors, problem, problems_of
 
@@ -96,25 +98,33 @@ class TrainConfig(Schema):
                                     "1.7x faster; compiling takes 70-79 s (full fine-tuning; LoRA 92 s) the first time on "
                                     "an H100 and 12-16 s from the cache (bench/README_gpu.md). Off by default: it only "
                                     "pays on a GPU.")
+    attention_backend: Literal[ATTENTION_BACKENDS] = knob(  # type: ignore[valid-type]
+        "sdpa", doc='the attention kernel: "sdpa" (PyTorch\'s choice: cuDNN\'s on an H100/H200) or "fa4" '
+                    '(FlashAttention-4 as SDPA\'s flash kernel; needs the flash-attn-4 package, a GPU of compute '
+                    'capability 9.x or 10.x and mixed_precision bf16; `dpdmd.parallel.attention_impl`). Measured: '
+                    'bench/README_gpu.md section 5.')
+    fp8: Literal[FP8_MODES] = knob(  # type: ignore[valid-type]
+        "none", doc='FP8 matrix products for the student\'s and fake score\'s linear layers in the transformer blocks '
+                    '(torchao float8 training, `dpdmd.parallel.fp8`): "none", "tensorwise" or "rowwise" (scales per '
+                    'tensor or per row); needs torchao and a GPU of compute capability >= 8.9. Measured: '
+                    'bench/README_gpu.md section 5.')
+    fp8_teacher: bool = knob(False, doc="run the frozen teacher's linear layers in the transformer blocks as FP8 "
+                                        "inference (torchao, per-row scales; `dpdmd.parallel.fp8`); needs what fp8 needs.")
     eval: EvalConfig = knob(default_factory=EvalConfig, doc="evaluation settings.")
 
     @model_validator(mode="wrap")
     @classmethod
-    def _anchor_within_teacher_steps(cls, data: Any, handler):
-        """K <= teacher_steps, the one rule across fields: checked here only (a search checks it
-        at its corners by building TrainConfigs), and reported with the fields' own problems."""
+    def _rules_across_fields(cls, data: Any, handler):
+        """The rules between two fields (`_across_fields`), checked here only and reported with the
+        fields' own problems (a search checks them at its corners by building TrainConfigs)."""
         try:
             config, errors = handler(data), []
         except ValidationError as err:
             config, errors = None, line_errors(err)
-        values = vars(config) if config is not None else data if isinstance(data, dict) else {}
-        k = values.get("anchor_k", cls.model_fields["anchor_k"].default)
-        steps = values.get("teacher_steps", cls.model_fields["teacher_steps"].default)
         refused = {e["loc"][0] for e in errors if e["loc"]}
-        if (not refused & {"anchor_k", "teacher_steps"} and type(k) is int and type(steps) is int
-                and 1 <= steps < k):
-            errors.append(problem(("anchor_k",), f"{k} is not allowed; K must be an integer in 1..teacher_steps "
-                                                 f"(= {steps})", k))
+        given = vars(config) if config is not None else data if isinstance(data, dict) else {}
+        values = {name: given.get(name, cls.model_fields[name].default) for name in _ACROSS if name not in refused}
+        errors += [problem((key,), message, values[key]) for key, message in _across_fields(values)]
         if errors:
             raise ValidationError.from_exception_data(cls.__name__, errors)
         return config
@@ -140,6 +150,23 @@ class TrainConfig(Schema):
     def replace(self, **changes) -> "TrainConfig":
         """A new, checked config with ``changes``."""
         return type(self)(**{**dict(self), **changes})
+
+
+_ACROSS = ("anchor_k", "teacher_steps", "attention_backend", "mixed_precision")
+
+
+def _across_fields(values: dict) -> list[tuple[str, str]]:
+    """``(key, what is wrong; what is allowed)`` for each rule between two fields that ``values``
+    (the fields of `_ACROSS` that passed their own checks) breaks."""
+    out = []
+    k, steps = values.get("anchor_k"), values.get("teacher_steps")
+    if type(k) is int and type(steps) is int and 1 <= steps < k:
+        out.append(("anchor_k", f"{k} is not allowed; K must be an integer in 1..teacher_steps (= {steps})"))
+    precision = values.get("mixed_precision")
+    if values.get("attention_backend") == "fa4" and "mixed_precision" in values and precision != "bf16":
+        out.append(("attention_backend", f"'fa4' runs bf16 attention only, and mixed_precision is {precision!r}; "
+                                         "set mixed_precision 'bf16' or use attention_backend 'sdpa'"))
+    return out
 
 
 def vanilla_dmd() -> dict[str, Any]:

@@ -95,7 +95,8 @@ class SearchSpace(Schema):
                                     "and the front (below).")
     scheduler: SchedulerSpec = knob(default_factory=SchedulerSpec, doc="early stopping (below).")
     wandb: WandbSpec = knob(default_factory=WandbSpec, doc="Weights & Biases (below).")
-    checkpoint: CheckpointSpec = knob(default_factory=CheckpointSpec, doc="what a trial keeps at its reports (below).")
+    checkpoint: CheckpointSpec = knob(default_factory=CheckpointSpec, doc="what each trial saves besides its best student "
+                                      "(below).")
     baseline: bool = knob(True, doc="add one vanilla-DMD trial (lambda_div = 0) per backbone, the reference every "
                           "result is compared with, unless the space already has lambda_div 0.")
 
