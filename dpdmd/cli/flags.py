@@ -34,6 +34,11 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                 group.add_argument(flag, type=base, **kwargs)
 
 
+def flag_of(key: str) -> str:
+    """The flag of a config key: ``"eval.prompts"`` -> ``"--eval-prompts"``."""
+    return "--" + key.replace(".", "-").replace("_", "-")
+
+
 def overrides_from_args(args: argparse.Namespace) -> dict:
     """The flags the user gave, as a config mapping (``eval_x`` -> ``{"eval": {"x": ...}}``)."""
     out: dict = {}

@@ -47,7 +47,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> SearchRun:
     storage_lost = False
     _start_ray(space, args)
     spill_uri = join_uri(storage, "anchor_cache")
-    cache = cache_settings(space, spill_uri, enabled=not args.no_cache)
+    cache = cache_settings(spill_uri, enabled=not args.no_cache)
     store = get_or_create_store(spill_uri) if cache["enabled"] else None
     tuner = build_tuner(space, args, storage=storage, cache=cache)
     watch = LeastFreeSpace(storage)

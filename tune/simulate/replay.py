@@ -351,10 +351,11 @@ def run_simulated(space: SearchSpace, table_path, *, name: str, storage: str) ->
 
 def simulate_command(space: SearchSpace, args) -> int:
     """The ``--simulate TABLE`` branch of ``tune.search``; a bad table is exit status 2."""
+    import os
     import sys
 
-    try:
-        run_simulated(space, args.simulate, name=args.name or space.name, storage=args.storage)
+    try:  # --storage's $VARS expanded as the search's are (tune.storage.uri.storage_uri)
+        run_simulated(space, args.simulate, name=args.name or space.name, storage=os.path.expandvars(args.storage))
     except TableError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

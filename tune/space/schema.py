@@ -281,5 +281,5 @@ class SearchSpace(Schema):
         if s.type == "fifo" or s.grace_period <= self.max_t():
             return []
         return [f"scheduler.grace_period: {s.grace_period} is above the trials' length ({self.max_t()} student "
-                f"updates): no rung will be reached, so {s.type} stops no trial early; give a grace_period below "
+                f"updates): no rung will be reached, so {s.type} stops no trial early; give a grace_period of at most "
                 f"{self.max_t()} (or type: fifo)"]
