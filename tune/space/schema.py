@@ -1,8 +1,9 @@
-"""The schema of a search-space file (the format: `tune.space`): one pydantic model per section
-(`dpdmd.schema.Schema`: unknown keys, wrong types and values out of range refused, each field
-documented), the constants its values are checked against, and the rules across sections: which
-keys may be searched, one cap on the number of trials, and the space's *corners*, the
-`TrainConfig` built at each for every backbone, so that what dpdmd refuses (K above
+"""The schema of a search-space file (the format: `tune.space`): `SearchSpace` and its searched
+parameters (`Param`) as pydantic models (`dpdmd.schema.Schema`: unknown keys, wrong types and
+values out of range refused, each field documented; the settings sections are in
+`tune.space.sections`), the constants its values are checked against, and the rules across
+sections: which keys may be searched, one cap on the number of trials, and the space's
+*corners*, the `TrainConfig` built at each for every backbone, so that what dpdmd refuses (K above
 teacher_steps, a negative lambda_div, an unknown train key) is refused before anything starts,
 named by the file's key. The JSON Schema for editors is written from these models
 (`tune.space.json_schema`)."""
@@ -14,18 +15,21 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import PrivateAttr, ValidationInfo, field_validator, model_validator
+from typing import Annotated
+
+from pydantic import PlainValidator, PrivateAttr, ValidationInfo, WithJsonSchema, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from dpdmd.backbones import available_backbones, backbone_options
 from dpdmd.config import NEEDS_ANCHOR, ConfigError, TrainConfig, from_mapping, knobs_with_role
-from dpdmd.schema import Schema, fail, knob
+from dpdmd.schema import PROBLEM, Schema, fail, knob
 from dpdmd.stream import student_updates_done
 
 from ..storage.preflight import name_problems
-from .sections import (DISTRIBUTIONS, SCHEDULERS, BackboneSpec, CheckpointSpec, ObjectiveSpec, Param, SchedulerSpec,
-                       WandbSpec, expand_paths)
+from .sections import SCHEDULERS, BackboneSpec, CheckpointSpec, ObjectiveSpec, SchedulerSpec, WandbSpec, expand_paths
 
 METHODS = ("grid", "random", "optuna_tpe", "optuna_nsga2")
+DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform")
 SEARCHABLE = tuple(n for n in TrainConfig.model_fields if n not in ("eval", "backbone_options", "prompts"))
 #: The key that marks a trial as a reference trial (vanilla DMD) rather than a point of the search.
 BASELINE = "baseline"
@@ -46,6 +50,90 @@ class SpaceError(ValueError):
         self.path, self.problems = str(path), list(problems)
         lines = "\n".join(f"  {p}" for p in problems)
         super().__init__(f"{path}: {len(problems)} problem(s) in the search space:\n{lines}")
+
+
+def _number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PydanticCustomError(PROBLEM, "{message}", {"message": f"expected a number, got {value!r}"})
+    if not math.isfinite(value):
+        raise PydanticCustomError(PROBLEM, "{message}", {"message": f"{value!r} is not allowed; give a finite number"})
+    return value
+
+
+#: A finite int or float, kept as written (``min: 1`` stays an int for int_uniform).
+Number = Annotated[float, PlainValidator(_number), WithJsonSchema({"type": "number"})]
+
+
+class Param(Schema):
+    """One searched parameter: exactly one of value / values / distribution (with min and max)."""
+
+    value: Any = knob(None, doc="a fixed value, part of every trial.")
+    values: list | None = knob(None, doc="a list: a grid axis under `method: grid`, a categorical choice otherwise.",
+                               allowed="a non-empty list")
+    distribution: Literal[DISTRIBUTIONS] | None = knob(  # type: ignore[valid-type]
+        None, doc="a distribution to sample from (samplers only, with `min` and `max`).",
+        allowed=f"one of {', '.join(DISTRIBUTIONS)}; not under `method: grid`")
+    min: Number | None = knob(None, doc="the distribution's lower end.",
+                              allowed="a number below max; > 0 for log_uniform_values; an integer for int_uniform")
+    max: Number | None = knob(None, doc="the distribution's upper end.", allowed="a number above min")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Param:
+        kinds = [k for k in ("value", "values", "distribution") if k in self.model_fields_set]
+        lo, hi = self.min, self.max
+        if len(kinds) != 1:
+            fail([((), f"give exactly one of value, values or distribution (got {kinds or 'none'})")])
+        elif self.values is not None and not self.values:
+            fail([(("values",), "expected a non-empty list, got []")])
+        elif self.distribution is not None:
+            if lo is None or hi is None:
+                fail([((), f"a distribution needs numeric min and max, got min={lo!r} max={hi!r}")])
+            elif lo >= hi:
+                fail([((), f"min ({lo}) must be below max ({hi})")])
+            elif self.distribution == "log_uniform_values" and lo <= 0:
+                fail([(("min",), f"log_uniform_values needs min > 0, got {lo}")])
+            elif self.distribution == "int_uniform" and not (float(lo).is_integer() and float(hi).is_integer()):
+                fail([((), f"int_uniform needs integer min and max, got {lo}, {hi}")])
+        elif {"min", "max"} & self.model_fields_set:
+            fail([((), "min/max only go with a distribution")])
+        return self
+
+    def extremes(self) -> list:
+        """Every value the parameter can take at its edges (for validation)."""
+        if self.values is not None:
+            return list(self.values)
+        if self.distribution is not None:
+            return [self.min, self.max]
+        return [self.value]
+
+    def ends(self) -> list:
+        """Its smallest and largest value where its values are numbers, else every value."""
+        ends = self.extremes()
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ends):
+            return sorted({min(ends), max(ends)})
+        return ends
+
+    def typical(self):
+        """One representative value: the fixed one, the first of a list, a range's middle
+        (geometric for log-uniform). Used for the baseline trials' unsearched settings."""
+        if self.value is not None:
+            return self.value
+        if self.values is not None:
+            return self.values[0]
+        if self.distribution == "log_uniform_values":
+            return (self.min * self.max) ** 0.5
+        middle = (self.min + self.max) / 2
+        return int(round(middle)) if self.distribution == "int_uniform" else middle
+
+    def int_values(self) -> list[int] | None:
+        """All values of an integer parameter (None if it is continuous)."""
+        if self.values is not None:
+            return [int(v) for v in self.values]
+        if self.distribution == "int_uniform":
+            return list(range(int(self.min), int(self.max) + 1))
+        if self.distribution is None:
+            return [int(self.value)]
+        return None
 
 
 def grid_points(method: str, parameters: dict[str, Param]) -> int:
