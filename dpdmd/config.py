@@ -148,8 +148,8 @@ class TrainConfig(Schema):
         return self.model_dump()
 
     def replace(self, **changes) -> "TrainConfig":
-        """A new, checked config with ``changes``."""
-        return type(self)(**{**dict(self), **changes})
+        """A new config with ``changes``, checked whole (as the one it comes from is now)."""
+        return type(self)(**{**self.to_dict(), **changes})
 
 
 _ACROSS = ("anchor_k", "teacher_steps", "attention_backend", "mixed_precision")

@@ -37,7 +37,11 @@ ties broken by an epsilon-net (`tune.schedulers.moasha`); ``fifo`` runs every tr
 save their rungs in the experiment directory, so ``--resume`` continues them.
 
 `load_space` returns a `SearchSpace` or raises `SpaceError` listing every problem as
-``FILE: KEY: what is wrong; what is allowed``.
+``FILE: KEY: what is wrong; what is allowed`` (the schema: pydantic models, `tune.space.schema`
+and `tune.space.sections`). A search runs at most 10,000 trials (grid points x num_samples). A
+file whose first line is ``# yaml-language-server: $schema=./search-space.schema.json`` is
+checked as it is typed by editors, against the JSON Schema ``python -m tune.space --json-schema``
+writes (``search_spaces/search-space.schema.json``).
 """
 
 from .checks import teacher_problems

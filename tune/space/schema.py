@@ -52,8 +52,12 @@ class SpaceError(ValueError):
         super().__init__(f"{path}: {len(problems)} problem(s) in the search space:\n{lines}")
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _number(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_number(value):
         raise PydanticCustomError(PROBLEM, "{message}", {"message": f"expected a number, got {value!r}"})
     if not math.isfinite(value):
         raise PydanticCustomError(PROBLEM, "{message}", {"message": f"{value!r} is not allowed; give a finite number"})
@@ -107,11 +111,11 @@ class Param(Schema):
         return [self.value]
 
     def ends(self) -> list:
-        """Its smallest and largest value where its values are numbers, else every value."""
-        ends = self.extremes()
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ends):
-            return sorted({min(ends), max(ends)})
-        return ends
+        """The smallest and largest of its numbers, and each of its other values (words, booleans)."""
+        values = self.extremes()
+        numbers = sorted({v for v in values if _is_number(v)})
+        others = {repr(v): v for v in values if not _is_number(v)}
+        return numbers[:1] + numbers[1:][-1:] + list(others.values())
 
     def typical(self):
         """One representative value: the fixed one, the first of a list, a range's middle
