@@ -124,7 +124,7 @@ def schema_fields(cls, docs: dict[str, str] | None = None) -> list[Key]:
 
 DOCS = {  # the real evaluator's options: a dataclass of its own parser, without field metadata
     "RealEvaluatorOptions.diversity_encoders": "feature encoders for diversity, in order (the first gives `diversity`): `dinov2`, `dinov3` or `clip`, each a folder or `{model: DIR, processor: DIR}`. At least one.",
-    "RealEvaluatorOptions.quality_models": "preference scorers, each reported under its name: `pickscore` (`{processor: DIR, model: DIR}`) or `clip_score` (a folder). At least one; `eval.quality_metric` picks `quality`.",
+    "RealEvaluatorOptions.quality_models": "quality models, each reported under its name: `pickscore` (`{processor: DIR, model: DIR}`), `clip_score` (a folder), `hpsv21`, `imagereward`, `maniqa` / `maniqa_kadid` / `maniqa_pipal` / `musiq` (the `iqa` extra) or `visualquality_r1` (final protocol only); see [Evaluation metrics](../evaluation-metrics.md). At least one; `eval.quality_metric` picks `quality` (a positive score: not `imagereward`).",
     "RealEvaluatorOptions.batch_size": "images per forward pass.",
     "RealEvaluatorOptions.dtype": "the models' dtype.",
     "RealEvaluatorOptions.precision_k": "k of the k-NN precision against the teacher's samples; needs seeds_per_prompt >= precision_k + 2.",
@@ -178,10 +178,10 @@ def _table(keys: list[Key], searchable: set[str] | None = None) -> list[str]:
 
 
 def _backbone_options(train_keys: set[str]) -> list[str]:
-    from dpdmd.backbones import available_backbones, backbone_class, backbone_options
+    from dpdmd.backbones.registry import backbone_class, backbone_options, shipped_backbones
 
     rows: dict[str, dict[str, Any]] = {}
-    for name in available_backbones():
+    for name in shipped_backbones():
         cls, _ = backbone_class(name)
         params = inspect.signature(cls.__init__).parameters
         for option in backbone_options(name):
@@ -193,7 +193,7 @@ def _backbone_options(train_keys: set[str]) -> list[str]:
     if missing or stale:
         raise LookupError(f"backbone options without a sentence in docs/gen_reference.py: {missing}; "
                           f"sentences for options no backbone has: {stale}")
-    names = available_backbones()
+    names = shipped_backbones()
     out = ["| option | " + " | ".join(f"`{n}`" for n in names) + " | meaning |",
            "|" + "---|" * (len(names) + 2)]
     for option, defaults in rows.items():
@@ -205,11 +205,11 @@ def _backbone_options(train_keys: set[str]) -> list[str]:
 def render() -> str:
     from dpdmd.config import EvalConfig, TrainConfig
 
-    from dpdmd.backbones import available_backbones
+    from dpdmd.backbones.registry import shipped_backbones
 
     space_class = {n: _find(n, SPACE_MODULES) for n in ("SearchSpace", "BackboneSpec", "Param", "ObjectiveSpec",
                                                         "SchedulerSpec", "WandbSpec", "CheckpointSpec")}
-    backbones = ", ".join(f"`{b}`" for b in available_backbones())
+    backbones = ", ".join(f"`{b}`" for b in shipped_backbones())
     searchable = set(_find("SEARCHABLE", SPACE_MODULES))
     real_options = _find("RealEvaluatorOptions", REAL_OPTION_MODULES)
 

@@ -6,6 +6,7 @@
     python -m dpdmd.evaluate --run runs/k10                    # a dpdmd.train run's last checkpoint
     python -m dpdmd.evaluate --teacher --backbone digits-flow
     python -m dpdmd.evaluate --run runs/k10 --eval-seeds-per-prompt 16 --grid runs/k10/eval.png
+    python -m dpdmd.evaluate --protocol reference STUDENT_OR_RUN     # the reference's final protocol
 
 A student is scored with the evaluator of the run or search it came from (its manifest's
 ``config.eval``), or with another evaluator set: ``--eval-config FILE`` holds an ``eval:`` mapping
@@ -29,6 +30,11 @@ from ..config import ConfigError, from_mapping
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a == "--protocol" or a.startswith("--protocol=") for a in argv):  # the final protocol over students
+        from .evaluate_protocol import main as protocol_main
+
+        return protocol_main(argv)
     parser = argparse.ArgumentParser(prog="python -m dpdmd.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group(required=True)

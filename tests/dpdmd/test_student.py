@@ -71,8 +71,16 @@ def test_digits_student_reloads_in_its_own_format(tmp_path, name):
     student = load_student(tmp_path)  # the folder holding student/ is found too
     prompts = ["seven", "three"]
     assert torch.allclose(student.sample(prompts, SEEDS), trainer_images(backbone, method, prompts, SEEDS), atol=1e-5)
+    loads = []
+    load_teacher = student.backbone.load_teacher
+    student.backbone.load_teacher = lambda: loads.append(1) or load_teacher()
     teacher = student.teacher_sample(prompts, SEEDS)
     assert teacher.shape == (2, SEEDS, 1, 32, 32) and not torch.equal(teacher, student.sample(prompts, SEEDS))
+    # the teacher is loaded once and kept: the final protocol samples it once per chunk of prompts
+    assert torch.allclose(student.teacher_sample(prompts[:1], SEEDS), teacher[:1], atol=1e-5) and len(loads) == 1
+    assert student.teacher is student.teacher and not student.teacher.training
+    student.drop_teacher()
+    assert torch.allclose(student.teacher_sample(prompts, SEEDS), teacher, atol=1e-5) and len(loads) == 2
 
 
 def pipeline_images(name, dirs, folder, mode):

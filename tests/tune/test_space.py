@@ -65,6 +65,9 @@ BAD = [
     ("log-uniform from zero", with_(method="random", parameters__lambda_div={"distribution": "log_uniform_values", "min": 0, "max": 1}), "log_uniform_values needs min > 0"),
     ("min above max", with_(method="random", parameters__lambda_div={"distribution": "uniform", "min": 1, "max": 0.5}), "min (1) must be below max (0.5)"),
     ("unknown train key", with_(train__lambda_dvi=0.1), "train.lambda_dvi (backbone digits-flow): unknown key"),
+    ("lambda_div as a string", with_(parameters__lambda_div={"values": ["0.05"]}), "parameters.lambda_div (backbone digits-flow): expected float, got '0.05'"),
+    # a searched key's fixed value is named where it is written, not as the parameter
+    ("searched key fixed wrongly", with_(train__lambda_div="0.05"), "train.lambda_div (backbone digits-flow): expected float, got '0.05'"),
     ("unknown prompt", with_(eval={"prompts": ["a cat"]}), "eval.prompts: unknown digits prompt 'a cat'"),
     ("bad scheduler", with_(scheduler={"type": "hyperband", "reduction_factor": 1}), "scheduler.type: 'hyperband' is unknown; allowed: asha, moasha, fifo"),
     ("backbone param without its section", with_(parameters__backbone={"values": ["digits-eps"]}), "parameters.backbone: 'digits-eps' has no entry under backbones"),
@@ -115,7 +118,9 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "trials: 6 (4 grid points + 2 vanilla-DMD baseline(s))" in proc.stdout
     assert "anchor cache (digits-flow): K in [20]" in proc.stdout
-    assert "front: each trial's best checkpoint by J from 40 student updates on, quality_score >= 0.9" in proc.stdout
+    assert ("fronts: one per backbone, over each trial's kept student (its best by J from 40 student updates on, "
+            "quality_score >= 0.9)") in proc.stdout
+    assert "cost (estimates" in proc.stdout and "storage per trial run to max_t" in proc.stdout
     assert not storage.exists()
 
 
@@ -217,3 +222,11 @@ def test_an_editor_sees_what_the_loader_refuses(tmp_path, label, data):
     assert list(schema_validator().iter_errors(data)), label
     with pytest.raises(SpaceError):
         load_space(write(tmp_path, data))
+
+
+def test_a_parameters_ends_are_its_numbers_ends_and_every_other_value():
+    from tune.space.schema import Param
+
+    assert Param(values=[3, 1, "x", 2, True]).ends() == [1, 3, "x", True]
+    assert Param(values=[0.5]).ends() == [0.5]
+    assert Param(distribution="uniform", min=0, max=1).ends() == [0, 1]

@@ -21,6 +21,7 @@ from pydantic import PlainValidator, PrivateAttr, ValidationInfo, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from dpdmd.backbones import available_backbones, backbone_options
+from dpdmd.backbones.registry import shipped_backbones
 from dpdmd.config import NEEDS_ANCHOR, ConfigError, TrainConfig, from_mapping, knobs_with_role
 from dpdmd.schema import PROBLEM, Schema, fail, knob
 from dpdmd.stream import student_updates_done
@@ -177,7 +178,8 @@ class SearchSpace(Schema):
     max_concurrent: int = knob(0, ge=0, le=_INT32, doc="trials at once; 0: as many as the resources allow.")
     backbones: dict[str, BackboneSpec] = knob(
         doc="each backbone a trial may use, by registry name, with its settings (below). Required.",
-        allowed="a mapping of backbone name -> settings; available: " + ", ".join(available_backbones()))
+        # the shipped ones (the page and the JSON Schema are written from this); an unknown name's error lists all
+        allowed="a mapping of backbone name -> settings; available: " + ", ".join(shipped_backbones()))
     parameters: dict[str, Param] = knob(default_factory=dict, doc="the searched keys, each a parameter (below); every "
                                         "other setting is fixed.", allowed="`backbone` or a searchable `train` key")
     train: dict[str, Any] = knob(default_factory=dict, doc="fixed training settings: keys of `TrainConfig` (below), "
@@ -288,14 +290,15 @@ class SearchSpace(Schema):
                 try:
                     self.train_config({**point, "backbone": backbone})
                 except ConfigError as err:
-                    problems.extend(self._where(backbone, p) for p in err.problems)
+                    problems.extend(self._where(backbone, point, p) for p in err.problems)
         fail(((), p) for p in dict.fromkeys(problems))
         return self
 
-    def _where(self, backbone: str, problem: str) -> str:
-        """Name the file's key a TrainConfig problem comes from."""
+    def _where(self, backbone: str, point: dict, problem: str) -> str:
+        """Name the file's key a TrainConfig problem at ``point`` comes from: the parameter where the
+        point sets it, else the backbone's train, else the space's (a searched key may be fixed too)."""
         key, _, message = problem.partition(":")
-        if key in self.parameters:
+        if key in point and key in self.parameters:
             where = f"parameters.{key}"
         elif key in self.backbones[backbone].train:
             where = f"backbones.{backbone}.train.{key}"

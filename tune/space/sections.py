@@ -88,6 +88,24 @@ class SchedulerSpec(Schema):
     reduction_factor: float = knob(2.0, gt=1, doc="the fraction of trials a rung keeps is 1 / reduction_factor.")
     brackets: int = knob(1, ge=1, doc="ASHA brackets.")
 
+    def milestones(self, max_t: int) -> list[float]:
+        """The student updates at which the ASHA compares trials ([] for ``fifo``), as Ray's
+        ``_Bracket`` and `tune.schedulers.moasha` set them: bracket ``s`` has ``grace_period *
+        reduction_factor ** (k + s)`` for ``k`` in ``range(int(log(max_t / grace_period) /
+        log(reduction_factor) - s + 1))``, at most ``max_t`` (``grace_period`` capped at ``max_t``,
+        as `tune.schedulers.make_scheduler` does); the union over the brackets, ascending. A trial
+        reaches a milestone at its first report at or past it (17.5 is met at 20)."""
+        if self.type not in ("asha", "moasha"):
+            return []
+        if self.grace_period < 1 or self.reduction_factor <= 1 or max_t < 1:
+            raise ValueError(f"ASHA needs grace_period >= 1, reduction_factor > 1 and max_t >= 1; got "
+                             f"{self.grace_period}, {self.reduction_factor}, {max_t}")
+        grace, out = min(self.grace_period, max_t), set()
+        for s in range(self.brackets):
+            rungs = int(math.log(max_t / grace) / math.log(self.reduction_factor) - s + 1)
+            out.update(grace * self.reduction_factor ** (k + s) for k in range(max(rungs, 0)))
+        return sorted(float(m) for m in out if m <= max_t)
+
 
 class WandbSpec(Schema):
     """Weights & Biases."""
@@ -97,6 +115,8 @@ class WandbSpec(Schema):
     entity: str | None = knob(None, doc="the W&B entity; null: your default.")
     per_trial: bool = knob(False, doc="a W&B run per trial too (Ray's WandbLoggerCallback; slower).")
     mode: Literal["online", "offline", "disabled"] | None = knob(None, doc="null: online with an API key, else offline.")
+    upload_students: bool = knob(False, doc="the front's students, logged as W&B model artifacts, are uploaded (true) "
+                                            "or referenced where the search stored them (false: nothing copied).")
 
 
 class CheckpointSpec(Schema):
