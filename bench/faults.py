@@ -11,6 +11,9 @@ duplicated (the same trial and student update reported twice), results identical
 finished trial's final diversity and quality equal, bit for bit, to an undisturbed run of the
 same space), failures visible (summary.json lists them and the exit status is non-zero),
 seconds (wall time of the faulted run, resume included; the undisturbed run is the first row).
+Input refused before anything starts (a prompt the evaluator cannot score, --storage with an unset
+variable or empty, a grid over the 10,000-trial cap) rows: exit 2, "no outputs", and the line they
+printed with what they wrote (nothing); grace_beyond_length: exit 0 and its warning.
 """
 
 from __future__ import annotations
@@ -196,9 +199,71 @@ def disk_full(work: Path, reference):
     return snapshots / "resumed" / "faults", result["resumed"]["code"], time.time() - started
 
 
+def _refused(work: Path, space: dict, *flags: str) -> tuple[Path, int, float]:
+    """A search refused before anything starts: exit 2, its first problem printed, nothing written."""
+    started = time.time()
+    code, err = _search(_write(work, space), work / "runs", *flags)
+    said = next((line.strip() for line in err.splitlines()[1:] if line.startswith("  ")), err.strip()[-200:])
+    print(f"  said: {said}; written: {sorted(p.name for p in work.iterdir() if p.name != 'space.yaml') or 'nothing'}",
+          flush=True)
+    return work / "runs" / "faults", code, time.time() - started
+
+
+def unscorable_prompt(work: Path, reference):
+    """eval.prompts ["3", ""]: the digits evaluator cannot score "" (issue 24): exit 2 before Ray."""
+    return _refused(work, dict(SPACE, eval={**SPACE["eval"], "prompts": ["3", ""]}))
+
+
+def train_unscorable_prompt(work: Path, reference):
+    """``dpdmd.train --eval-prompts zero ""``: exit 2 naming the flag, --out not written (it held
+    config.json, then a traceback)."""
+    started = time.time()
+    out = work / "out"
+    proc = subprocess.run([sys.executable, "-m", "dpdmd.train", "--eval-prompts", "zero", "", "--device", "cpu",
+                           "--out", str(out)], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
+    said = next((line for line in proc.stderr.splitlines() if line.startswith("error:")), proc.stderr[-200:])
+    print(f"  said: {said}; --out written: {out.exists()}", flush=True)
+    return work / "none" / "faults", proc.returncode, time.time() - started
+
+
+def storage_unset_variable(work: Path, reference):
+    """--storage 'runs/${DPDMD_FAULTS_UNSET}/y' (issue 24): refused naming the variable, no folder made."""
+    env = os.environ.pop("DPDMD_FAULTS_UNSET", None)
+    try:
+        return _refused(work, SPACE, "--storage", str(work / "runs" / "${DPDMD_FAULTS_UNSET}" / "y"))
+    finally:
+        if env is not None:
+            os.environ["DPDMD_FAULTS_UNSET"] = env
+
+
+def storage_empty(work: Path, reference):
+    """--storage "" (issue 24): refused, not the current folder."""
+    return _refused(work, SPACE, "--storage", "")
+
+
+def oversized_grid(work: Path, reference):
+    """A million grid points (issue 24): refused by the one cap (10,000 trials) before any plan, in the dry run."""
+    values = [round(0.001 * i, 3) for i in range(1, 1001)]
+    return _refused(work, dict(SPACE, parameters={"lambda_div": {"values": values}, "lr": {"values": values}}),
+                    "--dry-run")
+
+
+def grace_beyond_length(work: Path, reference):
+    """scheduler.grace_period above the trials' length (issue 24): a warning in the dry run, exit 0."""
+    space = dict(SPACE, scheduler={"type": "asha", "grace_period": 1000})
+    started = time.time()
+    code, err = _search(_write(work, space), work / "runs", "--dry-run")
+    print(f"  said: {next((line for line in err.splitlines() if line.startswith('warning:')), 'no warning')}", flush=True)
+    return work / "runs" / "faults", code, time.time() - started
+
+
 FAULTS = {f.__name__: f for f in (undisturbed, driver_sigkill, cache_actor_killed, nan_injection,
-                                     read_only_storage, address_unreachable, disk_full)}
-PLANNED = {"nan_injection": 1, "read_only_storage": 0, "address_unreachable": 0}
+                                     read_only_storage, address_unreachable, disk_full, unscorable_prompt,
+                                     train_unscorable_prompt, storage_unset_variable, storage_empty, oversized_grid,
+                                     grace_beyond_length)}
+PLANNED = {"nan_injection": 1, "read_only_storage": 0, "address_unreachable": 0, "unscorable_prompt": 0,
+           "train_unscorable_prompt": 0, "storage_unset_variable": 0, "storage_empty": 0, "oversized_grid": 0,
+           "grace_beyond_length": 0}
 
 
 def _write(work: Path, space: dict) -> Path:

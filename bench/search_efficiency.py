@@ -36,7 +36,6 @@ Scheduler settings to try on the table: ``--grace-period``, ``--reduction-factor
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 import time
@@ -193,7 +192,7 @@ def run_block(args, block):
                 once = spaces[name].method == "grid" and (spaces[name].scheduler.type == "fifo" or args.brackets == 1)
                 key = (name, seed % len(table.seeds)) if once else None
                 if key is None or key not in done:
-                    sim = simulate(dataclasses.replace(spaces[name], seed=seed, num_samples=samples), table,
+                    sim = simulate(spaces[name].model_copy(update={"seed": seed, "num_samples": samples}), table,
                                    workers=workers)
                     result = (sim, trajectory(sim.reports, truth, points, min_quality))
                     if key is not None:

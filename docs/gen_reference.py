@@ -3,16 +3,16 @@
     python docs/gen_reference.py           # rewrite the page
     python docs/gen_reference.py --check   # exit 1 if the page differs from what the code gives
 
-What comes from the code: every section and key (the schema classes' fields, in order), its type
-and default, the ranges and meanings `dpdmd.config.knob` declares on `TrainConfig` and
-`EvalConfig`, which keys a space may search (`SEARCHABLE`), the allowed methods, distributions and
-schedulers, each backbone's constructor options and their defaults, the real evaluator's options.
-What is written here: one sentence for each key of the space's own sections (which carry no
-metadata yet). The generator refuses a field without a sentence and a sentence without a field,
-so a key added to or removed from the schema fails `tests/test_docs.py` until this file follows.
+What comes from the code: every section and key (the pydantic models' fields, in order), its type
+and default, its meaning (the field's description, `dpdmd.schema.knob`'s ``doc``) and what it
+allows (`dpdmd.schema.allowed_text`, the words the errors use), which keys a space may search
+(`SEARCHABLE`), each backbone's constructor options and their defaults, the real evaluator's
+options. What is written here: one sentence for each backbone option and each of the real
+evaluator's options (a dataclass of its own parser, `dpdmd.evaluation.real_options`). The generator
+refuses a field without a sentence and a sentence without a field, so a key added to or removed
+from the schema fails `tests/test_docs.py` until it is documented.
 
-The schema is read by one function, `schema_fields`, over `dataclasses.fields`; when the schema
-becomes pydantic models, that function is the one to switch (``model_fields``).
+The schema is read by one function, `schema_fields` (``model_fields``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import importlib
 import inspect
 import json
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -54,39 +56,53 @@ def _find(name: str, modules: tuple[str, ...]) -> Any:
 
 
 def _yaml(value: Any) -> str:
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) or hasattr(type(value), "model_fields"):
         return "(the section below)"
     return json.dumps(value, ensure_ascii=False) if not isinstance(value, float) else f"{value:g}"
 
 
-def _range_text(valid) -> str:
-    """A `dpdmd.config.Range` as text; another field named in it stays a name."""
-    if valid is None:
-        return ""
-    low = "" if valid.low is None else f"{valid.low:g}"
-    high = "" if valid.high is None else (f"`{valid.high}`" if isinstance(valid.high, str) else f"{valid.high:g}")
-    if low and high:
-        text = f"{'(' if valid.low_open else '['}{low}, {high}{')' if valid.high_open else ']'}"
-    elif low:
-        text = f"{'>' if valid.low_open else '>='} {low}"
-    else:
-        text = f"{'<' if valid.high_open else '<='} {high}"
-    return text + (", or null" if valid.optional else "")
+def _type_text(tp) -> str:
+    """A field's type as a reader writes it: ``float | None``, ``dict[str, BackboneSpec]``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _type_text(args[0])
+    if origin is typing.Literal:
+        return type(args[0]).__name__
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_text(a) for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_text(a) for a in args)}]"
+    if tp is type(None):
+        return "None"
+    return "Any" if tp is Any else getattr(tp, "__name__", str(tp))
 
 
 def schema_fields(cls, docs: dict[str, str] | None = None) -> list[Key]:
     """Every field of a schema class: name, type, default, what is allowed, its meaning.
 
-    The meaning is the field's ``doc`` metadata (`dpdmd.config.knob`) or ``docs[Class.field]``;
-    a field with neither is an error, as is an entry of ``docs`` naming no field. This is the one
-    function that reads the schema (`dataclasses.fields` today).
+    A pydantic model (the schema): the meaning is the field's description, what it allows
+    `dpdmd.schema.allowed_text`, its role and vanilla value its `dpdmd.schema.knob` metadata. A
+    dataclass (the real evaluator's options): ``docs[Class.field]`` and ``ALLOWED``. A field with no
+    meaning is an error, as is an entry of ``docs`` naming no field. This is the one function that
+    reads the schema.
     """
+    from dpdmd.schema import allowed_text, field_extra
+
     docs = docs or {}
     keys, seen = [], set()
+    if hasattr(cls, "model_fields"):
+        for name, f in cls.model_fields.items():
+            default = f.get_default(call_default_factory=True)
+            if not f.description:
+                raise LookupError(f"{cls.__name__}.{name} has no documentation: give it a `doc` (dpdmd.schema.knob)")
+            extra = field_extra(f)
+            notes = [f"*{extra['role']}*"] if extra.get("role") else []
+            notes += [f"*{_yaml(extra['vanilla'])} is vanilla DMD*"] if "vanilla" in extra else []
+            keys.append(Key(name, _type_text(f.annotation), "" if f.is_required() else _yaml(default),
+                            allowed_text(cls, name), " ".join([f.description, *notes])))
+        return keys
     for f in dataclasses.fields(cls):
         qualified = f"{cls.__name__}.{f.name}"
-        if qualified in INTERNAL:
-            continue
         seen.add(qualified)
         if f.default is not dataclasses.MISSING:
             default = _yaml(f.default)
@@ -94,68 +110,19 @@ def schema_fields(cls, docs: dict[str, str] | None = None) -> list[Key]:
             default = _yaml(f.default_factory())
         else:
             default = ""
-        meta = f.metadata or {}
-        doc = meta.get("doc") or docs.get(qualified)
-        if not doc:
-            raise LookupError(f"{qualified} has no documentation: add a `doc` to its knob or a line to "
-                              "DOCS in docs/gen_reference.py")
-        allowed = _range_text(meta.get("range")) or ALLOWED.get(qualified, "")
-        notes = []
-        if meta.get("role"):
-            notes.append(f"*{meta['role']}*")
-        if meta.get("vanilla") is not None:
-            notes.append(f"*{_yaml(meta['vanilla'])} is vanilla DMD*")
-        type_text = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        keys.append(Key(f.name, type_text, default, allowed, " ".join([doc, *notes])))
+        if not docs.get(qualified):
+            raise LookupError(f"{qualified} has no documentation: add a line to DOCS in docs/gen_reference.py")
+        type_text = f.type if isinstance(f.type, str) else _type_text(f.type)
+        keys.append(Key(f.name, type_text, default, ALLOWED.get(qualified, ""), docs[qualified]))
     stale = [k for k in (*docs, *ALLOWED) if k.startswith(f"{cls.__name__}.") and k not in seen]
     if stale:
         raise LookupError(f"docs/gen_reference.py documents fields that no longer exist: {stale}")
     return keys
 
 
-# --- the sentences the space's own sections do not carry yet ----------------------------------
+# --- the sentences the code does not carry ------------------------------------------------------
 
-INTERNAL = {"SearchSpace.path", "Param.name"}  # set by the loader, not keys of the file
-
-DOCS = {
-    "SearchSpace.name": "the experiment's name: the folder `STORAGE/NAME/` (`--name` overrides it); default: the file's stem. One folder name.",
-    "SearchSpace.method": "how trials are chosen: every grid point, or a sampler (Optuna's random, TPE, NSGA-II).",
-    "SearchSpace.seed": "the sampler's seed and every trial's training seed.",
-    "SearchSpace.num_samples": "grid: repeats of the grid; samplers: the number of sampled trials (`--num-samples` overrides it).",
-    "SearchSpace.max_concurrent": "trials at once; 0: as many as the resources allow.",
-    "SearchSpace.backbones": "each backbone a trial may use, by registry name, with its settings (below). Required.",
-    "SearchSpace.parameters": "the searched keys, each a parameter (below); every other setting is fixed.",
-    "SearchSpace.train": "fixed training settings: keys of `TrainConfig` (below), except `backbone`.",
-    "SearchSpace.eval": "evaluation settings: keys of `EvalConfig` (below).",
-    "SearchSpace.objective": "the combined objective J, the fidelity floor and the front (below).",
-    "SearchSpace.scheduler": "early stopping (below).",
-    "SearchSpace.wandb": "Weights & Biases (below).",
-    "SearchSpace.checkpoint": "what each trial saves besides its best student (below).",
-    "SearchSpace.baseline": "add one vanilla-DMD trial (lambda_div = 0) per backbone, the reference every result is compared with, unless the space already has lambda_div 0.",
-    "BackboneSpec.resources": "what one trial asks for (below).",
-    "BackboneSpec.options": "the backbone's constructor settings, e.g. `path: ${DPDMD_WEIGHTS}/sd35m` ([Backbone options](#backbone-options)).",
-    "BackboneSpec.train": "training settings for this backbone only: keys of `TrainConfig`, over the space's `train`.",
-    "Param.value": "a fixed value, part of every trial.",
-    "Param.values": "a list: a grid axis under `method: grid`, a categorical choice otherwise.",
-    "Param.distribution": "a distribution to sample from (samplers only, with `min` and `max`).",
-    "Param.min": "the distribution's lower end.",
-    "Param.max": "the distribution's upper end.",
-    "ObjectiveSpec.diversity_weight": "w in J = w diversity_score + (1 - w) min(quality_score, 1).",
-    "ObjectiveSpec.min_quality": "the fidelity floor: the front keeps only trials with quality_score >= this (a fraction of the teacher's quality; 0: no floor).",
-    "ObjectiveSpec.min_student_updates": "student updates before which no report is a trial's kept checkpoint or its point on the front (earlier students are transients).",
-    "SchedulerSpec.type": "`asha`: Ray's ASHA on J; `moasha`: multi-objective ASHA on (diversity_score, quality_score); `fifo`: no early stopping.",
-    "SchedulerSpec.max_t": "the last rung, in student updates; null: the student updates of `train.iterations`.",
-    "SchedulerSpec.grace_period": "the first rung, in student updates (rungs at grace_period x reduction_factor^k below max_t).",
-    "SchedulerSpec.reduction_factor": "the fraction of trials a rung keeps is 1 / reduction_factor.",
-    "SchedulerSpec.brackets": "ASHA brackets.",
-    "WandbSpec.enabled": "write the W&B summary run (offline when no API key is configured).",
-    "WandbSpec.project": "the W&B project.",
-    "WandbSpec.entity": "the W&B entity; null: your default.",
-    "WandbSpec.per_trial": "a W&B run per trial too (Ray's WandbLoggerCallback; slower).",
-    "WandbSpec.mode": "null: online with an API key, else offline.",
-    "WandbSpec.upload_students": "the front's students, logged as W&B model artifacts, are uploaded (true) or "
-                                 "referenced where the search stored them (false: nothing copied).",
-    "CheckpointSpec.state_every_minutes": "minutes of a trial's training between its full resumable states (the student, the fake score and both optimisers, into the trial's storage folder: ~54 GB for SD3.5-M full fine-tuning); 0: at every report. A restarted or resumed trial continues from the last one ([exporting students](../guide/export.md)).",
+DOCS = {  # the real evaluator's options: a dataclass of its own parser, without field metadata
     "RealEvaluatorOptions.diversity_encoders": "feature encoders for diversity, in order (the first gives `diversity`): `dinov2`, `dinov3` or `clip`, each a folder or `{model: DIR, processor: DIR}`. At least one.",
     "RealEvaluatorOptions.quality_models": "quality models, each reported under its name: `pickscore` (`{processor: DIR, model: DIR}`), `clip_score` (a folder), `hpsv21`, `imagereward`, `maniqa` / `maniqa_kadid` / `maniqa_pipal` / `musiq` (the `iqa` extra) or `visualquality_r1` (final protocol only); see [Evaluation metrics](../evaluation-metrics.md). At least one; `eval.quality_metric` picks `quality` (a positive score: not `imagereward`).",
     "RealEvaluatorOptions.batch_size": "images per forward pass.",
@@ -164,27 +131,6 @@ DOCS = {
 }
 
 ALLOWED = {
-    "SearchSpace.method": "one of {METHODS}",
-    "SearchSpace.seed": "an integer in 0..2147483647",
-    "SearchSpace.num_samples": "an integer in 1..10000",
-    "SearchSpace.max_concurrent": "an integer in 0..2147483647",
-    "SearchSpace.backbones": "names from {BACKBONES}",
-    "SearchSpace.parameters": "`backbone` or a searchable `train` key (marked below)",
-    "Param.distribution": "one of {DISTRIBUTIONS}; not under `method: grid`",
-    "Param.min": "a number below max; > 0 for log_uniform_values; an integer for int_uniform",
-    "Param.max": "a number above min",
-    "ObjectiveSpec.diversity_weight": "[0, 1]",
-    "ObjectiveSpec.min_quality": "[0, 2]",
-    "ObjectiveSpec.min_student_updates": ">= 0",
-    "SchedulerSpec.type": "one of {SCHEDULERS}",
-    "SchedulerSpec.grace_period": ">= 1",
-    "SchedulerSpec.reduction_factor": "> 1",
-    "SchedulerSpec.brackets": ">= 1",
-    "WandbSpec.mode": "online, offline, disabled, or null",
-    "CheckpointSpec.state_every_minutes": ">= 0",
-    "TrainConfig.device": "auto, cpu, cuda, cuda:N",
-    "TrainConfig.mixed_precision": "no, bf16",
-    "TrainConfig.optimizer": "one of {OPTIMIZERS}",
     "RealEvaluatorOptions.dtype": "float32, bfloat16, float16",
     "RealEvaluatorOptions.batch_size": ">= 1",
     "RealEvaluatorOptions.precision_k": ">= 1",
@@ -216,19 +162,14 @@ DIGITS_EVALUATOR_OPTIONS = [
 ]
 
 
-def _fill(text: str, constants: dict[str, str]) -> str:
-    for name, value in constants.items():
-        text = text.replace("{" + name + "}", value)
-    return text
-
-
 def _table(keys: list[Key], searchable: set[str] | None = None) -> list[str]:
     head = "| key | type | default | allowed | meaning |"
     if searchable is not None:
         head = "| key | type | default | allowed | searchable | meaning |"
     out = [head, "|" + "---|" * (head.count("|") - 1)]
     for k in keys:
-        cells = [f"`{k.name}`", f"`{k.type}`", f"`{k.default}`" if k.default else "required", k.allowed or "-"]
+        allowed = k.allowed.removeprefix("it must be ")  # the errors' words, shorter in a column
+        cells = [f"`{k.name}`", f"`{k.type}`", f"`{k.default}`" if k.default else "required", allowed or "-"]
         if searchable is not None:
             cells.append("yes" if k.name in searchable else "")
         cells.append(k.doc)
@@ -264,28 +205,22 @@ def _backbone_options(train_keys: set[str]) -> list[str]:
 def render() -> str:
     from dpdmd.config import EvalConfig, TrainConfig
 
-    space_class = {n: _find(n, SPACE_MODULES) for n in
-                   ("SearchSpace", "BackboneSpec", "Param", "ObjectiveSpec", "SchedulerSpec", "WandbSpec",
-                    "CheckpointSpec")}
-    constants = {n: ", ".join(f"`{v}`" for v in _find(n, SPACE_MODULES))
-                 for n in ("METHODS", "DISTRIBUTIONS", "SCHEDULERS")}
     from dpdmd.backbones.registry import shipped_backbones
 
-    constants["BACKBONES"] = ", ".join(f"`{b}`" for b in shipped_backbones())
-    optimizers = _find("OPTIMIZERS", ("dpdmd.parallel.optimizers", "dpdmd.optimizers"))
-    constants["OPTIMIZERS"] = ", ".join(f"`{o}`" for o in optimizers)
+    space_class = {n: _find(n, SPACE_MODULES) for n in ("SearchSpace", "BackboneSpec", "Param", "ObjectiveSpec",
+                                                        "SchedulerSpec", "WandbSpec", "CheckpointSpec")}
+    backbones = ", ".join(f"`{b}`" for b in shipped_backbones())
     searchable = set(_find("SEARCHABLE", SPACE_MODULES))
     real_options = _find("RealEvaluatorOptions", REAL_OPTION_MODULES)
 
     def section(cls, searchable_keys=None):
-        keys = [k._replace(allowed=_fill(k.allowed, constants)) for k in schema_fields(cls, DOCS)]
-        return _table(keys, searchable_keys)
+        return _table(schema_fields(cls, DOCS), searchable_keys)
 
     documented = {key.split(".")[0] for key in (*DOCS, *ALLOWED)}
-    rendered = {c.__name__ for c in (*space_class.values(), real_options, TrainConfig, EvalConfig)}
-    if documented - rendered:
-        raise LookupError(f"docs/gen_reference.py documents classes the schema no longer has: {documented - rendered}")
-    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    if documented - {real_options.__name__}:
+        raise LookupError(f"docs/gen_reference.py documents classes the schema no longer has: "
+                          f"{documented - {real_options.__name__}}")
+    train_keys = set(TrainConfig.model_fields)
     lines = [
         "# Search-space file reference",
         "",
@@ -304,7 +239,7 @@ def render() -> str:
         "",
         "## backbones.NAME",
         "",
-        "One entry per backbone a trial may use (`NAME` from " + constants["BACKBONES"] + ").",
+        "One entry per backbone a trial may use (`NAME` from " + backbones + ").",
         "",
         *section(space_class["BackboneSpec"]),
         "",

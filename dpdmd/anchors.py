@@ -2,7 +2,9 @@
 
 `teacher_anchors` runs the teacher with CFG from x1 for the first K steps and returns the
 first-step target for every K asked for, from one pass up to the largest. The trainer does not
-call it directly: it asks an *anchor provider*, ``provider(batch, cond, uncond) -> target``.
+call it directly: it asks an *anchor provider*, ``provider(batch, cond, uncond) -> first_step_target``.
+K is ``anchor_k`` everywhere (`dpdmd.TrainConfig` checks it is in 1..teacher_steps: nothing here
+checks it again), the Ks a cache computes together ``anchor_ks``.
 `LocalAnchors` computes on demand. `CachedAnchors` reads an `AnchorCache` that several runs
 share: the first run to need iteration i's anchor computes every K of a set in one teacher pass
 and stores them; runs at any K of that set read them. `InMemoryAnchorCache` shares them between
@@ -28,37 +30,35 @@ from .stream import Batch
 
 @torch.no_grad()
 def teacher_anchors(backbone: Backbone, teacher: nn.Module, x1: torch.Tensor, cond: Embeddings,
-                    uncond: Embeddings, ks: Iterable[int]) -> dict[int, torch.Tensor]:
-    """First-step targets ``{K: target}`` for every K in ``ks``, from one teacher pass.
+                    uncond: Embeddings, anchor_ks: Iterable[int]) -> dict[int, torch.Tensor]:
+    """First-step targets ``{K: first_step_target}`` for every K in ``anchor_ks``, from one teacher pass.
 
     Args:
         x1: (B, C, H, W) initial noise of the iteration.
         cond, uncond: prompt embeddings of the batch and of ``""`` (batch B each).
-        ks: anchor steps, each in 1..teacher_steps.
+        anchor_ks: anchor steps, each in 1..teacher_steps (as `dpdmd.TrainConfig` checks ``anchor_k``).
     Returns:
         {K: (B, C, H, W)}: flow ``v_tgt = (x1 - z_K) / (1 - s_K)``; eps the teacher's x0 at z_K.
     """
     schedule = backbone.schedule
-    ks = sorted(set(int(k) for k in ks))
-    if not ks or ks[0] < 1 or ks[-1] > schedule.teacher_steps:
-        raise ValueError(f"anchor steps must lie in 1..{schedule.teacher_steps}, got {ks}")
+    anchor_ks = sorted(set(int(k) for k in anchor_ks))
     levels = schedule.teacher_levels
-    targets: dict[int, torch.Tensor] = {}
+    first_step_targets: dict[int, torch.Tensor] = {}
     z = x1
-    for j in range(ks[-1] + 1):  # z is z_j: the state after j teacher steps
-        last = j == ks[-1]
+    for j in range(anchor_ks[-1] + 1):  # z is z_j: the state after j teacher steps
+        last = j == anchor_ks[-1]
         needs_out = j < schedule.teacher_steps and (not last or schedule.target_needs_teacher_output)
         out = backbone.guided(teacher, z, levels[j], cond, uncond) if needs_out else None
-        if j in ks:
-            targets[j] = schedule.first_step_target(x1, z, levels[j], out)
+        if j in anchor_ks:
+            first_step_targets[j] = schedule.first_step_target(x1, z, levels[j], out)
         if not last:
             z = schedule.step(z, out, levels[j], levels[j + 1])
-    return targets
+    return first_step_targets
 
 
-def teacher_calls_for(ks: Iterable[int], schedule) -> int:
+def teacher_calls_for(anchor_ks: Iterable[int], schedule) -> int:
     """Guided teacher evaluations one `teacher_anchors` pass costs (each is a batch of 2B)."""
-    k_max = max(ks)
+    k_max = max(anchor_ks)
     extra = 1 if schedule.target_needs_teacher_output and k_max < schedule.teacher_steps else 0
     return k_max + extra
 
@@ -102,8 +102,8 @@ def local_anchors(backbone: Backbone, teacher: nn.Module, config) -> LocalAnchor
 
 # --- anchors shared between runs -------------------------------------------------------------------
 
-#: One cache entry: {str(K): (B, C, H, W) float32 target}. String keys and numpy arrays because a
-#: store may spill entries as safetensors files and hand them between processes.
+#: One cache entry: {str(anchor_k): (B, C, H, W) float32 first-step target}. String keys and numpy
+#: arrays because a store may spill entries as safetensors files and hand them between processes.
 Entry = dict[str, np.ndarray]
 
 
@@ -138,9 +138,9 @@ class InMemoryAnchorCache:
         return self.entries[key]
 
 
-def anchor_key(identity: str, iteration: int, ks: Sequence[int]) -> str:
-    """The cache key of iteration ``iteration``'s anchors for every K in ``ks``."""
-    return f"anchor/{identity}/i{iteration}/k{','.join(map(str, sorted(ks)))}"
+def anchor_key(identity: str, iteration: int, anchor_ks: Sequence[int]) -> str:
+    """The cache key of iteration ``iteration``'s anchors for every K in ``anchor_ks``."""
+    return f"anchor/{identity}/i{iteration}/k{','.join(map(str, sorted(anchor_ks)))}"
 
 
 def stored_tensor(array: np.ndarray, device) -> torch.Tensor:
@@ -151,32 +151,32 @@ def stored_tensor(array: np.ndarray, device) -> torch.Tensor:
 
 
 class CachedAnchors(_CountedAnchors):
-    """An `AnchorProvider` reading ``cache``, computing every K of ``ks`` in one teacher pass on a
-    miss (the pass up to the largest K gives all smaller ones for free).
+    """An `AnchorProvider` reading ``cache``, computing every K of ``anchor_ks`` in one teacher pass
+    on a miss (the pass up to the largest K gives all smaller ones for free).
 
     Args:
         identity: a hash of everything the anchor depends on but the iteration (backbone and its
             weights, teacher steps, CFG scale, seed, batch size, prompts): `shared_anchors`.
-        ks: every K the runs sharing ``cache`` may use (a search: every K of its space); this
-            run's ``anchor_k`` is added if missing.
+        anchor_ks: every K the runs sharing ``cache`` may use (a search: every K of its space);
+            this run's ``anchor_k`` is added if missing.
     """
 
     def __init__(self, cache: AnchorCache, backbone: Backbone, teacher: nn.Module, anchor_k: int,
-                 ks: Iterable[int], identity: str):
+                 anchor_ks: Iterable[int], identity: str):
         super().__init__(backbone, teacher, anchor_k)
-        self.cache, self.ks, self.identity = cache, sorted(set(ks) | {anchor_k}), identity
+        self.cache, self.anchor_ks, self.identity = cache, sorted(set(anchor_ks) | {anchor_k}), identity
 
     def __call__(self, batch: Batch, cond: Embeddings, uncond: Embeddings) -> torch.Tensor:
         spent: list[int] = []  # filled only if the cache asked this run to compute
 
         def compute() -> tuple[Entry, int]:
             x1 = batch.x1.to(self.backbone.device)
-            targets = teacher_anchors(self.backbone, self.teacher, x1, cond, uncond, self.ks)
-            spent.append(teacher_calls_for(self.ks, self.backbone.schedule))
+            first_step_targets = teacher_anchors(self.backbone, self.teacher, x1, cond, uncond, self.anchor_ks)
+            spent.append(teacher_calls_for(self.anchor_ks, self.backbone.schedule))
             # float32: numpy has no bfloat16 (SD backbones in bf16); exact for both
-            return {str(k): t.detach().float().cpu().numpy() for k, t in targets.items()}, spent[0]
+            return {str(k): t.detach().float().cpu().numpy() for k, t in first_step_targets.items()}, spent[0]
 
-        entry = self.cache.get_or_compute(anchor_key(self.identity, batch.iteration, self.ks), compute)
+        entry = self.cache.get_or_compute(anchor_key(self.identity, batch.iteration, self.anchor_ks), compute)
         if spent:
             self.misses, self.teacher_calls = self.misses + 1, self.teacher_calls + spent[0]
         else:
@@ -184,7 +184,7 @@ class CachedAnchors(_CountedAnchors):
         return stored_tensor(entry[str(self.anchor_k)], self.backbone.device)
 
 
-def shared_anchors(cache: AnchorCache, ks: Iterable[int], *, shard: tuple[int, int] | None = None):
+def shared_anchors(cache: AnchorCache, anchor_ks: Iterable[int], *, shard: tuple[int, int] | None = None):
     """The trainer's ``anchors`` factory (`dpdmd.train`) over ``cache``: runs that agree on
     everything the anchor depends on (`dpdmd.data.cache_keys`, kind "anchor") share its entries.
 
@@ -194,6 +194,6 @@ def shared_anchors(cache: AnchorCache, ks: Iterable[int], *, shard: tuple[int, i
 
     def anchors(backbone: Backbone, teacher: nn.Module, config) -> CachedAnchors:
         identity = config_hash(cache_key("anchor", config, backbone, **rank))  # all but the iteration and K
-        return CachedAnchors(cache, backbone, teacher, config.anchor_k, ks, identity)
+        return CachedAnchors(cache, backbone, teacher, config.anchor_k, anchor_ks, identity)
 
     return anchors

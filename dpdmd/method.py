@@ -115,17 +115,18 @@ class DPDMD:
 
     # --- the two updates -----------------------------------------------------------------------
     def student_update(self, batch: Batch, cond: Embeddings, uncond: Embeddings,
-                       target: torch.Tensor | None) -> dict[str, float]:
-        """One student iteration. ``target`` is the teacher anchor's first-step target (steps 1-2);
-        it may be None when lambda_div == 0 (vanilla DMD needs no anchor)."""
+                       first_step_target: torch.Tensor | None) -> dict[str, float]:
+        """One student iteration. ``first_step_target`` is the teacher anchor's (steps 1-2: K =
+        ``anchor_k`` guided teacher steps, `dpdmd.anchors`); it may be None when lambda_div == 0
+        (vanilla DMD needs no anchor)."""
         device = self.backbone.device
         x1 = batch.x1.to(device)
         with self.phase("rollout"):
             # 3. The student's rollout, with the stop-gradient after the first step.
             out1, x_s = self.rollout(x1, cond)
             # 4. L_div: the first step against the teacher's anchored target.
-            if target is not None:
-                loss_div = diversity_loss(self.schedule.first_step_prediction(x1, out1), target)
+            if first_step_target is not None:
+                loss_div = diversity_loss(self.schedule.first_step_prediction(x1, out1), first_step_target)
             else:
                 loss_div = torch.zeros((), device=device)
         with self.phase("dmd"):

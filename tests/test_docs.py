@@ -33,13 +33,12 @@ def test_search_space_reference_is_generated_from_the_code():
 
 
 def test_the_reference_generator_refuses_an_undocumented_field():
-    import dataclasses
+    from dpdmd.schema import Schema, knob
 
     gen = load_generator()
 
-    @dataclasses.dataclass
-    class WandbSpec:  # a key added to the schema without a sentence
-        enabled: bool = True
+    class WandbSpec(Schema):  # a key added to the schema without a sentence
+        enabled: bool = knob(True, doc="write the W&B summary run.")
         brand_new: int = 0
 
     with pytest.raises(LookupError, match="brand_new"):

@@ -24,7 +24,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .flags import add_config_flags, overrides_from_args
+from .flags import add_config_flags, flag_of, overrides_from_args
 from ..config import ConfigError, from_mapping, load_config
 
 
@@ -32,9 +32,25 @@ def parse_config(args: argparse.Namespace):
     overrides = overrides_from_args(args)
     if args.backbone_option:
         overrides["backbone_options"] = dict(_parse_option(o) for o in args.backbone_option)
-    if args.config:
-        return load_config(args.config, overrides)
-    return from_mapping(overrides, source="command line")
+    try:
+        if args.config:
+            return load_config(args.config, overrides)
+        return from_mapping(overrides, source="command line")
+    except ConfigError as err:
+        raise with_flags(err, args) from None
+
+
+def with_flags(err: ConfigError, args: argparse.Namespace) -> ConfigError:
+    """``err`` with each problem of a key the user gave as a flag naming that flag too."""
+    given = overrides_from_args(args)
+
+    def named(problem: str) -> str:
+        key = problem.partition(": ")[0].split("[")[0]
+        section, _, name = key.partition(".")
+        flagged = name in given.get("eval", {}) if section == "eval" and name else key in given
+        return f"{problem} (flag {flag_of(key)})" if flagged else problem
+
+    return ConfigError([named(p) for p in err.problems], err.source)
 
 
 def _parse_option(text: str) -> tuple[str, object]:
@@ -95,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # train() refuses what the backbone refuses before it writes or trains anything
         config = parse_config(args)
-        check(config, build_backbone(config))  # refuse bad input before anything starts
+        try:  # refuse bad input before anything starts
+            check(config, build_backbone(config))
+        except ConfigError as err:  # named as the config's own problems are: the file or the flags
+            raise with_flags(ConfigError(err.problems, str(args.config) if args.config else "command line"),
+                             args) from None
         problems = check_out_dir(args.out, resume=args.resume, overwrite=args.overwrite)
         if problems:
             raise ConfigError(problems)

@@ -37,6 +37,13 @@ class Evaluator(ABC):
     quality_key: str
     uses_teacher_reference: bool = False  # True: `score` needs `set_teacher_reference` first
 
+    @classmethod
+    def prompt_problem(cls, prompt: str) -> str | None:
+        """Why this evaluator cannot score ``prompt``, and what it can score: asked before anything
+        runs (`dpdmd.evaluation.evaluators.evaluator_problems`) for every prompt of ``eval.prompts``.
+        None: it can. The default: any prompt."""
+        return None
+
     @abstractmethod
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Embed images (B, C, H, W) float in [0, 1] as (B, D) float32 features."""

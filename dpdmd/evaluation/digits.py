@@ -86,6 +86,19 @@ class DigitsEvaluator(Evaluator):
         self._classifier = classifier
         self._teacher_band_power: dict[str, torch.Tensor] | None = None  # prompt -> (N_ref,)
 
+    @classmethod
+    def prompt_problem(cls, prompt: str) -> str | None:
+        """A digit prompt only: the samples are compared with the real digits of the prompted class,
+        and the unconditional prompt ``""`` (or any other text) names none."""
+        try:
+            if digits_data.parse_prompt(prompt) is not None:
+                return None
+        except ValueError as err:
+            return f"the digits evaluator cannot score it: {err}"
+        return ("the digits evaluator cannot score the unconditional prompt '': it compares samples with the "
+                "prompted class; allowed: a digit prompt such as 'seven', '7', 'digit seven' or "
+                "'a handwritten digit seven'")
+
     def teacher_reference_state(self, images: torch.Tensor, prompts: Sequence[str]) -> dict:
         """``{"prompts", "band_power"}``: the prompts in order and the `band_power` (P, N) float64
         of the teacher's images (P, N, 1, H, W), the reference of ``spectral``."""
@@ -215,11 +228,8 @@ class DigitsEvaluator(Evaluator):
 
 
 def _prompt_class(prompt: str) -> int:
-    """The class a prompt names; the unconditional prompt cannot be scored."""
+    """The class a prompt names (`DigitsEvaluator.prompt_problem` says why one names none)."""
     digit = digits_data.parse_prompt(prompt)  # raises ValueError naming a malformed prompt
     if digit is None:
-        raise ValueError(
-            "cannot score the unconditional prompt '': the digits evaluator compares samples with "
-            "the prompted class; score conditional prompts such as 'a handwritten digit seven'"
-        )
+        raise ValueError(DigitsEvaluator.prompt_problem(prompt))
     return digit

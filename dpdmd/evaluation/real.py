@@ -175,6 +175,14 @@ class RealEvaluator(Evaluator):
 
     uses_teacher_reference = True
 
+    @classmethod
+    def prompt_problem(cls, prompt: str) -> str | None:
+        """Any non-empty prompt: the quality models score an image against its prompt's text."""
+        if isinstance(prompt, str) and prompt.strip():
+            return None
+        return ("the real evaluator cannot score an empty prompt: its quality models score each image against "
+                "its prompt's text; allowed: any non-empty prompt")
+
     def __init__(self, *, encoders: Mapping[str, ImageEncoder], scorers: Mapping[str, ImageTextScorer],
                  quality_metric: str | None = None, batch_size: int = 32, precision_k: int = 3):
         if not encoders or not scorers:

@@ -205,11 +205,11 @@ def _iteration(run: _Run, i: int, *, student: bool) -> dict[str, float]:
     if not student:
         return method.fake_update(batch, cond)
     uncond = run.embed([""] * len(batch.prompts))
-    target = None
+    first_step_target = None
     if not config.is_vanilla_dmd:  # vanilla DMD needs no anchor
         with method.phase("anchor"):
-            target = run.provider(batch, cond, uncond)
-    losses = method.student_update(batch, cond, uncond, target)
+            first_step_target = run.provider(batch, cond, uncond)
+    losses = method.student_update(batch, cond, uncond, first_step_target)
     run.updates += 1
     return losses
 

@@ -47,11 +47,19 @@ def test_flow_anchor_is_k_guided_euler_steps():
     assert torch.allclose(target, (batch.x1 - z) / (1 - levels[5]), atol=1e-5)
 
 
-def test_anchor_k_out_of_range_is_refused():
-    m = make_method("flow")
-    b = m.backbone
-    with pytest.raises(ValueError, match="1..30"):
-        teacher_anchors(b, m.teacher, torch.zeros(1, *b.latent_shape), b.encode_prompts(["1"]), b.unconditional(1), [31])
+def test_anchor_k_out_of_range_is_refused_by_the_config_alone():
+    """K <= teacher_steps is `TrainConfig`'s rule, checked there once: a config that exists has a K
+    its backbone's teacher schedule reaches, so the anchor code does not check it again."""
+    from dpdmd import ConfigError, TrainConfig
+    from dpdmd.training.build import build_backbone
+
+    with pytest.raises(ConfigError, match=r"anchor_k: 31 is not allowed; K must be an integer in 1\.\.teacher_steps "
+                                          r"\(= 30\)"):
+        TrainConfig(anchor_k=31)
+    with pytest.raises(ConfigError, match=r"anchor_k: 0 is not allowed; K must be an integer in 1\.\.teacher_steps"):
+        TrainConfig(anchor_k=0)
+    config = TrainConfig(anchor_k=12, teacher_steps=12, device="cpu")
+    assert build_backbone(config).schedule.teacher_steps == config.teacher_steps == config.anchor_k
 
 
 def test_local_anchors_count_teacher_calls():

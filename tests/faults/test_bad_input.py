@@ -136,7 +136,8 @@ def test_huge_evaluation_and_sample_counts_are_bounded(tmp_path):
     config.eval.seeds_per_prompt = 10**9
     assert any(p.startswith("eval.seeds_per_prompt: 1000000000 is not allowed") and "at most 1024" in p
                for p in config.problems())
-    with pytest.raises(SpaceError, match=r"num_samples: 1000000000000 must be an integer in 1\.\.10000"):
+    with pytest.raises(SpaceError, match=r"num_samples: 1 grid point\(s\) x num_samples 1000000000000 = "
+                                         r"1000000000000 trials are not allowed; a search runs at most 10000 trials"):
         load_space(write_space(tmp_path, num_samples=10**12))
     assert search.main(["--space", str(write_space(tmp_path)), "--num-samples", str(10**12), "--dry-run"]) == 2
 
@@ -294,3 +295,111 @@ def test_the_teacher_check_reads_the_real_teacher_reference(tmp_path):
     # 4 seeds per prompt, scored fidelity 0 in a fresh clone and above 0 on another machine's cache)
     positive = scores["quality"] > 0 and scores["diversity"] > 0
     assert (checks.teacher_problems(space) == []) == positive
+
+
+# --- issue 24: prompts the evaluator cannot score, --storage, grace_period, the size of a search ----
+
+def test_a_prompt_the_evaluator_cannot_score_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    import importlib
+
+    import ray
+
+    from dpdmd.evaluation import evaluators
+    from dpdmd.evaluation.digits import DigitsEvaluator
+    from dpdmd.evaluation.real import RealEvaluator
+
+    # each evaluator says what it can score
+    assert DigitsEvaluator.prompt_problem("zero") is None and DigitsEvaluator.prompt_problem("digit 7") is None
+    assert "unconditional prompt ''" in DigitsEvaluator.prompt_problem("")
+    assert "unknown digits prompt 'a cat'" in DigitsEvaluator.prompt_problem("a cat")
+    assert RealEvaluator.prompt_problem("a dog") is None and "non-empty prompt" in RealEvaluator.prompt_problem(" ")
+    from dpdmd import EvalConfig
+
+    problems = evaluators.evaluator_problems(EvalConfig(prompts=["a dog", ""], evaluator="real"), "real")
+    assert problems[0].startswith("eval.prompts[1]: '' is not allowed; the real evaluator cannot score an empty prompt")
+    # the search: at load time and in the dry run, naming the file, the key and what is allowed
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
+    path = write_space(tmp_path, eval={**SPACE["eval"], "prompts": ["zero", ""]})
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    text = str(err.value)
+    assert str(path) in text and "eval.prompts[1]: '' is not allowed" in text and "allowed: a digit prompt" in text
+    storage = tmp_path / "runs"
+    for flags in (["--dry-run"], ["--storage", str(storage)]):
+        assert search.main(["--space", str(path), *flags]) == 2
+        said = capsys.readouterr()
+        assert "eval.prompts[1]: '' is not allowed" in said.err and "Traceback" not in said.err and not said.out
+    assert not storage.exists()
+    # dpdmd.train: exit 2 naming the flag, before --out is written (it wrote config.json, then failed)
+    train_cli = importlib.import_module("dpdmd.cli.train")
+    out = tmp_path / "out"
+    assert train_cli.main(["--eval-prompts", "zero", "", "--device", "cpu", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "command line: eval.prompts[1]: '' is not allowed" in err and "(flag --eval-prompts)" in err
+    assert "allowed: a digit prompt" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_storage_with_an_unset_variable_or_empty_is_refused(tmp_path, capsys, monkeypatch):
+    import ray
+
+    from tune.storage.uri import storage_uri
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
+    monkeypatch.delenv("DPDMD_NOT_SET", raising=False)
+    monkeypatch.chdir(tmp_path)
+    path = write_space(tmp_path)
+    for flags in (["--dry-run"], []):
+        assert search.main(["--space", str(path), "--storage", "runs/${DPDMD_NOT_SET}/y", *flags]) == 2
+        err = capsys.readouterr().err
+        assert str(path) in err and "--storage: 'runs/${DPDMD_NOT_SET}/y' uses ${DPDMD_NOT_SET}, which is not set" in err
+        assert "export DPDMD_NOT_SET=" in err
+        assert search.main(["--space", str(path), "--storage", "", *flags]) == 2
+        err = capsys.readouterr().err
+        assert "--storage: '' is not allowed; give a folder" in err and "default ./runs" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]  # no folder named ${...}, nothing in .
+    # a variable that is set is expanded, as in a space file's paths
+    monkeypatch.setenv("DPDMD_RUNS", str(tmp_path / "elsewhere"))
+    assert storage_uri("${DPDMD_RUNS}/y") == str(tmp_path / "elsewhere" / "y")
+
+
+def test_a_grace_period_beyond_the_trials_length_warns(tmp_path, capsys):
+    path = write_space(tmp_path, scheduler={"type": "asha", "grace_period": 50})  # 12 iterations: 2 updates
+    (warning,) = load_space(path).warnings()
+    assert warning.startswith("scheduler.grace_period: 50 is above the trials' length (2 student updates): "
+                              "no rung will be reached") and "of at most 2" in warning
+    assert search.main(["--space", str(path), "--dry-run"]) == 0
+    said = capsys.readouterr()
+    assert f"warning: {path}: scheduler.grace_period: 50" in said.err and "trials: " in said.out
+    assert load_space(write_space(tmp_path, scheduler={"type": "fifo", "grace_period": 50})).warnings() == []
+    assert load_space(write_space(tmp_path, scheduler={"type": "asha", "grace_period": 2})).warnings() == []
+
+
+def test_one_cap_on_a_grid_and_on_num_samples_before_any_plan(tmp_path, capsys, monkeypatch):
+    from tune.space import trials
+
+    monkeypatch.setattr(trials, "grid_trials", lambda space: pytest.fail("the plan was built"))
+    values = [0.001 * i for i in range(1, 1001)]  # 1000 x 1000 = a million grid points
+    path = write_space(tmp_path, parameters={"anchor_k": {"values": [2]}, "lambda_div": {"values": values},
+                                             "lr": {"values": values}})
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(SpaceError) as err:
+        load_space(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert time.perf_counter() - started < 30 and peak < 200 * 2**20
+    assert str(path) in str(err.value) and "parameters: 1000000 grid point(s) x num_samples 1 = 1000000 trials are " \
+        "not allowed; a search runs at most 10000 trials" in str(err.value)
+    sampler = write_space(tmp_path, method="random", num_samples=10_001,
+                          parameters={"lambda_div": {"distribution": "uniform", "min": 0.0, "max": 1.0}})
+    with pytest.raises(SpaceError, match=r"num_samples: num_samples 10001 trials are not allowed; a search runs at "
+                                         r"most 10000 trials"):
+        load_space(sampler)
+    # the flag is held to the same rule: 100 points x 101 repeats
+    grid = write_space(tmp_path, parameters={"anchor_k": {"values": [2]}, "lambda_div": {"values": values[:100]}})
+    storage = tmp_path / "runs"
+    assert search.main(["--space", str(grid), "--num-samples", "101", "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err
+    assert "--num-samples: 100 grid point(s) x num_samples 101 = 10100 trials are not allowed" in err
+    assert not storage.exists()

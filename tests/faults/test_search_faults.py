@@ -123,7 +123,7 @@ def test_grid_and_random_searches_honour_max_concurrent(tmp_path):
         space = load_space(write_space(tmp_path, **changes))
         args = search.parse_args(["--space", str(space.path)])
         tuner = build_tuner(space, args, storage=str(tmp_path / "runs"),
-                                   cache={"enabled": False, "spill_uri": None, "ks": [2]})
+                                   cache={"enabled": False, "spill_uri": None})
         tune_config = tuner._local_tuner._tune_config
         assert isinstance(tune_config.search_alg, Searcher), method
         assert tune_config.max_concurrent_trials == 1

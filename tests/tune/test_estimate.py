@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tune.cli.plan import max_updates
 from tune.run.estimate import (backbone_setup, estimate_lines, expected_updates, human_bytes, matching_measurements,
                                state_saves)
 from tune.space import load_space
@@ -25,13 +24,13 @@ def anchor(monkeypatch, tmp_path):
 
 def lines(space) -> list[str]:
     """The dry run's cost lines of ``space``."""
-    return estimate_lines(space, max_t=max_updates(space))
+    return estimate_lines(space, max_t=space.max_t())
 
 
 def _with_options(space, backbone: str, **options):
     spec = space.backbones[backbone]
-    backbones = {**space.backbones, backbone: dataclasses.replace(spec, options={**spec.options, **options})}
-    return dataclasses.replace(space, backbones=backbones)
+    backbones = {**space.backbones, backbone: spec.model_copy(update={"options": {**spec.options, **options}})}
+    return space.model_copy(update={"backbones": backbones})
 
 
 def test_asha_planned_promotions():
@@ -77,8 +76,8 @@ def test_what_was_not_measured_says_so(anchor, tmp_path):
     assert "the student 377 MB (float32, the adapter alone)" in text  # 94,322,688 x 4 bytes
     assert "how many is unknown" in text
     spec = anchor.backbones["sd35m"]
-    two = dataclasses.replace(anchor, backbones={"sd35m": dataclasses.replace(spec, resources={**spec.resources,
-                                                                                             "workers": 2})})
+    two = anchor.model_copy(update={"backbones": {"sd35m": spec.model_copy(update={"resources": {**spec.resources,
+                                                                                                "workers": 2}})}})
     assert "no measurement: a trial of 2 data-parallel workers was never timed" in "\n".join(lines(two))
 
 
@@ -88,7 +87,7 @@ def test_the_state_cadence_and_the_digits_backbones():
     assert "the student 2.32 MB (float32) when it is the trial's new best; the state 13.9 MB" in text
     assert "5 x 2.32 MB + 1 x 13.9 MB" in text  # a 1-minute trial: the first report's state only
     assert "1 thread used: 0.765 s per update" in text and "core-hours" in text
-    every = dataclasses.replace(space, checkpoint=CheckpointSpec(state_every_minutes=0))  # 0: at every report
+    every = space.model_copy(update={"checkpoint": CheckpointSpec(state_every_minutes=0)})  # 0: at every report
     every_text = "\n".join(lines(every))
     assert "the state 13.9 MB (0.581 M trained parameters" in every_text and "at every report" in every_text
     assert "5 x 2.32 MB + 5 x 13.9 MB" in every_text

@@ -125,7 +125,7 @@ def test_two_worker_trial_reports_through_tune_with_a_checkpoint(tmp_path, monke
     try:
         spill_uri = str(tmp_path / "anchor_cache")
         store = get_or_create_store(spill_uri)
-        cache = {"enabled": True, "spill_uri": spill_uri, "ks": [2]}
+        cache = {"enabled": True, "spill_uri": spill_uri}
         tuner = tune.Tuner(build_trainable(space, cache, experiment=str(tmp_path / "runs" / "mg")),
                            param_space={"anchor_k": 2, "lambda_div": 0.05},
                            run_config=tune.RunConfig(name="mg", storage_path=str(tmp_path / "runs"), verbose=0),

@@ -94,8 +94,10 @@ def test_the_rungs_are_rays():
         spec = SchedulerSpec(type="asha", grace_period=grace, reduction_factor=rf, brackets=brackets)
         assert spec.milestones(max_t) == ray
     assert SchedulerSpec(type="fifo").milestones(80) == []
-    with pytest.raises(ValueError, match="reduction_factor > 1"):
-        SchedulerSpec(grace_period=10, reduction_factor=1).milestones(80)
+    with pytest.raises(ValueError, match="reduction_factor: 1 is not allowed; it must be > 1"):
+        SchedulerSpec(grace_period=10, reduction_factor=1)  # the schema refuses it before any milestone
+    with pytest.raises(ValueError, match="max_t >= 1"):
+        SchedulerSpec(grace_period=10).milestones(0)
 
 
 def test_labels_are_configurations_unique_per_trial():

@@ -4,7 +4,6 @@ running the same curves."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pandas as pd
@@ -85,7 +84,7 @@ def test_asha_stops_trials_and_is_reproducible(tmp_path, table, method):
     assert first.trials["stopped_early"].any()
     cols = ["backbone", "anchor_k", "lambda_div", "student_updates"]
     pd.testing.assert_frame_equal(first.trials[cols], again.trials[cols])
-    full = simulate(dataclasses.replace(space, scheduler=dataclasses.replace(space.scheduler, type="fifo")),
+    full = simulate(space.model_copy(update={"scheduler": space.scheduler.model_copy(update={"type": "fifo"})}),
                     table, workers=2)
     assert first.compute["seconds"] < full.compute["seconds"]
 

@@ -65,12 +65,15 @@ BAD = [
     ("log-uniform from zero", with_(method="random", parameters__lambda_div={"distribution": "log_uniform_values", "min": 0, "max": 1}), "log_uniform_values needs min > 0"),
     ("min above max", with_(method="random", parameters__lambda_div={"distribution": "uniform", "min": 1, "max": 0.5}), "min (1) must be below max (0.5)"),
     ("unknown train key", with_(train__lambda_dvi=0.1), "train.lambda_dvi (backbone digits-flow): unknown key"),
+    ("lambda_div as a string", with_(parameters__lambda_div={"values": ["0.05"]}), "parameters.lambda_div (backbone digits-flow): expected float, got '0.05'"),
+    # a searched key's fixed value is named where it is written, not as the parameter
+    ("searched key fixed wrongly", with_(train__lambda_div="0.05"), "train.lambda_div (backbone digits-flow): expected float, got '0.05'"),
     ("unknown prompt", with_(eval={"prompts": ["a cat"]}), "eval.prompts: unknown digits prompt 'a cat'"),
     ("bad scheduler", with_(scheduler={"type": "hyperband", "reduction_factor": 1}), "scheduler.type: 'hyperband' is unknown; allowed: asha, moasha, fifo"),
     ("backbone param without its section", with_(parameters__backbone={"values": ["digits-eps"]}), "parameters.backbone: 'digits-eps' has no entry under backbones"),
     ("negative resources", with_(backbones={"digits-flow": {"resources": {"cpu": -1}}}), "backbones.digits-flow.resources.cpu: -1 must be a number >= 0"),
-    ("objective weight", with_(objective={"diversity_weight": 2}), "objective.diversity_weight: 2.0 must be in [0, 1]"),
-    ("min updates", with_(objective={"min_student_updates": -1}), "objective.min_student_updates: -1 must be >= 0"),
+    ("objective weight", with_(objective={"diversity_weight": 2}), "objective.diversity_weight: 2 is not allowed; it must be in [0, 1]"),
+    ("min updates", with_(objective={"min_student_updates": -1}), "objective.min_student_updates: -1 is not allowed; it must be >= 0 (student updates before which no checkpoint is shown on the front)"),
     ("unknown backbone option", with_(backbones={"digits-flow": {"options": {"path": "/x"}}}), "backbones.digits-flow.options.path: unknown key"),
     ("not a mapping", "- just\n- a list\n", "expected a mapping at the top level"),
     ("not YAML", "name: [unclosed\n", "not valid YAML"),
@@ -170,3 +173,60 @@ def test_workers_must_be_a_positive_integer(tmp_path):
         load_space(write(tmp_path, data))
     assert load_space(write(tmp_path, with_(backbones={"digits-flow": {"resources": {"workers": 2}}}),
                             "ok.yaml")).backbones["digits-flow"].resources["workers"] == 2
+
+
+# --- the JSON Schema for editors ----------------------------------------------------------------
+
+def schema_validator():
+    import json
+
+    import jsonschema
+
+    from tune.space.json_schema import SCHEMA_FILE
+
+    return jsonschema.Draft202012Validator(json.loads((ROOT / "search_spaces" / SCHEMA_FILE).read_text()))
+
+
+def test_the_committed_json_schema_is_the_generated_one():
+    proc = subprocess.run([sys.executable, "-m", "tune.space", "--json-schema"], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert (ROOT / "search_spaces" / "search-space.schema.json").read_text() == proc.stdout, \
+        "stale: run python -m tune.space --json-schema > search_spaces/search-space.schema.json"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_spaces_name_the_schema_and_pass_it(path):
+    assert path.read_text().splitlines()[0] == "# yaml-language-server: $schema=./search-space.schema.json"
+    assert [e.message for e in schema_validator().iter_errors(yaml.safe_load(path.read_text()))] == []
+
+
+EDITOR_SEES = [
+    ("unknown top-level key", with_(methd="grid")),
+    ("unknown method", with_(method="bayes")),
+    ("unknown backbone", with_(backbones={"sd99": {}})),
+    ("wrong type", with_(train__iterations="many")),
+    ("unsearchable parameter", with_(parameters__colour={"values": [1]})),
+    ("unknown train key", with_(train__lambda_dvi=0.1)),
+    ("negative train lambda", with_(train__lambda_div=-0.1)),
+    ("bad scheduler", with_(scheduler={"type": "hyperband"})),
+    ("unknown eval key", with_(eval={"seeds": 3})),
+    ("unknown resource", with_(backbones={"digits-flow": {"resources": {"tpu": 1}}})),
+]
+
+
+@pytest.mark.parametrize("label, data", EDITOR_SEES, ids=[e[0] for e in EDITOR_SEES])
+def test_an_editor_sees_what_the_loader_refuses(tmp_path, label, data):
+    """The schema an editor reads refuses these keys and types as `load_space` does (the rules
+    across sections, such as K <= teacher_steps, are the loader's alone)."""
+    assert list(schema_validator().iter_errors(data)), label
+    with pytest.raises(SpaceError):
+        load_space(write(tmp_path, data))
+
+
+def test_a_parameters_ends_are_its_numbers_ends_and_every_other_value():
+    from tune.space.schema import Param
+
+    assert Param(values=[3, 1, "x", 2, True]).ends() == [1, 3, "x", True]
+    assert Param(values=[0.5]).ends() == [0.5]
+    assert Param(distribution="uniform", min=0, max=1).ends() == [0, 1]

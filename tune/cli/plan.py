@@ -1,7 +1,7 @@
 """The dry run (``python -m tune.search --dry-run``): the plan of a search, printed before anything
 runs: its trials, concurrency and resources, GPU memory per trial, the scheduler, the front's
-rules, and what the shared anchor cache will compute; and `max_updates`, the scheduler's budget
-(Ray is not imported here: the dry run starts none)."""
+rules, and what the shared anchor cache will compute (Ray is not imported here: the dry run
+starts none)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
     for b, spec in space.backbones.items():  # GPU memory per trial against its share (dpdmd.parallel.memory)
         line = fit_line(b, spec.options, {**space.train, **spec.train}, spec.resources)
         lines += [line] if line else []
-    s, max_t = space.scheduler, max_updates(space)
+    s, max_t = space.scheduler, space.max_t()
     on = {"asha": f" on the combined objective (w = {space.objective.diversity_weight})",
           "moasha": " on (diversity_score, quality_score) by non-dominated sorting, ties by epsilon-net"}
     lines.append(f"scheduler: {s.type}" + (f"{on[s.type]}, time = student updates, max_t {max_t}, grace "
@@ -52,18 +52,14 @@ def _describe_anchor_cache(space: SearchSpace) -> list[str]:
     from dpdmd.anchors import teacher_calls_for
     from dpdmd.training.build import build_backbone
 
-    ks, lines = space.anchor_ks(), []
+    anchor_ks, lines = space.anchor_ks(), []
     for backbone in space.backbone_names():
         cfg = space.train_config({**space.base_point(), "backbone": backbone})
         b = build_backbone(cfg.replace(device="cpu")) if backbone.startswith("digits") else None
-        calls = teacher_calls_for(ks, b.schedule) if b else max(ks)
+        calls = teacher_calls_for(anchor_ks, b.schedule) if b else max(anchor_ks)
         updates = space.max_student_updates(cfg)
-        lines.append(f"anchor cache ({backbone}): K in {ks} from one teacher pass of {calls} guided steps "
+        lines.append(f"anchor cache ({backbone}): K in {anchor_ks} from one teacher pass of {calls} guided steps "
                      f"per student iteration; at most {updates} iterations x {calls} = {updates * calls} teacher "
                      f"evaluations for the whole search")
     return lines
 
-
-def max_updates(space: SearchSpace) -> int:
-    """The scheduler's max_t: as set, else the student updates of the configured iterations."""
-    return space.scheduler.max_t or space.max_student_updates(space.train_config(space.base_point()))

@@ -28,11 +28,9 @@ from ..run.driver import run_search
 from ..run.storage_faults import StorageLost
 from ..run.tuner import experiment_exists
 from ..space import SpaceError, load_space
-from ..space.schema import SearchSpace
+from ..space.schema import SearchSpace, too_many_trials
 from ..storage.uri import join_uri, storage_uri
 from .plan import describe_plan
-
-MAX_NUM_SAMPLES = 10_000  # trials of one search (grid: repeats); a typo must not end in MemoryError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,9 +57,11 @@ def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str
     """Everything about the flags that can be refused before Ray starts (`tune.storage.preflight`)."""
     from ..storage import preflight
 
-    problems = []
-    if args.num_samples is not None and not 1 <= args.num_samples <= MAX_NUM_SAMPLES:
-        problems.append(f"--num-samples: {args.num_samples} must be in 1..{MAX_NUM_SAMPLES}")
+    problems = preflight.storage_flag_problems(args.storage)
+    if args.num_samples is not None:  # the space's one cap on a search's size (tune.space.schema)
+        too_many = too_many_trials(space.method, space.parameters, args.num_samples)
+        if args.num_samples < 1 or too_many:
+            problems.append(f"--num-samples: {too_many or f'{args.num_samples} is not allowed; it must be >= 1'}")
     if args.name is not None:
         problems += preflight.name_problems(args.name, "--name")
     backbones = {b: space.backbones[b].resources for b in space.backbone_names()}
@@ -135,6 +135,8 @@ def run(argv=None) -> Exit:
     args = parse_args(argv)
     try:
         space = load_space(args.space)
+        for warning in space.warnings():  # allowed, but likely not meant: said at every start and dry run
+            print(f"warning: {args.space}: {warning}", file=sys.stderr)
         problems = check_command_line(space, args)
         if problems:
             raise SpaceError(args.space, problems)

@@ -33,7 +33,6 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> SearchRun:
     whether the storage was lost."""
     import ray
 
-    from ..cli.plan import max_updates
     from ..outputs.failures import failed_trials, without_failed
     from ..outputs.front import backbone_fronts, pareto_rows, summarize
     from ..outputs.kept import kept_reports, unique_reports
@@ -50,7 +49,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> SearchRun:
     storage_lost = False
     _start_ray(space, args)
     spill_uri = join_uri(storage, "anchor_cache")
-    cache = cache_settings(space, spill_uri, enabled=not args.no_cache)
+    cache = cache_settings(spill_uri, enabled=not args.no_cache)
     store = get_or_create_store(spill_uri) if cache["enabled"] else None
     tuner = build_tuner(space, args, storage=storage, cache=cache)
     watch = LeastFreeSpace(storage)
@@ -85,7 +84,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> SearchRun:
                         evaluation=evaluation_settings(space))
     summary["failed_trials"] = failed
     summary["min_student_updates"] = o.min_student_updates  # no student kept before it
-    summary["rungs"] = space.scheduler.milestones(max_updates(space))
+    summary["rungs"] = space.scheduler.milestones(space.max_t())
     out_dir = local_experiment_dir(storage, name)
     pareto = pareto_rows(fronts)
     paths = _write_outputs(out_dir, trials, kept, pareto, summary)

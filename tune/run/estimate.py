@@ -25,7 +25,6 @@ resources allow" counts every trial at once), never less than the longest trial.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import math
@@ -158,7 +157,7 @@ def expected_updates(scheduler, *, max_t: int) -> float:
     with ASHA's planned promotions: every trial reaches the first rung, a fraction
     ``1 / reduction_factor`` passes each rung (bracket 0's rungs, `SchedulerSpec.milestones`)."""
     reduction_factor = scheduler.reduction_factor
-    rungs = [m for m in dataclasses.replace(scheduler, brackets=1).milestones(max_t) if m < max_t]
+    rungs = [m for m in scheduler.model_copy(update={"brackets": 1}).milestones(max_t) if m < max_t]
     if not rungs:
         return float(max_t)
     total, previous = float(rungs[0]), rungs[0]
@@ -185,7 +184,7 @@ def trials_per_backbone(space, num_samples: int | None = None) -> dict[str, floa
 
 def estimate_lines(space, *, max_t: int, num_samples: int | None = None) -> list[str]:
     """The dry run's cost section (module docstring), one line per fact; ``max_t``: the scheduler's
-    budget per trial in student updates (`tune.cli.plan.max_updates`)."""
+    budget per trial in student updates (`SearchSpace.max_t`)."""
     every_min = space.checkpoint.state_every_minutes
     s = space.scheduler
     per_trial = expected_updates(s, max_t=max_t)

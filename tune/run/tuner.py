@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli.plan import max_updates
 from ..space.schema import SearchSpace
 from ..storage.uri import filesystem, join_uri
 
@@ -51,7 +50,7 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
         checkpoint_config=best_checkpoint_config(), failure_config=tune.FailureConfig(max_failures=1))
     # the searcher says when the plan is done (grid); samplers run num_samples after the baselines
     sampled = 0 if space.method == "grid" else (args.num_samples or space.num_samples)
-    scheduler = make_scheduler(space.scheduler, max_t=max_updates(space), state_uri=state_uri)
+    scheduler = make_scheduler(space.scheduler, max_t=space.max_t(), state_uri=state_uri)
     tune_config = tune.TuneConfig(search_alg=build_searcher(space), scheduler=scheduler,
                                   num_samples=len(planned_trials(space)) + sampled,
                                   max_concurrent_trials=space.max_concurrent or None, reuse_actors=False)

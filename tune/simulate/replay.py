@@ -43,7 +43,6 @@ the space's seed. A suggestion is mapped to the nearest recorded configuration
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import random
 from dataclasses import dataclass, field
@@ -300,7 +299,7 @@ def shown_front(reports: pd.DataFrame, *, min_quality: float, min_student_update
 
 def with_settings(space: SearchSpace, **changes) -> SearchSpace:
     """A copy of ``space`` with top-level fields changed (``scheduler=``, ``method=``, ``seed=``, ...)."""
-    return dataclasses.replace(space, **changes)
+    return space.model_copy(update=changes)
 
 
 def run_simulated(space: SearchSpace, table_path, *, name: str, storage: str) -> dict:
@@ -315,7 +314,7 @@ def run_simulated(space: SearchSpace, table_path, *, name: str, storage: str) ->
     table = RecordedTable.load(table_path)
     workers = space.max_concurrent or 1
     sim = simulate(space, table, workers=workers)
-    full = simulate(with_settings(space, method="grid", scheduler=dataclasses.replace(space.scheduler, type="fifo")),
+    full = simulate(with_settings(space, method="grid", scheduler=space.scheduler.model_copy(update={"type": "fifo"})),
                     table, workers=workers) if space.method == "grid" else None
     weight, floor = space.objective.diversity_weight, space.objective.min_quality
     min_updates = space.objective.min_student_updates
@@ -353,10 +352,11 @@ def run_simulated(space: SearchSpace, table_path, *, name: str, storage: str) ->
 
 def simulate_command(space: SearchSpace, args) -> int:
     """The ``--simulate TABLE`` branch of ``tune.search``; a bad table is exit status 2."""
+    import os
     import sys
 
-    try:
-        run_simulated(space, args.simulate, name=args.name or space.name, storage=args.storage)
+    try:  # --storage's $VARS expanded as the search's are (tune.storage.uri.storage_uri)
+        run_simulated(space, args.simulate, name=args.name or space.name, storage=os.path.expandvars(args.storage))
     except TableError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

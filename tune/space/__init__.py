@@ -37,15 +37,20 @@ ties broken by an epsilon-net (`tune.schedulers.moasha`); ``fifo`` runs every tr
 save their rungs in the experiment directory, so ``--resume`` continues them.
 
 `load_space` returns a `SearchSpace` or raises `SpaceError` listing every problem as
-``FILE: KEY: what is wrong; what is allowed``.
+``FILE: KEY: what is wrong; what is allowed`` (the schema: pydantic models, `tune.space.schema`
+and `tune.space.sections`). A search runs at most 10,000 trials (grid points x num_samples). A
+file whose first line is ``# yaml-language-server: $schema=./search-space.schema.json`` is
+checked as it is typed by editors, against the JSON Schema ``python -m tune.space --json-schema``
+writes (``search_spaces/search-space.schema.json``).
 """
 
 from .checks import teacher_problems
 from .load import load_space
-from .schema import (BASELINE, DISTRIBUTIONS, METHODS, SCHEDULERS, SEARCHABLE, BackboneSpec, ObjectiveSpec, Param,
-                     SchedulerSpec, SearchSpace, SpaceError, WandbSpec)
+from .schema import (BASELINE, DISTRIBUTIONS, MAX_TRIALS, METHODS, SCHEDULERS, SEARCHABLE, BackboneSpec, CheckpointSpec,
+                     ObjectiveSpec, Param, SchedulerSpec, SearchSpace, SpaceError, WandbSpec, too_many_trials)
 from .trials import baseline_trials, grid_size, grid_trials, iter_grid, planned_trials
 
-__all__ = ["BASELINE", "DISTRIBUTIONS", "METHODS", "SCHEDULERS", "SEARCHABLE", "BackboneSpec", "ObjectiveSpec", "Param",
-           "SchedulerSpec", "SearchSpace", "SpaceError", "WandbSpec", "baseline_trials", "grid_size", "grid_trials",
-           "iter_grid", "load_space", "planned_trials", "teacher_problems"]
+__all__ = ["BASELINE", "DISTRIBUTIONS", "MAX_TRIALS", "METHODS", "SCHEDULERS", "SEARCHABLE", "BackboneSpec",
+           "CheckpointSpec", "ObjectiveSpec", "Param", "SchedulerSpec", "SearchSpace", "SpaceError", "WandbSpec",
+           "baseline_trials", "grid_size", "grid_trials", "iter_grid", "load_space", "planned_trials",
+           "teacher_problems", "too_many_trials"]

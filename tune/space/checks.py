@@ -1,8 +1,9 @@
-"""What a space file asks that dpdmd refuses, found before anything starts: the `TrainConfig` built at
-every edge of the space for every backbone (K above teacher_steps, a negative lambda_div, bad
-prompts), the diffusers weights and the real evaluator's folders named by their paths, ``~`` and
-``$VARS`` in those paths, and (`teacher_problems`) a teacher that would score 0 on the evaluation
-set, which would fail every trial."""
+"""What a valid space file asks that only a built backbone, the weights on disk or the teacher can
+refuse, found before anything starts (the schema, `tune.space.schema`, has checked every key and
+the `TrainConfig` at the space's corners): the prompts against each digits backbone and its
+evaluator, the diffusers weights and the real evaluator's folders named by their paths, and
+(`teacher_problems`) a teacher that would score 0 on the evaluation set, which would fail every
+trial."""
 
 from __future__ import annotations
 
@@ -10,40 +11,18 @@ from collections.abc import Callable
 
 from dpdmd.config import ConfigError
 
-from .schema import SearchSpace, edge_points
+from .schema import SearchSpace
 from .trials import planned_trials
 
 
-def _where(space: SearchSpace, backbone: str, problem: str) -> str:
-    """Name the file's key a TrainConfig problem comes from."""
-    key, _, message = problem.partition(":")
-    if key in space.parameters:
-        where = f"parameters.{key}"
-    elif key in space.backbones[backbone].train:
-        where = f"backbones.{backbone}.train.{key}"
-    elif key.startswith("eval.") or key == "eval":
-        where = key
-    else:
-        where = f"train.{key}"
-    return f"{where} (backbone {backbone}): {message.strip()}"
-
-
 def check_trials(space: SearchSpace, check_weights: bool) -> list[str]:
-    """Build the TrainConfig at every edge of the space for every backbone and collect what
-    `dpdmd` refuses (K above teacher_steps, negative lambda_div, bad prompts, missing weights)."""
-    problems: list[str] = []
-    for backbone in space.backbone_names():
-        for point in edge_points(space):
-            try:
-                space.train_config({**point, "backbone": backbone})
-            except ConfigError as err:
-                problems.extend(_where(space, backbone, p) for p in err.problems)
-    if problems:
-        return list(dict.fromkeys(problems))
+    """What each backbone refuses at the space's base point: its prompts and its evaluator's
+    (digits backbones, cheap to build), its weights folder and the real evaluator's folders."""
     from dpdmd.training.build import build_backbone, check
 
+    problems: list[str] = []
     for backbone in space.backbone_names():
-        config = space.train_config({**edge_points(space)[0], "backbone": backbone})
+        config = space.train_config({**space.base_point(), "backbone": backbone})
         if check_weights and not backbone.startswith("digits"):  # is the weights directory there?
             problems.extend(_weights_problems(backbone, config.backbone_options))
         if backbone.startswith("digits"):  # cheap to build: check the prompts against it
@@ -73,25 +52,6 @@ def _weights_problems(backbone: str, options: dict) -> list[str]:
         hint = "" if "$" not in str(path) else " (an environment variable in the path is not set)"
         return [f"backbones.{backbone}.options.path: {err}{hint}"]
     return []
-
-
-def expand_paths(value, where: str, problems: list[str]):
-    """Expand ~ and $VARS in the strings of an options mapping (paths come from the environment);
-    a variable that is not set is a problem naming the key and the variable."""
-    import os
-
-    from dpdmd.config import unset_variables
-
-    if isinstance(value, str):
-        for name in (unset_variables(value) if "options" in where else []):  # paths, not prompts
-            problems.append(f"{where}: {value!r} uses ${{{name}}}, which is not set in the environment; "
-                            f"export {name}=... before running")
-        return os.path.expandvars(os.path.expanduser(value))
-    if isinstance(value, dict):
-        return {k: expand_paths(v, f"{where}.{k}", problems) for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand_paths(v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
-    return value
 
 
 def _evaluated_on_cpu(config) -> bool:

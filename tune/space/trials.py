@@ -5,19 +5,15 @@ the vanilla-DMD baselines, the grid's points, and the plan handed out before any
 from __future__ import annotations
 
 import itertools
-import math
 
-from dpdmd.config import NEEDS_ANCHOR, knobs_with_role, vanilla_dmd
+from dpdmd.config import vanilla_dmd
 
-from .schema import BASELINE, SearchSpace
+from .schema import BASELINE, SearchSpace, grid_points
 
 
 def grid_size(space: SearchSpace) -> int | None:
     """Trials a grid search launches (None for samplers)."""
-    if space.method != "grid":
-        return None
-    sizes = [len(p.values) for p in space.parameters.values() if p.values is not None]
-    return math.prod(sizes) * space.num_samples if sizes else space.num_samples
+    return grid_points(space.method, space.parameters) * space.num_samples if space.method == "grid" else None
 
 
 def iter_grid(space: SearchSpace):
@@ -29,20 +25,20 @@ def iter_grid(space: SearchSpace):
 
 def baseline_trials(space: SearchSpace) -> list[dict]:
     """One vanilla-DMD trial per backbone, for reference, unless the space has one already. Its
-    other searched settings take their typical value (`Param.typical`); the anchor knob its
-    smallest (unused: vanilla DMD asks for no anchor)."""
+    searched settings that the base point pins take its value (the anchor knob its smallest:
+    unused, vanilla DMD asks for no anchor), the others their typical value (`Param.typical`)."""
     vanilla = vanilla_dmd()
     if not space.baseline or any(space.parameters[n].values and v in space.parameters[n].values
                                  for n, v in vanilla.items() if n in space.parameters):
         return []
-    out = []
+    base, out = space.base_point(), []
     for backbone in space.backbone_names():
         trial = {BASELINE: True, **vanilla}
         if "backbone" in space.parameters:
             trial["backbone"] = backbone
-        for name in knobs_with_role(NEEDS_ANCHOR):
-            if name in space.parameters:
-                trial[name] = min(space.parameters[name].extremes())
+        for name, p in space.parameters.items():
+            if p.value is None and name in base:
+                trial.setdefault(name, base[name])
         for name, p in space.parameters.items():
             trial.setdefault(name, p.typical())
         out.append(trial)

@@ -38,9 +38,22 @@ def name_problems(name: str, key: str) -> list[str]:
             "letters, digits, '.', '_' and '-' (up to 128, starting with a letter or digit, no '..' and no '/')"]
 
 
+def storage_flag_problems(storage: str) -> list[str]:
+    """``--storage`` as written, before anything is made: not empty (it would be the current folder,
+    not the default), no $VAR the environment does not set (it would name a folder ``${VAR}``)."""
+    from dpdmd.config import unset_variables
+
+    if not storage.strip():
+        return [f"--storage: {storage!r} is not allowed; give a folder (made if missing) or a URI such as "
+                "s3://bucket/prefix, or leave the flag out for the default ./runs"]
+    return [f"--storage: {storage!r} uses ${{{name}}}, which is not set in the environment; export {name}=... "
+            "before running, or give the folder itself" for name in unset_variables(storage)]
+
+
 def storage_problems(storage: str) -> list[str]:
     """A local ``--storage``: an existing folder or one that can be created, writable. URIs
     (s3://, gs://) are left to their own client."""
+    storage = os.path.expandvars(storage)
     if "://" in storage:
         return []
     path = Path(storage).expanduser()

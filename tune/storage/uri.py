@@ -11,12 +11,16 @@ filesystems; a URI's query, e.g. ``?endpoint_override=``, is kept).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dpdmd.data import atomic
 
 
 def storage_uri(storage: str) -> str:
+    """``--storage`` as the search uses it: $VARS expanded (as in a space file's paths; one not set
+    is refused first, `tune.storage.preflight.storage_flag_problems`), a local path absolute."""
+    storage = os.path.expandvars(storage)
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
 
 

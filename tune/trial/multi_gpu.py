@@ -205,15 +205,15 @@ class _Worker:
         rule = TrialReporter(space=space, train_config=train_config, out_dir=Path(out_dir), resume=None, best=best)
 
         try:
-            anchors, embeddings = _shared_caches(train_config, cache, rank=rank, world_size=world_size)
+            anchors, embeddings = _shared_caches(train_config, space, cache, rank=rank, world_size=world_size)
             train(train_config, report=report, out_dir=out_dir, resume_from=resume_from, saves=rule.saves,
                   anchors=anchors, embeddings=embeddings, progress=False, distributed=context)
         finally:
             destroy_process_group()
 
 
-def _shared_caches(train_config: TrainConfig, cache: dict, *, rank: int, world_size: int):
+def _shared_caches(train_config: TrainConfig, space: SearchSpace, cache: dict, *, rank: int, world_size: int):
     """The search's anchor and prompt caches for one rank (None, None when disabled)."""
     if not cache["enabled"]:
         return None, None
-    return shared_caches(train_config, cache, shard=(rank, world_size))
+    return shared_caches(train_config, space, cache, shard=(rank, world_size))

@@ -116,21 +116,21 @@ class TrialReporter:
         return tune.Checkpoint.from_directory(str(folder))
 
 
-def cache_settings(space: SearchSpace, spill_uri: str | None, *, enabled: bool) -> dict:
-    """What every trial needs to reach the search's shared caches: {"enabled", "spill_uri", "ks"}.
-
-    ``ks`` is every K of the space, read here from the space rather than learnt from the trials'
-    requests: the first trial to miss an iteration computes all of them in one teacher pass, before
-    any trial at another K has asked."""
-    return {"enabled": enabled, "spill_uri": spill_uri, "ks": space.anchor_ks()}
+def cache_settings(spill_uri: str | None, *, enabled: bool) -> dict:
+    """Where every trial reaches the search's shared caches: {"enabled", "spill_uri"}."""
+    return {"enabled": enabled, "spill_uri": spill_uri}
 
 
-def shared_caches(train_config, cache: dict, *, shard: tuple[int, int] | None = None):
+def shared_caches(train_config, space: SearchSpace, cache: dict, *, shard: tuple[int, int] | None = None):
     """The trainer's ``anchors`` and ``embeddings`` factories, reading the search's shared store
-    (``cache``: `cache_settings`). ``shard`` = (rank, world_size) of a data-parallel worker."""
+    (``cache``: `cache_settings`). ``shard`` = (rank, world_size) of a data-parallel worker.
+
+    The anchors are computed for every K of the space (`SearchSpace.anchor_ks`), read from the
+    space rather than learnt from the trials' requests: the first trial to miss an iteration
+    computes all of them in one teacher pass, before any trial at another K has asked."""
     # one view serves both: it counts nothing (the anchor provider counts its own hits and misses)
     shared = SharedCache(get_or_create_store(cache["spill_uri"]), cache["spill_uri"])  # found, or made again
-    anchors = shared_anchors(shared, cache["ks"], shard=shard)
+    anchors = shared_anchors(shared, space.anchor_ks(), shard=shard)
 
     def embeddings(backbone):
         identity = config_hash(cache_key("embedding", train_config, backbone))
@@ -146,7 +146,7 @@ def run_trial(config: dict, *, space: SearchSpace, cache: dict, experiment: str)
     cpus = space.backbones[train_config.backbone].resources.get("cpu", 1)
     torch.set_num_threads(max(1, int(cpus)))  # trials share the cores: never oversubscribe them
     out_dir = trial_workspace()
-    anchors, embeddings = shared_caches(train_config, cache) if cache["enabled"] else (None, None)
+    anchors, embeddings = shared_caches(train_config, space, cache) if cache["enabled"] else (None, None)
     resume = ResumeStore(trial_storage(experiment))
     pointer = resume.download(out_dir / "resume")  # a restarted or resumed trial: its last state
     reporter = TrialReporter(space=space, train_config=train_config, out_dir=out_dir, resume=resume,
