@@ -24,8 +24,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from ..config import ConfigError, from_mapping
 
 
@@ -60,14 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     from ..evaluation import eval_prompts, generate, make_evaluator, save_grid, score, teacher_reference, teacher_sampler
     from ..data.prompt_cache import PromptEmbeddingCache
     from ..training.build import build_backbone, build_method, check
-    from ..training.checkpoints import CHECKPOINT
+    from ..training.checkpoints import CHECKPOINT, has_checkpoint, read_checkpoint
 
     try:
         if args.run:
-            state_path = args.run / CHECKPOINT / "state.pt"
-            if not state_path.exists():
-                raise ConfigError([f"no checkpoint at {state_path}: is this a `dpdmd.train --out` directory?"])
-            state = torch.load(state_path, map_location="cpu", weights_only=False)
+            if not has_checkpoint(args.run / CHECKPOINT):
+                raise ConfigError([f"no checkpoint in {args.run / CHECKPOINT}: is this a `dpdmd.train --out` directory?"])
+            state = read_checkpoint(args.run / CHECKPOINT)  # either layout (one worker's or a sharded run's), whole
             data = state["config"]
         else:
             data = {"backbone": args.backbone}

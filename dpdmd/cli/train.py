@@ -69,7 +69,7 @@ RUN_FILES = ("config.json", "metrics.csv", "checkpoint", "checkpoint.prev", "sam
 def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> list[str]:
     """--out must be empty or missing, unless --resume (it must hold a checkpoint) or --overwrite
     (it must look like a run directory: --overwrite never clears a folder of something else)."""
-    from ..training.checkpoints import CHECKPOINT, PREVIOUS
+    from ..training.checkpoints import CHECKPOINT, PREVIOUS, has_checkpoint
 
     if resume and overwrite:
         return ["--resume and --overwrite: give one of them"]
@@ -77,7 +77,7 @@ def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> list[str]:
         return [f"--out: {out} is a file; give a folder"]
     content = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if resume:
-        if not any((out / name / "state.pt").exists() for name in (CHECKPOINT, CHECKPOINT + PREVIOUS)):
+        if not any(has_checkpoint(out / name) for name in (CHECKPOINT, CHECKPOINT + PREVIOUS)):
             return [f"--resume: no checkpoint in {out / CHECKPOINT}; run without --resume to start"]
         return []
     if not content:

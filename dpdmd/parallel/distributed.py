@@ -37,8 +37,9 @@ DDP's bucketing and overlap: one all-reduce per parameter tensor, issued from th
 SD3.5-M over 8 GPUs averages ~9 GB of fp32 gradients per update this way, and every rank holds the
 whole networks and AdamW states (~72 GB). ``DistributedContext(shard_networks=True)`` shards them
 instead (FSDP2, `dpdmd.parallel.sharding`): rules 1 and 3 stay, rule 2 becomes a reduce-scatter, and rule 4
-changes in one point: every rank takes part in the evaluation's sampling and in each checkpoint's
-gather (collectives), while rank 0 alone scores, writes and reports.
+changes in one point: every rank takes part in the evaluation's sampling (collectives) and writes
+its own shards of each checkpoint (``torch.distributed.checkpoint``, `dpdmd.parallel.sharded_checkpoint`),
+while rank 0 alone scores, writes the rest and reports.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class DistributedContext:
         world_size: number of processes (workers) training together.
         shard_networks: split the student, the fake score and their optimiser states over the ranks
             (FSDP2, `dpdmd.parallel.sharding`) instead of replicating them (rule 2's gradient averaging).
-            Then every rank takes part in the evaluation's sampling and the checkpoint gather.
+            Then every rank takes part in the evaluation's sampling and writes its checkpoint shards.
     """
 
     rank: int
@@ -149,14 +150,16 @@ class DistributedContext:
         return bool(votes.item())
 
     def method_state(self, method) -> dict | None:
-        """The method's checkpoint state (`DPDMD.state_dict()`'s format) on rank 0, None on the
-        others. Sharded: gathered from every rank (a collective: every rank calls it)."""
+        """The method's state whole (`DPDMD.state_dict()`'s format) on rank 0, None on the others.
+        Sharded: gathered from every rank (a collective: every rank calls it); checkpoints gather
+        only where the ranks do not share the checkpoint folder (`dpdmd.training.checkpoints`)."""
         if self.sharded:
             return sharding.full_state_dict(method)
         return method.state_dict() if self.is_main else None
 
     def load_method_state(self, method, state: dict) -> None:
-        """Load a checkpoint's method state (written by a run of any number of workers)."""
+        """Load a method state in `DPDMD.state_dict()`'s format (a ``state.pt``'s, written by a run of
+        any number of workers; a sharded checkpoint's shards load through `dpdmd.training.checkpoints.resume`)."""
         if self.sharded:
             sharding.load_full_state_dict(method, state)
         else:

@@ -22,13 +22,19 @@ PyTorch's FSDP2, ``torch.distributed.fsdp.fully_shard``:
    global norm), and AdamW is elementwise, so each shard steps as its slice of the one-worker step.
    Differences are fp32 summation order only.
 3. **Every rank in the collectives.** The student's forward passes all-gather, so the evaluation's
-   sampling runs on every rank (rank 0 alone scores, writes and reports), and a
-   checkpoint is gathered by every rank (`full_state_dict`: ``get_model_state_dict`` /
-   ``get_optimizer_state_dict`` with ``full_state_dict=True``, kept on rank 0 in CPU memory).
-4. **One checkpoint format.** `full_state_dict` returns exactly `DPDMD.state_dict()`'s layout
-   (trainable weights by name, optimiser states indexed as ``Optimizer.state_dict()`` does), so a
-   sharded run's checkpoint resumes a one-worker run and the other way round (`load_full_state_dict`
-   shards it onto the ranks).
+   sampling runs on every rank (rank 0 alone scores, writes and reports), and every rank saves
+   the checkpoint: its own shards, with ``torch.distributed.checkpoint``
+   (`dpdmd.parallel.sharded_checkpoint`: ``get_model_state_dict`` / ``get_optimizer_state_dict``
+   *without* ``full_state_dict``, one ``.distcp`` file a rank; nothing is gathered, so no rank ever
+   holds the ~54 GB state of SD3.5-M full fine-tuning). Only where the ranks do not all see the
+   checkpoint folder (several nodes, no shared storage) is it gathered on rank 0 instead
+   (`full_state_dict`, in CPU memory) and written as the one-worker ``state.pt``.
+4. **Checkpoints across worker counts.** A sharded checkpoint keeps `DPDMD.state_dict()`'s layout
+   (trainable weights by name; the optimiser states by parameter name, which `_indexed` / `_named`
+   map to and from ``Optimizer.state_dict()``'s indices), so it loads into a sharded run of any
+   world size (DCP reshards) and, read whole, into a one-worker run; a one-worker ``state.pt``
+   (and `full_state_dict`'s, the same layout) resumes a sharded run (`load_full_state_dict`
+   shards it onto the ranks). `dpdmd.training.checkpoints` picks by the folder's layout.
 
 Why FSDP2 itself and not accelerate's FSDP (the reference's choice): ``Accelerator.prepare`` wraps
 the optimisers (``AcceleratedOptimizer``) and, for FSDP2, calls this same ``fully_shard``;
@@ -138,7 +144,9 @@ def is_sharded(net: nn.Module) -> bool:
 
 def full_state_dict(method) -> dict | None:
     """`DPDMD.state_dict()` of a sharded method, gathered: on rank 0 the one-worker format (CPU
-    tensors), None on the other ranks. A collective: every rank must call it, in the same order."""
+    tensors), None on the other ranks. A collective: every rank must call it, in the same order.
+    Checkpoints do not use it (`dpdmd.parallel.sharded_checkpoint` writes the shards) except where
+    the ranks do not share the checkpoint folder."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state: dict = {}
     for net_key, opt_key in NETWORKS:

@@ -5,7 +5,8 @@
   optimiser moments (AdamW: two float32 moments, 8 bytes a trained parameter; ``adamw8bit``:
   two 8-bit moments plus a float32 scale per 256 values; ``adamw_offload``: float32 moments,
   held on the host but saved all the same). Full fine-tuning trains every weight; LoRA only the
-  adapters. So ``2 x T x (4 + moments)``: 24 bytes a trained parameter with AdamW.
+  adapters. So ``2 x T x (4 + moments)``: 24 bytes a trained parameter with AdamW. A sharded run
+  writes the same bytes split over its ranks' ``.distcp`` files (`dpdmd.parallel.sharded_checkpoint`).
 - **student** (`dpdmd.student.save_student`): full fine-tuning, the whole network in the dtype it
   is served in (the teacher's ``weights_dtype``, bf16 by default; the digits backbones float32);
   LoRA, the adapter alone, in float32 as trained.

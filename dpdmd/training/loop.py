@@ -68,7 +68,7 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     A NaN or infinite loss, weight, sample or score stops the run as *diverged*: a last row with
     NaN scores, ``diverged`` = 1 and ``diverged_reason`` is logged and reported (no checkpoint).
     """
-    writes_checkpoints = out_dir is not None
+    checkpoint = Path(out_dir) / CHECKPOINT if out_dir is not None else None  # every rank: sharded ranks write there
     if distributed is not None and not distributed.is_main:  # only rank 0 evaluates, writes and reports
         report, out_dir, progress = None, None, False
     backbone = build_backbone(config)
@@ -81,7 +81,7 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
     # the checkpoint is read (and refused) before anything is written
     state = load_checkpoint(Path(resume_from), config) if resume_from is not None else None
     run = _set_up(config, backbone, out=prepare_out_dir(out_dir, config), report=report, anchors=anchors,
-                  embeddings=embeddings, distributed=distributed, writes_checkpoints=writes_checkpoints,
+                  embeddings=embeddings, distributed=distributed, checkpoint=checkpoint,
                   keep_previous=keep_previous_checkpoint, saves=saves)
     _attach_and_resume(run, state)
     metrics, stopped = _train_loop(run, progress)
@@ -105,7 +105,7 @@ class _Run:
     out: Path | None  # None off rank 0 and without out_dir
     report: Report | None
     distributed: DistributedContext | None
-    writes_checkpoints: bool  # out_dir was given (on any rank: sharded ranks gather the checkpoint)
+    checkpoint: Path | None  # OUT/checkpoint on every rank (sharded ranks write their shards); None: no out_dir
     keep_previous: bool
     saves: Callable[[dict], Saves]  # what each evaluation saves, asked on rank 0 with its metrics
     start: int = 0  # the iteration resumed from
@@ -120,14 +120,18 @@ class _Run:
         return self.distributed is None or self.distributed.is_main
 
     @property
+    def writes_checkpoints(self) -> bool:
+        return self.checkpoint is not None
+
+    @property
     def collective_eval(self) -> bool:
         """Sharded networks (FSDP2) forward only with every rank: all ranks then sample the
-        evaluation and gather each checkpoint; rank 0 alone scores and writes."""
+        evaluation and write their shards of each checkpoint; rank 0 alone scores and writes the rest."""
         return self.main or (self.distributed is not None and self.distributed.sharded)
 
 
 def _set_up(config: TrainConfig, backbone: Backbone, *, out: Path | None, report, anchors, embeddings, distributed,
-            writes_checkpoints: bool, keep_previous: bool, saves: Callable[[dict], Saves]) -> _Run:
+            checkpoint: Path | None, keep_previous: bool, saves: Callable[[dict], Saves]) -> _Run:
     """Seed, build the networks, the prompt cache, the anchor provider and the evaluator; encode
     every prompt once and write the teacher's reference."""
     main = distributed is None or distributed.is_main
@@ -139,7 +143,7 @@ def _set_up(config: TrainConfig, backbone: Backbone, *, out: Path | None, report
     run = _Run(config, backbone, method, embed, provider, evaluator,
                train_prompts=list(config.prompts) or list(backbone.default_prompts),
                eval_prompts=eval_prompts(config, backbone), out=out, report=report, distributed=distributed,
-               writes_checkpoints=writes_checkpoints, keep_previous=keep_previous, saves=saves)
+               checkpoint=checkpoint, keep_previous=keep_previous, saves=saves)
     # Encode every prompt once now (each exactly once, through the cache), then free the text
     # encoders: T5-XXL alone is ~10 GB that training never needs again.
     embed(sorted(set(run.train_prompts) | set(run.eval_prompts) | {""}))
@@ -216,7 +220,7 @@ def _iteration(run: _Run, i: int, *, student: bool) -> dict[str, float]:
 
 def _evaluate(run: _Run, iteration: int) -> dict:
     """Score the student, write its samples and metrics, save what ``run.saves`` asks for, and
-    report them (rank 0; with sharded networks every rank samples and gathers, the others get {})."""
+    report them (rank 0; with sharded networks every rank samples and saves, the others get {})."""
     result, saved = _evaluate_and_save(run, iteration=iteration)
     run.running.clear()
     run.evaluated = True
@@ -319,7 +323,8 @@ def _diverged_row(reason: str, running, out: Path | None, *, iteration: int, upd
 def _evaluate_and_save(run: _Run, *, iteration: int) -> tuple[dict, Saved]:
     """Rank 0 (and, with sharded networks, every rank, for the collectives): sample the evaluation
     set; rank 0 alone scores, logs and writes; then every such rank saves what ``run.saves`` asks
-    for (rank 0 decides, the sharded ranks follow it: they gather with it). Returns (the metrics,
+    for (rank 0 decides, the sharded ranks follow it: they write their checkpoint shards and gather
+    the student with it). Returns (the metrics,
     {} off rank 0; where the saves are)."""
     config, method, out = run.config, run.method, run.out
     images = generate(method.backbone, method.sample, run.eval_prompts, config.eval.seeds_per_prompt, run.embed)
@@ -328,13 +333,11 @@ def _evaluate_and_save(run: _Run, *, iteration: int) -> tuple[dict, Saved]:
     if run.distributed is not None and run.distributed.sharded:  # the other ranks follow rank 0's choice
         wants = Saves(student=run.distributed.any(wants.student), state=run.distributed.any(wants.state))
     saved = Saved()
-    if wants.state:
-        state = run.distributed.method_state(method) if run.distributed is not None else method.state_dict()
-        if out is not None:
-            with writing(out / CHECKPOINT / "state.pt"):
-                save_checkpoint(out / CHECKPOINT, state, config, iteration, keep_previous=run.keep_previous,
-                                counters=counters)
-            saved = Saved(state=out / CHECKPOINT)
+    if wants.state:  # rank 0 writes the state; sharded, every rank writes its shards (`save_checkpoint`)
+        with writing(run.checkpoint):
+            save_checkpoint(run.checkpoint, method, config, iteration, keep_previous=run.keep_previous,
+                            counters=counters, distributed=run.distributed)
+        saved = Saved(state=run.checkpoint) if out is not None else saved
     if wants.student:
         _save_student(run, out / REPORT / "student" if out is not None else None, iteration=iteration,
                       metrics=metrics)

@@ -16,6 +16,7 @@ from dpdmd import EvalConfig, TrainConfig
 from dpdmd import train
 from dpdmd.parallel.distributed import DistributedContext, backend_for, destroy_process_group, init_process_group
 from dpdmd.stream import iteration_batch
+from dpdmd.training.checkpoints import read_checkpoint
 
 from ..dpdmd.helpers import random_backbone, register_random_backbones
 
@@ -149,7 +150,10 @@ def test_two_worker_trial_reports_through_tune_with_a_checkpoint(tmp_path, monke
     assert read_manifest(result.checkpoint.path)["config"]["batch_size"] == 2
     resume = Path(result.path) / "resume"
     pointer = json.loads((resume / "latest.json").read_text())
-    state = torch.load(resume / pointer["folder"] / "state.pt", map_location="cpu", weights_only=False)
-    assert state["iteration"] == 4 and pointer["iteration"] == 4
+    # the sharded trial's ranks wrote their own shards (DCP), uploaded whole: it reads back
+    folder = resume / pointer["folder"]
+    assert sorted(p.name for p in (folder / "state").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    state = read_checkpoint(folder)
+    assert state["iteration"] == 4 and pointer["iteration"] == 4 and state["method"]["opt_student"]["state"]
     # each rank computed the anchor of its own rows at both student iterations: 2 ranks x 2 keys
     assert len(anchors) == 4 and set(anchors.values()) == {1}

@@ -19,10 +19,19 @@ The trial's resources are one placement group, ``[{}] + [{"CPU": cpu, "GPU": gpu
   new best, the state at the cadence), hands each evaluation to the coordinator through a queue and
   waits for the coordinator's acknowledgement, so Tune has the checkpoint and the resume store the
   state before training (and the next save) goes on; the other ranks meet it at the next collective
-  (sharded: they sample the evaluation set and gather what is saved with rank 0, which alone scores
-  and writes it);
+  (sharded: they sample the evaluation set and gather the student with rank 0, which alone scores
+  and writes it, and each writes its own shards of the state into rank 0's ``run/checkpoint``,
+  `dpdmd.training.checkpoints`: nothing is gathered);
+- **where the ranks write**: every worker gets the coordinator's workspace path as ``out_dir``
+  (a local folder on the first worker's node). Ranks on that node see it; a rank placed on
+  another node (PACK spreads the bundles over nodes when one has too few GPUs) does not, and
+  cannot write its shards where the coordinator uploads them, so there the checkpoint falls back
+  to the state gathered on rank 0 (``state.pt``, with a warning; the ranks find out at each
+  save). So a sharded trial should ask for at most one node's GPUs (PACK then keeps it on one
+  node), unless the workspace is on storage every node shares;
 - a restarted trial's workers all resume from the trial's resume store (`tune.trial.saves.ResumeStore`,
-  one format whatever the number of workers or sharding: a trial may resume another's state);
+  downloaded into rank 0's workspace, which every rank must see, as above; either layout, whatever
+  the number of workers or sharding: a trial may resume another's state);
 - each rank's anchors come from the search's shared anchor cache, keyed by (rank, N) since each
   rank asks for its own rows (`tune.trial.trainable.shared_caches`); the teacher is replicated, so a
   cache miss on one rank needs no other rank.

@@ -10,7 +10,8 @@ At every evaluation the trainer asks the trial what to save (`dpdmd.training.che
   checkpoints rise in score and Ray's own best checkpoint (``Result.get_best_checkpoint``) is the
   student the search shows and recommends. ~4.5 GB for SD3.5-M (bf16), MB for a LoRA adapter.
 - **the full resumable state** (fp32 student and fake score with both optimisers: ~54 GB for SD3.5-M
-  full fine-tuning) every ``checkpoint.state_every_minutes`` of training (0: at every report), into
+  full fine-tuning; a sharded trial's ranks each write their own shards of it, never gathered:
+  `dpdmd.training.checkpoints`) every ``checkpoint.state_every_minutes`` of training (0: at every report), into
   the trial's folder in the storage, ``TRIAL/resume/`` (`ResumeStore`), not into Ray's checkpoints:
   a restarted trial (a node lost, Ray's retry, ``--resume``) continues from it and repeats the
   reports after it, which give the same numbers (the run is deterministic).
@@ -80,7 +81,8 @@ class ResumeStore:
         self.uri = join_uri(trial_uri, RESUME)
 
     def upload(self, state_dir: Path, *, iteration: int, best: float) -> None:
-        """Copy the checkpoint folder ``state_dir`` (``state.pt``, ...) up and point at it."""
+        """Copy the checkpoint folder ``state_dir`` (``state.pt``, or a sharded run's ``meta.pt`` and
+        ``state/``: every rank's DCP shards, `dpdmd.training.checkpoints`) up and point at it."""
         import pyarrow.fs as pafs
 
         fs, root = filesystem(self.uri)
