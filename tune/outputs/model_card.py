@@ -130,7 +130,8 @@ def model_card(manifest: Mapping, *, origin: Mapping, teacher: Mapping | None, p
     out += [f"| {key} | {_number(value) if not isinstance(value, (list, dict)) else json.dumps(value)} |"
             for key, value in origin.items() if value is not None]
     out += ["", "## Training configuration", "", "| key | value |", "|---|---|"]
-    out += [f"| {k} | {_number(v)} |" for k, v in knobs.items()]
+    # null: the setting's default where it is resolved (the backbone's guidance scale, lr for lr_fake)
+    out += [f"| {k} | {'null (default)' if v is None else _number(v)} |" for k, v in knobs.items()]
     out += [f"| backbone_options | `{json.dumps(config.get('backbone_options', {}))}` |",
             "", "The whole configuration is `config` in `dpdmd_student.json`.", "",
             "## Paper", "", PAPER, ""]
