@@ -48,6 +48,16 @@ def trials_frame(results) -> pd.DataFrame:
     return frame[keep]
 
 
+def unique_reports(trials: pd.DataFrame) -> pd.DataFrame:
+    """``trials`` with one row per (trial_id, student_updates): the copy written last of a report Ray's
+    files hold twice (a trial resumed from a checkpoint before its last report re-reports what
+    followed it: seen after a SIGTERM, ``student_updates`` 20 twice in a trial's progress.csv).
+    The rows keep their order."""
+    if trials.empty or not {"trial_id", "student_updates"} <= set(trials.columns):
+        return trials
+    return trials[~trials.duplicated(["trial_id", "student_updates"], keep="last")].reset_index(drop=True)
+
+
 def _trial_uri(result) -> str | None:
     """Where a Ray Result's trial folder is stored: a local path, or ``scheme://bucket/...``."""
     path = getattr(result, "path", None)
