@@ -360,8 +360,11 @@ def plot_curves(
     _require_columns(df, (x, y, group), "plot_curves")
     fig = Figure(figsize=(8, 5), dpi=110, layout="constrained")
     ax = fig.add_subplot()
-    groups = list(df.groupby(group, sort=True))
-    for key, part in groups:
+    many = df[group].nunique() > max_legend
+    if many:  # no legend: one collection of lines, not an artist per trial
+        _draw_many_curves(ax, df, x, y, group)
+    groups = list(df.groupby(group, sort=True)) if not many else [None]
+    for key, part in groups if not many else []:
         part = part.sort_values(x)
         ax.plot(part[x].to_numpy(dtype=np.float64, na_value=np.nan),
                 part[y].to_numpy(dtype=np.float64, na_value=np.nan),
@@ -372,6 +375,25 @@ def plot_curves(
     ax.set_ylabel(y)
     ax.set_title(title if title is not None else f"{y} per {group}")
     ax.grid(True, alpha=0.3)
-    if 0 < len(groups) <= max_legend:
+    if not many and 0 < len(groups) <= max_legend:
         ax.legend(loc="best", fontsize=7, title=group)
     return _save(fig, path)
+
+
+def _draw_many_curves(ax, df: pd.DataFrame, x: str, y: str, group: str) -> None:
+    """Every ``group``'s curve as one `LineCollection` (the colour cycle's colours in turn) and the
+    reports as one scatter, from one sort of the frame: a search of 10,000 trials drew 10,000
+    Line2D artists, each from its own sorted slice, 24 s for this figure alone and growing faster
+    than the trials."""
+    from matplotlib.collections import LineCollection
+
+    ordered = df.sort_values([group, x], kind="stable")
+    keys = pd.factorize(ordered[group])[0]
+    xy = np.column_stack([ordered[x].to_numpy(dtype=np.float64, na_value=np.nan),
+                          ordered[y].to_numpy(dtype=np.float64, na_value=np.nan)])
+    lines = np.split(xy, np.flatnonzero(np.diff(keys)) + 1) if len(xy) else []
+    colours = [f"C{i}" for i in range(10)]
+    ax.add_collection(LineCollection(lines, colors=[colours[i % 10] for i in range(len(lines))], linewidths=1.2,
+                                     alpha=0.8))
+    ax.scatter(xy[:, 0], xy[:, 1], s=4, c="black", alpha=0.3, linewidths=0)
+    ax.autoscale_view()
