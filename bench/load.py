@@ -31,6 +31,7 @@ needs real trials.
     python bench/load.py                                   # 1k, 3k, 10k x MO-ASHA, ASHA (minutes)
     python bench/load.py --trials 1000 --schedulers moasha --out /tmp/load
     python bench/load.py --one moasha 1000                 # one measure, as a JSON line
+    python bench/load.py --before OLD.csv --plot-only      # redraw the plot, an earlier checkout's in grey
 
 Writes ``--out``.csv (one row per measure), .md (the table) and .png (the curves).
 """
@@ -211,7 +212,7 @@ def table_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, before: list[dict] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,6 +225,11 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     styles = {"moasha": "-", "asha": "--"}
     for ax, (title, keys) in zip(axes, panels):
+        for scheduler in sorted({r["scheduler"] for r in before or []}):  # the code before, in grey
+            mine = sorted((r for r in before if r["scheduler"] == scheduler), key=lambda r: r["trials"])
+            for key in keys:
+                ax.plot([r["trials"] for r in mine], [r[key] for r in mine], styles.get(scheduler, ":"), marker="x",
+                        color="0.6", label=f"before: {scheduler}: {COLUMNS[key]}")
         for scheduler in sorted({r["scheduler"] for r in rows}):
             mine = sorted((r for r in rows if r["scheduler"] == scheduler), key=lambda r: r["trials"])
             for key in keys:
@@ -245,9 +251,18 @@ def main(argv=None) -> int:
     parser.add_argument("--schedulers", nargs="+", default=["moasha", "asha"], choices=["moasha", "asha"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load")
     parser.add_argument("--one", nargs=2, metavar=("SCHEDULER", "TRIALS"), help="one measure, printed as JSON")
+    parser.add_argument("--before", type=Path, metavar="CSV",
+                        help="an earlier run's .csv (another checkout's), drawn in grey on the plot")
+    parser.add_argument("--plot-only", action="store_true", help="redraw --out.png from --out.csv")
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(measure(args.one[0], int(args.one[1]))), flush=True)
+        return 0
+    import pandas as pd
+
+    before = pd.read_csv(args.before).to_dict("records") if args.before else None
+    if args.plot_only:
+        plot(pd.read_csv(args.out.with_suffix(".csv")).to_dict("records"), args.out.with_suffix(".png"), before)
         return 0
     rows = []
     for trials in args.trials:
@@ -259,12 +274,10 @@ def main(argv=None) -> int:
                 return proc.returncode
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-    import pandas as pd
-
     args.out.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(args.out.with_suffix(".csv"), index=False)
     args.out.with_suffix(".md").write_text(table_markdown(rows) + "\n")
-    plot(rows, args.out.with_suffix(".png"))
+    plot(rows, args.out.with_suffix(".png"), before)
     print(table_markdown(rows))
     print(f"\nwritten: {args.out}.csv, .md, .png")
     return 0
