@@ -11,6 +11,10 @@ math backend in fp32 (output and the three input gradients, relative to their la
     python bench/attention_backends.py                  # GPU: SD3.5-M joint (4429) and image-only (4096) attention
     python bench/attention_backends.py --smoke          # CPU, small shapes: checks the script
 
+``fa4``: FlashAttention-4 (``flash-attn-4``) through `dpdmd.parallel.attention_impl.use_attention_backend`,
+the library's own switch (``TrainConfig.attention_backend: fa4``): SDPA's flash path with FA4 as its
+kernel. The switch is process-wide, so ``fa4`` is timed last (after it, "flash" would be FA4 too).
+
 Results: a markdown table on stdout and ``attention_backends.json`` in ``--out`` ($OUT).
 """
 
@@ -29,6 +33,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dpdmd import attention_impl  # noqa: E402
 
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION}
@@ -78,6 +86,9 @@ def backend_call(name: str):
         return contextlib.nullcontext(), torch.compile(flex_attention, dynamic=False)
     if name == "default":
         return contextlib.nullcontext(), F.scaled_dot_product_attention
+    if name == "fa4":  # the library's switch: SDPA's flash path, with FA4 as its kernel (process-wide)
+        attention_impl.use_attention_backend("fa4", torch.device("cuda") if torch.cuda.is_available() else "cpu")
+        return sdpa_kernel(SDPBackend.FLASH_ATTENTION), F.scaled_dot_product_attention
     return sdpa_kernel(BACKENDS[name]), F.scaled_dot_product_attention
 
 
@@ -90,6 +101,14 @@ def default_kernel(q, k, v) -> str:
     names = {e.key for e in prof.key_averages() if "attention" in e.key.lower() or "fmha" in e.key.lower()
              or "flash" in e.key.lower() or "cudnn" in e.key.lower() or "sm90" in e.key.lower()}
     return "; ".join(sorted(names))[:300] or "?"
+
+
+def fa4_kernel(q, k, v) -> str:
+    """Names of the GPU kernels one FA4 forward runs (profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+    with torch.no_grad(), sdpa_kernel(SDPBackend.FLASH_ATTENTION), profile(activities=[ProfilerActivity.CUDA]) as prof:
+        F.scaled_dot_product_attention(q, k, v)
+    return "; ".join(sorted({e.key for e in prof.key_averages()}))[:300] or "?"
 
 
 def errors(q, k, v, name: str) -> dict[str, float]:
@@ -114,6 +133,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--seqs", default="4429,4096", help="sequence lengths: joint (4096 + 333 text) and image-only")
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--backends", default="default,flash,cudnn,efficient,flex,fa4",
+                    help="which to time, in this order (fa4 last: its switch is process-wide)")
     ap.add_argument("--out", default=os.environ.get("OUT", "bench_out"))
     args = ap.parse_args(argv)
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
@@ -125,14 +146,14 @@ def main(argv=None) -> int:
         q, k, v = qkv(args.batch, args.heads, seq, args.dim, device, dtype)
         fwd_flops = 4 * args.batch * args.heads * seq * seq * args.dim
         kernel = default_kernel(q, k, v)
-        for name in ("default", *BACKENDS, "flex"):
+        for name in args.backends.split(","):
             row = {"seq": seq, "backend": name}
             if name == "flex" and device.type != "cuda":
                 row["error"] = "flex_attention is timed on a GPU only"
                 rows.append(row)
                 continue
-            ctx, attend = backend_call(name)
             try:
+                ctx, attend = backend_call(name)
                 with ctx:
                     with torch.no_grad():
                         fwd = timed(partial(attend, q, k, v), device, args.reps)
@@ -143,6 +164,12 @@ def main(argv=None) -> int:
                     row["kernel"] = kernel
                 else:
                     row["rel_err"] = errors(q, k, v, name)
+                if name == "fa4":  # it did run FA4's kernels; and inputs laid out as torch.cat leaves them (joint attention)
+                    row["rel_err_contiguous_bhsd"] = errors(*(t.detach().contiguous() for t in (q, k, v)), name)
+                    row["fa4_calls"] = dict(attention_impl.fa4_calls)
+                    row["kernel"] = fa4_kernel(q, k, v)
+                    if not attention_impl.fa4_calls["forward"] or not attention_impl.fa4_calls["backward"]:
+                        raise RuntimeError(f"the FA4 kernels did not run: {attention_impl.fa4_calls}")
             except Exception as err:  # noqa: BLE001  (the backend refuses this shape / device / compile)
                 row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
             rows.append(row)
@@ -150,7 +177,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
-           "cudnn": torch.backends.cudnn.version(), "args": vars(args), "rows": rows}
+           "cudnn": torch.backends.cudnn.version(), "flash_attn_4": attention_impl.fa4_version(),
+           "args": vars(args), "rows": rows}
     (out / "attention_backends.json").write_text(json.dumps(doc, indent=1))
     print(f"\n# {doc['device']}, torch {doc['torch']}, cuDNN {doc['cudnn']}; B {args.batch}, H {args.heads}, D {args.dim}\n")
     print("| seq | backend | fwd ms | fwd TF/s | fwd+bwd ms | fwd+bwd TF/s | bwd TF/s | max rel. err vs fp32 math (out/dq/dk/dv) |")
@@ -160,6 +188,9 @@ def main(argv=None) -> int:
             print(f"| {r['seq']} | {r['backend']} | refused: {r['error']} | | | | | |")
             continue
         err = "/".join(f"{e:.1e}" for e in r["rel_err"].values()) if "rel_err" in r else f"kernel: {r['kernel']}"
+        if r["backend"] == "fa4":
+            bhsd = "/".join(f"{e:.1e}" for e in r.get("rel_err_contiguous_bhsd", {}).values())
+            err += f" (contiguous (B,H,S,D) inputs: {bhsd}); kernel: {r.get('kernel', '?')[:120]}"
         print(f"| {r['seq']} | {r['backend']} | {r['fwd_ms']:.2f} | {r['fwd_tflops']:.0f} | {r['fwd_bwd_ms']:.2f} | "
               f"{r['fwd_bwd_tflops']:.0f} | {r['bwd_tflops']:.0f} | {err} |")
     return 0

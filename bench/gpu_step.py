@@ -51,7 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dpdmd.parallel import acceleration as acc  # noqa: E402
 from dpdmd.anchors import LocalAnchors, teacher_calls_for  # noqa: E402
+from dpdmd.parallel.attention_impl import ATTENTION_BACKENDS, fa4_calls, use_attention_backend  # noqa: E402
 from dpdmd.backbones.base import Backbone, Embeddings  # noqa: E402
+from dpdmd.parallel.fp8 import FP8_MODES, apply_fp8  # noqa: E402
 from dpdmd.method import DPDMD  # noqa: E402
 from dpdmd.parallel.optimizers import OPTIMIZERS  # noqa: E402
 from dpdmd.schedules import EpsSchedule, FlowSchedule  # noqa: E402
@@ -330,6 +332,10 @@ class Runner:
         if args.fused_adamw and args.optimizer == "adamw":
             self.dp.opt_student = acc.use_fused_adamw(self.dp.opt_student)
             self.dp.opt_fake = acc.use_fused_adamw(self.dp.opt_fake)
+        self.fp8_log = ""
+        if args.fp8 != "none" or args.fp8_teacher:  # the library's own function (TrainConfig.fp8, fp8_teacher)
+            self.fp8_log = apply_fp8(self.dp, args.fp8, teacher=args.fp8_teacher)
+            print("#", self.fp8_log, flush=True)
         self.anchors = LocalAnchors(self.backbone, self.dp.teacher, args.anchor_k)
         self.compiled_blocks = 0
         self.trainable = sum(p.numel() for p in DPDMD.trainable(self.dp.student))
@@ -655,6 +661,12 @@ def main(argv=None) -> int:
                     help="only measure the bf16 ceiling N times each way (as the rows, and steady) and exit")
     ap.add_argument("--sdpa", default="default", choices=("default", *SDPA_BACKENDS),
                     help="attention backend tried first (default: PyTorch's order; cuDNN's on the H100)")
+    ap.add_argument("--attention-backend", default="sdpa", choices=ATTENTION_BACKENDS,
+                    help="dpdmd.parallel.attention_impl (TrainConfig.attention_backend): sdpa, or fa4 = FlashAttention-4")
+    ap.add_argument("--fp8", default="none", choices=FP8_MODES,
+                    help="dpdmd.parallel.fp8 (TrainConfig.fp8): student and fake score linear layers in float8 training")
+    ap.add_argument("--fp8-teacher", action="store_true",
+                    help="dpdmd.parallel.fp8 (TrainConfig.fp8_teacher): the teacher's linear layers in float8 inference")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip configs once this much wall time has passed")
     ap.add_argument("--simulate-oom", default="", help="PIXELS:BATCH to fail with a fake OOM (tests the handler)")
     ap.add_argument("--merge", nargs="+", default=None, help="result JSON files: print one table of them")
@@ -692,10 +704,12 @@ def main(argv=None) -> int:
     run_scope = contextlib.ExitStack()  # held until main returns: the settings below last the whole run
     if args.sdpa != "default":
         run_scope.enter_context(prefer_attention(args.sdpa))
+    attention_log = use_attention_backend(args.attention_backend, device)  # before any compile traces
+    print("#", attention_log, flush=True)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "argv": sys.argv, "args": vars(args)}
+            "torch": torch.__version__, "argv": sys.argv, "args": vars(args), "attention_backend": attention_log}
     try:
         import diffusers
         info["diffusers"] = diffusers.__version__
@@ -738,6 +752,9 @@ def main(argv=None) -> int:
                     label = mode + ("+fused" if args.fused_adamw and args.optimizer == "adamw" else "")
                     label += "" if args.optimizer == "adamw" else f"+{args.optimizer}"
                     label += "" if args.sdpa == "default" else f"+{args.sdpa}"
+                    label += "" if args.attention_backend == "sdpa" else f"+{args.attention_backend}"
+                    label += "" if args.fp8 == "none" else f"+fp8 {args.fp8}"
+                    label += "+fp8 teacher" if args.fp8_teacher else ""
                     label += "" if args.ckpt_every == 1 else f"+ckpt/{args.ckpt_every}"
                     label += "+no-ckpt" if args.no_grad_ckpt else ""
                     label += "" if args.activation_budget is None else f"+budget {args.activation_budget:g}"
@@ -756,7 +773,9 @@ def main(argv=None) -> int:
                             runner.compile()  # lazy: the first call of each graph compiles it
                             row["compiled_blocks"] = runner.compiled_blocks
                         rec, flops = runner.measure(pixels, batch, mode, flops)
-                        row.update(rec, status="ok")
+                        row.update(rec, status="ok", fp8=runner.fp8_log, fa4_calls=dict(fa4_calls))
+                        if args.attention_backend == "fa4" and not fa4_calls["forward"]:
+                            raise RuntimeError("attention_backend fa4 asked for, but the FA4 kernel never ran")
                         if args.profile:
                             row["profile_ms"], by_name = runner.profile(pixels, batch)
                             row["profile_top_kernels"] = top_kernels(by_name, args.profile_top)

@@ -130,6 +130,7 @@ DOCS = {
     "SearchSpace.objective": "the combined objective J, the fidelity floor and the front (below).",
     "SearchSpace.scheduler": "early stopping (below).",
     "SearchSpace.wandb": "Weights & Biases (below).",
+    "SearchSpace.checkpoint": "what each trial saves besides its best student (below).",
     "SearchSpace.baseline": "add one vanilla-DMD trial (lambda_div = 0) per backbone, the reference every result is compared with, unless the space already has lambda_div 0.",
     "BackboneSpec.resources": "what one trial asks for (below).",
     "BackboneSpec.options": "the backbone's constructor settings, e.g. `path: ${DPDMD_WEIGHTS}/sd35m` ([Backbone options](#backbone-options)).",
@@ -152,8 +153,9 @@ DOCS = {
     "WandbSpec.entity": "the W&B entity; null: your default.",
     "WandbSpec.per_trial": "a W&B run per trial too (Ray's WandbLoggerCallback; slower).",
     "WandbSpec.mode": "null: online with an API key, else offline.",
+    "CheckpointSpec.state_every_minutes": "minutes of a trial's training between its full resumable states (the student, the fake score and both optimisers, into the trial's storage folder: ~54 GB for SD3.5-M full fine-tuning); 0: at every report. A restarted or resumed trial continues from the last one ([exporting students](../guide/export.md)).",
     "RealEvaluatorOptions.diversity_encoders": "feature encoders for diversity, in order (the first gives `diversity`): `dinov2`, `dinov3` or `clip`, each a folder or `{model: DIR, processor: DIR}`. At least one.",
-    "RealEvaluatorOptions.quality_models": "preference scorers, each reported under its name: `pickscore` (`{processor: DIR, model: DIR}`) or `clip_score` (a folder). At least one; `eval.quality_metric` picks `quality`.",
+    "RealEvaluatorOptions.quality_models": "quality models, each reported under its name: `pickscore` (`{processor: DIR, model: DIR}`), `clip_score` (a folder), `hpsv21`, `imagereward`, `maniqa` / `maniqa_kadid` / `maniqa_pipal` / `musiq` (the `iqa` extra) or `visualquality_r1` (final protocol only); see [Evaluation metrics](../evaluation-metrics.md). At least one; `eval.quality_metric` picks `quality` (a positive score: not `imagereward`).",
     "RealEvaluatorOptions.batch_size": "images per forward pass.",
     "RealEvaluatorOptions.dtype": "the models' dtype.",
     "RealEvaluatorOptions.precision_k": "k of the k-NN precision against the teacher's samples; needs seeds_per_prompt >= precision_k + 2.",
@@ -177,6 +179,7 @@ ALLOWED = {
     "SchedulerSpec.reduction_factor": "> 1",
     "SchedulerSpec.brackets": ">= 1",
     "WandbSpec.mode": "online, offline, disabled, or null",
+    "CheckpointSpec.state_every_minutes": ">= 0",
     "TrainConfig.device": "auto, cpu, cuda, cuda:N",
     "TrainConfig.mixed_precision": "no, bf16",
     "TrainConfig.optimizer": "one of {OPTIMIZERS}",
@@ -260,7 +263,8 @@ def render() -> str:
     from dpdmd.config import EvalConfig, TrainConfig
 
     space_class = {n: _find(n, SPACE_MODULES) for n in
-                   ("SearchSpace", "BackboneSpec", "Param", "ObjectiveSpec", "SchedulerSpec", "WandbSpec")}
+                   ("SearchSpace", "BackboneSpec", "Param", "ObjectiveSpec", "SchedulerSpec", "WandbSpec",
+                    "CheckpointSpec")}
     constants = {n: ", ".join(f"`{v}`" for v in _find(n, SPACE_MODULES))
                  for n in ("METHODS", "DISTRIBUTIONS", "SCHEDULERS")}
     from dpdmd.backbones import available_backbones
@@ -353,6 +357,10 @@ def render() -> str:
         "## wandb",
         "",
         *section(space_class["WandbSpec"]),
+        "",
+        "## checkpoint",
+        "",
+        *section(space_class["CheckpointSpec"]),
         "",
     ]
     return "\n".join(lines)

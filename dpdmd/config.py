@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 
+from .parallel.attention_impl import ATTENTION_BACKENDS
+from .parallel.fp8 import FP8_MODES
 from .parallel.optimizers import OPTIMIZERS
 
 #: Role of the knob that picks the teacher anchor (K): a trial with it needs the teacher's anchor
@@ -167,6 +169,16 @@ class TrainConfig:
                                     "1.7x faster; compiling takes 70-79 s (full fine-tuning; LoRA 92 s) the first time on "
                                     "an H100 and 12-16 s from the cache (bench/README_gpu.md). Off by default: it only "
                                     "pays on a GPU.")
+    attention_backend: str = knob("sdpa", doc='the attention kernel: "sdpa" (PyTorch\'s choice: cuDNN\'s on an H100/H200) '
+                                              'or "fa4" (FlashAttention-4 as SDPA\'s flash kernel; needs the flash-attn-4 '
+                                              'package, a GPU of compute capability 9.x or 10.x and mixed_precision bf16; '
+                                              '`dpdmd.parallel.attention_impl`). Measured: bench/README_gpu.md section 5.')
+    fp8: str = knob("none", doc='FP8 matrix products for the student\'s and fake score\'s linear layers in the '
+                                'transformer blocks (torchao float8 training, `dpdmd.parallel.fp8`): "none", "tensorwise" or '
+                                '"rowwise" (scales per tensor or per row); needs torchao and a GPU of compute '
+                                'capability >= 8.9. Measured: bench/README_gpu.md section 5.')
+    fp8_teacher: bool = knob(False, doc="run the frozen teacher's linear layers in the transformer blocks as FP8 "
+                                        "inference (torchao, per-row scales; `dpdmd.parallel.fp8`); needs what fp8 needs.")
     eval: EvalConfig = knob(default_factory=EvalConfig, doc="evaluation settings.")
 
     def __post_init__(self):
@@ -183,6 +195,14 @@ class TrainConfig:
             out.append(f"mixed_precision: {self.mixed_precision!r} is not allowed; use 'no' or 'bf16'")
         if self.optimizer not in OPTIMIZERS:
             out.append(f"optimizer: {self.optimizer!r} is not allowed; use one of {', '.join(OPTIMIZERS)}")
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            out.append(f"attention_backend: {self.attention_backend!r} is not allowed; use one of "
+                       f"{', '.join(ATTENTION_BACKENDS)}")
+        elif self.attention_backend == "fa4" and self.mixed_precision != "bf16":
+            out.append(f"attention_backend: 'fa4' runs bf16 attention only, and mixed_precision is "
+                       f"{self.mixed_precision!r}; set mixed_precision 'bf16' or use attention_backend 'sdpa'")
+        if self.fp8 not in FP8_MODES:
+            out.append(f"fp8: {self.fp8!r} is not allowed; use one of {', '.join(FP8_MODES)}")
         if len(self.eval.prompts) > MAX_EVAL_PROMPTS:
             out.append(f"eval.prompts: {len(self.eval.prompts)} prompts are not allowed; at most {MAX_EVAL_PROMPTS} "
                        "(every image of an evaluation is held in memory at once)")

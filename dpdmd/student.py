@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -79,13 +79,15 @@ def read_manifest(path: str | Path) -> dict:
 
 @dataclass
 class Student:
-    """A loaded student: its folder, manifest, `TrainConfig`, built backbone and network."""
+    """A loaded student: its folder, manifest, `TrainConfig`, built backbone and network (and its
+    teacher, loaded on the first `teacher_sample` and kept)."""
 
     folder: Path
     manifest: dict
     config: TrainConfig
     backbone: Backbone
     network: nn.Module
+    _teacher: nn.Module | None = field(default=None, init=False, repr=False, compare=False)
 
     def sample(self, prompts: Sequence[str], seeds: int) -> torch.Tensor:
         """Images (P, N, C, H, W) in [0, 1] on the CPU: the student's few steps from seeds 0..N-1
@@ -97,14 +99,25 @@ class Student:
         return generate(self.backbone, student_sampler(self.backbone, self.network), list(prompts), seeds,
                         PromptEmbeddingCache(self.backbone))
 
+    @property
+    def teacher(self) -> nn.Module:
+        """The backbone's teacher on its device, frozen: loaded on first use and kept, so that
+        `teacher_sample` called once per chunk of prompts (the final protocol) loads it once."""
+        if self._teacher is None:
+            self._teacher = self.backbone.load_teacher().to(self.backbone.device).requires_grad_(False).eval()
+        return self._teacher
+
+    def drop_teacher(self) -> None:
+        """Free the kept teacher (the next `teacher_sample` loads it again)."""
+        self._teacher = None
+
     def teacher_sample(self, prompts: Sequence[str], seeds: int) -> torch.Tensor:
         """The teacher's images on the same seeds (its ``teacher_steps`` guided steps), as `sample`."""
         from .data.prompt_cache import PromptEmbeddingCache
         from .evaluation import generate, teacher_sampler
 
         embed = PromptEmbeddingCache(self.backbone)
-        teacher = self.backbone.load_teacher().to(self.backbone.device).requires_grad_(False).eval()
-        return generate(self.backbone, teacher_sampler(self.backbone, teacher, embed), list(prompts), seeds, embed)
+        return generate(self.backbone, teacher_sampler(self.backbone, self.teacher, embed), list(prompts), seeds, embed)
 
 
 def load_student(path: str | Path, *, device: str | None = None, weights: str | None = None) -> Student:

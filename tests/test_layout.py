@@ -198,3 +198,16 @@ if __name__ == "__main__":
     result = measures(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT)
     for key, value in result.items():
         print(f"{key}: {value}")
+
+
+def test_every_console_script_names_a_command_that_exists():
+    """pyproject's [project.scripts] (dpdmd-train, dpdmd-tune, ...) point at callables, each of them
+    also served as `python -m`."""
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"dpdmd-train", "dpdmd-evaluate", "dpdmd-tune", "dpdmd-tune-export", "dpdmd-tune-front"} <= set(scripts)
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), name

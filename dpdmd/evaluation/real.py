@@ -5,8 +5,11 @@ CLIP-score quality (method.md, "Evaluation"), every model loaded from a local di
 checks: `dpdmd.evaluation.real_options`).
 
 `RealEvaluator.score` reports ``diversity_<encoder>`` for each encoder, ``diversity`` (the first),
-each quality model's mean score under its name, ``teacher_precision``, ``spectral``,
-``fidelity`` and ``quality``.
+each quality model's mean score under its name (with ``<name>_unparsable``, the count of images a
+no-reference model gave no score: VisualQuality-R1's unparsable answers), ``teacher_precision``,
+``spectral``, ``fidelity`` and ``quality``. Besides PickScore and CLIP score, the quality models
+of `dpdmd.evaluation.quality_models` (ImageReward, HPSv2.1, VisualQuality-R1 in the final
+protocol only, pyiqa's MANIQA / MUSIQ) are loaded by their own loaders.
 
 **Fidelity against the teacher.** A preference score alone need not fall with pixel noise, blur or
 a lost prompt mode (nothing measured that it does), and no real images exist for free-text
@@ -29,8 +32,9 @@ product to order sets (CLIP score is clamped at 0; PickScore of real images is a
 Images arrive as float tensors in [0, 1] and are converted to 8-bit RGB PIL images (grey repeated
 to RGB) before the models' own image processors see them: that is exactly what a saved PNG holds,
 so scores match the reference's scripts run on saved samples, and the processors behave the same
-with transformers' PIL and torchvision backends. ImageReward is not offered: its package (1.5)
-imports helpers that transformers 5 removed and fetches ``bert-base-uncased`` from the Hub.
+with transformers' PIL and torchvision backends. DINOv3's image processor (torchvision-only in
+transformers 5) is applied with torch alone (`dpdmd.evaluation.image_ops.TorchImageProcessor`, equal
+to it where torchvision is installed).
 """
 
 from __future__ import annotations
@@ -48,7 +52,10 @@ from .base import Evaluator, check_grid
 from .clip import ClipFeatures
 from .dino import DinoFeatures
 from .feature_stats import seed_excluded_precision
-from .real_options import DTYPES, REAL_EVALUATORS, SCORERS, ModelPaths, check_evaluator_paths, parse_options
+from .image_ops import TorchImageProcessor
+from .quality_models import QUALITY_MODELS
+from .real_options import (DTYPES, REAL_EVALUATORS, SCORERS, ModelPaths, _image_processor_dict, check_evaluator_paths,
+                           parse_options)
 from .spectrum import band_power, match_per_prompt
 
 
@@ -99,6 +106,9 @@ class _Loader:
         from transformers import AutoImageProcessor
 
         def build():
+            processor, _ = _image_processor_dict(paths.processor)
+            if processor and str(processor.get("image_processor_type", "")).startswith("DINOv3"):
+                return TorchImageProcessor(processor)  # the same pixels as DINOv3's torchvision processor
             try:
                 return AutoImageProcessor.from_pretrained(paths.processor)
             except ImportError as err:
@@ -114,7 +124,7 @@ class _Loader:
 
 
 def make_real_evaluator(name: str, *, device: torch.device | str, quality_metric: str | None = None,
-                        **options: Any) -> RealEvaluator:
+                        final: bool = False, **options: Any) -> RealEvaluator:
     """The `RealEvaluator` that ``options`` (``eval.evaluator_options``) describe, on ``device``.
 
     Raises:
@@ -124,7 +134,7 @@ def make_real_evaluator(name: str, *, device: torch.device | str, quality_metric
     if name not in REAL_EVALUATORS:
         raise ValueError(f"unknown evaluator {name!r}; allowed: digits, {', '.join(REAL_EVALUATORS)}")
     quality_metric = None if quality_metric == "auto" else quality_metric
-    problems = check_evaluator_paths(options, quality_metric=quality_metric)
+    problems = check_evaluator_paths(options, quality_metric=quality_metric, final=final)
     if problems:
         raise ConfigError(problems)
     parsed, _ = parse_options(options)  # no problems: check_evaluator_paths found none
@@ -133,8 +143,9 @@ def make_real_evaluator(name: str, *, device: torch.device | str, quality_metric
     for enc_name, paths in parsed.diversity_encoders.items():
         wrapper = ClipFeatures if enc_name == "clip" else DinoFeatures
         encoders[enc_name] = wrapper(load.model(paths), load.image_processor(paths))
-    scorers = {score_name: SCORERS[score_name](load.model(paths), load.image_processor(paths),
-                                               load.tokenizer(paths))
+    scorers = {score_name: QUALITY_MODELS[score_name].load(paths, load.device, load.dtype)
+               if score_name in QUALITY_MODELS else
+               SCORERS[score_name](load.model(paths), load.image_processor(paths), load.tokenizer(paths))
                for score_name, paths in parsed.quality_models.items()}
     return RealEvaluator(encoders=encoders, scorers=scorers, quality_metric=quality_metric,
                          batch_size=parsed.batch_size, precision_k=parsed.precision_k)
@@ -157,7 +168,7 @@ class RealEvaluator(Evaluator):
         encoders: name -> image encoder (`DinoFeatures`, `ClipFeatures`), in order; non-empty.
         scorers: name -> image-text scorer (`PickScore`, `ClipScore`); non-empty.
         quality_metric: the scorer whose score is the preference factor of ``quality``; None:
-            "pickscore" when present, else the first scorer.
+            "pickscore" when present, else the first scorer whose score is positive (not ImageReward).
         batch_size: images per forward pass.
         precision_k: the k-NN neighbour of ``teacher_precision``; N >= k + 2 seeds are needed.
     """
@@ -170,7 +181,8 @@ class RealEvaluator(Evaluator):
             raise ValueError("RealEvaluator needs at least one encoder (diversity) and one scorer (quality), "
                              f"got encoders {list(encoders)} and scorers {list(scorers)}")
         if quality_metric is None:
-            quality_metric = "pickscore" if "pickscore" in scorers else next(iter(scorers))
+            positive = [name for name in scorers if name not in QUALITY_MODELS or QUALITY_MODELS[name].positive]
+            quality_metric = "pickscore" if "pickscore" in scorers else next(iter(positive or scorers))
         if quality_metric not in scorers:
             raise ValueError(f"unknown quality_metric {quality_metric!r} for this RealEvaluator; "
                              f"allowed: {', '.join(scorers)}")
@@ -222,8 +234,11 @@ class RealEvaluator(Evaluator):
             metrics[f"diversity_{name}"] = self.diversity(feats)
         metrics = {"diversity": metrics[f"diversity_{next(iter(self.encoders))}"], **metrics}
         for name, scorer in self.scorers.items():
-            image_embeds = self._embed(scorer, pil).reshape(p, n, -1)
-            metrics[name] = float(scorer.scores(image_embeds, scorer.embed_texts(list(prompts))).mean())
+            scores = self._scores(scorer, pil, list(prompts), n)  # (P, N); NaN: no score (an unparsable answer)
+            unscored = int(torch.isnan(scores).sum())
+            metrics[name] = float(scores.nanmean()) if unscored < scores.numel() else float("nan")
+            if getattr(scorer, "name", None) == "visualquality_r1" or unscored:
+                metrics[f"{name}_unparsable"] = float(unscored)
         metrics["teacher_precision"] = sum(seed_excluded_precision(reference[i], first[i], k=self.precision_k)
                                            for i in range(p)) / p
         metrics["spectral"] = match_per_prompt(self._reference["band_power"], images)
@@ -248,6 +263,19 @@ class RealEvaluator(Evaluator):
                              f"{self.precision_k + 2} seeds per prompt (k neighbours among the other "
                              f"seeds), got {n}; raise eval.seeds_per_prompt or lower precision_k")
         return features
+
+    def _scores(self, scorer, pil: list[Image.Image], prompts: list[str], n: int) -> torch.Tensor:
+        """Per-image scores (P, N) float64 of the P * N images (row-major) with their prompts."""
+        per_image = [prompt for prompt in prompts for _ in range(n)]
+        b = self.batch_size
+        if hasattr(scorer, "score_pairs"):  # ImageReward: the prompt attends to the image
+            flat = torch.cat([scorer.score_pairs(pil[i:i + b], per_image[i:i + b]) for i in range(0, len(pil), b)])
+        elif hasattr(scorer, "score_images"):  # no-reference quality
+            flat = torch.cat([scorer.score_images(pil[i:i + b]) for i in range(0, len(pil), b)])
+        else:  # embeddings and a score of their cosine (PickScore, CLIP score, HPSv2.1)
+            embeds = self._embed(scorer, pil).reshape(len(prompts), n, -1)
+            return scorer.scores(embeds, scorer.embed_texts(prompts)).double()
+        return flat.double().reshape(len(prompts), n)
 
     def _embed(self, encoder: ImageEncoder, images: list[Image.Image]) -> torch.Tensor:
         chunks = [encoder.embed_images(images[i:i + self.batch_size])

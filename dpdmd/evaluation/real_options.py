@@ -25,11 +25,34 @@ search can refuse a bad config before training. The options:
         dtype: float32               # float32 (default) | bfloat16 | float16
 
 Names: ``diversity_encoders`` takes ``dinov2``, ``dinov3`` and ``clip``; ``quality_models`` takes
-``pickscore`` and ``clip_score``; at least one of each. Every model entry is either one directory
+``pickscore`` and ``clip_score`` (and the reference protocol's other models, below); at least one of each. Every model entry is either one directory
 holding the model and its processor files (``save_pretrained`` / ``huggingface-cli download``
 layout) or a mapping ``{model: DIR, processor: DIR}``. ``~`` and ``$VARS`` in paths are expanded,
 so ``${WEIGHTS}/dinov2-base`` keeps machine paths out of shipped files. A directory used twice
 (``clip`` and ``clip_score`` above) is loaded once.
+
+**The reference protocol's other quality models** (`dpdmd.evaluation.quality_models`), each under its
+name in ``quality_models``:
+
+.. code-block:: yaml
+
+        quality_models:
+          imagereward:               # THUDM/ImageReward + google-bert/bert-base-uncased's tokenizer
+            model: /weights/ImageReward              # ImageReward.pt + med_config.json
+            processor: /weights/bert-base-uncased
+          hpsv21:                    # xswu/HPSv2 + the CLIP-H folder (architecture, tokenizer)
+            model: /weights/HPSv2/HPS_v2.1_compressed.pt
+            processor: /weights/CLIP-ViT-H-14-laion2B-s32B-b79K
+          maniqa: /weights/IQA-PyTorch-Weights/ckpt_koniq10k.pt   # pyiqa (the iqa extra)
+          visualquality_r1: /weights/VisualQuality-R1-7B          # final protocol only
+
+``maniqa_kadid``, ``maniqa_pipal`` and ``musiq`` take their pyiqa weight files the same way.
+ImageReward's score is normalised to mean 0 and can be negative, so it is reported but cannot be
+``quality_metric`` (the fidelity product needs a positive preference score). VisualQuality-R1 is
+refused here in a training run's evaluator (``final=False``): it generates text for every image;
+the final protocol (`dpdmd.evaluation.final_protocol`) runs it. A no-reference model that gives no score
+for an image (VisualQuality-R1's unparsable answer) reports the mean over the scored images and
+``<name>_unparsable``, the count of the others (`dpdmd.evaluation.real.RealEvaluator`).
 """
 
 from __future__ import annotations
@@ -45,11 +68,20 @@ import torch
 
 from .clip import FEATURE_MODEL_TYPES, IMAGE_TEXT_MODEL_TYPES, ClipScore
 from .dino import DINOV3_MIN_TRANSFORMERS, MODEL_TYPES as DINO_MODEL_TYPES
+from .image_ops import TorchImageProcessor
 from .pickscore import PickScore
+from .quality_models import QUALITY_MODELS
 
 REAL_EVALUATORS = ("real",)
 ENCODER_MODEL_TYPES = {**DINO_MODEL_TYPES, "clip": FEATURE_MODEL_TYPES}
 SCORERS = {"pickscore": PickScore, "clip_score": ClipScore}
+QUALITY_NAMES = (*SCORERS, *QUALITY_MODELS)  # PickScore / CLIP score: transformers CLIP dirs; the rest: quality_models.py
+# where each transformers directory comes from, for the "does not exist" messages
+HUB_IDS = {"dinov2": "facebook/dinov2-base", "dinov3": "facebook/dinov3-vitl16-pretrain-lvd1689m",
+           "clip": "openai/clip-vit-large-patch14", "clip_score": "openai/clip-vit-large-patch14",
+           "pickscore.model": "yuvalkirstain/PickScore_v1",
+           "pickscore.processor": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+           "pickscore": "yuvalkirstain/PickScore_v1 (model) and laion/CLIP-ViT-H-14-laion2B-s32B-b79K (processor)"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _OPTION_KEYS = ("diversity_encoders", "quality_models", "batch_size", "dtype", "precision_k")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -93,7 +125,7 @@ def parse_options(options: Mapping[str, Any], *, prefix: str = "evaluator_option
     encoders = _parse_models(options.get("diversity_encoders"), f"{prefix}.diversity_encoders",
                              tuple(ENCODER_MODEL_TYPES), "feature encoder for diversity", problems)
     scorers = _parse_models(options.get("quality_models"), f"{prefix}.quality_models",
-                            tuple(SCORERS), "quality model", problems)
+                            QUALITY_NAMES, "quality model", problems)
     batch_size = options.get("batch_size", RealEvaluatorOptions.batch_size)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         problems.append(f"{prefix}.batch_size: must be a positive integer, got {batch_size!r}")
@@ -144,33 +176,55 @@ def _expand(path: str | os.PathLike) -> str:
 def _quality_problem(quality_metric: str | None, configured: Sequence[str], prefix: str) -> str | None:
     if quality_metric in (None, "auto") or quality_metric in configured:
         return None
-    if quality_metric in SCORERS:
+    if quality_metric in QUALITY_NAMES:
         return (f"quality_metric {quality_metric!r} needs {prefix}.quality_models."
                 f"{quality_metric}; configured quality models: {', '.join(configured) or 'none'}")
     return (f"unknown quality_metric {quality_metric!r} for the real evaluator; allowed: "
-            f"{', '.join(SCORERS)} (configured: {', '.join(configured) or 'none'})")
+            f"{', '.join(QUALITY_NAMES)} (configured: {', '.join(configured) or 'none'})")
+
+
+def _positive_problem(quality_metric: str | None) -> str | None:
+    model = QUALITY_MODELS.get(quality_metric or "")
+    if model is None or model.positive:
+        return None
+    return (f"quality_metric {quality_metric!r}: its score can be negative (ImageReward is normalised to mean 0), "
+            "and the real evaluator's quality multiplies the preference score by the fidelity factors, which "
+            "only orders sets for a positive score; use pickscore, hpsv21 or clip_score as quality_metric and "
+            f"keep {quality_metric} in quality_models, where it is reported")
 
 
 # --- path checks (no model is loaded) ---
 def check_evaluator_paths(options: Mapping[str, Any], *, quality_metric: str | None = None,
-                          prefix: str = "evaluator_options", seeds_per_prompt: int | None = None) -> list[str]:
+                          prefix: str = "evaluator_options", seeds_per_prompt: int | None = None,
+                          final: bool = False) -> list[str]:
     """Every problem of the real evaluator's options, one message each naming the option key.
 
     Checks the shape of the options, then each directory: it exists, holds ``config.json`` of an
     accepted ``model_type`` and weights; the processor directory holds ``preprocessor_config.json``
-    and, for quality models, a tokenizer; DINOv3 needs a recent transformers (and torchvision for
-    its own image processor). Reads only small JSON files. ``quality_metric``, when given, must
+    and, for quality models, a tokenizer; DINOv3 needs a recent transformers (its image
+    processor is applied with torch alone, `dpdmd.evaluation.image_ops.TorchImageProcessor`). Reads only small JSON files. ``quality_metric``, when given, must
     name a configured quality model; ``seeds_per_prompt``, when given, must be enough for the
-    precision against the teacher (precision_k + 2). Returns [] when all is well.
+    precision against the teacher (precision_k + 2). The models of `dpdmd.evaluation.quality_models`
+    are checked by their own rules; ``final`` False (a training run's evaluator, run at every rung)
+    refuses the final-only ones (VisualQuality-R1). Returns [] when all is well.
     """
     parsed, problems = parse_options(options, prefix=prefix)
     for name, paths in parsed.diversity_encoders.items():
-        problems += _check_model_dir(paths, ENCODER_MODEL_TYPES[name])
+        problems += _check_model_dir(paths, ENCODER_MODEL_TYPES[name], HUB_IDS.get(name))
         problems += _check_processor_dir(paths, tokenizer=False)
-    for paths in parsed.quality_models.values():
-        problems += _check_model_dir(paths, IMAGE_TEXT_MODEL_TYPES)
-        problems += _check_processor_dir(paths, tokenizer=True)
+    for name, paths in parsed.quality_models.items():
+        if name in QUALITY_MODELS:
+            if QUALITY_MODELS[name].final_only and not final:
+                problems.append(f"{paths.model_key}: {name} is a final evaluation (a 7 B model generating text for "
+                                "every image), not for every rung of a search; list it in the final protocol "
+                                "(python -m dpdmd.evaluate --protocol reference) and remove it here")
+            problems += QUALITY_MODELS[name].check(paths)
+            continue
+        hub = HUB_IDS.get(f"{name}.model", HUB_IDS.get(name))
+        problems += _check_model_dir(paths, IMAGE_TEXT_MODEL_TYPES, hub)
+        problems += _check_processor_dir(paths, tokenizer=True, hub_id=HUB_IDS.get(f"{name}.processor", hub))
     quality_problem = _quality_problem(quality_metric, list(parsed.quality_models), prefix)
+    quality_problem = quality_problem or _positive_problem(quality_metric)
     problems += [quality_problem] if quality_problem else []
     if seeds_per_prompt is not None and seeds_per_prompt < parsed.precision_k + 2:
         problems.append(f"eval.seeds_per_prompt: {seeds_per_prompt} seeds per prompt, but the real evaluator's "
@@ -180,7 +234,7 @@ def check_evaluator_paths(options: Mapping[str, Any], *, quality_metric: str | N
     return problems
 
 
-def _check_dir(key: str, path: str, what: str) -> str | None:
+def _check_dir(key: str, path: str, what: str, hub_id: str | None = None) -> str | None:
     from ..config import unset_variables
 
     unset = unset_variables(path)
@@ -188,15 +242,16 @@ def _check_dir(key: str, path: str, what: str) -> str | None:
         return (f"{key}: {path} does not exist: it uses ${{{unset[0]}}}, which is not set in the environment; "
                 f"export {unset[0]}=... ({what})")
     if not os.path.exists(path):
-        return f"{key}: {path} does not exist ({what})"
+        fetch = f"; download it from {hub_id}" if hub_id else ""
+        return f"{key}: {path} does not exist ({what}){fetch}"
     if not os.path.isdir(path):
         return f"{key}: {path} is not a directory ({what})"
     return None
 
 
-def _check_model_dir(paths: ModelPaths, model_types: Sequence[str]) -> list[str]:
+def _check_model_dir(paths: ModelPaths, model_types: Sequence[str], hub_id: str | None = None) -> list[str]:
     key, path = paths.model_key, paths.model
-    missing = _check_dir(key, path, "a local transformers directory with config.json")
+    missing = _check_dir(key, path, "a local transformers directory with config.json", hub_id)
     if missing:
         return [missing]
     problems = []
@@ -221,10 +276,10 @@ def _check_model_dir(paths: ModelPaths, model_types: Sequence[str]) -> list[str]
     return problems
 
 
-def _check_processor_dir(paths: ModelPaths, *, tokenizer: bool) -> list[str]:
+def _check_processor_dir(paths: ModelPaths, *, tokenizer: bool, hub_id: str | None = None) -> list[str]:
     key, path = paths.processor_key, paths.processor
     if key != paths.model_key:  # {model, processor}: a directory of its own
-        missing = _check_dir(key, path, "a local directory with preprocessor_config.json")
+        missing = _check_dir(key, path, "a local directory with preprocessor_config.json", hub_id)
         if missing:
             return [missing]
     elif not os.path.isdir(path):
@@ -236,10 +291,11 @@ def _check_processor_dir(paths: ModelPaths, *, tokenizer: bool) -> list[str]:
                         f"processor_config.json with an image_processor entry as transformers 5 saves it): {error}")
     else:
         processor_type = str(processor.get("image_processor_type", ""))
-        if processor_type.startswith("DINOv3") and not _importable("torchvision"):
-            problems.append(f"{key}: {path} names {processor_type}, which needs torchvision; "
-                            "install the torchvision build matching torch, or give "
-                            "{model: DIR, processor: DINOV2_DIR} to use DINOv2's PIL processor")
+        if processor_type.startswith("DINOv3"):  # applied by TorchImageProcessor: no torchvision needed
+            try:
+                TorchImageProcessor(processor)
+            except ValueError as err:
+                problems.append(f"{key}: {path}: {err}")
     if tokenizer and not (os.path.exists(os.path.join(path, "tokenizer.json")) or all(
             os.path.exists(os.path.join(path, name)) for name in ("vocab.json", "merges.txt"))):
         problems.append(f"{key}: {path} has no tokenizer (tokenizer.json, or vocab.json and merges.txt)")

@@ -167,16 +167,16 @@ def load_full_state_dict(method, state: dict) -> None:
         set_optimizer_state_dict(net, opt, named, options=StateDictOptions(full_state_dict=True))
 
 
-def save_pretrained(method, path, *, is_main: bool) -> None:
-    """The student as its own ``save_pretrained`` writes it (diffusers folder or LoRA adapter).
-    A collective: every rank gathers; rank 0 loads the whole weights into a CPU copy of the
-    network that it builds afresh from the backbone (a sharded module's ``state_dict`` holds its
-    shards only) and saves that."""
+def gathered_student(method, *, is_main: bool):
+    """The whole student on rank 0, a CPU network built afresh from the backbone (a sharded module's
+    ``state_dict`` holds its shards only), to save as its users load it; None on the other ranks.
+    A collective: every rank gathers."""
     weights = get_model_state_dict(method.student, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if is_main:
-        net = method.backbone.make_trainable(method.backbone.load_teacher())
-        net.load_state_dict(weights)
-        net.save_pretrained(path)
+    if not is_main:
+        return None
+    net = method.backbone.make_trainable(method.backbone.load_teacher())
+    net.load_state_dict(weights)
+    return net
 
 
 # --- optimiser state: indexed (Optimizer.state_dict) <-> named (torch.distributed.checkpoint) ----

@@ -35,7 +35,16 @@ def build_backbone(config: TrainConfig) -> Backbone:
 def check(config: TrainConfig, backbone: Backbone) -> None:
     """What only the backbone can refuse (its prompts, its device), reported at once. The ranges
     were checked when ``config`` was built (`TrainConfig`)."""
+    from ..parallel.attention_impl import fa4_problem
+    from ..parallel.fp8 import fp8_problem
+
     problems = []
+    if config.attention_backend == "fa4" and (problem := fa4_problem(backbone.device)) is not None:
+        problems.append(f"attention_backend: 'fa4' cannot run: {problem}; use 'sdpa'")
+    for key, mode in (("fp8", config.fp8), ("fp8_teacher", "rowwise" if config.fp8_teacher else "none")):
+        if (problem := fp8_problem(mode, backbone.device)) is not None:
+            fix = "use 'none'" if key == "fp8" else "set it false"
+            problems.append(f"{key}: {getattr(config, key)!r} cannot run: {problem}; {fix}")
     if config.optimizer == "adamw_offload" and backbone.device.type != "cuda":
         problems.append(f"optimizer: 'adamw_offload' offloads GPU states to the host; the device is "
                         f"{backbone.device}: use 'adamw' or 'adamw8bit'")
@@ -57,6 +66,13 @@ def build_method(config: TrainConfig, backbone: Backbone) -> DPDMD:
                    weight_decay=config.weight_decay, betas=(config.beta1, config.beta2),
                    grad_clip=config.grad_clip, mixed_precision=config.mixed_precision,
                    optimizer=config.optimizer)
+    # Before compiling: the compiled graphs trace the FP8 layers and the attention path chosen here.
+    from ..parallel.attention_impl import use_attention_backend
+    from ..parallel.fp8 import apply_fp8
+
+    if config.fp8 != "none" or config.fp8_teacher:
+        apply_fp8(method, config.fp8, teacher=config.fp8_teacher)
+    use_attention_backend(config.attention_backend, backbone.device)  # "sdpa" undoes an earlier run's "fa4"
     if config.compile:
         from ..data.disk_cache import cache_dir
         from ..parallel.acceleration import compile_repeated_blocks, configure_compile_cache

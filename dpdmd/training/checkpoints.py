@@ -1,7 +1,18 @@
-"""The run's checkpoint, ``OUT/checkpoint/state.pt``: the method's networks and optimisers, the config,
-the iteration and the counts so far. Written atomically (a crash mid-write leaves the previous
-one), read back and refused when damaged or of another config (the one before it,
-``checkpoint.prev``, is the fallback), and loaded into a run to resume it."""
+"""What an evaluation saves, and the run's resumable state.
+
+Two things can be saved at an evaluation (`Saves`), each only when asked (``train(saves=...)``):
+
+- **the student**, in the format its backbone's users load it (`dpdmd.student`: the network in the
+  dtype it is served in, or the LoRA adapter alone), into ``OUT/report/student/``: what a search
+  keeps of a trial's new best report (a few GB for SD3.5-M, MB for a LoRA adapter);
+- **the full resumable state**, ``OUT/checkpoint/state.pt``: the student's and the fake score's
+  trainable weights in fp32 and both optimisers' states, the config, the iteration and the counts
+  so far (~54 GB for SD3.5-M full fine-tuning), written atomically (a crash mid-write leaves the
+  previous one), read back and refused when damaged or of another config (the one before it,
+  ``checkpoint.prev``, is the fallback), and loaded into a run to resume it.
+
+``dpdmd.train --out`` saves the state at every evaluation (`every_evaluation`) and the student at
+the end; a search saves the student at each new best and the state at a cadence (`tune.trial`)."""
 
 from __future__ import annotations
 
@@ -9,6 +20,7 @@ import json
 import os
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,6 +32,31 @@ from .run_files import truncate_metrics
 
 CHECKPOINT = "checkpoint"
 PREVIOUS = ".prev"  # the checkpoint before the last one, kept by save_checkpoint(keep_previous=True)
+REPORT = "report"  # OUT/report/student: the student saved at the last evaluation that asked for it
+
+
+@dataclass(frozen=True)
+class Saves:
+    """What one evaluation saves: ``student`` (its serving format, `dpdmd.student`) and / or
+    ``state`` (the full resumable state, `save_checkpoint`)."""
+
+    student: bool = False
+    state: bool = False
+
+
+@dataclass(frozen=True)
+class Saved:
+    """Where an evaluation's saves are (None: not saved at this evaluation): ``student``, the
+    folder holding ``student/`` (``OUT/report``); ``state``, the checkpoint folder (``OUT/checkpoint``)."""
+
+    student: Path | None = None
+    state: Path | None = None
+
+
+def every_evaluation(metrics: dict) -> Saves:
+    """``dpdmd.train``'s rule: the resumable state at every evaluation (``--resume`` continues from
+    the last one), the student once at the end of the run (``OUT/student``)."""
+    return Saves(state=True)
 
 
 def _read_state(path: Path) -> dict:

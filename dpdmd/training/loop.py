@@ -9,6 +9,7 @@ It builds the backbone and the `DPDMD` networks, walks the deterministic iterati
 from __future__ import annotations
 
 import math
+import shutil
 import time
 import warnings
 from collections import defaultdict
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..anchors import AnchorProvider, local_anchors
 from ..backbones import Backbone
-from ..config import TrainConfig, run_label
+from ..config import ConfigError, TrainConfig, run_label
 from ..data.prompt_cache import PromptEmbeddingCache
 from ..evaluation.evaluators import make_evaluator
 from ..evaluation.protocol import eval_prompts, generate, score
@@ -30,10 +31,11 @@ from ..parallel import sharding
 from ..parallel.distributed import DistributedContext
 from ..stream import is_student_iteration, iteration_batch, student_updates_done
 from .build import build_backbone, build_method, check
-from .checkpoints import CHECKPOINT, load_checkpoint, resume, save_checkpoint
+from ..student import save_student
+from .checkpoints import CHECKPOINT, REPORT, Saved, Saves, every_evaluation, load_checkpoint, resume, save_checkpoint
 from .run_files import log_metrics, prepare_out_dir, write_samples, write_teacher_reference, writing
 
-Report = Callable[[dict, "Path | None"], None]  # (metrics, checkpoint directory or None)
+Report = Callable[[dict, Saved], None]  # (metrics, where this evaluation's saves are)
 
 
 def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | Path | None = None,
@@ -41,13 +43,13 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
           anchors: Callable[[Backbone, torch.nn.Module, TrainConfig], AnchorProvider] | None = None,
           embeddings: Callable[[Backbone], PromptEmbeddingCache] | None = None,
           progress: bool = True, distributed: DistributedContext | None = None,
-          keep_previous_checkpoint: bool = False) -> dict:
+          keep_previous_checkpoint: bool = False, saves: Callable[[dict], Saves] = every_evaluation) -> dict:
     """Run DP-DMD as ``config`` says; returns the last evaluation's metrics. ``config`` is in
     range (a `TrainConfig` checks itself); what only the backbone can refuse, and the checkpoint
     to resume from, are checked here, before anything is written.
 
     Args:
-        report: called after every evaluation with (metrics, checkpoint dir or None).
+        report: called after every evaluation with (metrics, `Saved`: where its saves are).
         out_dir: where metrics.csv, PNG grids, checkpoints and the final student go (None: nowhere).
         resume_from: a checkpoint directory written by an earlier run of the same config.
         anchors: factory of the anchor provider (default: `local_anchors`, computed on demand;
@@ -59,6 +61,9 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
             ranks return {}). None: one process.
         keep_previous_checkpoint: keep the checkpoint before the last as ``checkpoint.prev`` (the
             command line's fallback when the last is found damaged; twice the disk).
+        saves: what each evaluation saves, asked with its metrics (`dpdmd.training.checkpoints.Saves`:
+            the student in its serving format, the full resumable state); default: the state at every
+            evaluation. With ``out_dir`` the student is also saved at the end (``OUT/student``).
 
     A NaN or infinite loss, weight, sample or score stops the run as *diverged*: a last row with
     NaN scores, ``diverged`` = 1 and ``diverged_reason`` is logged and reported (no checkpoint).
@@ -68,13 +73,16 @@ def train(config: TrainConfig, *, report: Report | None = None, out_dir: str | P
         report, out_dir, progress = None, None, False
     backbone = build_backbone(config)
     check(config, backbone)
+    if distributed is not None and distributed.shard_networks and config.fp8 != "none":
+        # torchao's float8 needs its own FSDP2 handling (convert before sharding); not wired or measured here
+        raise ConfigError(["fp8: FP8 training of sharded networks (shard_networks) is not supported; use fp8 'none'"])
     if distributed is not None:  # sharded: the student and fake score are built on the meta device
         distributed.prepare(backbone, config.optimizer)
     # the checkpoint is read (and refused) before anything is written
     state = load_checkpoint(Path(resume_from), config) if resume_from is not None else None
     run = _set_up(config, backbone, out=prepare_out_dir(out_dir, config), report=report, anchors=anchors,
                   embeddings=embeddings, distributed=distributed, writes_checkpoints=writes_checkpoints,
-                  keep_previous=keep_previous_checkpoint)
+                  keep_previous=keep_previous_checkpoint, saves=saves)
     _attach_and_resume(run, state)
     metrics, stopped = _train_loop(run, progress)
     if stopped:  # diverged: its row is logged and reported
@@ -99,6 +107,7 @@ class _Run:
     distributed: DistributedContext | None
     writes_checkpoints: bool  # out_dir was given (on any rank: sharded ranks gather the checkpoint)
     keep_previous: bool
+    saves: Callable[[dict], Saves]  # what each evaluation saves, asked on rank 0 with its metrics
     start: int = 0  # the iteration resumed from
     carried: dict = field(default_factory=dict)  # the counts of the run before a resume (`_carry`)
     updates: int = 0  # student updates done, resumed ones included
@@ -118,7 +127,7 @@ class _Run:
 
 
 def _set_up(config: TrainConfig, backbone: Backbone, *, out: Path | None, report, anchors, embeddings, distributed,
-            writes_checkpoints: bool, keep_previous: bool) -> _Run:
+            writes_checkpoints: bool, keep_previous: bool, saves: Callable[[dict], Saves]) -> _Run:
     """Seed, build the networks, the prompt cache, the anchor provider and the evaluator; encode
     every prompt once and write the teacher's reference."""
     main = distributed is None or distributed.is_main
@@ -130,7 +139,7 @@ def _set_up(config: TrainConfig, backbone: Backbone, *, out: Path | None, report
     run = _Run(config, backbone, method, embed, provider, evaluator,
                train_prompts=list(config.prompts) or list(backbone.default_prompts),
                eval_prompts=eval_prompts(config, backbone), out=out, report=report, distributed=distributed,
-               writes_checkpoints=writes_checkpoints, keep_previous=keep_previous)
+               writes_checkpoints=writes_checkpoints, keep_previous=keep_previous, saves=saves)
     # Encode every prompt once now (each exactly once, through the cache), then free the text
     # encoders: T5-XXL alone is ~10 GB that training never needs again.
     embed(sorted(set(run.train_prompts) | set(run.eval_prompts) | {""}))
@@ -206,13 +215,13 @@ def _iteration(run: _Run, i: int, *, student: bool) -> dict[str, float]:
 
 
 def _evaluate(run: _Run, iteration: int) -> dict:
-    """Score the student, write its samples, metrics and checkpoint, and report them (rank 0;
-    with sharded networks every rank samples and gathers, and the others get {})."""
-    result = _evaluate_and_save(run, iteration=iteration)
+    """Score the student, write its samples and metrics, save what ``run.saves`` asks for, and
+    report them (rank 0; with sharded networks every rank samples and gathers, the others get {})."""
+    result, saved = _evaluate_and_save(run, iteration=iteration)
     run.running.clear()
     run.evaluated = True
-    if run.report is not None:  # a diverged student has no checkpoint (the last good one stays)
-        run.report(result, run.out / CHECKPOINT if run.out is not None and not result["diverged"] else None)
+    if run.report is not None:  # a diverged student saves nothing (the last good saves stay)
+        run.report(result, saved)
     return result
 
 
@@ -232,23 +241,35 @@ def _stop_diverged(run: _Run, reason: str, iteration: int) -> dict:
         metrics = _diverged_row(reason, run.running, run.out, iteration=iteration, updates=run.updates,
                                 seconds=time.time() - run.started, provider=run.provider, carried=run.carried)
     if run.report is not None:
-        run.report(metrics, None)
+        run.report(metrics, Saved())
     return metrics
 
 
 def _finish(run: _Run, metrics: dict) -> dict:
     """Evaluate once more if the run ended on fake updates after its last evaluation (or resumed
-    at its end), then save the student loadable with ``from_pretrained``."""
+    at its end), then save the student as its users load it (``OUT/student``, `dpdmd.student`)."""
     if not run.evaluated:
         metrics, stopped = _evaluate_agreed(run, run.config.iterations)
         if stopped:
             return metrics
-    if run.writes_checkpoints and hasattr(run.method.student, "save_pretrained"):
-        if run.distributed is not None and run.distributed.sharded:
-            sharding.save_pretrained(run.method, run.out / "student" if run.out is not None else None, is_main=run.main)
-        elif run.out is not None:
-            run.method.student.save_pretrained(run.out / "student")
+    if run.writes_checkpoints:
+        _save_student(run, run.out / "student" if run.out is not None else None, iteration=run.config.iterations,
+                      metrics=metrics)
     return metrics
+
+
+def _save_student(run: _Run, folder: Path | None, *, iteration: int, metrics: dict) -> None:
+    """The student saved into ``folder`` (rank 0; sharded ranks take part in gathering it)."""
+    student = run.method.student
+    if run.distributed is not None and run.distributed.sharded:  # a collective: every rank gathers
+        student = sharding.gathered_student(run.method, is_main=run.main)
+    if folder is None or student is None:
+        return
+    scores = {k: metrics[k] for k in ("diversity", "quality") if k in metrics}
+    with writing(folder / "dpdmd_student.json"):
+        shutil.rmtree(folder, ignore_errors=True)
+        save_student(folder, backbone=run.backbone, network=student, config=run.config,
+                     student_updates=run.updates, iteration=iteration, scores=scores)
 
 
 def _agree(distributed: DistributedContext | None, reason: str | None, where: str) -> str | None:
@@ -295,23 +316,43 @@ def _diverged_row(reason: str, running, out: Path | None, *, iteration: int, upd
     return metrics
 
 
-def _evaluate_and_save(run: _Run, *, iteration: int) -> dict:
+def _evaluate_and_save(run: _Run, *, iteration: int) -> tuple[dict, Saved]:
     """Rank 0 (and, with sharded networks, every rank, for the collectives): sample the evaluation
-    set, gather the method's state; rank 0 alone scores, logs and writes. Returns {} off rank 0."""
-    config, method, out, seconds = run.config, run.method, run.out, time.time() - run.started
+    set; rank 0 alone scores, logs and writes; then every such rank saves what ``run.saves`` asks
+    for (rank 0 decides, the sharded ranks follow it: they gather with it). Returns (the metrics,
+    {} off rank 0; where the saves are)."""
+    config, method, out = run.config, run.method, run.out
     images = generate(method.backbone, method.sample, run.eval_prompts, config.eval.seeds_per_prompt, run.embed)
-    state = None
-    if run.writes_checkpoints:
+    metrics, counters = _score(run, images, iteration=iteration) if run.evaluator is not None else ({}, {})
+    wants = run.saves(metrics) if metrics and not metrics["diverged"] and run.writes_checkpoints else Saves()
+    if run.distributed is not None and run.distributed.sharded:  # the other ranks follow rank 0's choice
+        wants = Saves(student=run.distributed.any(wants.student), state=run.distributed.any(wants.state))
+    saved = Saved()
+    if wants.state:
         state = run.distributed.method_state(method) if run.distributed is not None else method.state_dict()
-    if run.evaluator is None:  # another rank of a sharded run: its part is done
-        return {}
+        if out is not None:
+            with writing(out / CHECKPOINT / "state.pt"):
+                save_checkpoint(out / CHECKPOINT, state, config, iteration, keep_previous=run.keep_previous,
+                                counters=counters)
+            saved = Saved(state=out / CHECKPOINT)
+    if wants.student:
+        _save_student(run, out / REPORT / "student" if out is not None else None, iteration=iteration,
+                      metrics=metrics)
+        saved = Saved(student=out / REPORT if out is not None else None, state=saved.state)
+    return metrics, saved
+
+
+def _score(run: _Run, images: torch.Tensor, *, iteration: int) -> tuple[dict, dict]:
+    """Rank 0: score the samples, log the row and the sample grid. Returns (the metrics, the
+    counts to save with the state); a diverged student gives its diverged row."""
+    method, out, seconds = run.method, run.out, time.time() - run.started
     where = f"at iteration {iteration}"
     reason = _divergence(method, images, where)
     scores = score(run.evaluator, images, run.eval_prompts) if reason is None else {}
     reason = reason or _non_finite({k: scores[k] for k in ("diversity", "quality")}, where)
     if reason is not None:
         return _diverged_row(reason, run.running, out, iteration=iteration, updates=run.updates, seconds=seconds,
-                             provider=run.provider, carried=run.carried)
+                             provider=run.provider, carried=run.carried), {}
     metrics = {"iteration": iteration, "student_updates": run.updates, **scores, "diverged": 0}
     metrics.update({k: sum(v) / len(v) for k, v in run.running.items() if v})
     stats = getattr(run.provider, "stats", None)
@@ -323,10 +364,7 @@ def _evaluate_and_save(run: _Run, *, iteration: int) -> dict:
     if out is not None:  # each file whole or not at all: a full disk corrupts nothing already written
         write_samples(out, images, run.updates)
         log_metrics(out, metrics)  # a row past the checkpoint is dropped on resume
-        with writing(out / CHECKPOINT / "state.pt"):
-            save_checkpoint(out / CHECKPOINT, state, config, iteration, keep_previous=run.keep_previous,
-                            counters=counters)
-    return metrics
+    return metrics, counters
 
 
 def _carry(metrics: dict, carried: dict | None) -> dict:

@@ -373,4 +373,4 @@ def test_train_end_to_end_sd35m(dirs, tmp_path):
     assert teacher_reference(config, backbone, None, None, fresh)[0] == teacher
     assert fresh._reference["features"].shape == (1, 3, 32)  # one prompt, 3 seeds, tiny DINOv2 width
     assert (tmp_path / "run" / "samples" / "student_latest.png").exists()
-    assert (tmp_path / "run" / "student" / "config.json").exists()  # full mode: the whole transformer
+    assert (tmp_path / "run" / "student" / "transformer" / "config.json").exists()  # full mode: the whole transformer

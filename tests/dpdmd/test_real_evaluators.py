@@ -4,7 +4,6 @@ through the same ``from_pretrained(dir)`` path as the real weights."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 
@@ -228,7 +227,9 @@ def test_make_real_evaluator_with_missing_path_raises_a_clear_error(weights, tmp
 
 
 def test_unknown_quality_metric_lists_allowed(weights):
-    with pytest.raises(ValueError, match="allowed: pickscore, clip_score"):
+    with pytest.raises(ValueError, match="allowed: pickscore, clip_score, imagereward, hpsv21"):
+        make_real_evaluator("real", device="cpu", quality_metric="aesthetic", **options(weights))
+    with pytest.raises(ValueError, match="needs evaluator_options.quality_models.imagereward; configured"):
         make_real_evaluator("real", device="cpu", quality_metric="imagereward", **options(weights))
     problems = check_evaluator_paths(options(weights, quality_models={"clip_score": weights["clip"]}),
                                      quality_metric="pickscore")
@@ -250,14 +251,23 @@ def test_wrong_checkpoint_with_missing_weights_is_refused(weights, tmp_path):
         make_real_evaluator("real", device="cpu", **options(weights, diversity_encoders={"clip": str(vision)}))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision is installed")
-def test_dinov3_processor_without_torchvision_is_reported(weights, tmp_path):
+def test_dinov3_processor_is_applied_without_torchvision(weights, tmp_path):
+    """DINOv3's saved processor (torchvision-only in transformers 5) loads as TorchImageProcessor,
+    with or without torchvision (its equality with the torchvision one: test_reference_metrics.py)."""
+    from dpdmd.evaluation.image_ops import TorchImageProcessor
+
     processor = tmp_path / "dinov3-processor"
     processor.mkdir()
-    config = {"image_processor_type": "DINOv3ViTImageProcessorFast"}
+    config = {"image_processor_type": "DINOv3ViTImageProcessorFast", "size": {"height": 32, "width": 32},
+              "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+              "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
     (processor / "preprocessor_config.json").write_text(json.dumps(config))
-    problems = check_evaluator_paths(options(weights, diversity_encoders={
-        "dinov3": {"model": weights["dinov3"], "processor": str(processor)}}))
-    assert len(problems) == 1
-    assert problems[0].startswith("evaluator_options.diversity_encoders.dinov3.processor: ")
-    assert "torchvision" in problems[0]
+    dinov3 = {"dinov3": {"model": weights["dinov3"], "processor": str(processor)}}
+    assert check_evaluator_paths(options(weights, diversity_encoders=dinov3)) == []
+    ev = make_real_evaluator("real", device="cpu", **options(weights, diversity_encoders=dinov3))
+    assert isinstance(ev.encoders["dinov3"].image_processor, TorchImageProcessor)
+    assert np.isfinite(with_teacher(ev).score(grid(seed=5), PROMPTS)["diversity_dinov3"])
+    (processor / "preprocessor_config.json").write_text(json.dumps({**config, "do_pad": True}))
+    problems = check_evaluator_paths(options(weights, diversity_encoders=dinov3))
+    assert len(problems) == 1 and problems[0].startswith("evaluator_options.diversity_encoders.dinov3.processor: ")
+    assert "do_pad is not supported" in problems[0]

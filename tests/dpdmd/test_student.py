@@ -71,8 +71,16 @@ def test_digits_student_reloads_in_its_own_format(tmp_path, name):
     student = load_student(tmp_path)  # the folder holding student/ is found too
     prompts = ["seven", "three"]
     assert torch.allclose(student.sample(prompts, SEEDS), trainer_images(backbone, method, prompts, SEEDS), atol=1e-5)
+    loads = []
+    load_teacher = student.backbone.load_teacher
+    student.backbone.load_teacher = lambda: loads.append(1) or load_teacher()
     teacher = student.teacher_sample(prompts, SEEDS)
     assert teacher.shape == (2, SEEDS, 1, 32, 32) and not torch.equal(teacher, student.sample(prompts, SEEDS))
+    # the teacher is loaded once and kept: the final protocol samples it once per chunk of prompts
+    assert torch.allclose(student.teacher_sample(prompts[:1], SEEDS), teacher[:1], atol=1e-5) and len(loads) == 1
+    assert student.teacher is student.teacher and not student.teacher.training
+    student.drop_teacher()
+    assert torch.allclose(student.teacher_sample(prompts, SEEDS), teacher, atol=1e-5) and len(loads) == 2
 
 
 def pipeline_images(name, dirs, folder, mode):
@@ -138,3 +146,26 @@ def test_a_folder_without_a_student_says_what_to_give(tmp_path):
     (tmp_path / MANIFEST).write_text("{}")
     with pytest.raises(ValueError, match="not a dpdmd student manifest"):
         read_manifest(tmp_path)
+
+
+def test_evaluate_scores_a_saved_student_with_its_evaluator_or_another(tmp_path, capsys):
+    """``python -m dpdmd.evaluate --student``: a dpdmd.train run's student, scored with the run's
+    own evaluation settings, or with an ``eval:`` mapping given on the command line."""
+    from dpdmd.cli.evaluate import main
+    from dpdmd.training.loop import train
+
+    config = TrainConfig(backbone="digits-flow", iterations=12, batch_size=2, teacher_steps=6, anchor_k=2,
+                         device="cpu", eval=EvalConfig(prompts=["3", "7"], seeds_per_prompt=4, every=0))
+    train(config, out_dir=tmp_path / "run", progress=False)
+    assert main(["--student", str(tmp_path / "run")]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["diversity"] > 0 and scored["quality"] > 0 and "at 2 student updates" in scored["scored"]
+    assert scored["diversity_ratio"] == pytest.approx(scored["diversity"] / scored["teacher"]["diversity"], abs=1e-4)
+    (tmp_path / "other.yaml").write_text("eval:\n  prompts: ['1', '2', '3']\n  seeds_per_prompt: 5\n")
+    assert main(["--student", str(tmp_path / "run"), "--eval-config", str(tmp_path / "other.yaml"),
+                 "--grid", str(tmp_path / "grid.png")]) == 0
+    other = json.loads(capsys.readouterr().out)
+    assert other["diversity"] != scored["diversity"] and (tmp_path / "grid.png").stat().st_size > 0
+    (tmp_path / "bad.yaml").write_text("eval:\n  seeds_per_prompt: 1\n")
+    assert main(["--student", str(tmp_path / "run"), "--eval-config", str(tmp_path / "bad.yaml")]) == 2
+    assert "seeds_per_prompt" in capsys.readouterr().err

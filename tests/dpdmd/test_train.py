@@ -99,7 +99,8 @@ def test_outputs_and_exact_resume(tmp_path):
     full = tmp_path / "full"
     reports_full = run(fast_config(iterations=24), out_dir=full)
     for name in ("metrics.csv", "config.json", "teacher_metrics.json", "samples/teacher.png",
-                 "samples/student_latest.png", f"{CHECKPOINT}/state.pt", "student/config.json"):
+                 "samples/student_latest.png", f"{CHECKPOINT}/state.pt", "student/dpdmd_student.json",
+                 "student/transformer/config.json"):
         assert (full / name).exists(), name
     with open(full / "metrics.csv") as f:
         rows = list(csv.DictReader(f))

@@ -101,7 +101,7 @@ def test_infinite_lambda_div_is_refused_and_divergence_is_stopped_and_marked(tmp
         metrics = train(config, out_dir=out, report=lambda m, c: reports.append((m, c)), progress=False)
     assert metrics["diverged"] == 1
     assert any(text in metrics["diverged_reason"] for text in ("not finite", "= nan", "= inf"))
-    assert math.isnan(metrics["diversity"]) and reports[-1] == (metrics, None)  # no checkpoint of NaN weights
+    assert math.isnan(metrics["diversity"]) and reports[-1][0] == metrics and reports[-1][1].state is None  # no checkpoint of NaN weights
     logged = rows(out / "metrics.csv")
     assert logged[-1]["diverged"] == "1" and len(logged) == len(reports)
     assert all(r["diverged"] == "0" for r in logged[:-1])

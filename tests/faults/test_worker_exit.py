@@ -64,7 +64,7 @@ def test_the_trial_class_and_the_actors_install_it():
     from tune.trial.worker_exit import QuietExitOnSigterm
 
     space = load_space(ROOT / "search_spaces" / "quickstart.yaml")
-    trainable = build_trainable(space, {"enabled": False, "spill_uri": None, "ks": [20]})
+    trainable = build_trainable(space, {"enabled": False, "spill_uri": None, "ks": [20]}, experiment="/tmp/unused")
     mro = wrap_function(trainable).__mro__
     assert mro.index(QuietExitOnSigterm) < [c.__name__ for c in mro].index("FunctionTrainable")
 

@@ -4,6 +4,9 @@
 differs only in the backend (NCCL) and the bundles' GPUs."""
 
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -95,6 +98,8 @@ SPACE = {
     "parameters": {"anchor_k": {"value": 2}, "lambda_div": {"value": 0.05}},
     "train": {"iterations": 4, "batch_size": 2, "teacher_steps": 10, "fake_updates": 1},
     "eval": {"prompts": ["3", "7"], "seeds_per_prompt": 4, "every": 1},
+    "checkpoint": {"state_every_minutes": 0},  # the resumable state at every report
+    "objective": {"min_quality": 0.0},  # every report eligible: each new best keeps its student
     "scheduler": {"type": "fifo"}, "wandb": {"enabled": False},
 }
 
@@ -121,7 +126,8 @@ def test_two_worker_trial_reports_through_tune_with_a_checkpoint(tmp_path, monke
         spill_uri = str(tmp_path / "anchor_cache")
         store = get_or_create_store(spill_uri)
         cache = {"enabled": True, "spill_uri": spill_uri, "ks": [2]}
-        tuner = tune.Tuner(build_trainable(space, cache), param_space={"anchor_k": 2, "lambda_div": 0.05},
+        tuner = tune.Tuner(build_trainable(space, cache, experiment=str(tmp_path / "runs" / "mg")),
+                           param_space={"anchor_k": 2, "lambda_div": 0.05},
                            run_config=tune.RunConfig(name="mg", storage_path=str(tmp_path / "runs"), verbose=0),
                            tune_config=tune.TuneConfig(num_samples=1))
         results = tuner.fit()
@@ -136,7 +142,14 @@ def test_two_worker_trial_reports_through_tune_with_a_checkpoint(tmp_path, monke
     assert history["workers"].eq(2).all() and history["diversity"].between(0, 2).all()
     assert history["sharded"].all()  # the default for workers > 1: FSDP2 shards, all ranks evaluate
     assert history["quality"].notna().all() and history["objective"].notna().all()
-    state = torch.load(f"{result.checkpoint.path}/state.pt", map_location="cpu", weights_only=False)
-    assert state["iteration"] == 4 and state["config"]["batch_size"] == 2
+    # the checkpoint is the new best's student (the gathered whole network); the resumable state, at
+    # every report here (state_every_minutes 0), is in the trial's resume store
+    from dpdmd.student import read_manifest
+
+    assert read_manifest(result.checkpoint.path)["config"]["batch_size"] == 2
+    resume = Path(result.path) / "resume"
+    pointer = json.loads((resume / "latest.json").read_text())
+    state = torch.load(resume / pointer["folder"] / "state.pt", map_location="cpu", weights_only=False)
+    assert state["iteration"] == 4 and pointer["iteration"] == 4
     # each rank computed the anchor of its own rows at both student iterations: 2 ranks x 2 keys
     assert len(anchors) == 4 and set(anchors.values()) == {1}

@@ -92,6 +92,7 @@ def best_results(trials: pd.DataFrame, *, min_quality: float = 0.0, min_student_
     order = _in_report_order(trials).reset_index(drop=True)
     trial, _ = pd.factorize(order["trial_id"])  # ascending: ``order`` is sorted by trial
     objective = shown_objective(order["objective"].to_numpy(dtype=float), order["student_updates"].to_numpy(),
+                                order["quality_score"].to_numpy(dtype=float), min_quality=min_quality,
                                 min_student_updates=min_student_updates)
     has_checkpoint = (order["checkpoint_dir_name"].notna().to_numpy() if "checkpoint_dir_name" in order
                       else np.ones(len(order), dtype=bool))

@@ -26,7 +26,7 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     from .trial_metadata import LightTrialMetadata
 
     name = args.name or space.name
-    trainable = build_trainable(space, cache)  # one placement group per trial, several workers if asked
+    trainable = build_trainable(space, cache, experiment=join_uri(storage, name))  # a placement group per trial
     # Ray's restore brings back the scheduler pickled at the start, with empty rungs: ours keep
     # theirs in the experiment directory and reload them before the first resumed trial is added.
     state_uri = join_uri(storage, name, SCHEDULER_STATE_FILE)
@@ -61,12 +61,12 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
 
 
 def best_checkpoint_config():
-    """Each trial keeps its best checkpoint by J from ``objective.min_student_updates`` on
-    (``shown_objective``: the report `tune.outputs.results.best_results` shows on the front) and, beside
-    it, its latest: Ray 2.60's checkpoint manager never deletes the latest
-    registered checkpoint (`ray.train._internal.checkpoint_manager`), and a resumed or restarted
-    trial continues from it (``trial.checkpoint`` is the latest). At most two per trial. Ray ranks
-    a NaN J below -inf below any finite J; a diverged report carries no checkpoint."""
+    """Each trial's checkpoints are its students at its new bests by ``shown_objective`` (J where
+    eligible for the front; `tune.trial.saves`), so they rise in score: Ray keeps the best one,
+    which is also its latest (Ray 2.60's checkpoint manager never deletes the latest registered
+    checkpoint), and ``Result.get_best_checkpoint("shown_objective", "max")`` is the student the
+    search shows and recommends. The resumable state is not a Ray checkpoint: it is in the trial's
+    folder, ``resume/`` (`tune.trial.saves.ResumeStore`)."""
     from ray import tune
 
     return tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="shown_objective",

@@ -14,7 +14,7 @@ from dpdmd.config import ConfigError, build_dataclass, load_yaml
 from ..storage.preflight import name_problems
 from .checks import check_trials, expand_paths
 from .schema import (DISTRIBUTIONS, METHODS, SCHEDULERS, SEARCHABLE, BackboneSpec, ObjectiveSpec, Param, SchedulerSpec,
-                     SearchSpace, SpaceError, WandbSpec)
+                     SearchSpace, SpaceError, WandbSpec, CheckpointSpec)
 
 
 def load_space(path: str | Path, *, check_weights: bool = True) -> SearchSpace:
@@ -209,5 +209,9 @@ def _parse_sections(space: SearchSpace, data: dict, problems: list[str]) -> None
     if s.brackets < 1:
         problems.append(f"scheduler.brackets: {s.brackets} must be >= 1")
     space.wandb = _build_section(WandbSpec, data.get("wandb"), "wandb", problems)
+    space.checkpoint = _build_section(CheckpointSpec, data.get("checkpoint"), "checkpoint", problems)
+    if not space.checkpoint.state_every_minutes >= 0:
+        problems.append(f"checkpoint.state_every_minutes: {space.checkpoint.state_every_minutes} must be >= 0 "
+                        "(minutes of training between the full resumable states; 0: at every report)")
     if space.wandb.mode not in (None, "online", "offline", "disabled"):
         problems.append(f"wandb.mode: {space.wandb.mode!r}; allowed: online, offline, disabled (or omit)")

@@ -14,13 +14,15 @@ The trial's resources are one placement group, ``[{}] + [{"CPU": cpu, "GPU": gpu
   it ends, fails or is stopped (actors die with the trial that owns them anyway);
 - each worker joins a process group (NCCL on a GPU, gloo on the CPU; rendezvous on rank 0's
   address) and runs ``dpdmd.train(..., distributed=DistributedContext(rank, N))``;
-- rank 0 evaluates and writes the trial's ``run/`` directory (teacher reference, metrics,
-  checkpoints), hands each evaluation to the coordinator through a queue and waits for the
-  coordinator's acknowledgement, so Tune has persisted the checkpoint before training (and the
-  next checkpoint) goes on; the other ranks meet it at the next collective (sharded: they sample
-  the evaluation set and gather the checkpoint with rank 0, which alone scores and writes it);
-- a restarted trial's workers all resume from ``tune.get_checkpoint()`` (one format whatever the
-  number of workers or sharding: a trial may resume another's checkpoint);
+- rank 0 evaluates and writes the trial's ``run/`` directory (teacher reference, metrics, the saved
+  student and state), asks the trial's saves rule what to save (`tune.trial.saves`: the student at a
+  new best, the state at the cadence), hands each evaluation to the coordinator through a queue and
+  waits for the coordinator's acknowledgement, so Tune has the checkpoint and the resume store the
+  state before training (and the next save) goes on; the other ranks meet it at the next collective
+  (sharded: they sample the evaluation set and gather what is saved with rank 0, which alone scores
+  and writes it);
+- a restarted trial's workers all resume from the trial's resume store (`tune.trial.saves.ResumeStore`,
+  one format whatever the number of workers or sharding: a trial may resume another's state);
 - each rank's anchors come from the search's shared anchor cache, keyed by (rank, N) since each
   rank asks for its own rows (`tune.trial.trainable.shared_caches`); the teacher is replicated, so a
   cache miss on one rank needs no other rank.
@@ -42,7 +44,7 @@ and `dpdmd.parallel.sharding` avoid (their docstrings say why; for FSDP accelera
 
 Wiring into the search (``tune.run.tuner.build_tuner``)::
 
-    trainable = build_trainable(space, cache)    # each trial: its backbone's placement group, its flat overrides
+    trainable = build_trainable(space, cache, experiment=join_uri(storage, name))  # each trial: its placement group
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from dpdmd.config import TrainConfig
 
 from ..space.schema import SearchSpace
-from .trainable import persistable_checkpoint, run_trial, shared_caches, trial_workspace, with_objective
+from .saves import ResumeStore
+from .trainable import TrialReporter, run_trial, shared_caches, trial_storage, trial_workspace
 from .worker_exit import QuietExitOnSigterm, quiet_sigterm
 
 POLL_SECONDS = 0.5  # how often the coordinator checks its workers while no report is waiting
@@ -106,26 +109,27 @@ def trial_backbone(space: SearchSpace, config: dict) -> str:
     return config.get("backbone", space.backbone_names()[0])
 
 
-def build_trainable(space: SearchSpace, cache: dict):
-    """The search's trainable: `run_search_trial` with each backbone's placement group (its actor
-    ends quietly on SIGTERM: `tune.trial.worker_exit`)."""
+def build_trainable(space: SearchSpace, cache: dict, *, experiment: str):
+    """The search's trainable: `run_search_trial` with each backbone's placement group
+    (``experiment``: the search's folder, STORAGE/NAME, where each trial keeps its resumable state;
+    its actor ends quietly on SIGTERM: `tune.trial.worker_exit`)."""
     run_search_trial.__mixins__ = (QuietExitOnSigterm,)  # Tune's wrap_function subclasses these
-    return tune.with_resources(tune.with_parameters(run_search_trial, space=space, cache=cache),
+    return tune.with_resources(tune.with_parameters(run_search_trial, space=space, cache=cache, experiment=experiment),
                                lambda config: trial_resources(space.backbones[trial_backbone(space, config)].resources))
 
 
-def run_search_trial(config: dict, *, space: SearchSpace, cache: dict) -> None:
+def run_search_trial(config: dict, *, space: SearchSpace, cache: dict, experiment: str) -> None:
     """Ray Tune function trainable: `run_multi_worker_trial` if the trial's backbone asks for
     several workers, else `tune.trial.trainable.run_trial`."""
     workers = int(space.backbones[trial_backbone(space, config)].resources.get("workers", 1))
     if workers > 1:
-        return run_multi_worker_trial(config, space=space, cache=cache, workers=workers)
-    return run_trial(config, space=space, cache=cache)
+        return run_multi_worker_trial(config, space=space, cache=cache, workers=workers, experiment=experiment)
+    return run_trial(config, space=space, cache=cache, experiment=experiment)
 
 
 # --- the coordinator (the Tune trial) -------------------------------------------------------------
 
-def run_multi_worker_trial(config: dict, *, space: SearchSpace, cache: dict, workers: int) -> None:
+def run_multi_worker_trial(config: dict, *, space: SearchSpace, cache: dict, workers: int, experiment: str) -> None:
     """One trial trained data-parallel by ``workers`` worker actors in the trial's placement group
     (built by `multi_worker_resources`; its last ``workers`` bundles are the workers')."""
     train_config = space.train_config(config)
@@ -135,6 +139,11 @@ def run_multi_worker_trial(config: dict, *, space: SearchSpace, cache: dict, wor
         raise RuntimeError(f"a {workers}-worker trial needs its placement group from "
                            f"trial_resources / multi_worker_resources(workers={workers}); got {pg}")
     out_dir = trial_workspace()
+    resume = ResumeStore(trial_storage(experiment))
+    pointer = resume.download(out_dir / "resume")  # a restarted or resumed trial: its last state (rank 0's node)
+    best = pointer["best_shown_objective"] if pointer else float("-inf")
+    reporter = TrialReporter(space=space, train_config=train_config, out_dir=out_dir, resume=resume, best=best,
+                             extra={"workers": workers, "sharded": shards_networks(resources)})
     first = len(pg.bundle_specs) - workers
     actors = [_Worker.options(num_cpus=float(resources.get("cpu", 1)), num_gpus=float(resources.get("gpu", 0)),
                               scheduling_strategy=PlacementGroupSchedulingStrategy(
@@ -145,21 +154,19 @@ def run_multi_worker_trial(config: dict, *, space: SearchSpace, cache: dict, wor
         init_method = ray.get(actors[0].rendezvous.remote())
         runs = [actor.run.remote(train_config, rank=rank, world_size=workers, init_method=init_method,
                                  shard_networks=shards_networks(resources), out_dir=str(out_dir),
-                                 checkpoint=tune.get_checkpoint(), cache=cache,
+                                 resume_from=str(out_dir / "resume") if pointer else None, best=best,
+                                 space=space, cache=cache,
                                  threads=max(1, int(resources.get("cpu", 1))), reports=reports, acks=acks)
                 for rank, actor in enumerate(actors)]
         pending = list(runs)
         while pending:
             try:
-                metrics, checkpoint_dir = reports.get(timeout=POLL_SECONDS)
+                metrics, saved = reports.get(timeout=POLL_SECONDS)
             except Empty:
                 done, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
                 ray.get(done)  # a worker's exception ends the trial here (Tune may retry it)
                 continue
-            metrics = dict(with_objective(metrics, out_dir, train_config, space), workers=workers,
-                           sharded=shards_networks(resources))
-            checkpoint = persistable_checkpoint(checkpoint_dir, out_dir)
-            tune.report(metrics, checkpoint=checkpoint)  # persisted before rank 0 is told to go on
+            reporter(metrics, saved)  # persisted (checkpoint and state) before rank 0 is told to go on
             acks.put(True)
     finally:
         for actor in actors:
@@ -185,7 +192,8 @@ class _Worker:
         return f"tcp://{ray.util.get_node_ip_address()}:{port}"
 
     def run(self, train_config: TrainConfig, *, rank: int, world_size: int, init_method: str, shard_networks: bool,
-            out_dir: str, checkpoint, cache: dict, threads: int, reports: Queue, acks: Queue) -> None:
+            out_dir: str, resume_from: str | None, best: float, space: SearchSpace, cache: dict, threads: int,
+            reports: Queue, acks: Queue) -> None:
         from dpdmd.parallel.distributed import destroy_process_group, init_process_group
         from dpdmd.training.build import resolve_device
         from dpdmd.training.loop import train
@@ -195,14 +203,16 @@ class _Worker:
         context = init_process_group(rank=rank, world_size=world_size, init_method=init_method,
                                      device=resolve_device(train_config.device), shard_networks=shard_networks)
 
-        def report(metrics: dict, checkpoint_dir) -> None:  # rank 0 only (train() drops it elsewhere)
-            reports.put((metrics, str(checkpoint_dir) if checkpoint_dir else None))
+        def report(metrics: dict, saved) -> None:  # rank 0 only (train() drops it elsewhere)
+            reports.put((metrics, saved))
             acks.get()  # wait until Tune has the checkpoint: the next one replaces this directory
+
+        # rank 0 asks the trial's saves rule (the same as a one-worker trial's); the other ranks follow it
+        rule = TrialReporter(space=space, train_config=train_config, out_dir=Path(out_dir), resume=None, best=best)
 
         try:
             anchors, embeddings = _shared_caches(train_config, cache, rank=rank, world_size=world_size)
-            train(train_config, report=report, out_dir=out_dir,
-                  resume_from=Path(checkpoint.to_directory()) if checkpoint is not None else None,
+            train(train_config, report=report, out_dir=out_dir, resume_from=resume_from, saves=rule.saves,
                   anchors=anchors, embeddings=embeddings, progress=False, distributed=context)
         finally:
             destroy_process_group()

@@ -17,9 +17,11 @@ per backbone and cached), so they mean the same on every backbone and the teache
   clean digits (quality_score 2.68) had J 1.45, above every diversity-preserving student.
   A NaN score (a diverged trial) gives J = -inf, so ASHA stops it first.
 
-`shown_objective` is J from ``objective.min_student_updates`` student updates on and -inf before:
-what each trial's kept checkpoint and its point on the front are chosen by, so that the front
-compares students past their early transient (README, "How long must a trial be?").
+`shown_objective` is J where a report is eligible for the front (from ``objective.min_student_updates``
+student updates on, and at or above the fidelity floor ``objective.min_quality``) and -inf
+elsewhere: what each trial's kept student and its point on the front are chosen by, so that the
+front compares students past their early transient (docs/results/quickstart.md) and a trial's kept
+student is its best one the front may show.
 
 `legacy_objective` is the objective this replaced (0.5 D / D_T + 0.5 Q / Q_T uncapped), kept only
 to compare rankings (`tune.simulate.rank_agreement`): it rewards noise, which looks like diversity.
@@ -72,10 +74,17 @@ def objective_metrics(diversity: float, quality: float, *, teacher_diversity: fl
             "objective": value if math.isfinite(value) else -math.inf}
 
 
-def shown_objective(objective, student_updates, *, min_student_updates: int):
-    """J where ``student_updates >= min_student_updates``, else -inf (scalars or arrays alike): a
-    report before that count is never the one a trial is kept and shown by (module docstring)."""
-    return np.where(np.asarray(student_updates) >= min_student_updates, objective, -np.inf)
+def shown_objective(objective, student_updates, quality_score=None, *, min_student_updates: int,
+                    min_quality: float | None = None):
+    """J where the report is *eligible*, else -inf (scalars or arrays alike): from
+    ``min_student_updates`` student updates on, and with ``quality_score >= min_quality`` (the
+    fidelity floor; None: no floor). A trial keeps the student of its best eligible report, and
+    that is what Ray ranks checkpoints by, so Ray's own best checkpoint is the one the search
+    recommends (module docstring)."""
+    eligible = np.asarray(student_updates) >= min_student_updates
+    if min_quality is not None and quality_score is not None:
+        eligible &= np.asarray(quality_score, dtype=float) >= min_quality
+    return np.where(eligible, objective, -np.inf)
 
 
 def legacy_objective(diversity: float, quality: float, *, teacher_diversity: float, teacher_quality: float,

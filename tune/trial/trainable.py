@@ -2,9 +2,12 @@
 
 ``run_trial(config)`` turns the trial's overrides into a `dpdmd.TrainConfig` (through the
 space), plugs the shared anchor and prompt caches into the trainer, and at every evaluation
-reports diversity, quality, the combined objective, the losses, the student updates so far and
-its cache hits and misses with ``tune.report(..., checkpoint=...)``. A restarted or resumed
-trial continues from ``tune.get_checkpoint()``.
+reports diversity, quality, the teacher-normalised scores, J and the J a trial keeps its student
+by (``shown_objective``; also under ``shown_objective/BACKBONE``), the losses, the student updates
+so far and its cache hits and misses with ``tune.report``. What it saves (`tune.trial.saves`): the
+student at each new best, as the report's Ray checkpoint (with the report's sample grid, the
+teacher's, ``metrics.csv``); the resumable state at the space's cadence, in ``TRIAL/resume/``, which
+a restarted or resumed trial continues from.
 """
 
 from __future__ import annotations
@@ -17,51 +20,100 @@ from pathlib import Path
 import torch
 from ray import tune
 
-from dpdmd.data.disk_cache import config_hash
 from dpdmd.anchors import shared_anchors
 from dpdmd.data.cache_keys import cache_key
+from dpdmd.data.disk_cache import config_hash
 from dpdmd.data.prompt_cache import PromptEmbeddingCache
+from dpdmd.student import MANIFEST, STUDENT_DIR
+from dpdmd.training.checkpoints import Saved
 from dpdmd.training.loop import train
 
-from .objective import objective_metrics, shown_objective
-from .anchor_store import SharedCache, cached_prompt_lookup, get_or_create_store
 from ..space.schema import SearchSpace
+from ..storage.uri import join_uri
+from .anchor_store import SharedCache, cached_prompt_lookup, get_or_create_store
+from .saves import ResumeStore, TrialSaves
+
+SHARED_FILES = ("samples/student_latest.png", "samples/teacher.png", "metrics.csv", "teacher_metrics.json")
 
 
 def trial_workspace() -> Path:
     """Where the trainer writes while the trial runs: a local folder *outside* Ray's trial
-    directory, which Ray uploads while it changes (a file renamed mid-upload is an error). What
-    must last goes into each reported checkpoint (`persistable_checkpoint`)."""
+    directory, which Ray uploads while it changes (a file renamed mid-upload is an error), emptied
+    when the trial starts. What must last goes into the reported checkpoints and the resume store."""
     path = Path(tempfile.gettempdir()) / "dpdmd-trials" / tune.get_context().get_trial_id()
+    shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def with_objective(metrics: dict, out_dir: Path, train_config, space: SearchSpace) -> dict:
-    """The trainer's metrics plus the backbone, the teacher's reference scores, the
-    teacher-normalised ``diversity_score`` / ``quality_score``, J (``objective``) and the J its
-    checkpoint is kept by (``shown_objective``: -inf before ``objective.min_student_updates``)."""
-    reference = json.loads((out_dir / "teacher_metrics.json").read_text())
-    metrics = dict(metrics, backbone=train_config.backbone)
-    metrics["teacher_diversity"], metrics["teacher_quality"] = reference["diversity"], reference["quality"]
-    metrics.update(objective_metrics(
-        metrics["diversity"], metrics["quality"], teacher_diversity=reference["diversity"],
-        teacher_quality=reference["quality"], diversity_weight=space.objective.diversity_weight))
-    metrics["shown_objective"] = float(shown_objective(metrics["objective"], metrics["student_updates"],
-                                                       min_student_updates=space.objective.min_student_updates))
-    return metrics
+def trial_storage(experiment: str) -> str:
+    """This trial's folder in the search's storage (``STORAGE/NAME/<trial dir>``), where Ray keeps
+    its checkpoints and `ResumeStore` its resumable state."""
+    return join_uri(experiment, Path(tune.get_context().get_trial_dir()).name)
 
 
-def persistable_checkpoint(checkpoint_dir, out_dir: Path) -> tune.Checkpoint | None:
-    """The trainer's checkpoint, with the latest sample grids, the teacher's and metrics.csv beside
-    it, so each trial's PNGs reach the experiment's storage (local or S3) with its checkpoint."""
-    if checkpoint_dir is None:
-        return None
-    checkpoint_dir = Path(checkpoint_dir)
-    for name in ("samples/student_latest.png", "samples/teacher.png", "metrics.csv", "teacher_metrics.json"):
-        if (out_dir / name).exists():
-            shutil.copyfile(out_dir / name, checkpoint_dir / Path(name).name)
-    return tune.Checkpoint.from_directory(str(checkpoint_dir))
+class TrialReporter:
+    """What one trial tells Tune: the metrics with their scores, the new best's student as the
+    report's checkpoint, and, when the state was saved, the state uploaded to the resume store
+    first (so a report Tune has seen is always one a restart can reach)."""
+
+    def __init__(self, *, space: SearchSpace, train_config, out_dir: Path, resume: ResumeStore, best: float,
+                 extra: dict | None = None):
+        self.space, self.train_config, self.out_dir, self.resume = space, train_config, out_dir, resume
+        self.best, self.extra = best, dict(extra or {})
+        self._policy: TrialSaves | None = None
+
+    def policy(self) -> TrialSaves:
+        """The trial's `TrialSaves`, made at the first evaluation from the teacher's reference,
+        which the trainer writes before training (read once)."""
+        if self._policy is None:
+            teacher = json.loads((self.out_dir / "teacher_metrics.json").read_text())
+            o, c = self.space.objective, self.space.checkpoint
+            self._policy = TrialSaves(teacher=teacher, diversity_weight=o.diversity_weight,
+                                      min_student_updates=o.min_student_updates, min_quality=o.min_quality,
+                                      state_every_s=60.0 * c.state_every_minutes, best=self.best)
+        return self._policy
+
+    def saves(self, metrics: dict):
+        """The trainer's ``saves`` rule (asked where the trainer evaluates: rank 0)."""
+        return self.policy()(metrics)
+
+    def metrics(self, metrics: dict) -> dict:
+        """The trainer's metrics plus the backbone, the teacher's scores, the teacher-normalised
+        scores, J and the shown J (also under ``shown_objective/BACKBONE``, so that Ray's
+        ``get_best_result`` can be asked per backbone)."""
+        backbone = self.train_config.backbone
+        out = dict(metrics, backbone=backbone, **self.extra)
+        if "diversity" not in metrics or not (self.out_dir / "teacher_metrics.json").exists():
+            return out
+        policy = self.policy()
+        out["teacher_diversity"], out["teacher_quality"] = policy.teacher["diversity"], policy.teacher["quality"]
+        out.update(policy.scores(metrics))
+        out[f"shown_objective/{backbone}"] = out["shown_objective"]
+        return out
+
+    def __call__(self, metrics: dict, saved: Saved) -> None:
+        reported = self.metrics(metrics)
+        if saved.student is not None:  # where the rule ran in another process (rank 0 of a multi-GPU trial)
+            self.policy().best = max(self.policy().best, reported["shown_objective"])
+        if saved.state is not None:
+            self.resume.upload(saved.state, iteration=int(metrics["iteration"]), best=self.policy().best)
+        checkpoint = self.student_checkpoint(saved.student, reported) if saved.student is not None else None
+        tune.report(reported, checkpoint=checkpoint)
+
+    def student_checkpoint(self, folder: Path, reported: dict) -> tune.Checkpoint:
+        """The report's checkpoint: the saved student (its manifest given the report's scores),
+        the sample grids and metrics.csv beside it, so they reach the storage with it."""
+        manifest_path = folder / STUDENT_DIR / MANIFEST
+        manifest = json.loads(manifest_path.read_text())
+        manifest["scores"] = {k: reported[k] for k in ("diversity", "quality", "diversity_score", "quality_score",
+                                                       "objective") if k in reported}
+        manifest["teacher"] = self.policy().teacher
+        manifest_path.write_text(json.dumps(manifest, indent=1, default=str))
+        for name in SHARED_FILES:
+            if (self.out_dir / name).exists():
+                shutil.copyfile(self.out_dir / name, folder / Path(name).name)
+        return tune.Checkpoint.from_directory(str(folder))
 
 
 def cache_settings(space: SearchSpace, spill_uri: str | None, *, enabled: bool) -> dict:
@@ -87,26 +139,20 @@ def shared_caches(train_config, cache: dict, *, shard: tuple[int, int] | None = 
     return anchors, embeddings
 
 
-def run_trial(config: dict, *, space: SearchSpace, cache: dict) -> None:
+def run_trial(config: dict, *, space: SearchSpace, cache: dict, experiment: str) -> None:
     """Ray Tune function trainable of one trial (``config``: its flat overrides, `tune.run.searcher`;
-    ``cache``: `cache_settings`)."""
+    ``cache``: `cache_settings`; ``experiment``: the search's folder, STORAGE/NAME)."""
     train_config = space.train_config(config)
     cpus = space.backbones[train_config.backbone].resources.get("cpu", 1)
     torch.set_num_threads(max(1, int(cpus)))  # trials share the cores: never oversubscribe them
     out_dir = trial_workspace()
-
     anchors, embeddings = shared_caches(train_config, cache) if cache["enabled"] else (None, None)
-
-    def report(metrics: dict, checkpoint_dir) -> None:
-        tune.report(with_objective(metrics, out_dir, train_config, space),
-                    checkpoint=persistable_checkpoint(checkpoint_dir, out_dir))
-
-    resume_from = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        resume_from = Path(checkpoint.to_directory())
+    resume = ResumeStore(trial_storage(experiment))
+    pointer = resume.download(out_dir / "resume")  # a restarted or resumed trial: its last state
+    reporter = TrialReporter(space=space, train_config=train_config, out_dir=out_dir, resume=resume,
+                             best=pointer["best_shown_objective"] if pointer else float("-inf"))
     try:
-        train(train_config, report=report, out_dir=out_dir, resume_from=resume_from, anchors=anchors,
-              embeddings=embeddings, progress=False)
-    finally:  # what lasts went to the storage with each reported checkpoint
+        train(train_config, report=reporter, out_dir=out_dir, anchors=anchors, embeddings=embeddings, progress=False,
+              resume_from=out_dir / "resume" if pointer else None, saves=reporter.saves)
+    finally:  # what lasts went to the storage with the reports
         shutil.rmtree(out_dir, ignore_errors=True)
