@@ -20,9 +20,9 @@ reduction factor 3, a report every 10, 100 at most; 16 trials at a time), for 1,
   study, the reports, and the simulator's own copy of each trial's recorded curve (~25 KiB a
   trial, which a live driver does not hold); and per trial;
 - **outputs s**: the outputs a search writes (`tune.run.driver`): the reports as tables
-  (`unique_reports`, `final_results`, `best_results`, the front, `summarize`) and the files
-  (`tune.outputs.files.write_outputs`: trials.parquet, pareto.parquet, pareto.png, curves.png,
-  summary.json), with the two plots also timed on their own.
+  (`unique_reports`, `final_results`, `kept_reports`, one front per backbone, `summarize`) and the
+  files (`tune.outputs.files.write_outputs`: trials.parquet, kept.parquet, pareto.parquet,
+  pareto.png, curves.png, summary.json), with the two figures also timed on their own.
 
 What it does not measure: Ray's own driver (the trial actors, their result queues, the
 experiment-state snapshots, reading the results back: ray#64231, ~300 KB per trial), which
@@ -80,14 +80,12 @@ def measure(scheduler: str, trials: int) -> dict:
     import yaml
 
     import tune.schedulers as schedulers
+    from tune.cli.plan import max_updates
     from tune.outputs import files
-    from tune.outputs.front import pareto_front, summarize
-    from tune.outputs.results import best_results, final_results
-    try:
-        from tune.outputs.results import unique_reports
-    except ImportError:  # a checkout before it (the "before" measures)
-        def unique_reports(frame):
-            return frame
+    from tune.outputs.front import backbone_fronts, pareto_rows, summarize
+    from tune.outputs.kept import kept_reports, unique_reports
+    from tune.outputs.raw_units import evaluation_settings
+    from tune.outputs.results import final_results
     from tune.run.driver import compute_spent
     from tune.simulate import replay
     from tune.simulate.table import RecordedTable
@@ -160,10 +158,10 @@ def measure(scheduler: str, trials: int) -> dict:
     reports = len(sim.reports)
 
     plots: dict[str, float] = defaultdict(float)
-    for name in ("plot_pareto", "plot_curves"):
+    for name, key in (("pareto_figure", "plot_pareto"), ("curves_figure", "plot_curves")):
         original = getattr(files, name)
 
-        def plot(*args, _original=original, _name=name, **kwargs):
+        def plot(*args, _original=original, _name=key, **kwargs):
             start = time.perf_counter()
             try:
                 return _original(*args, **kwargs)
@@ -172,17 +170,22 @@ def measure(scheduler: str, trials: int) -> dict:
 
         setattr(files, name, plot)
     start = time.perf_counter()
+    o = space.objective  # as tune.run.driver does after the fit
     rows = unique_reports(sim.reports)
-    floor = space.objective.min_quality
-    final = final_results(rows, min_quality=floor)
-    best = best_results(rows, min_quality=floor, min_student_updates=space.objective.min_student_updates)
-    front = pareto_front(best)
-    summary = summarize(best, front, cache_stats={}, compute=compute_spent(final, 0.0), space_name=space.name,
-                        min_quality=floor)
+    final = final_results(rows, min_quality=o.min_quality)
+    kept = kept_reports(rows, min_quality=o.min_quality, min_student_updates=o.min_student_updates)
+    fronts = backbone_fronts(kept)
+    summary = summarize(kept, fronts, cache_stats={}, compute=compute_spent(final, 0.0), space_name=space.name,
+                        min_quality=o.min_quality, diversity_weight=o.diversity_weight,
+                        evaluation=evaluation_settings(space))
     summary["failed_trials"] = []
+    summary["min_student_updates"] = o.min_student_updates
+    summary["rungs"] = space.scheduler.milestones(max_updates(space))
+    pareto = pareto_rows(fronts)
     tables_s = time.perf_counter() - start
     start = time.perf_counter()
-    files.write_outputs(work / "out", rows, best, front, summary)
+    files.write_outputs(work / "out", rows, kept, pareto, summary, rungs=summary["rungs"],
+                        min_student_updates=o.min_student_updates)
     write_s = time.perf_counter() - start
     return {"scheduler": scheduler, "trials": len(sim.trials), "reports": reports,
             "scheduler_ms_per_report": 1e3 * spent["scheduler"] / reports,

@@ -49,7 +49,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tune.outputs.front import recommended  # noqa: E402
-from tune.outputs.results import best_results  # noqa: E402
+from tune.outputs.kept import kept_reports  # noqa: E402
 from tune.simulate.replay import shown_front, simulate  # noqa: E402
 from tune.space import load_space  # noqa: E402
 from tune.simulate.table import SCORES, RecordedTable, ground_truth, hypervolume, true_points  # noqa: E402
@@ -116,8 +116,8 @@ def space_file(table: RecordedTable, args, method: str, scheduler: str, director
 def trajectory(reports: pd.DataFrame, truth: dict, points: pd.DataFrame, min_quality: float) -> pd.DataFrame:
     """(compute, hypervolume fraction, recommended true J) after every report of one search.
 
-    After each report: the front the search shows (`tune.simulate.replay.shown_front`: each trial's best
-    report so far by J, as ``tune.search`` writes it), per backbone; each chosen (configuration,
+    After each report: the front the search shows (`tune.simulate.replay.shown_front`: each trial's kept
+    student so far, its best report by J at or above the floor, as ``tune.search`` writes it), per backbone; each chosen (configuration,
     budget) is scored by its mean over the table's training seeds (``points``), not by the
     replayed seed's value it was chosen for (the optimizer's curse), and the fraction is its
     hypervolume over the true front's (every configuration at every budget). The recommended
@@ -131,7 +131,7 @@ def trajectory(reports: pd.DataFrame, truth: dict, points: pd.DataFrame, min_qua
     rows, shown, state = [], None, None
     for n in range(1, len(reports) + 1):
         seen = reports.iloc[:n]
-        best = best_results(seen, min_quality=min_quality)
+        best = kept_reports(seen, min_quality=min_quality)
         if shown is None or not np.array_equal(best["report"].to_numpy(), shown):  # else the front is unchanged
             shown, state = best["report"].to_numpy(), _shown_state(best, truth, true_of, key, min_quality)
         rows.append({"compute": seen["compute"].iloc[-1], **state})

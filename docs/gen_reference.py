@@ -153,6 +153,8 @@ DOCS = {
     "WandbSpec.entity": "the W&B entity; null: your default.",
     "WandbSpec.per_trial": "a W&B run per trial too (Ray's WandbLoggerCallback; slower).",
     "WandbSpec.mode": "null: online with an API key, else offline.",
+    "WandbSpec.upload_students": "the front's students, logged as W&B model artifacts, are uploaded (true) or "
+                                 "referenced where the search stored them (false: nothing copied).",
     "CheckpointSpec.state_every_minutes": "minutes of a trial's training between its full resumable states (the student, the fake score and both optimisers, into the trial's storage folder: ~54 GB for SD3.5-M full fine-tuning); 0: at every report. A restarted or resumed trial continues from the last one ([exporting students](../guide/export.md)).",
     "RealEvaluatorOptions.diversity_encoders": "feature encoders for diversity, in order (the first gives `diversity`): `dinov2`, `dinov3` or `clip`, each a folder or `{model: DIR, processor: DIR}`. At least one.",
     "RealEvaluatorOptions.quality_models": "quality models, each reported under its name: `pickscore` (`{processor: DIR, model: DIR}`), `clip_score` (a folder), `hpsv21`, `imagereward`, `maniqa` / `maniqa_kadid` / `maniqa_pipal` / `musiq` (the `iqa` extra) or `visualquality_r1` (final protocol only); see [Evaluation metrics](../evaluation-metrics.md). At least one; `eval.quality_metric` picks `quality` (a positive score: not `imagereward`).",
@@ -235,10 +237,10 @@ def _table(keys: list[Key], searchable: set[str] | None = None) -> list[str]:
 
 
 def _backbone_options(train_keys: set[str]) -> list[str]:
-    from dpdmd.backbones import available_backbones, backbone_class, backbone_options
+    from dpdmd.backbones.registry import backbone_class, backbone_options, shipped_backbones
 
     rows: dict[str, dict[str, Any]] = {}
-    for name in available_backbones():
+    for name in shipped_backbones():
         cls, _ = backbone_class(name)
         params = inspect.signature(cls.__init__).parameters
         for option in backbone_options(name):
@@ -250,7 +252,7 @@ def _backbone_options(train_keys: set[str]) -> list[str]:
     if missing or stale:
         raise LookupError(f"backbone options without a sentence in docs/gen_reference.py: {missing}; "
                           f"sentences for options no backbone has: {stale}")
-    names = available_backbones()
+    names = shipped_backbones()
     out = ["| option | " + " | ".join(f"`{n}`" for n in names) + " | meaning |",
            "|" + "---|" * (len(names) + 2)]
     for option, defaults in rows.items():
@@ -267,9 +269,9 @@ def render() -> str:
                     "CheckpointSpec")}
     constants = {n: ", ".join(f"`{v}`" for v in _find(n, SPACE_MODULES))
                  for n in ("METHODS", "DISTRIBUTIONS", "SCHEDULERS")}
-    from dpdmd.backbones import available_backbones
+    from dpdmd.backbones.registry import shipped_backbones
 
-    constants["BACKBONES"] = ", ".join(f"`{b}`" for b in available_backbones())
+    constants["BACKBONES"] = ", ".join(f"`{b}`" for b in shipped_backbones())
     optimizers = _find("OPTIMIZERS", ("dpdmd.parallel.optimizers", "dpdmd.optimizers"))
     constants["OPTIMIZERS"] = ", ".join(f"`{o}`" for o in optimizers)
     searchable = set(_find("SEARCHABLE", SPACE_MODULES))

@@ -88,9 +88,12 @@ def hypervolume_2d(points: Any, reference: Any) -> float:
 def off_front(rows) -> np.ndarray:
     """(n,) bool: the rows of a table of trials (a DataFrame) that may not be on the front, those
     marked ``below_floor`` (under the fidelity floor) or ``transient`` (shown before
-    ``objective.min_student_updates``), where those columns are present."""
+    ``objective.min_student_updates``), or whose trial kept no student (``kept`` false:
+    `tune.outputs.kept`), where those columns are present."""
     out = np.zeros(len(rows), dtype=bool)
     for column in ("below_floor", "transient"):
         if column in rows:
             out |= rows[column].to_numpy(dtype=bool)
+    if "kept" in rows:
+        out |= ~rows["kept"].to_numpy(dtype=bool)
     return out

@@ -24,6 +24,11 @@ def available_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def shipped_backbones() -> list[str]:
+    """The backbones this package ships (its own classes), not those a user or a test registered."""
+    return sorted(name for name, (target, _) in _REGISTRY.items() if target.startswith("dpdmd."))
+
+
 def backbone_class(name: str) -> tuple[Callable[..., Backbone], dict]:
     if name not in _REGISTRY:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")

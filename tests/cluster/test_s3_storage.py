@@ -20,7 +20,7 @@ from .conftest import run_search, tiny_space, write_space
 
 SPACE = tiny_space("s3", iterations=24, batch_size=4, eval_every=2)  # 4 student updates
 STUDENT_UPDATES = 24 // 6
-OUTPUTS = ("trials.parquet", "pareto.parquet", "pareto.png", "curves.png", "summary.json")
+OUTPUTS = ("trials.parquet", "kept.parquet", "pareto.parquet", "pareto.png", "curves.png", "summary.json")
 
 
 def _parquet(s3, key: str) -> pd.DataFrame:
@@ -65,6 +65,24 @@ def test_outputs_are_in_the_bucket(first):
     assert first["summary"]["trials"] == 2
     front = _parquet(first["s3"], "runs/s3-a/pareto.parquet")
     assert len(front) >= 1 and set(front["trial_id"]) <= set(first["trials"]["trial_id"])
+
+
+def test_the_fronts_redraw_from_the_bucket(first, tmp_path):
+    """python -m tune.front reads a search at an s3:// URI and writes into a local --out."""
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    run = f"{first['storage']}/s3-a"
+    proc = subprocess.run([sys.executable, "-m", "tune.front", run, "--min-quality", "0.0", "--out", str(tmp_path / "o")],
+                          cwd=REPO, env=first["s3"].env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    redrawn = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert redrawn["fronts"] == first["summary"]["fronts"]  # the same floor: the same fronts
+    assert (tmp_path / "o" / "pareto.png").is_file() and (tmp_path / "o" / "kept.parquet").is_file()
+    kept = _parquet(first["s3"], "runs/s3-a/kept.parquet")
+    assert all(c is None or c.startswith("s3://") for c in kept["checkpoint"])  # storage URIs, not local paths
 
 
 def test_tune_experiment_with_checkpoints_is_in_the_bucket(first):

@@ -106,11 +106,24 @@ def _tiny_clip(seed: int, logit_scale: float | None) -> CLIPModel:
     return model
 
 
-def save_tiny_clip(directory: str | Path, *, seed: int = 0) -> Path:
+def save_tiny_clip(directory: str | Path, *, seed: int = 0, agreeing: bool = False) -> Path:
     """A random CLIPModel with its image processor and tokenizer in one directory (as
-    openai/clip-vit-large-patch14 comes): the CLIP diversity encoder and the CLIP score."""
+    openai/clip-vit-large-patch14 comes): the CLIP diversity encoder and the CLIP score.
+
+    ``agreeing``: the text and image embeddings share one dominant direction (the final norms'
+    biases through all-positive projections), so every caption-image cosine is near 1 and the
+    CLIP score is positive whatever the seed: a teacher scored by it can normalise a search's
+    quality (a random CLIP's cosines have either sign, and the CLIP score clips them at 0)."""
     directory = Path(directory)
-    _tiny_clip(seed, None).save_pretrained(directory)
+    model = _tiny_clip(seed, None)
+    if agreeing:
+        with torch.no_grad():
+            for norm, projection in ((model.text_model.final_layer_norm, model.text_projection),
+                                     (model.vision_model.post_layernorm, model.visual_projection)):
+                norm.weight.mul_(0.01)
+                norm.bias.fill_(1.0)
+                projection.weight.abs_()
+    model.save_pretrained(directory)
     return save_clip_processor(directory)
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tune.cli import search
-from tune.outputs.results import unique_reports
+from tune.outputs.kept import unique_reports
 from tune.run.interrupts import Interrupts, resume_command
 from tests.tune.test_search_interrupted import SPACE, assert_said_interrupted, interrupt
 

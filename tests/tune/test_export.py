@@ -102,7 +102,12 @@ def test_exported_student_samples_its_reports_images_and_its_card_runs(digits_se
     student = load_student(out)
     images = student.sample(DIGITS["eval"]["prompts"], DIGITS["eval"]["seeds_per_prompt"])
     save_grid(images, tmp_path / "again.png")
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "again.png")), np.asarray(Image.open(out / "samples.png")))
+    again = np.asarray(Image.open(tmp_path / "again.png")).astype(int)
+    kept = np.asarray(Image.open(out / "samples.png")).astype(int)
+    # the trial sampled on a Ray worker (one thread), this test on the test's threads: float sums
+    # in another order may move a pixel by a grey level when it rounds to 8 bits. Another
+    # checkpoint's student differs by tens of levels.
+    assert again.shape == kept.shape and np.abs(again - kept).max() <= 2 and (again != kept).mean() < 0.01
     # the model card's snippet, run from the folder as written
     done = subprocess.run([sys.executable, "-c", snippet(out / "README.md")], cwd=out, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -143,7 +148,7 @@ def sd3_search(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("sd3")
     pipeline = make_tiny_sd3(tmp / "sd3")
-    clip = str(tiny_encoders.save_tiny_clip(tmp / "clip"))
+    clip = str(tiny_encoders.save_tiny_clip(tmp / "clip", agreeing=True))  # a positive teacher quality
     space = {
         "name": "sd3-lora", "method": "grid", "seed": 0, "baseline": False,
         "backbones": {"sd35m": {"resources": {"cpu": 1},

@@ -188,7 +188,7 @@ def test_a_stream_keeps_about_one_in_rf_at_each_rung():
 
 # --- Ray 2.60 runs it with every searcher of tune.search ------------------------------------------
 
-def fake_trainable(space, cache):
+def fake_trainable(space, cache, experiment=None):
     """Stands in for the DP-DMD trial: 8 reports whose scores depend on lambda_div only (fast)."""
     from ray import tune as ray_tune
 

@@ -75,10 +75,10 @@ def test_front_keeps_only_trials_above_the_floor_and_recommends_the_best_j():
     front = fr.pareto_front(final)
     assert front["trial_id"].tolist() == ["dmd", "early", "dpdmd"]  # sorted by diversity_score
     assert fr.recommended(front)["trial_id"].item() == "dpdmd"  # J 0.93 vs 0.9 (early), 0.85 (dmd)
-    summary = fr.summarize(final, front, cache_stats={}, compute={}, space_name="t", min_quality=0.9)
-    assert summary["recommended"]["trial_id"] == "dpdmd" and summary["below_floor"] == 2
+    summary = fr.summarize(final, {"digits-eps": front}, cache_stats={}, compute={}, space_name="t", min_quality=0.9)
+    assert summary["recommended"]["digits-eps"]["trial_id"] == "dpdmd" and summary["below_floor"] == 2
     # the hypervolume is in the front's own units: the staircase of (0.6, 1.1), (0.8, 1.0), (0.9, 0.96)
-    assert summary["hypervolume"] == pytest.approx(0.6 * 1.1 + 0.2 * 1.0 + 0.1 * 0.96)
+    assert summary["hypervolume"]["digits-eps"] == pytest.approx(0.6 * 1.1 + 0.2 * 1.0 + 0.1 * 0.96)
 
 
 def test_outputs_plot_teacher_units_and_grey_below_floor(tmp_path):
@@ -89,13 +89,13 @@ def test_outputs_plot_teacher_units_and_grey_below_floor(tmp_path):
                     {"trial_id": "c", "student_updates": 60, "diversity": 0.03, "quality": 0.5,
                      **dict(base, lambda_div=0.0)}])
     front = fr.pareto_front(final)
-    summary = fr.summarize(final, front, cache_stats={}, compute={}, space_name="t", min_quality=0.9)
-    paths = files.write_outputs(tmp_path, final, final, front, summary)
-    assert paths["plot"].stat().st_size > 10_000
-    assert fr.reference_points(final)["teacher"] == (1.0, 1.0)
-    with_teacher = fr.front_with_teacher(front)
-    assert with_teacher.iloc[-1][["diversity_score", "quality_score"]].tolist() == [1.0, 1.0]
-    assert fr.headline(summary)["recommended/trial_id"] == "a"
+    summary = fr.summarize(final, {"digits-eps": front}, cache_stats={}, compute={}, space_name="t", min_quality=0.9)
+    paths = files.write_outputs(tmp_path, final, final, front.assign(backbone="digits-eps"), summary)
+    assert paths["plot"].stat().st_size > 10_000 and paths["kept"].is_file()
+    with_teacher = fr.front_with_teacher(front, summary["teacher"])
+    assert with_teacher.iloc[-1][["backbone", "diversity_score", "quality_score"]].tolist() == ["digits-eps", 1.0, 1.0]
+    assert fr.headline(summary)["recommended/digits-eps/trial_id"] == "a"
+    assert fr.headline(summary)["hypervolume/digits-eps"] == summary["hypervolume"]["digits-eps"]
 
 
 @pytest.fixture(scope="module")

@@ -179,20 +179,3 @@ def test_a_labels_overlap_with_the_markers_is_the_sum_box_by_box():
     assert _overlap_all(label, boxes) == pytest.approx(expected) and expected > 0
     assert _overlap_all(label, np.zeros((0, 4))) == 0.0
 
-
-def test_many_curves_are_one_collection_each_trial_sorted():
-    """curves.png with more trials than a legend names: one LineCollection (10,000 Line2D artists
-    took 24 s and grew faster than the trials), each trial's line its reports in update order."""
-    from matplotlib.collections import LineCollection
-    from matplotlib.figure import Figure
-
-    from tune.outputs.plots import _draw_many_curves
-
-    df = pd.DataFrame({"trial_id": ["b", "a", "b", "a", "c"], "student_updates": [20, 20, 10, 10, 10],
-                       "objective": [0.4, 0.2, 0.3, 0.1, 0.5]})
-    ax = Figure().add_subplot()
-    _draw_many_curves(ax, df, "student_updates", "objective", "trial_id")
-    assert not ax.lines
-    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
-    segments = [s.tolist() for s in lines.get_segments()]
-    assert segments == [[[10, 0.1], [20, 0.2]], [[10, 0.3], [20, 0.4]], [[10, 0.5]]]

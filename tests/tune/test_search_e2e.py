@@ -49,14 +49,17 @@ def finished_search(tmp_path_factory):
 
 def test_every_output_is_written(finished_search):
     _, _, exp = finished_search
-    for name in ("trials.parquet", "pareto.parquet", "pareto.png", "curves.png", "summary.json"):
+    for name in ("trials.parquet", "kept.parquet", "pareto.parquet", "pareto.png", "curves.png", "summary.json"):
         assert (exp / name).stat().st_size > 0, name
     trials = pd.read_parquet(exp / "trials.parquet")
     assert {"trial_id", "anchor_k", "lambda_div", "backbone", "student_updates", "diversity", "quality",
             "diversity_score", "quality_score", "objective", "loss_dmd", "anchor_hits", "anchor_misses"} <= set(trials.columns)
     assert trials["trial_id"].nunique() == 5  # 4 grid points + the vanilla-DMD baseline
     summary = json.loads((exp / "summary.json").read_text())
-    assert summary["trials"] == 5 and summary["hypervolume"] > 0
+    assert summary["trials"] == 5 and summary["hypervolume"]["digits-flow"] > 0 and "front" not in summary
+    assert summary["rungs"] == [1.0, 2.0, 4.0, 8.0]  # grace 1, reduction 2, max_t 8
+    kept = pd.read_parquet(exp / "kept.parquet")
+    assert sorted(kept["trial_id"]) == sorted(trials["trial_id"].unique())
     assert summary["compute"]["teacher_calls_spent"] < summary["compute"]["teacher_calls_without_cache"]
 
 
@@ -68,42 +71,42 @@ def dominates(a, b) -> bool:
 def test_front_equals_brute_force_non_dominated_filter(finished_search):
     _, _, exp = finished_search
     trials = pd.read_parquet(exp / "trials.parquet")
-    # each trial's best report by J (ties: the later one), as Ray keeps its checkpoint
+    # each trial's best report by J (ties: the later one; J finite), as its kept checkpoint
     shown = {}
     for r in trials.sort_values("student_updates", kind="stable").itertuples():
-        if r.trial_id not in shown or r.objective >= shown[r.trial_id].objective:
+        if np.isfinite(r.objective) and (r.trial_id not in shown or r.objective >= shown[r.trial_id].objective):
             shown[r.trial_id] = r
     pts = {t: (r.diversity_score, r.quality_score) for t, r in shown.items()}
     brute = {t for t, p in pts.items()
              if np.all(np.isfinite(p)) and not any(dominates(q, p) for u, q in pts.items() if u != t)}
     front = pd.read_parquet(exp / "pareto.parquet")
-    assert set(front["trial_id"]) == brute and brute
+    assert set(front["trial_id"]) == brute and brute and set(front["backbone"]) == {"digits-flow"}
     summary = json.loads((exp / "summary.json").read_text())
     best_j = max(front["objective"])
-    assert summary["recommended"]["trial_id"] in brute and summary["recommended"]["objective"] == best_j
+    pick = summary["recommended"]["digits-flow"]
+    assert pick["trial_id"] in brute and pick["objective"] == best_j
+    assert {m["trial_id"] for m in summary["fronts"]["digits-flow"]} == brute
 
 
-def test_each_front_member_is_its_trials_best_checkpoint_on_disk(finished_search):
-    """summary.json names, for each front member, the report it is and its checkpoint: Ray kept it
-    (the trial's best by J) and the trial's latest beside it, nothing else."""
+def test_each_front_member_is_its_trials_kept_checkpoint_on_disk(finished_search):
+    """summary.json names, for each front member, the report it is and its checkpoint: the
+    trial's last report with a checkpoint, its best by J, which Ray's own analysis ranks best."""
     from ray.tune import ExperimentAnalysis
 
     _, _, exp = finished_search
     summary = json.loads((exp / "summary.json").read_text())
     trials = pd.read_parquet(exp / "trials.parquet")
     analysis = ExperimentAnalysis(str(exp))
-    for member in summary["front"]:
+    for member in summary["fronts"]["digits-flow"]:
         checkpoint = Path(member["checkpoint"])
-        assert (checkpoint / "state.pt").is_file() and (checkpoint / "student_latest.png").is_file(), member
-        mine = trials[trials["trial_id"] == member["trial_id"]]
+        assert (checkpoint / "student").is_dir(), member
+        mine = trials[trials["trial_id"] == member["trial_id"]].sort_values("student_updates")
         assert member["objective"] == mine["objective"].max()
+        assert mine["checkpoint_dir_name"].dropna().iloc[-1] == checkpoint.name
         report = mine[mine["checkpoint_dir_name"] == checkpoint.name]
         assert report["student_updates"].tolist() == [member["student_updates"]]
         trial = next(t for t in analysis.trials if t.trial_id == member["trial_id"])
-        assert Path(analysis.get_best_checkpoint(trial, "objective", "max").path) == checkpoint
-        kept = {p.name for p in checkpoint.parent.glob("checkpoint_*")}
-        latest = mine.sort_values("student_updates")["checkpoint_dir_name"].iloc[-1]
-        assert kept == {checkpoint.name, latest}
+        assert Path(analysis.get_best_checkpoint(trial, "shown_objective", "max").path) == checkpoint
 
 
 def test_asha_stops_some_trials_early(finished_search):
@@ -177,6 +180,16 @@ def test_offline_wandb_summary_run_holds_the_front(finished_search):
     assert {"diversity", "quality", "diversity_score", "quality_score"} <= set(table["columns"])
     teacher = dict(zip(table["columns"], table["data"][-1]))
     assert teacher["trial_id"] == "teacher" and teacher["diversity_score"] == teacher["quality_score"] == 1.0
+    import wandb
+
+    from tests.tune.wandb_log import by_type
+
+    wandb.teardown()  # the search's process would flush the transaction log as it exits
+    log = by_type(runs[0])
+    assert log["run"][0].run.run_group == "e2e"  # beside the per-trial runs of the experiment
+    models = [a.artifact for a in log["artifact"] if a.artifact.type == "model"]
+    assert {m.name for m in models} == {f"e2e-digits-flow-{t}" for t in front["trial_id"]}
+    assert all(e.ref.startswith("file://") for m in models for e in m.manifest.contents)
 
 
 def test_resume_reruns_nothing_and_recomputes_no_anchor(finished_search, capsys):

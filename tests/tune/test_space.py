@@ -115,7 +115,9 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "trials: 6 (4 grid points + 2 vanilla-DMD baseline(s))" in proc.stdout
     assert "anchor cache (digits-flow): K in [20]" in proc.stdout
-    assert "front: each trial's best checkpoint by J from 40 student updates on, quality_score >= 0.9" in proc.stdout
+    assert ("fronts: one per backbone, over each trial's kept student (its best by J from 40 student updates on, "
+            "quality_score >= 0.9)") in proc.stdout
+    assert "cost (estimates" in proc.stdout and "storage per trial run to max_t" in proc.stdout
     assert not storage.exists()
 
 

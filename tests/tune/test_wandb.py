@@ -160,3 +160,74 @@ def test_bad_mode_is_a_caller_error(front_df):
     with pytest.raises(ValueError, match="mode must be one of"):
         log_summary_run(project="p", name="n", front_df=front_df, trials_df=None,
                         png_paths={}, summary={}, mode="offlne", directory=None)
+
+
+def _checkpoint(root, trial):
+    """A kept checkpoint as the search stores it: its student folder with a manifest and weights."""
+    student = root / "runs" / "exp" / trial / "checkpoint_000002" / "student"
+    student.mkdir(parents=True)
+    (student / "dpdmd_student.json").write_text('{"dpdmd_student": 1}')
+    (student / "diffusion_pytorch_model.safetensors").write_bytes(b"w" * 4096)
+    return str(student.parent)
+
+
+@pytest.mark.parametrize("upload", [False, True])
+def test_the_summary_run_holds_what_its_users_look_for(no_wandb_credentials, upload):
+    """Group, config (the space and each trial's resolved configuration), every report as a table
+    and a line plot by configuration, the front's students as model artifacts: references to the
+    storage by default, the files themselves when asked."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from tests.tune.wandb_log import by_type
+    from tune.outputs.wandb_content import run_config
+    from tune.space import load_space
+
+    tmp = no_wandb_credentials
+    space = load_space(Path(__file__).parents[2] / "search_spaces" / "quickstart.yaml")
+    reports = pd.DataFrame({"trial_id": ["a"] * 3 + ["b"] * 2, "backbone": ["digits-flow"] * 5,
+                            "anchor_k": [20] * 5, "lambda_div": [0.05] * 3 + [0.5] * 2, "baseline": [False] * 5,
+                            "student_updates": [20, 40, 60, 20, 40], "diversity": np.linspace(0.01, 0.05, 5),
+                            "quality": np.linspace(0.4, 0.6, 5), "objective": [0.5, 0.8, 0.7, -np.inf, 0.9]})
+    kept = reports.iloc[[1, 4]].assign(kept=True, checkpoint=[_checkpoint(tmp, "a"), _checkpoint(tmp, "b")])
+    records = [dict(r, diversity_score=0.9, quality_score=1.0) for r in kept.to_dict("records")]
+    run_dir = log_summary_run(
+        project="p", name="quickstart-summary", group="quickstart", front_df=kept, trials_df=kept,
+        reports_df=reports, students=records, recommended={"digits-flow": records[1]},
+        config=run_config(space, kept, experiment=str(tmp / "runs" / "exp")), upload_students=upload,
+        summary={"hypervolume/digits-flow": 0.5}, mode=None, directory=tmp / "out")
+    assert run_dir is not None
+    wandb.teardown()  # flushes the transaction log
+    log = by_type(run_dir)
+    (run,) = log["run"]
+    assert run.run.run_group == "quickstart" and run.run.job_type == "tune-summary"
+    config = {item.key: json.loads(item.value_json) for item in run.run.config.update}
+    assert config["space"]["name"] == "quickstart" and config["space"]["parameters"]["anchor_k"] == {"values": [20]}
+    assert config["trials"]["b"]["label"] == "digits-flow K=20 λ=0.5"
+    assert config["trials"]["b"]["lambda_div"] == 0.5 and config["trials"]["b"]["iterations"] == 600  # resolved
+    (table_file,) = (Path(run_dir) / "files" / "media" / "table" / "reports").glob("table_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert {"trial_id", "label", "student_updates", "objective", "kept_student"} <= set(table["columns"])
+    assert len(table["data"]) == 5
+    column = table["columns"].index("kept_student")
+    assert [row[column] for row in table["data"]] == [False, True, False, False, True]
+    history = {item.nested_key[0] if item.nested_key else item.key for r in log["history"] for item in r.history.item}
+    assert {"reports/table", "reports/J_table"} <= history
+    charts = {tuple(item.nested_key): json.loads(item.value_json) for r in log["config"] for item in r.config.update}
+    line = charts[("_wandb", "visualize", "reports/J")]["panel_config"]
+    assert line["panelDefId"] == "wandb/line/v0"
+    assert line["fieldSettings"] == {"x": "student_updates", "y": "objective", "stroke": "label"}
+    models = {a.artifact.name: a.artifact for a in log["artifact"] if a.artifact.type == "model"}
+    assert set(models) == {"quickstart-digits-flow-a", "quickstart-digits-flow-b"}
+    assert "recommended" in models["quickstart-digits-flow-b"].aliases and "front" in models["quickstart-digits-flow-a"].aliases
+    assert "recommended" not in models["quickstart-digits-flow-a"].aliases
+    entries = {e.path: e for e in models["quickstart-digits-flow-b"].manifest.contents}
+    assert set(entries) == {"student/dpdmd_student.json", "student/diffusion_pytorch_model.safetensors"}
+    weights = entries["student/diffusion_pytorch_model.safetensors"]
+    if upload:
+        assert weights.ref == "" and weights.size == 4096  # the file itself goes with the run
+    else:
+        assert weights.ref == Path(kept["checkpoint"].iloc[1], "student", "diffusion_pytorch_model.safetensors").as_uri()
+    metadata = json.loads(models["quickstart-digits-flow-b"].metadata)
+    assert metadata["checkpoint"] == Path(kept["checkpoint"].iloc[1]).as_uri() and metadata["lambda_div"] == 0.5

@@ -38,9 +38,12 @@ def describe_plan(space: SearchSpace, args: argparse.Namespace) -> str:
                                            f"{s.grace_period}, reduction {s.reduction_factor}, brackets {s.brackets}"
                                            if s.type in on else " (no early stopping)"))
     o = space.objective
-    lines.append(f"front: each trial's best checkpoint by J from {o.min_student_updates} student updates on, "
-                 f"quality_score >= {o.min_quality:g}")
+    lines.append(f"fronts: one per backbone, over each trial's kept student (its best by J from "
+                 f"{o.min_student_updates} student updates on, quality_score >= {o.min_quality:g})")
     lines.extend(_describe_anchor_cache(space))
+    from ..run.estimate import estimate_lines  # what the search will cost: storage, GPU-hours, time
+
+    lines.extend(estimate_lines(space, max_t=max_t, num_samples=args.num_samples))
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ from dpdmd.config import labelled_knobs
 
 from ..pareto import off_front, pareto_front_mask
 
-__all__ = ["DEFAULT_LABEL_COLUMNS", "plot_curves", "plot_pareto"]
+__all__ = ["DEFAULT_LABEL_COLUMNS", "Label", "draw_pareto", "place_labels", "plot_curves", "plot_pareto"]
 
 #: ``(column, prefix)`` pairs that build a point's label, e.g. "K=10 λ=0.05 digits-flow".
 DEFAULT_LABEL_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -33,7 +33,7 @@ DEFAULT_LABEL_COLUMNS: tuple[tuple[str, str], ...] = (
 
 _REFERENCE_MARKERS = ("D", "P", "X", "^", "v", "s")  # the star is the recommended trial's
 # Where a label may sit, in points from its point, nearest first: right, above, left, below, then
-# the diagonals, at growing distances (`_place_labels` takes the first that overlaps nothing).
+# the diagonals, at growing distances (`place_labels` takes the first that overlaps nothing).
 _LABEL_DISTANCES = (4, 10, 18, 28, 40, 55)
 _LABEL_DIRECTIONS = ((1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1))
 _LEADER_FROM = 12  # points: a label placed farther than this is joined to its point by a thin line
@@ -91,6 +91,7 @@ def plot_pareto(
     title: str | None = None,
     annotate: Literal["all", "front", "none"] = "all",
     teacher_normalised: bool = False,
+    folded: bool = False,
     min_quality: float | None = None,
     front_columns: tuple[str, str] | None = None,
     recommended: str | None = None,
@@ -115,6 +116,8 @@ def plot_pareto(
         teacher_normalised: x, y are teacher-normalised scores (`tune.trial.objective`): the region
             beyond the teacher's diversity (x > 1, where diversity_score = 2 - x) is shaded, and
             each front member's label shows its y (its fidelity to the teacher's).
+        folded: with ``teacher_normalised``, x is the folded ``diversity_score`` itself (at most
+            1, the teacher's): nothing lies beyond the teacher, so nothing is shaded.
         min_quality: the fidelity floor: a dashed line at y = min_quality; rows with a true
             ``below_floor`` column are greyed and never on the front; rows with a true
             ``transient`` column (shown before ``objective.min_student_updates``) are drawn hollow
@@ -126,27 +129,45 @@ def plot_pareto(
             legend entry ("recommended: ...").
 
     Labels are placed so that they overlap neither each other, the reference points' labels nor
-    the legend (`_place_labels`: the nearest free spot around each point, greedily).
+    the legend (`place_labels`: the nearest free spot around each point, greedily).
 
     Returns:
         ``path`` as a ``Path``.
     """
+    fig = Figure(figsize=(8, 6), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    labels = draw_pareto(ax, df, x=x, y=y, label_columns=label_columns, reference_points=reference_points,
+                         title=title, annotate=annotate, teacher_normalised=teacher_normalised, folded=folded,
+                         min_quality=min_quality, front_columns=front_columns, recommended=recommended)
+    place_labels(fig, ax, labels)
+    return _save(fig, path)
+
+
+def draw_pareto(ax, df: pd.DataFrame, *, x: str = "diversity", y: str = "quality",
+                label_columns: Sequence[str | tuple[str, str]] = DEFAULT_LABEL_COLUMNS,
+                reference_points: Mapping[str, tuple[float, float]] | None = None, title: str | None = None,
+                annotate: Literal["all", "front", "none"] = "all", teacher_normalised: bool = False,
+                folded: bool = False, min_quality: float | None = None,
+                front_columns: tuple[str, str] | None = None, recommended: str | None = None) -> list["Label"]:
+    """`plot_pareto`'s drawing on the matplotlib axes ``ax`` (its arguments), without the labels:
+    returns them, for `place_labels` once the figure's layout is settled (several panels)."""
     _require_columns(df, (x, y), "plot_pareto")
     if annotate not in ("all", "front", "none"):
         raise ValueError(f"annotate must be 'all', 'front' or 'none', got {annotate!r}.")
     data = df.reset_index(drop=True)
     xy, finite, below, transient, on_front = _classify(data, x, y, front_columns)
-    fig = Figure(figsize=(8, 6), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
     if teacher_normalised:
-        _draw_teacher_regions(ax, min_quality)
+        _draw_teacher_regions(ax, min_quality, beyond=not folded)
     _draw_points(ax, xy, finite, below, transient, on_front, staircase=front_columns is None)
     _draw_recommended(ax, data, xy, finite, recommended)
     _draw_reference_points(ax, reference_points or {})
     if not finite.any() and not reference_points:
         ax.text(0.5, 0.5, "no finite trials", transform=ax.transAxes, ha="center")
-    ax.set_xlabel("D / D_teacher (1 = the teacher's diversity)" if teacher_normalised else f"{x} (higher is better)")
+    if teacher_normalised and folded:
+        ax.set_xlabel("diversity_score (D / D_teacher, folded at 1: 2 - D / D_teacher beyond the teacher)")
+    else:
+        ax.set_xlabel("D / D_teacher (1 = the teacher's diversity)" if teacher_normalised else f"{x} (higher is better)")
     ax.set_ylabel(f"{y} (fidelity / the teacher's)" if teacher_normalised else f"{y} (higher is better)")
     ax.set_title(title if title is not None else f"Pareto front: {y} vs {x}")
     ax.grid(True, alpha=0.3)
@@ -156,8 +177,7 @@ def plot_pareto(
     if annotate != "none":
         labels += _labels(data, xy, on_front if annotate == "front" else finite, on_front, label_columns,
                           show_fidelity=teacher_normalised)
-    _place_labels(fig, ax, labels)
-    return _save(fig, path)
+    return labels
 
 
 def _classify(data: pd.DataFrame, x: str, y: str, front_columns: tuple[str, str] | None):
@@ -224,7 +244,7 @@ def _labels(data: pd.DataFrame, xy: np.ndarray, shown: np.ndarray, on_front: np.
     return out
 
 
-def _place_labels(fig: Figure, ax, labels: list[Label]) -> None:
+def place_labels(fig: Figure, ax, labels: list[Label]) -> None:
     """Annotate each label, in order, at the nearest candidate spot around its point
     (`_candidate_offsets`) that stays inside the axes and overlaps no label placed before, no
     other text, the legend or any marker; with no such spot, the one inside the axes that overlaps
@@ -322,13 +342,15 @@ def _draw_reference_points(ax, reference_points: Mapping[str, tuple[float, float
         ax.scatter([rx], [ry], marker=marker, s=110, edgecolors="black", zorder=4, label=name)
 
 
-def _draw_teacher_regions(ax, min_quality: float | None) -> None:
-    """Teacher-normalised axes: shade diversity beyond the teacher's, draw the floor line."""
-    ax.axvspan(1.0, 2.0, color="tab:orange", alpha=0.08, lw=0)
+def _draw_teacher_regions(ax, min_quality: float | None, *, beyond: bool = True) -> None:
+    """Teacher-normalised axes: the teacher's diversity (x = 1), the region beyond it shaded
+    (``beyond``: x is D / D_teacher, not the folded score), the floor line."""
     ax.axvline(1.0, color="tab:orange", lw=0.8, ls=":")
-    ax.annotate("beyond the teacher's diversity:\nscored 2 - D/D_T (noise looks diverse)", (1.0, 0.02),
-                xycoords=("data", "axes fraction"), xytext=(4, 0), textcoords="offset points",
-                fontsize=7, color="tab:orange").set_in_layout(False)
+    if beyond:
+        ax.axvspan(1.0, 2.0, color="tab:orange", alpha=0.08, lw=0)
+        ax.annotate("beyond the teacher's diversity:\nscored 2 - D/D_T (noise looks diverse)", (1.0, 0.02),
+                    xycoords=("data", "axes fraction"), xytext=(4, 0), textcoords="offset points",
+                    fontsize=7, color="tab:orange").set_in_layout(False)
     if min_quality:
         ax.axhline(min_quality, color="dimgray", lw=0.8, ls="--",
                    label=f"fidelity floor (quality_score {min_quality:g})")
@@ -360,11 +382,8 @@ def plot_curves(
     _require_columns(df, (x, y, group), "plot_curves")
     fig = Figure(figsize=(8, 5), dpi=110, layout="constrained")
     ax = fig.add_subplot()
-    many = df[group].nunique() > max_legend
-    if many:  # no legend: one collection of lines, not an artist per trial
-        _draw_many_curves(ax, df, x, y, group)
-    groups = list(df.groupby(group, sort=True)) if not many else [None]
-    for key, part in groups if not many else []:
+    groups = list(df.groupby(group, sort=True))
+    for key, part in groups:
         part = part.sort_values(x)
         ax.plot(part[x].to_numpy(dtype=np.float64, na_value=np.nan),
                 part[y].to_numpy(dtype=np.float64, na_value=np.nan),
@@ -375,25 +394,6 @@ def plot_curves(
     ax.set_ylabel(y)
     ax.set_title(title if title is not None else f"{y} per {group}")
     ax.grid(True, alpha=0.3)
-    if not many and 0 < len(groups) <= max_legend:
+    if 0 < len(groups) <= max_legend:
         ax.legend(loc="best", fontsize=7, title=group)
     return _save(fig, path)
-
-
-def _draw_many_curves(ax, df: pd.DataFrame, x: str, y: str, group: str) -> None:
-    """Every ``group``'s curve as one `LineCollection` (the colour cycle's colours in turn) and the
-    reports as one scatter, from one sort of the frame: a search of 10,000 trials drew 10,000
-    Line2D artists, each from its own sorted slice, 24 s for this figure alone and growing faster
-    than the trials."""
-    from matplotlib.collections import LineCollection
-
-    ordered = df.sort_values([group, x], kind="stable")
-    keys = pd.factorize(ordered[group])[0]
-    xy = np.column_stack([ordered[x].to_numpy(dtype=np.float64, na_value=np.nan),
-                          ordered[y].to_numpy(dtype=np.float64, na_value=np.nan)])
-    lines = np.split(xy, np.flatnonzero(np.diff(keys)) + 1) if len(xy) else []
-    colours = [f"C{i}" for i in range(10)]
-    ax.add_collection(LineCollection(lines, colors=[colours[i % 10] for i in range(len(lines))], linewidths=1.2,
-                                     alpha=0.8))
-    ax.scatter(xy[:, 0], xy[:, 1], s=4, c="black", alpha=0.3, linewidths=0)
-    ax.autoscale_view()

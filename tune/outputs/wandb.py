@@ -1,7 +1,10 @@
 """One W&B run from the search driver that summarises a finished search.
 
-It holds the Pareto front (and all trials) as tables, a diversity/quality scatter, the PNGs
-from ``tune.outputs.plots`` and the headline numbers in ``run.summary``. Logging once from the driver
+It runs in the experiment's group (beside Ray's per-trial runs, ``group=<experiment>``) and holds
+the space and each trial's resolved configuration in its config, every report in a table with
+J plotted against ``student_updates``, the fronts (and all trials) as tables, a
+diversity/quality scatter, the front's students as ``model`` artifacts, ``pareto.png`` and
+``curves.png``, and the headline numbers in ``run.summary`` (`tune.outputs.wandb_content`). Logging once from the driver
 is cheap (~2 s); Ray's per-trial ``WandbLoggerCallback`` tripled a small search's wall time
 (see ``docs/stack-notes.md``).
 
@@ -40,6 +43,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 from ray.air.integrations.wandb import WANDB_ENV_VAR, WandbLoggerCallback
+
+from .wandb_content import report_payload, student_artifacts
 
 __all__ = ["WandbLoggerWithoutKeyInRuntimeEnv", "log_summary_run"]
 
@@ -126,6 +131,13 @@ def log_summary_run(
     directory: str | os.PathLike[str] | None = None,
     x: str = "diversity",
     y: str = "quality",
+    group: str | None = None,
+    entity: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    reports_df: pd.DataFrame | None = None,
+    students: list[Mapping[str, Any]] | None = None,
+    recommended: Mapping[str, Mapping[str, Any]] | None = None,
+    upload_students: bool = False,
 ) -> str | None:
     """Log one summary run of a finished search; never raises because of W&B.
 
@@ -147,6 +159,15 @@ def log_summary_run(
         directory: folder under which W&B writes ``wandb/<run dir>``; default W&B's own
             (``$WANDB_DIR`` or the working directory).
         x, y: objective column names for the scatter.
+        group, entity: the W&B group (the experiment's name, as Ray's per-trial runs use) and
+            entity.
+        config: the run's config (`tune.outputs.wandb_content.run_config`: the space, each
+            trial's resolved configuration).
+        reports_df: every report (``trials.parquet``'s rows): logged as ``reports/table`` and the
+            line plot ``reports/J``; ``trials_df`` then marks the kept reports (its ``kept``).
+        students: the front's records (``summary.json``'s ``fronts``, flattened): each logged as
+            a ``model`` artifact, aliased ``recommended`` where ``recommended`` (``{backbone:
+            record}``) names it; ``upload_students`` copies the files instead of referring to them.
 
     Returns:
         The local run directory (``.../wandb/offline-run-<time>-<id>`` offline, which
@@ -163,9 +184,15 @@ def log_summary_run(
         import wandb  # imported here: slow to import, and optional for the search
 
         with _env("WANDB_MODE", resolved):
-            run = _init_run(wandb, project=project, name=name, directory=directory, mode=resolved)
+            run = _init_run(wandb, project=project, name=name, directory=directory, mode=resolved, group=group,
+                            entity=entity, config=config)
             payload = _payload(wandb, front_df, trials_df, png_paths or {}, x=x, y=y)
+            if reports_df is not None and not reports_df.empty:
+                payload.update(report_payload(wandb, reports_df, trials_df if trials_df is not None else reports_df.iloc[:0]))
             run.log(payload)  # kept referenced until finish(): freed before it, the offline log lost the row (test)
+            for artifact, aliases in student_artifacts(wandb, list(students or []), experiment=group or name,
+                                                       recommended=recommended, upload=upload_students):
+                run.log_artifact(artifact, aliases=aliases)
             run.summary.update({str(k): _plain(v) for k, v in (summary or {}).items()})
             run_dir = str(Path(run.settings.sync_dir))
             run.finish()
@@ -189,14 +216,18 @@ def log_summary_run(
         return None
 
 
-def _init_run(wandb: Any, *, project: str, name: str, directory: str | os.PathLike[str] | None, mode: str) -> Any:
-    """A new W&B run of its own (never one the caller has open), without console capture or
-    system stats; ``directory`` is created first."""
+def _init_run(wandb: Any, *, project: str, name: str, directory: str | os.PathLike[str] | None, mode: str,
+              group: str | None = None, entity: str | None = None, config: Mapping[str, Any] | None = None) -> Any:
+    """A new W&B run of its own (never one the caller has open), in ``group`` with ``config``,
+    without console capture or system stats; ``directory`` is created first."""
     if directory is not None:
         Path(directory).mkdir(parents=True, exist_ok=True)
     return wandb.init(
         project=project,
+        entity=entity,
         name=name,
+        group=group,
+        config=dict(config) if config is not None else None,
         job_type="tune-summary",
         dir=None if directory is None else str(directory),
         mode=mode,

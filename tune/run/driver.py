@@ -44,9 +44,12 @@ def _run_search(space: SearchSpace, args: argparse.Namespace, storage: str, name
                 interrupts: Interrupts) -> SearchRun:
     import ray
 
+    from ..cli.plan import max_updates
     from ..outputs.failures import failed_trials, without_failed
-    from ..outputs.front import pareto_front, summarize
-    from ..outputs.results import best_results, final_results, trials_frame, unique_reports, with_scores
+    from ..outputs.front import backbone_fronts, pareto_rows, summarize
+    from ..outputs.kept import kept_reports, unique_reports
+    from ..outputs.raw_units import evaluation_settings
+    from ..outputs.results import final_results, trials_frame, with_scores
     from ..storage.state_backup import local_results
     from ..trial.anchor_store import get_or_create_store
     from ..trial.cache_stats import cache_statistics
@@ -80,23 +83,27 @@ def _run_search(space: SearchSpace, args: argparse.Namespace, storage: str, name
         storage_lost = True  # measured: exit handlers that wait on a lost S3 sat there for minutes
 
     # a report Ray's files hold twice (a trial resumed after an abort re-reports from its checkpoint): once
-    trials = with_scores(unique_reports(trials_frame(grid)), diversity_weight=space.objective.diversity_weight)
-    final = final_results(trials, min_quality=space.objective.min_quality)  # last reports: the counters
-    best = best_results(trials, min_quality=space.objective.min_quality,  # best reports: what is shown
-                            min_student_updates=space.objective.min_student_updates)
+    o = space.objective
+    trials = unique_reports(with_scores(trials_frame(grid), diversity_weight=o.diversity_weight))
+    final = final_results(trials, min_quality=o.min_quality)  # last reports: the counters
+    kept = kept_reports(trials, min_quality=o.min_quality, min_student_updates=o.min_student_updates)
     failed = failed_trials(grid, final)
-    front = pareto_front(without_failed(best, failed))  # failed trials never sit on the front
+    fronts = backbone_fronts(without_failed(kept, failed))  # failed trials never sit on a front
     cache_stats = cache_statistics(spill_uri, join_uri(storage, name)) if store is not None else {}
     compute = compute_spent(final, time.time() - started)
-    summary = summarize(best, front, cache_stats=cache_stats, compute=compute, space_name=name,
-                        min_quality=space.objective.min_quality)
+    summary = summarize(kept, fronts, cache_stats=cache_stats, compute=compute, space_name=name,
+                        min_quality=o.min_quality, diversity_weight=o.diversity_weight,
+                        evaluation=evaluation_settings(space))
     summary["failed_trials"] = failed
-    summary["min_student_updates"] = space.objective.min_student_updates  # no front member before it
+    summary["min_student_updates"] = o.min_student_updates  # no student kept before it
+    summary["rungs"] = space.scheduler.milestones(max_updates(space))
     summary.update(_search_status(interrupts, storage, name))
     out_dir = local_experiment_dir(storage, name)
-    paths = _write_outputs(out_dir, trials, best, front, summary)
+    pareto = pareto_rows(fronts)
+    paths = _write_outputs(out_dir, trials, kept, pareto, summary)
     outputs = [p.name for p in paths.values() if p.exists()]  # before an upload drops the local copy
-    wandb_dir = _log_wandb_summary(space, name, front, best, paths, summary, out_dir) if paths else None
+    wandb_dir = (_log_wandb_summary(space, name, kept, trials, pareto, paths, summary, out_dir,
+                                    experiment=join_uri(storage, name)) if paths else None)
     where = str(out_dir)
     if "://" in storage and paths:  # the outputs (and the offline W&B run) go to the storage too
         try:
@@ -112,7 +119,7 @@ def _run_search(space: SearchSpace, args: argparse.Namespace, storage: str, name
     if store is not None and args.address:  # a shared cluster: free the objects (the spill stays)
         _kill_store(spill_uri)
     ray.shutdown()
-    _print_outcome(space, front, summary, outputs=outputs, where=where, wandb_dir=wandb_dir)
+    _print_outcome(space, fronts, summary, outputs=outputs, where=where, wandb_dir=wandb_dir)
     return SearchRun(summary, storage_lost, interrupted=interrupts.exit_status if summary["interrupted"] else 0)
 
 
@@ -165,13 +172,14 @@ def _start_ray(space: SearchSpace, args: argparse.Namespace) -> None:
         raise SpaceError(space.path, problems)
 
 
-def _write_outputs(out_dir: Path, trials, final, front, summary: dict) -> dict:
+def _write_outputs(out_dir: Path, trials, kept, pareto, summary: dict) -> dict:
     """`tune.outputs.files.write_outputs`; a read-only or full disk: say where, keep what was written,
     print the summary on stdout instead (returns {})."""
     from ..outputs.files import write_outputs
 
     try:
-        return write_outputs(out_dir, trials, final, front, summary)
+        return write_outputs(out_dir, trials, kept, pareto, summary, rungs=summary.get("rungs"),
+                             min_student_updates=summary.get("min_student_updates") or 0)
     except OSError as err:
         summary["output_error"] = f"cannot write the outputs in {out_dir}: {err.strerror or err}"
         print(f"error: {summary['output_error']}; the summary follows on stdout", file=sys.stderr)
@@ -179,18 +187,29 @@ def _write_outputs(out_dir: Path, trials, final, front, summary: dict) -> dict:
         return {}
 
 
-def _log_wandb_summary(space: SearchSpace, name: str, front, final, paths: dict, summary: dict, out_dir: Path):
-    """The W&B summary run of the search when the space enables W&B; its local directory or None."""
+def _log_wandb_summary(space: SearchSpace, name: str, kept, reports, pareto, paths: dict, summary: dict,
+                       out_dir: Path, *, experiment: str):
+    """The W&B summary run of the search when the space enables W&B (in the experiment's group,
+    `tune.outputs.wandb_content`); its local directory or None."""
     if not space.wandb.enabled:
         return None
     from ..outputs.front import front_with_teacher, headline
     from ..outputs.wandb import log_summary_run
+    from ..outputs.wandb_content import run_config
 
     failed = summary["failed_trials"]
     failures = {"failed_trials": len(failed), "failed_trial_errors": "; ".join(
         f"{f['trial_id']} ({f['status']}): {f['error']}" for f in failed), "status": summary["status"]}
-    return log_summary_run(project=space.wandb.project, name=f"{name}-summary",
-                           front_df=front_with_teacher(front), trials_df=final,
+    students = [r for records in (summary.get("fronts") or {}).values() for r in records]
+    try:
+        config = run_config(space, kept, experiment=experiment)
+    except Exception as err:  # noqa: BLE001 - W&B never fails the search; the run goes without its config
+        print(f"warning: the W&B run's config could not be built: {err}", file=sys.stderr)
+        config = None
+    return log_summary_run(project=space.wandb.project, entity=space.wandb.entity, name=f"{name}-summary", group=name,
+                           config=config, front_df=front_with_teacher(pareto, summary["teacher"]),
+                           trials_df=kept, reports_df=reports, students=students,
+                           recommended=summary.get("recommended"), upload_students=space.wandb.upload_students,
                            png_paths={"pareto": paths["plot"], "curves": paths["curves"]},
                            summary={**headline(summary), **failures}, x="diversity_score",
                            y="quality_score", mode=space.wandb.mode, directory=str(out_dir))
@@ -207,25 +226,25 @@ def _kill_store(spill_uri: str) -> None:
         pass  # already gone
 
 
-def _print_outcome(space: SearchSpace, front, summary: dict, *, outputs: list[str], where: str,
+def _print_outcome(space: SearchSpace, fronts: dict, summary: dict, *, outputs: list[str], where: str,
                    wandb_dir: str | None) -> None:
-    from ..outputs.front import front_table
     from ..outputs.failures import failures_table
+    from ..outputs.front import front_table
 
     failed, compute = summary["failed_trials"], summary["compute"]
     if summary["interrupted"]:
         unfinished = summary.get("unfinished_trials")
         print(f"\nINTERRUPTED ({summary['interrupted']}): a partial search"
               + (f", {unfinished} trial(s) unfinished" if unfinished is not None else "")
-              + "; the front below is of the reports made so far")
-    print(f"\nPareto front (diversity_score, quality_score; teacher = (1, 1), quality_score >= "
-          f"{space.objective.min_quality:g}):")
-    print(front_table(front))
-    print(f"recommended (highest J on the front): {summary['recommended']}")
+              + "; the fronts below are of the reports made so far")
+    print(f"\nOne Pareto front per backbone (diversity_score, quality_score of each trial's kept student; its "
+          f"teacher = (1, 1), quality_score >= {space.objective.min_quality:g}):")
+    print(front_table(fronts, summary.get("recommended")))
     if failed:
-        print(f"\nFailed trials ({len(failed)}; kept off the front):")
+        print(f"\nFailed trials ({len(failed)}; kept off the fronts):")
         print(failures_table(failed))
     print(f"\noutputs in {where}/: " + ", ".join(outputs))
+    print(f"export it: python -m tune.export {where} --recommended --out DIR")
     if wandb_dir:
         print(f"W&B summary run: {wandb_dir}" + ("  (offline: upload with `wandb sync " + wandb_dir + "`)"
                                                   if "offline-run" in wandb_dir else ""))

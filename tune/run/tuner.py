@@ -65,7 +65,8 @@ def best_checkpoint_config():
     eligible for the front; `tune.trial.saves`), so they rise in score: Ray keeps the best one,
     which is also its latest (Ray 2.60's checkpoint manager never deletes the latest registered
     checkpoint), and ``Result.get_best_checkpoint("shown_objective", "max")`` is the student the
-    search shows and recommends. The resumable state is not a Ray checkpoint: it is in the trial's
+    search shows and recommends (`tune.outputs.kept` reads it as the trial's last report with a
+    checkpoint). The resumable state is not a Ray checkpoint: it is in the trial's
     folder, ``resume/`` (`tune.trial.saves.ResumeStore`)."""
     from ray import tune
 

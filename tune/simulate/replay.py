@@ -31,8 +31,9 @@ drives one, but with the recorded results instead of trainings:
   the anchor passes computed), with the student updates and teacher calls behind it.
 
 **The front shown** (`shown_front`) is the one a search shows after a set of reports: each
-trial's best report so far by J (`tune.outputs.results.best_results`, the report whose checkpoint Ray
-keeps), then `tune.outputs.front.pareto_front`: the same functions as ``tune.search``'s outputs.
+trial's kept student so far (`tune.outputs.kept.kept_reports`: its best report by J at or above the
+floor, the report whose checkpoint Ray keeps), then `tune.outputs.front.pareto_front`: the same
+functions as ``tune.search``'s outputs.
 
 Each simulated trial replays one recorded training seed: the space's ``seed`` picks the table's
 seed (``table.seeds[space.seed % len(table.seeds)]``), as every trial of a real search trains with
@@ -287,14 +288,14 @@ def _summarise(running: list[SimulatedTrial], rows: list[dict], *, compute: floa
 def shown_front(reports: pd.DataFrame, *, min_quality: float, min_student_updates: int = 0) -> pd.DataFrame:
     """The front a user of the search sees after ``reports`` (one row per report, as
     `Simulation.reports`: ``trial_id``, ``student_updates``, the scores and ``objective``): each
-    trial's best report so far (`tune.outputs.results.best_results`), non-dominated above the floor
+    trial's kept student so far (`tune.outputs.kept.kept_reports`), non-dominated above the floor
     (`tune.outputs.front.pareto_front`), sorted by diversity_score. Empty when nothing was reported."""
     from ..outputs.front import pareto_front
-    from ..outputs.results import best_results
+    from ..outputs.kept import kept_reports
 
     if reports.empty:
         return reports
-    return pareto_front(best_results(reports, min_quality=min_quality, min_student_updates=min_student_updates))
+    return pareto_front(kept_reports(reports, min_quality=min_quality, min_student_updates=min_student_updates))
 
 
 def with_settings(space: SearchSpace, **changes) -> SearchSpace:

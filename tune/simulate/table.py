@@ -191,7 +191,7 @@ def ground_truth(table: RecordedTable, *, diversity_weight: float, min_quality: 
     training seeds (with the seed spread of each point), the front's hypervolume and the best J.
 
     Every budget, not only the final one: a search keeps each trial's best checkpoint
-    (`tune.outputs.results.best_results`), so a configuration at any recorded budget is a student a
+    (`tune.outputs.kept.kept_reports`), so a configuration at any recorded budget is a student a
     search can deliver, and the best of them is the truth to measure a search against.
 
     Returns ``{backbone: {"front": DataFrame, "hypervolume": float, "best_objective": float,

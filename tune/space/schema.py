@@ -5,6 +5,7 @@ checks build a `TrainConfig` at (`tune.space.checks`)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,24 @@ class SchedulerSpec:
     reduction_factor: float = 2.0
     brackets: int = 1
 
+    def milestones(self, max_t: int) -> list[float]:
+        """The student updates at which the ASHA compares trials ([] for ``fifo``), as Ray's
+        ``_Bracket`` and `tune.schedulers.moasha` set them: bracket ``s`` has ``grace_period *
+        reduction_factor ** (k + s)`` for ``k`` in ``range(int(log(max_t / grace_period) /
+        log(reduction_factor) - s + 1))``, at most ``max_t`` (``grace_period`` capped at ``max_t``,
+        as `tune.schedulers.make_scheduler` does); the union over the brackets, ascending. A trial
+        reaches a milestone at its first report at or past it (17.5 is met at 20)."""
+        if self.type not in ("asha", "moasha"):
+            return []
+        if self.grace_period < 1 or self.reduction_factor <= 1 or max_t < 1:
+            raise ValueError(f"ASHA needs grace_period >= 1, reduction_factor > 1 and max_t >= 1; got "
+                             f"{self.grace_period}, {self.reduction_factor}, {max_t}")
+        grace, out = min(self.grace_period, max_t), set()
+        for s in range(self.brackets):
+            rungs = int(math.log(max_t / grace) / math.log(self.reduction_factor) - s + 1)
+            out.update(grace * self.reduction_factor ** (k + s) for k in range(max(rungs, 0)))
+        return sorted(float(m) for m in out if m <= max_t)
+
 
 @dataclass(kw_only=True)
 class ObjectiveSpec:
@@ -126,6 +145,7 @@ class WandbSpec:
     entity: str | None = None
     per_trial: bool = False  # a W&B run per trial (Ray's WandbLoggerCallback; slower)
     mode: str | None = None  # None: online with an API key, else offline
+    upload_students: bool = False  # the front's students as W&B artifacts: uploaded (True) or storage references
 
 
 @dataclass(kw_only=True)
