@@ -114,6 +114,31 @@ def test_more_trials_than_a_legend_names_are_one_collection():
     assert "kept student (its checkpoint)" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
+def test_point_labels_are_thinned_repeats_once_and_at_most_the_cap():
+    """Issue 24, section 6: a front of 427 at 10,000 trials (most of them one configuration at one
+    point) took 35 s to label; a repeat at one point is labelled once, and beyond the cap the
+    recommended student's label and the rest spread by x, the title saying so."""
+    from matplotlib.figure import Figure
+
+    from tune.outputs.front_figure import MAX_LABELLED, _thinned
+    from tune.outputs.plots import Label
+
+    teacher = Label("teacher (1, 1)", (1.0, 1.0), "black", bold=True)
+    repeats = [Label("K=1 λ=0.01", (0.5, 1.1), "tab:red")] * 20 + [Label("K=5 λ=0.1", (0.7, 1.0), "tab:red")]
+    ax = Figure().add_subplot()
+    ax.set_title("digits-flow")
+    assert _thinned(ax, [teacher, *repeats], []) == [teacher, repeats[0], repeats[-1]]
+    assert "2 of 21 point labels" in ax.get_title()
+    many = [Label(f"K={i}", (i / 100, 2 - i / 100), "tab:red") for i in range(100)]
+    ax = Figure().add_subplot()
+    shown = _thinned(ax, [teacher, *many], [(0.37, 1.63)])
+    assert shown[0] == teacher and many[37] in shown and many[0] in shown and many[-1] in shown
+    assert len(shown) == 1 + MAX_LABELLED + 1  # the cap, and the recommended one off the spread
+    assert shown[1:] == sorted(shown[1:], key=lambda label: label.point)  # in their own order
+    few = [teacher, *many[:5]]
+    assert _thinned(Figure().add_subplot(), few, []) == few
+
+
 def test_the_rungs_are_rays():
     from ray.tune.schedulers.async_hyperband import _Bracket
 

@@ -254,12 +254,13 @@ def place_labels(fig: Figure, ax, labels: list[Label]) -> None:
     are settled (the legend is then pinned there); the labels take no part in the layout."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    taken = [t.get_window_extent(renderer) for t in ax.texts]
+    # the boxes taken, one row each (x0, y0, x1, y1): a candidate's overlap with them one vectorised sum
+    taken = np.array([t.get_window_extent(renderer).extents for t in ax.texts], dtype=float).reshape(-1, 4)
     legend = ax.get_legend()
     if legend is not None:
         box = legend.get_window_extent(renderer)
         legend.set_loc(tuple(ax.transAxes.inverted().transform((box.x0, box.y0))))  # where "best" put it
-        taken.append(box)
+        taken = np.vstack([taken, box.extents])
     frame, markers = ax.get_window_extent(renderer), _marker_boxes(ax, fig.dpi)
     for label in labels:
         style = dict(fontsize=8 if label.bold else 7, fontweight="bold" if label.bold else "normal")
@@ -269,7 +270,7 @@ def place_labels(fig: Figure, ax, labels: list[Label]) -> None:
             probe.set(position=offset, ha=ha, va=va)
             box = probe.get_window_extent(renderer)
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
-            cost = (not inside, sum(_overlap(box, t) for t in taken), _overlap_all(box, markers), rank)
+            cost = (not inside, _overlap_all(box, taken), _overlap_all(box, markers), rank)
             if best is None or cost < best[0]:
                 best = (cost, offset, ha, va, box)
             if cost[:3] == (False, 0.0, 0.0):
@@ -280,7 +281,7 @@ def place_labels(fig: Figure, ax, labels: list[Label]) -> None:
         ax.annotate(label.text, label.point, xytext=offset, textcoords="offset points", color=label.colour,
                     ha=ha, va=va, arrowprops=leader if np.hypot(*offset) > _LEADER_FROM else None,
                     **style).set_in_layout(False)
-        taken.append(box)
+        taken = np.vstack([taken, box.extents])
 
 
 def _candidate_offsets():
