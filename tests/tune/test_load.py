@@ -1,5 +1,5 @@
 """Load at thousands of trials (issue 24, section 6): what the driver keeps per trial. The times
-and the curve are bench/load.py's (docs/results/load-2026-12-05.md); these check the behaviour
+and the curve are bench/load.py's (docs/results/load.md); these check the behaviour
 behind them."""
 
 from __future__ import annotations
@@ -48,6 +48,56 @@ def test_the_tuner_installs_it(tmp_path):
     tuner = build_tuner(space, args, storage=str(tmp_path / "runs"), cache={"enabled": False})
     callbacks = tuner._local_tuner._run_config.callbacks
     assert any(isinstance(c, LightTrialMetadata) for c in callbacks)
+
+
+def test_the_next_trial_is_rays_choice_made_among_the_live_trials():
+    """Ray's FIFO choice (the first PENDING trial in the controller's list, else the first PAUSED)
+    walked every trial at each step of Tune's loop; the search's schedulers make the same choice
+    among the live ones, through additions, trials ending and requeued trials (moved last)."""
+    import random
+
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import FIFOScheduler
+
+    from tune.schedulers import make_scheduler
+    from tune.space.schema import SchedulerSpec
+
+    class Controller:  # Tune's: the list in order, and the live set
+        def __init__(self):
+            self.trials, self.live = [], set()
+
+        def get_trials(self):
+            return self.trials
+
+        def get_live_trials(self):
+            return self.live
+
+    rng = random.Random(0)
+    for kind in ("fifo", "asha", "moasha"):
+        scheduler, controller = make_scheduler(SchedulerSpec(type=kind), max_t=100), Controller()
+        for step in range(300):
+            move = rng.random()
+            if move < 0.3 or not controller.trials:  # a new trial
+                trial = Trial("dpdmd_stub", stub=True, trial_id=f"t{step}")
+                controller.trials.append(trial)
+                controller.live.add(trial)
+                scheduler.on_trial_add(controller, trial)
+            else:
+                trial = rng.choice(controller.trials)
+                if trial.status in (Trial.TERMINATED, Trial.ERROR):
+                    continue
+                status = rng.choice([Trial.RUNNING, Trial.PAUSED, Trial.TERMINATED, Trial.ERROR, "requeue"])
+                if status == "requeue":  # TuneController._requeue_trial
+                    trial.set_status(Trial.PENDING)
+                    controller.trials.remove(trial)
+                    controller.trials.append(trial)
+                    scheduler.on_trial_add(controller, trial)
+                else:
+                    trial.set_status(status)
+                    if status in (Trial.TERMINATED, Trial.ERROR):
+                        controller.live.discard(trial)
+            assert scheduler.choose_trial_to_run(controller) is FIFOScheduler().choose_trial_to_run(controller), \
+                (kind, step)
 
 
 def test_the_load_bench_runs_a_small_search():

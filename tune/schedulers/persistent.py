@@ -18,6 +18,7 @@ import json
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from ..storage.uri import filesystem, write_atomic
+from .live_choice import LiveChoice
 from .moasha import MultiObjectiveASHAScheduler
 
 
@@ -84,8 +85,9 @@ def clear_state(uri: str) -> None:
 
 # --- persistence, shared by both schedulers ---------------------------------------------------------
 
-class _PersistentRungs:
-    """Mixin before a scheduler that has ``state_dict()`` / ``load_state_dict()``.
+class _PersistentRungs(LiveChoice):
+    """Mixin before a scheduler that has ``state_dict()`` / ``load_state_dict()``; the next trial
+    to run is chosen among the live ones (`tune.schedulers.live_choice`).
 
     ``state_uri`` None: nothing is saved (unit tests, or a caller that does not resume)."""
 
@@ -160,6 +162,7 @@ class _PersistentRungs:
 
     def on_trial_add(self, tune_controller, trial) -> None:
         self._load_once()
+        self._seen(trial)
         super().on_trial_add(tune_controller, trial)
         self._save(trial.trial_id)
 
@@ -222,6 +225,7 @@ class PersistentASHA(_PersistentRungs, ASHAScheduler):
 
     def on_trial_add(self, tune_controller, trial) -> None:
         self._load_once()
+        self._seen(trial)
         if trial.trial_id in self._assigned:  # re-added after a restore: the same bracket as before
             self._trial_info[trial.trial_id] = self._brackets[self._assigned[trial.trial_id]]
         else:
