@@ -9,7 +9,9 @@ tests/cluster: `python -m pytest -m slow -s tests/cluster/test_outages.py` print
 Columns: trials lost (a trial of the plan with no final row and not listed as failed), rows
 duplicated (the same trial and student update reported twice), results identical (every
 finished trial's final diversity and quality equal, bit for bit, to an undisturbed run of the
-same space), failures visible (summary.json lists them and the exit status is non-zero),
+same space), failures visible (summary.json lists them and the exit status is non-zero; an
+interrupted search: its summary.json said "interrupted"), exit (the faulted run's status, then
+the resumed run's), traceback (a Python traceback or "Exception ignored" anywhere in the output),
 seconds (wall time of the faulted run, resume included; the undisturbed run is the first row).
 Input refused before anything starts (a prompt the evaluator cannot score, --storage with an unset
 variable or empty, a grid over the 10,000-trial cap) rows: exit 2, "no outputs", and the line they
@@ -55,10 +57,18 @@ def _env() -> dict:
     return dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT))
 
 
+OUTPUTS: list[str] = []  # every output of the fault being run (the traceback column)
+
+
 def _search(space: Path, storage: Path, *extra: str, timeout: float = 1200) -> tuple[int, str]:
     proc = subprocess.run([sys.executable, "-m", "tune.search", "--space", str(space), "--storage", str(storage),
                            *extra], capture_output=True, text=True, env=_env(), timeout=timeout, cwd=ROOT)
+    OUTPUTS.append(proc.stdout + proc.stderr)
     return proc.returncode, proc.stderr
+
+
+def _traceback() -> bool:
+    return any("Traceback" in out or "Exception ignored" in out for out in OUTPUTS)
 
 
 def _finals(exp: Path) -> pd.DataFrame:
@@ -82,9 +92,17 @@ def _measure(exp: Path, code: int, seconds: float, reference: pd.DataFrame | Non
         merged = done.merge(reference, on=keys, suffixes=("", "_ref"))
         identical = bool(len(merged) and (merged["diversity"] == merged["diversity_ref"]).all()
                          and (merged["quality"] == merged["quality_ref"]).all())
+    final = code if isinstance(code, int) else int(str(code).split(",")[-1].split()[-1].strip(")")) \
+        if "then" in str(code) else int(str(code).split()[0])  # "130, then 0": the resumed run's; "0 (the second: 2)"
+    visible = (not failed and final == 0) or (bool(failed) and final != 0)
+    if SAID:  # the faulted run said what happened (an interrupted run's summary.json, the refused search's error)
+        visible = visible and all(SAID)
     return {"trials lost": lost, "rows duplicated": int(trials.duplicated(["trial_id", "student_updates"]).sum()),
-            "results identical": identical, "failures visible": (not failed and code == 0) or (bool(failed) and code != 0),
+            "results identical": identical, "failures visible": visible,
             "exit": code, "seconds": round(seconds, 1)}
+
+
+SAID: list[bool] = []  # the faulted run said what happened (an interrupted one: "interrupted" and 128 + signal)
 
 
 # --- the faults -----------------------------------------------------------------------------------
@@ -257,8 +275,96 @@ def grace_beyond_length(work: Path, reference):
     return work / "runs" / "faults", code, time.time() - started
 
 
+def _interrupt(work: Path, sig: int, *, times: int = 1, group: bool = True):
+    """Signal the search ``times`` once two trials have checkpoints (to its process group, as a
+    terminal's Ctrl+C, or to the driver alone, as ``timeout`` or Kubernetes), then --resume."""
+    space, storage = _write(work, SPACE), work / "runs"
+    started = time.time()
+    log = work / "interrupted.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tune.search", "--space", str(space), "--storage",
+                                 str(storage)], stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT,
+                                start_new_session=True)
+        while proc.poll() is None and len(list(storage.glob("faults/*/checkpoint_*"))) < 2:
+            time.sleep(0.5)
+        for _ in range(times):
+            if proc.poll() is None:
+                os.killpg(proc.pid, sig) if group else os.kill(proc.pid, sig)
+                time.sleep(1.0)
+        proc.wait(timeout=600)
+    OUTPUTS.append(log.read_text())
+    summary = storage / "faults" / "summary.json"
+    said = summary.exists() and json.loads(summary.read_text()).get("interrupted") == signal.Signals(sig).name
+    SAID.append(bool(said and proc.returncode == 128 + sig))
+    code, _ = _search(space, storage, "--resume")
+    print(f"{signal.Signals(sig).name} x{times}: the interrupted run exited {proc.returncode}, its summary said "
+          f"interrupted: {said}; the resumed run exited {code}", flush=True)
+    return storage / "faults", f"{proc.returncode}, then {code}", time.time() - started
+
+
+def sigint(work: Path, reference):
+    """Ctrl+C once (SIGINT to the process group) once two trials have checkpoints, then --resume."""
+    return _interrupt(work, signal.SIGINT)
+
+
+def sigint_twice(work: Path, reference):
+    """Ctrl+C twice, a second apart: still the graceful stop, then --resume."""
+    return _interrupt(work, signal.SIGINT, times=2)
+
+
+def sigterm(work: Path, reference):
+    """SIGTERM to the driver alone (``timeout``, Kubernetes), then --resume. Before: Ray's handler
+    aborted with exit 134, and a resume once duplicated a report."""
+    return _interrupt(work, signal.SIGTERM, group=False)
+
+
+def same_name_twice(work: Path, reference):
+    """The same search started twice at once: the second is refused before it starts (exit 2,
+    naming the first), the first finishes alone."""
+    space, storage = _write(work, SPACE), work / "runs"
+    started = time.time()
+    first = subprocess.Popen([sys.executable, "-m", "tune.search", "--space", str(space), "--storage", str(storage)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=ROOT)
+    while first.poll() is None and not (storage / "faults" / "dpdmd_space.json").exists():
+        time.sleep(0.2)
+    second, said = _search(space, storage)
+    out, _ = first.communicate(timeout=1200)
+    SAID.append(second == 2 and f"is in use by another search (pid {first.pid}" in said)
+    OUTPUTS.append(out)
+    print(f"same_name_twice: the second search exited {second} ({said.strip().splitlines()[-1][:160] if said else ''}); "
+          f"the first exited {first.returncode}", flush=True)
+    return storage / "faults", f"{first.returncode} (the second: {second})", time.time() - started
+
+
+def disk_full_checkpoint(work: Path, reference):
+    """``dpdmd.train`` on a 64 MiB tmpfs filled after its 2nd checkpoint but for 6 MiB: room for the
+    samples and a row, not for the 14 MB checkpoint (torch's own errors, no errno); then the space
+    is freed and ``--resume`` finishes it (tests/faults/full_disk_run.py). Its own row: a training
+    run, not a search."""
+    disk, snapshots = work / "disk", work / "snapshots"
+    disk.mkdir()
+    snapshots.mkdir()
+    script = (f"mount -t tmpfs -o size=64m tmpfs {disk} && exec {sys.executable} tests/faults/full_disk_run.py "
+              f"{disk} {snapshots} {6 << 20}")
+    started = time.time()
+    subprocess.run(["unshare", "-Urm", "sh", "-c", script], cwd=ROOT, env=_env(), timeout=1800, check=True,
+                   capture_output=True)
+    result = json.loads((snapshots / "result.json").read_text())
+    (failed_code, failed_err), (resumed_code, resumed_err) = result["failed"], result["resumed"]
+    OUTPUTS.extend([failed_err, resumed_err])
+    said = [line for line in failed_err.splitlines() if line.startswith("error:")]
+    print(f"disk_full_checkpoint: {said[0] if said else failed_err[-300:]}", flush=True)
+    failed, resumed = (pd.read_csv(snapshots / step / "metrics.csv") for step in ("failed", "resumed"))
+    columns = ["student_updates", "diversity", "quality"]
+    return {"trials lost": "-", "rows duplicated": int(resumed.duplicated("student_updates").sum()),
+            "results identical": bool(failed[columns].equals(resumed[columns])),
+            "failures visible": failed_code == 1 and bool(said) and "state.pt: No space left on device" in said[0],
+            "exit": f"{failed_code}, then {resumed_code}", "seconds": round(time.time() - started, 1)}
+
+
 FAULTS = {f.__name__: f for f in (undisturbed, driver_sigkill, cache_actor_killed, nan_injection,
-                                     read_only_storage, address_unreachable, disk_full, unscorable_prompt,
+                                     read_only_storage, address_unreachable, disk_full, same_name_twice, sigint,
+                                     sigint_twice, sigterm, disk_full_checkpoint, unscorable_prompt,
                                      train_unscorable_prompt, storage_unset_variable, storage_empty, oversized_grid,
                                      grace_beyond_length)}
 PLANNED = {"nan_injection": 1, "read_only_storage": 0, "address_unreachable": 0, "unscorable_prompt": 0,
@@ -283,10 +389,18 @@ def main(argv=None) -> int:
         for name in names:
             work = root / name
             work.mkdir()
-            exp, code, seconds = FAULTS[name](work, reference)
+            OUTPUTS.clear()
+            SAID.clear()
+            measured = FAULTS[name](work, reference)
+            if isinstance(measured, dict):  # a fault of its own kind (a training run): measured there
+                row = {"fault": name, **measured, "traceback": _traceback()}
+                rows.append(row)
+                print(row, flush=True)
+                continue
+            exp, code, seconds = measured
             planned = PLANNED.get(name, 4)
             compare = None if name == "nan_injection" else reference  # a different space
-            row = {"fault": name, **_measure(exp, code, seconds, compare, planned)}
+            row = {"fault": name, **_measure(exp, code, seconds, compare, planned), "traceback": _traceback()}
             if name == "undisturbed":
                 reference = _finals(exp)
             rows.append(row)
@@ -294,11 +408,11 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print()
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(c for row in rows for c in row))
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for row in rows:
-        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+        print("| " + " | ".join(str(row.get(c, "-")) for c in columns) + " |")
     return 0
 
 

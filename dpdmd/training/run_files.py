@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..config import TrainConfig
-from ..data.atomic import atomic_path, write_atomic
+from ..data.atomic import atomic_path, free_bytes, write_atomic, write_failure
 from ..evaluation.protocol import save_grid, teacher_reference
 
 
@@ -105,17 +105,22 @@ def _copy(source: Path, target: Path) -> None:
 
 
 @contextlib.contextmanager
-def writing(path: Path):
-    """Turn a failed write (a full or read-only disk) into an OSError naming ``path`` and the space
-    left there. torch.save reports a failed write as a RuntimeError ("file write failed")."""
+def writing(path: Path, *, size: int | None = None):
+    """Turn a failed write (a full, read-only or failing disk, a quota) into an OSError naming
+    ``path`` and the space left there. Whether the disk is why is judged by what happened
+    (`dpdmd.data.atomic.write_failure`: the OS error, or the disk asked for room for ``size`` bytes,
+    default ``path``'s current size), not by the error's text: torch.save reports ENOSPC as a
+    RuntimeError ("basic_ios::clear: iostream error", "unexpected pos", "file write failed").
+    Any other error goes on as it was."""
     try:
         yield
-    except (OSError, RuntimeError) as err:
-        if isinstance(err, RuntimeError) and "write" not in str(err):
+    except Exception as err:
+        why = write_failure(path, err, size=size)
+        if why is None:
             raise
         try:
-            free = f"; {shutil.disk_usage(path.parent if path.parent.exists() else path.parent.parent).free / 2**20:.1f} MiB free there"
+            free = f"; {free_bytes(path.parent) / 2**20:.1f} MiB free there"
         except OSError:
             free = ""
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else (str(err).splitlines() or [""])[0][:200]
-        raise OSError(getattr(err, "errno", None) or errno.EIO, f"cannot write {path}: {reason}{free}") from err
+        reason = why.strerror or str(why)
+        raise OSError(why.errno or errno.EIO, f"cannot write {path}: {reason}{free}") from err

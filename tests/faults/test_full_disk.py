@@ -87,6 +87,33 @@ def test_full_disk_names_the_file_keeps_what_was_written_and_resumes(tmp_path):
         assert [float(r[key]) for r in resumed] == pytest.approx([float(r[key]) for r in whole], rel=1e-6), key
 
 
+@pytest.mark.slow
+def test_full_disk_while_the_checkpoint_is_written(tmp_path):
+    """Issue 24, section 3: the disk fills up with room left for the samples and the metrics but
+    not for the checkpoint: torch's own errors ("basic_ios::clear: iostream error", "unexpected
+    pos") become the promised message, with the data side as before."""
+    disk, snapshots = tmp_path / "disk", tmp_path / "snapshots"
+    leave = 6 << 20  # the samples (8 KB each) and a row fit; the state (14 MB) does not
+    result = _run_on_tmpfs("64m", disk, "tests/faults/full_disk_run.py", [disk, snapshots, leave], snapshots,
+                           timeout=900)
+    code, err = result["failed"]
+    assert code == 1, err
+    assert f"error: cannot write {disk}/run/checkpoint/state.pt: No space left on device; " in err, err
+    assert "Traceback" not in err and "iostream" not in err and "enforce fail" not in err, err
+    failed = snapshots / "failed"
+    logged = rows(failed / "metrics.csv")
+    assert [r["student_updates"] for r in logged] == ["2", "4", "6"]  # the 3rd row went in before its checkpoint
+    assert torch.load(failed / "checkpoint" / "state.pt", weights_only=False)["iteration"] == 8  # the last good one
+    assert not list(failed.rglob("*.tmp*")) and not (failed / "checkpoint.tmp").exists()
+
+    code, err = result["resumed"]
+    assert code == 0, err
+    resumed = rows(snapshots / "resumed" / "metrics.csv")
+    assert [int(r["student_updates"]) for r in resumed] == [2, 4, 6]  # the row past the checkpoint, once
+    for key in ("diversity", "quality", "loss_dmd"):  # the 3rd evaluation again, from the 2nd checkpoint
+        assert [float(r[key]) for r in resumed] == pytest.approx([float(r[key]) for r in logged], rel=1e-6), key
+
+
 SEARCH_SPACE = {
     "name": "full",
     "method": "grid",

@@ -245,6 +245,39 @@ def test_ray_runs_moasha_with_every_searcher(method, tmp_path, monkeypatch, loca
     assert len(updates) == 5  # 4 + the vanilla-DMD baseline
     assert max(updates) == 8 and min(updates) < 8  # MO-ASHA let some finish and stopped others early
     from tune.schedulers import STATE_FILE
+    from tune.schedulers.persistent import read_state
 
-    saved = json.loads((tmp_path / "runs" / f"moasha-{method}" / STATE_FILE).read_text())
+    saved = read_state(str(tmp_path / "runs" / f"moasha-{method}" / STATE_FILE))
     assert sum(len(rec) for _, rec in saved["scheduler"]["rungs"][0]) >= 5
+
+
+# --- the decision without ranking the whole rung (issue 24, section 6) ---------------------------
+
+@pytest.mark.parametrize("seed", range(6))
+def test_in_top_decides_as_the_full_ranking(seed):
+    """`in_top` is `rank_points` cut short: the same answer for every point of random rungs with
+    few distinct values (ties, duplicates, several layers), NaN and inf rows, and every keep."""
+    from tune.schedulers.moasha import in_top
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    points = rng.integers(0, 6, size=(n, 2)).astype(float) / 5  # coarse: ties and duplicates
+    points[rng.random(n) < 0.1, int(rng.integers(2))] = rng.choice([NAN, INF, -INF])
+    order = rank_points(points)
+    for keep in range(0, n + 2):
+        top = set(order[:keep])
+        assert [in_top(points, i, keep) for i in range(n)] == [i in top for i in range(n)], keep
+
+
+def test_a_rung_decides_as_the_full_ranking_as_it_grows_and_after_a_state_is_loaded():
+    rng = np.random.default_rng(7)
+    s = scheduler(reduction_factor=3, max_t=16)
+    names = [f"t{i}" for i in range(80)]
+    trials = add(s, *names)
+    points = rng.random((80, 2))
+    points[::9] = points[1::9][: len(points[::9])]  # some exact duplicates
+    for i in range(80):
+        if i == 40:  # the rungs reloaded mid-stream (a resumed search): the cached arrays start again
+            s.load_state_dict(json.loads(json.dumps(s.state_dict())))
+        decision = s.on_trial_result(None, trials[names[i]], result(1, *points[i]))
+        assert (decision == CONTINUE) == (i in rank_points(points[: i + 1])[: math.ceil((i + 1) / 3)]), i

@@ -86,6 +86,59 @@ def test_curves_named_by_configuration_with_rungs_and_kept_students(tmp_path):
     assert curves_figure(unique, kept, tmp_path / "curves.png", rungs=[10, 20]).is_file()
 
 
+def test_more_trials_than_a_legend_names_are_one_collection():
+    """Issue 24, section 6: 10,000 trials drew 10,000 Line2D artists, each from its own filter of
+    the reports (trials x reports); beyond the legend's count the curves are one LineCollection
+    (each trial's reports by student updates, the trials in knob order) and the kept students one
+    scatter of stars."""
+    from matplotlib.collections import LineCollection
+
+    from tune.outputs.curves_figure import MAX_LEGEND
+
+    n = MAX_LEGEND + 6
+    rows = [{"trial_id": f"t{i:02d}", "anchor_k": n - i, "lambda_div": 0.1, "student_updates": u,
+             "diversity": d(0.5 + 0.01 * i + 0.1 * step), "quality": q(0.95)}
+            for i in range(n) for step, u in enumerate((10, 20, 40))]
+    trials = reports(rows[::-1])  # any row order
+    unique, kept = unique_reports(trials), kept_reports(trials, min_quality=FLOOR, min_student_updates=MIN_UPDATES)
+    (ax,) = curves_panels(unique, kept, rungs=[10, 20], min_student_updates=MIN_UPDATES).axes
+    assert ax.get_title().endswith(f": {n} trials") and not [line for line in ax.get_lines() if len(line.get_xdata()) > 2]
+    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    segments = lines.get_segments()
+    assert len(segments) == n
+    first = unique[unique["trial_id"] == f"t{n - 1:02d}"].sort_values("student_updates")  # K=1 comes first
+    np.testing.assert_allclose(segments[0], first[["student_updates", "objective"]].to_numpy(dtype=float))
+    (stars,) = [c for c in ax.collections if c.get_offsets().shape[0] == int(kept["kept"].sum()) > 1]
+    np.testing.assert_allclose(sorted(map(tuple, stars.get_offsets())),
+                               sorted(zip(kept["student_updates"].astype(float), kept["objective"].astype(float))))
+    assert "kept student (its checkpoint)" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_point_labels_are_thinned_repeats_once_and_at_most_the_cap():
+    """Issue 24, section 6: a front of 427 at 10,000 trials (most of them one configuration at one
+    point) took 35 s to label; a repeat at one point is labelled once, and beyond the cap the
+    recommended student's label and the rest spread by x, the title saying so."""
+    from matplotlib.figure import Figure
+
+    from tune.outputs.front_figure import MAX_LABELLED, _thinned
+    from tune.outputs.plots import Label
+
+    teacher = Label("teacher (1, 1)", (1.0, 1.0), "black", bold=True)
+    repeats = [Label("K=1 λ=0.01", (0.5, 1.1), "tab:red")] * 20 + [Label("K=5 λ=0.1", (0.7, 1.0), "tab:red")]
+    ax = Figure().add_subplot()
+    ax.set_title("digits-flow")
+    assert _thinned(ax, [teacher, *repeats], []) == [teacher, repeats[0], repeats[-1]]
+    assert "2 of 21 point labels" in ax.get_title()
+    many = [Label(f"K={i}", (i / 100, 2 - i / 100), "tab:red") for i in range(100)]
+    ax = Figure().add_subplot()
+    shown = _thinned(ax, [teacher, *many], [(0.37, 1.63)])
+    assert shown[0] == teacher and many[37] in shown and many[0] in shown and many[-1] in shown
+    assert len(shown) == 1 + MAX_LABELLED + 1  # the cap, and the recommended one off the spread
+    assert shown[1:] == sorted(shown[1:], key=lambda label: label.point)  # in their own order
+    few = [teacher, *many[:5]]
+    assert _thinned(Figure().add_subplot(), few, []) == few
+
+
 def test_the_rungs_are_rays():
     from ray.tune.schedulers.async_hyperband import _Bracket
 

@@ -161,3 +161,21 @@ def test_a_transient_trial_is_drawn_hollow_and_never_on_the_front(tmp_path, monk
     plots.plot_pareto(rows, tmp_path / "t.png", x="diversity_score", y="quality_score", annotate="none")
     legend = [t.get_text() for t in seen["fig"].axes[0].get_legend().get_texts()]
     assert "Pareto front (2)" in legend and "stopped before min_student_updates (1)" in legend
+
+
+def test_a_labels_overlap_with_the_markers_is_the_sum_box_by_box():
+    """The markers' boxes are one array (issue 24, section 6: box by box, 10,000 trials' labels
+    took minutes to place); the area a label shares with them is what it was, box by box."""
+    import numpy as np
+    from matplotlib.transforms import Bbox
+
+    from tune.outputs.plots import _overlap, _overlap_all
+
+    rng = np.random.default_rng(0)
+    corners = rng.random((200, 2)) * 100
+    boxes = np.column_stack([corners, corners + rng.random((200, 2)) * 20])
+    label = Bbox.from_extents(30, 40, 70, 55)
+    expected = sum(_overlap(label, Bbox.from_extents(*row)) for row in boxes)
+    assert _overlap_all(label, boxes) == pytest.approx(expected) and expected > 0
+    assert _overlap_all(label, np.zeros((0, 4))) == 0.0
+

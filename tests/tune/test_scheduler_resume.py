@@ -157,15 +157,58 @@ def test_a_fresh_search_does_not_inherit_old_rungs(tmp_path):
     assert set(read_state(uri)["scheduler"]["trial_bracket"]) == {"new"}
 
 
-def test_state_file_is_plain_json_written_atomically(tmp_path):
+def test_state_file_is_plain_json_lines_a_change_appended(tmp_path):
     uri = str(tmp_path / "exp" / STATE_FILE)
     s = build("asha", uri)
     trial = SimpleNamespace(trial_id="a")
     s.on_trial_add(None, trial)
     s.on_trial_result(None, trial, {"student_updates": 1, "objective": 0.25})
-    saved = json.loads((tmp_path / "exp" / STATE_FILE).read_text())  # one JSON line
+    whole, change = (json.loads(line) for line in (tmp_path / "exp" / STATE_FILE).read_text().splitlines())
+    assert whole["scheduler"]["rungs"][0][-1] == [1, {}]  # the whole state, written atomically first ...
+    last = len(whole["scheduler"]["rungs"][0]) - 1
+    assert change["trial"] == "a" and change["rungs"] == [[0, last, 0.25]]  # ... then one line for the report
+    saved = read_state(uri)
     assert saved["scheduler"]["rungs"][0][-1] == [1, {"a": 0.25}]  # rung at t 1 (last: descending)
     assert [p.name for p in (tmp_path / "exp").iterdir()] == [STATE_FILE]  # no temporary left behind
+
+
+@pytest.mark.parametrize("kind", ["asha", "moasha"])
+def test_a_report_appends_a_line_not_the_whole_state(kind, tmp_path):
+    """Issue 24, section 6: at 10,000 trials the whole state is ~1 MB, and it was rewritten at every
+    report. Now a report appends its change (one line), and the file is rewritten whole only once
+    the lines outweigh it (not here: 12 trials)."""
+    uri = tmp_path / STATE_FILE
+    s = build(kind, str(uri))
+    trials = new_trials()
+    for t in trials.values():
+        s.on_trial_add(None, t)
+    rewrites, reports = 0, 0
+    for name, res in results_stream(0):
+        if trials[name].done:
+            continue
+        reports += 1
+        if s.on_trial_result(None, trials[name], res) == STOP:
+            trials[name].done = True
+            s.on_trial_complete(None, trials[name], res)
+        rewrites += len(uri.read_text().splitlines()) == 1  # the whole state alone: just rewritten
+    assert reports > 50 and rewrites == 0
+    lines = uri.read_text().splitlines()
+    assert len(lines) > reports // 2 and all(len(line) < 600 for line in lines[1:])  # each a change, not the state
+    # and what is read back is what the scheduler holds
+    assert read_state(str(uri))["scheduler"] == json.loads(json.dumps(s.state_dict(), default=float))
+
+
+def test_a_line_cut_short_by_a_crash_is_ignored(tmp_path):
+    uri = tmp_path / STATE_FILE
+    s = build("moasha", str(uri))
+    trials = new_trials()
+    for t in trials.values():
+        s.on_trial_add(None, t)
+    s.on_trial_result(None, trials["t00"], {"student_updates": 1, "diversity_score": 0.5, "quality_score": 0.5})
+    whole = read_state(str(uri))
+    with open(uri, "a") as f:
+        f.write('{"trial": "t01", "assigned": ["trial_bra')  # the process died mid-line
+    assert read_state(str(uri)) == whole
 
 
 # --- a real search, interrupted with Ctrl+C and resumed -------------------------------------------

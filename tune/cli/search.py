@@ -13,7 +13,9 @@ Exit status: 0 when every trial finished; 1 when the search ran but some trials 
 or diverged: each is listed with its error in summary.json and the printed table, as Ray Tune's
 own `raise_on_failed_trial` would fail) or its outputs could not be written to the storage (a
 full disk, a storage lost: the folder is named, and where the outputs are kept instead); 2 when the input is refused before anything starts
-(space file, flags, storage, address, resources).
+(space file, flags, storage, address, resources, a name another search is using); 130 / 143 when
+SIGINT (Ctrl+C) / SIGTERM stopped it: its state is saved, the outputs of the reports so far are
+written and marked interrupted, and the --resume command that continues it is printed.
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str]:
-    """Everything about the flags that can be refused before Ray starts (`tune.storage.preflight`)."""
+def check_command_line(space: SearchSpace, args: argparse.Namespace, *, experiment: bool = True) -> list[str]:
+    """Everything about the flags that can be refused before Ray starts (`tune.storage.preflight`);
+    ``experiment`` False: not what the experiment in the storage refuses (`experiment_problems`)."""
     from ..storage import preflight
 
     problems = preflight.storage_flag_problems(args.storage)
@@ -80,8 +83,18 @@ def check_command_line(space: SearchSpace, args: argparse.Namespace) -> list[str
             return [str(err)]
         return preflight.storage_problems(args.storage)
     problems += preflight.storage_problems(args.storage)
-    if problems:
+    if problems or not experiment:
         return problems
+    return experiment_problems(space, args)
+
+
+def experiment_problems(space: SearchSpace, args: argparse.Namespace) -> list[str]:
+    """What the experiment already in the storage refuses (a new search of an existing name, a
+    ``--resume`` of none or of another space, a damaged state) and the teacher check. Run while
+    holding the name's lock (`tune.storage.lock`): another search cannot start it meanwhile."""
+    from ..storage import preflight
+
+    problems = []
     storage, name = storage_uri(args.storage), args.name or space.name
     exists = experiment_exists(storage, name)
     if args.resume and not exists:
@@ -133,14 +146,26 @@ def run(argv=None) -> Exit:
     """The search of ``argv`` (default: the process's arguments); ``python -m tune.search`` ends the
     process as the returned `Exit` says."""
     args = parse_args(argv)
+    lock = None
     try:
         space = load_space(args.space)
         for warning in space.warnings():  # allowed, but likely not meant: said at every start and dry run
             print(f"warning: {args.space}: {warning}", file=sys.stderr)
-        problems = check_command_line(space, args)
+        problems = check_command_line(space, args, experiment=False)
+        if not problems and not (args.dry_run or args.simulate):
+            from ..storage.lock import SearchInUse, acquire
+
+            try:  # one search per name: held until this one ends (a crash releases it too)
+                lock = acquire(storage_uri(args.storage), args.name or space.name, command=sys.argv)
+            except SearchInUse as err:
+                problems = [str(err)]
+            else:
+                problems = experiment_problems(space, args)
         if problems:
             raise SpaceError(args.space, problems)
     except SpaceError as err:
+        if lock is not None:
+            lock.release()
         print(f"error: {err}", file=sys.stderr)
         return Exit(2)
     if args.dry_run:
@@ -150,6 +175,15 @@ def run(argv=None) -> Exit:
         from ..simulate.replay import simulate_command
 
         return Exit(simulate_command(space, args))
+    end = Exit(1)  # an exception out of the search: the lock is let go all the same
+    try:
+        end = _search(space, args)
+    finally:
+        lock.release(remote=not end.at_once)  # a lost storage: its lease goes stale instead
+    return end
+
+
+def _search(space: SearchSpace, args: argparse.Namespace) -> Exit:
     from ..storage import preflight
 
     storage, name = storage_uri(args.storage), args.name or space.name
@@ -164,6 +198,8 @@ def run(argv=None) -> Exit:
         print(f"error: {err}", file=sys.stderr)
         return Exit(1, at_once=True)
     summary, at_once = searched.summary, searched.storage_lost
+    if searched.interrupted:  # a partial search (the --resume command printed): 128 + the signal's number
+        return Exit(searched.interrupted, at_once)
     failed = summary.get("failed_trials") or []
     if failed:
         print(f"\n{len(failed)} trial(s) failed (listed above and in summary.json): exit status 1", file=sys.stderr)

@@ -58,10 +58,13 @@ def curves_panels(trials: pd.DataFrame, kept: pd.DataFrame, *, rungs: list[float
 
 
 def _panel(ax, reports: pd.DataFrame, kept: pd.DataFrame, backbone: str, rungs: list[float], min_updates: int) -> None:
-    labels = trial_labels(reports) if not reports.empty else {}
+    trials = int(reports["trial_id"].nunique()) if not reports.empty else 0
+    if trials > MAX_LEGEND:  # unnamed curves: one collection, not an artist (and a filter) per trial
+        _many_curves(ax, reports, kept)
+    labels = trial_labels(reports) if 0 < trials <= MAX_LEGEND else {}
     kept_by_trial = kept.set_index(kept["trial_id"].astype(str)) if not kept.empty else kept
     cmap = _colours(len(labels))
-    for colour, trial in zip(cmap, _in_knob_order(reports)):
+    for colour, trial in zip(cmap, _in_knob_order(reports) if labels else []):
         label = labels[trial]
         part = reports[reports["trial_id"].astype(str) == trial].sort_values("student_updates")
         x = part["student_updates"].to_numpy(dtype=float)
@@ -83,13 +86,42 @@ def _panel(ax, reports: pd.DataFrame, kept: pd.DataFrame, backbone: str, rungs: 
     ax.axhline(1.0, color="tab:orange", lw=0.8, ls=":")  # J = 1: as diverse and as good as the teacher
     ax.set_xlabel("student updates" + (" (dotted: ASHA's rungs)" if rungs else ""))
     ax.set_ylabel("J (1 = the teacher)")
-    ax.set_title(f"{backbone + ': ' if backbone else ''}{len(labels)} trials")
+    ax.set_title(f"{backbone + ': ' if backbone else ''}{trials} trials")
     ax.grid(True, alpha=0.3)
     handles, names = ax.get_legend_handles_labels()
-    if len(labels) <= MAX_LEGEND:
+    if trials <= MAX_LEGEND:
         ax.legend(handles, names, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, title="K, λ")
-    else:
-        ax.legend(handles[-2:], names[-2:], loc="lower right", fontsize=7)
+    else:  # the curves have no names: the legend says what the marks are
+        ax.legend(handles, names, loc="lower right", fontsize=7)
+
+
+def _many_curves(ax, reports: pd.DataFrame, kept: pd.DataFrame) -> None:
+    """More trials than a legend names: every trial's curve (its reports by student updates, the
+    trials in knob order) as one `LineCollection`, each kept student one star of its curve's
+    colour in one scatter, from one sort of the reports. A filter of the reports and a Line2D per
+    trial grew with trials x reports: 10,000 trials took minutes for this figure alone."""
+    from matplotlib.collections import LineCollection
+
+    order = {t: i for i, t in enumerate(_in_knob_order(reports))}
+    rank = reports["trial_id"].astype(str).map(order).to_numpy()
+    sort = np.lexsort((reports["student_updates"].to_numpy(dtype=float), rank))
+    x = reports["student_updates"].to_numpy(dtype=float)[sort]
+    y = reports["objective"].to_numpy(dtype=float, na_value=np.nan)[sort]
+    y = np.where(np.isfinite(y), y, np.nan)  # -inf (a diverged report) cannot be drawn
+    starts = np.flatnonzero(np.diff(rank[sort])) + 1
+    lines = np.split(np.column_stack([x, y]), starts)
+    cmap = _colours(20)
+    colours = [cmap[i % len(cmap)] for i in range(len(lines))]
+    ax.add_collection(LineCollection(lines, colors=colours, linewidths=0.8, alpha=0.6))
+    if not kept.empty:
+        mine = kept[kept["trial_id"].astype(str).isin(order)]
+        if "kept" in mine:
+            mine = mine[mine["kept"].astype(bool)]
+        where = mine["trial_id"].astype(str).map(order).to_numpy()
+        ax.scatter(mine["student_updates"].to_numpy(dtype=float), mine["objective"].to_numpy(dtype=float),
+                   marker="*", s=40, c=[cmap[i % len(cmap)] for i in where], edgecolors="black", linewidths=0.4,
+                   zorder=4)
+    ax.autoscale_view()
 
 
 def _in_knob_order(reports: pd.DataFrame) -> list[str]:

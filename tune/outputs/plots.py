@@ -254,12 +254,13 @@ def place_labels(fig: Figure, ax, labels: list[Label]) -> None:
     are settled (the legend is then pinned there); the labels take no part in the layout."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    taken = [t.get_window_extent(renderer) for t in ax.texts]
+    # the boxes taken, one row each (x0, y0, x1, y1): a candidate's overlap with them one vectorised sum
+    taken = np.array([t.get_window_extent(renderer).extents for t in ax.texts], dtype=float).reshape(-1, 4)
     legend = ax.get_legend()
     if legend is not None:
         box = legend.get_window_extent(renderer)
         legend.set_loc(tuple(ax.transAxes.inverted().transform((box.x0, box.y0))))  # where "best" put it
-        taken.append(box)
+        taken = np.vstack([taken, box.extents])
     frame, markers = ax.get_window_extent(renderer), _marker_boxes(ax, fig.dpi)
     for label in labels:
         style = dict(fontsize=8 if label.bold else 7, fontweight="bold" if label.bold else "normal")
@@ -269,7 +270,7 @@ def place_labels(fig: Figure, ax, labels: list[Label]) -> None:
             probe.set(position=offset, ha=ha, va=va)
             box = probe.get_window_extent(renderer)
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
-            cost = (not inside, sum(_overlap(box, t) for t in taken), sum(_overlap(box, m) for m in markers), rank)
+            cost = (not inside, _overlap_all(box, taken), _overlap_all(box, markers), rank)
             if best is None or cost < best[0]:
                 best = (cost, offset, ha, va, box)
             if cost[:3] == (False, 0.0, 0.0):
@@ -280,7 +281,7 @@ def place_labels(fig: Figure, ax, labels: list[Label]) -> None:
         ax.annotate(label.text, label.point, xytext=offset, textcoords="offset points", color=label.colour,
                     ha=ha, va=va, arrowprops=leader if np.hypot(*offset) > _LEADER_FROM else None,
                     **style).set_in_layout(False)
-        taken.append(box)
+        taken = np.vstack([taken, box.extents])
 
 
 def _candidate_offsets():
@@ -292,21 +293,29 @@ def _candidate_offsets():
             yield (dx * distance, dy * distance), ha, va
 
 
-def _marker_boxes(ax, dpi: float) -> list:
-    """Display-space boxes of every scatter marker of ``ax`` (a square of the marker's size)."""
-    from matplotlib.transforms import Bbox
-
-    boxes = []
+def _marker_boxes(ax, dpi: float) -> np.ndarray:
+    """Display-space boxes (x0, y0, x1, y1) of every scatter marker of ``ax`` (a square of the
+    marker's size), one row each: an array, so a label's overlap with thousands of markers is one
+    vectorised sum (a search of 1,000 trials spent 18 s here box by box, 10,000 would spend 30 min)."""
+    boxes = [np.zeros((0, 4))]
     for collection in ax.collections:
         offsets, sizes = collection.get_offsets(), collection.get_sizes()
         if len(offsets) == 0 or len(sizes) == 0:
             continue
-        centres = collection.get_offset_transform().transform(offsets)
-        for i, (cx, cy) in enumerate(centres):
-            half = math.sqrt(sizes[i % len(sizes)]) / 2 * dpi / 72  # s is the marker's area in points^2
-            if np.isfinite([cx, cy]).all():
-                boxes.append(Bbox.from_extents(cx - half, cy - half, cx + half, cy + half))
-    return boxes
+        centres = np.asarray(collection.get_offset_transform().transform(offsets), dtype=float).reshape(-1, 2)
+        half = np.sqrt(np.resize(np.asarray(sizes, dtype=float), len(centres))) / 2 * dpi / 72  # s: area in points^2
+        keep = np.isfinite(centres).all(axis=1)
+        centres, half = centres[keep], half[keep]
+        boxes.append(np.column_stack([centres[:, 0] - half, centres[:, 1] - half,
+                                      centres[:, 0] + half, centres[:, 1] + half]))
+    return np.concatenate(boxes)
+
+
+def _overlap_all(a, boxes: np.ndarray) -> float:
+    """Area (pixels^2) box ``a`` shares with the boxes (rows x0, y0, x1, y1), added up."""
+    width = np.minimum(a.x1, boxes[:, 2]) - np.maximum(a.x0, boxes[:, 0])
+    height = np.minimum(a.y1, boxes[:, 3]) - np.maximum(a.y0, boxes[:, 1])
+    return float((np.maximum(width, 0.0) * np.maximum(height, 0.0)).sum())
 
 
 def _overlap(a, b) -> float:

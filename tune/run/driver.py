@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..space.schema import SearchSpace, SpaceError
 from ..storage.uri import join_uri, local_experiment_dir, storage_uri, upload
+from .interrupts import Interrupts, resume_command
 from .storage_faults import LeastFreeSpace, StorageLost, first_line, storage_failure
 from .tuner import build_tuner
 
@@ -26,11 +27,21 @@ class SearchRun:
 
     summary: dict
     storage_lost: bool = False
+    interrupted: int = 0  # a SIGINT / SIGTERM stopped it: the exit status it asks for (`tune.run.interrupts`)
 
 
 def run_search(space: SearchSpace, args: argparse.Namespace) -> SearchRun:
-    """Start Ray, run the trials, write and print the front; returns the summary (summary.json) and
-    whether the storage was lost."""
+    """Start Ray, run the trials, write and print the front; returns the summary (summary.json),
+    whether the storage was lost and whether a signal stopped it (`tune.run.interrupts`: a partial
+    search, its outputs marked interrupted, the --resume command printed)."""
+    storage = storage_uri(args.storage)
+    name = args.name or space.name
+    with Interrupts(resume_command=resume_command(args, name, storage)) as interrupts:
+        return _run_search(space, args, storage, name, interrupts)
+
+
+def _run_search(space: SearchSpace, args: argparse.Namespace, storage: str, name: str,
+                interrupts: Interrupts) -> SearchRun:
     import ray
 
     from ..outputs.failures import failed_trials, without_failed
@@ -43,11 +54,10 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> SearchRun:
     from ..trial.cache_stats import cache_statistics
     from ..trial.trainable import cache_settings
 
-    storage = storage_uri(args.storage)
-    name = args.name or space.name
     started = time.time()
     storage_lost = False
     _start_ray(space, args)
+    interrupts.install()  # again: ray.init puts its own SIGTERM handler (sys.exit mid-loop: an abort) over ours
     spill_uri = join_uri(storage, "anchor_cache")
     cache = cache_settings(spill_uri, enabled=not args.no_cache)
     store = get_or_create_store(spill_uri) if cache["enabled"] else None
@@ -55,7 +65,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> SearchRun:
     watch = LeastFreeSpace(storage)
     try:
         with watch:
-            grid = tuner.fit()
+            grid = tuner.fit() if not interrupts.received else []  # a signal before Tune started: nothing ran
     except Exception as err:  # noqa: BLE001 - Ray reads the results back from the storage
         why = storage_failure(storage, err, least_free=watch.least)
         if why is None:
@@ -71,6 +81,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> SearchRun:
         print(f"error: {lost}. The results so far are read from the driver's local copy", file=sys.stderr)
         storage_lost = True  # measured: exit handlers that wait on a lost S3 sat there for minutes
 
+    # a report Ray's files hold twice (a trial resumed after an abort re-reports from its checkpoint): once
     o = space.objective
     trials = unique_reports(with_scores(trials_frame(grid), diversity_weight=o.diversity_weight))
     final = final_results(trials, min_quality=o.min_quality)  # last reports: the counters
@@ -85,6 +96,7 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> SearchRun:
     summary["failed_trials"] = failed
     summary["min_student_updates"] = o.min_student_updates  # no student kept before it
     summary["rungs"] = space.scheduler.milestones(space.max_t())
+    summary.update(_search_status(interrupts, storage, name))
     out_dir = local_experiment_dir(storage, name)
     pareto = pareto_rows(fronts)
     paths = _write_outputs(out_dir, trials, kept, pareto, summary)
@@ -107,7 +119,35 @@ def run_search(space: SearchSpace, args: argparse.Namespace) -> SearchRun:
         _kill_store(spill_uri)
     ray.shutdown()
     _print_outcome(space, fronts, summary, outputs=outputs, where=where, wandb_dir=wandb_dir)
-    return SearchRun(summary, storage_lost)
+    return SearchRun(summary, storage_lost, interrupted=interrupts.exit_status if summary["interrupted"] else 0)
+
+
+def _search_status(interrupts: Interrupts, storage: str, name: str) -> dict:
+    """summary.json's ``status`` ("finished", or "interrupted (SIGNAL)": a partial search),
+    ``interrupted`` (the signal or None), ``unfinished_trials`` (started and not ended, where Ray
+    says) and ``resume_command``: flat values, so W&B's run summary shows them too."""
+    if not interrupts.received:
+        return {"status": "finished", "interrupted": None}
+    from .tuner import experiment_exists
+
+    saved = experiment_exists(storage, name)
+    command = interrupts.resume_command if saved else \
+        interrupts.resume_command.replace(" --resume", "")  # stopped before Ray saved anything: start again
+    return {"status": f"interrupted ({interrupts.signal})", "interrupted": interrupts.signal,
+            "unfinished_trials": _unfinished_trials(join_uri(storage, name)) if saved else None,
+            "resume_command": command}
+
+
+def _unfinished_trials(experiment: str) -> int | None:
+    """How many of the trials in the experiment state Ray saved are neither terminated nor errored
+    (what ``--resume`` continues; the ResultGrid's own trials are all stopped by then); None if
+    the state cannot be read."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        return sum(t.status not in ("TERMINATED", "ERROR") for t in ExperimentAnalysis(experiment).trials)
+    except Exception:  # noqa: BLE001 - a count for the summary, not worth failing the outputs over
+        return None
 
 
 def _start_ray(space: SearchSpace, args: argparse.Namespace) -> None:
@@ -158,7 +198,7 @@ def _log_wandb_summary(space: SearchSpace, name: str, kept, reports, pareto, pat
 
     failed = summary["failed_trials"]
     failures = {"failed_trials": len(failed), "failed_trial_errors": "; ".join(
-        f"{f['trial_id']} ({f['status']}): {f['error']}" for f in failed)}
+        f"{f['trial_id']} ({f['status']}): {f['error']}" for f in failed), "status": summary["status"]}
     students = [r for records in (summary.get("fronts") or {}).values() for r in records]
     try:
         config = run_config(space, kept, experiment=experiment)
@@ -191,6 +231,11 @@ def _print_outcome(space: SearchSpace, fronts: dict, summary: dict, *, outputs: 
     from ..outputs.front import front_table
 
     failed, compute = summary["failed_trials"], summary["compute"]
+    if summary["interrupted"]:
+        unfinished = summary.get("unfinished_trials")
+        print(f"\nINTERRUPTED ({summary['interrupted']}): a partial search"
+              + (f", {unfinished} trial(s) unfinished" if unfinished is not None else "")
+              + "; the fronts below are of the reports made so far")
     print(f"\nOne Pareto front per backbone (diversity_score, quality_score of each trial's kept student; its "
           f"teacher = (1, 1), quality_score >= {space.objective.min_quality:g}):")
     print(front_table(fronts, summary.get("recommended")))
@@ -204,6 +249,9 @@ def _print_outcome(space: SearchSpace, fronts: dict, summary: dict, *, outputs: 
                                                   if "offline-run" in wandb_dir else ""))
     print(f"teacher evaluations for anchors: {compute['teacher_calls_spent']} spent, "
           f"{compute['teacher_calls_without_cache']} without the cache; wall time {compute['wall_seconds']:.0f} s")
+    if summary["interrupted"]:
+        print(f"\nThe search was interrupted ({summary['interrupted']}); continue it with:\n  "
+              f"{summary['resume_command']}", file=sys.stderr)
 
 
 def compute_spent(final, wall_seconds: float) -> dict:

@@ -22,6 +22,7 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
     from ..storage.state_backup import StateBackup, clear_copy, restore_if_damaged
     from ..trial.multi_gpu import build_trainable
     from .searcher import build_searcher
+    from .trial_metadata import LightTrialMetadata
 
     name = args.name or space.name
     trainable = build_trainable(space, cache, experiment=join_uri(storage, name))  # a placement group per trial
@@ -35,7 +36,8 @@ def build_tuner(space: SearchSpace, args: argparse.Namespace, *, storage: str, c
         return tune.Tuner.restore(join_uri(storage, name), trainable, resume_unfinished=True, resume_errored=True)
     clear_state(state_uri)  # a fresh search of an old name: the old rungs are not ours
     clear_copy(join_uri(storage, name))
-    callbacks = [StateBackup(join_uri(storage, name))]  # restored with the Tuner: kept after a resume too
+    callbacks = [StateBackup(join_uri(storage, name)),  # restored with the Tuner: kept after a resume too
+                 LightTrialMetadata()]
     if cache["enabled"]:  # the anchor store's counts, kept with the experiment (added up over a resume)
         from ..trial.cache_stats import STATS_FILE, StatsRecorder
 
@@ -76,3 +78,4 @@ def experiment_exists(storage: str, name: str) -> bool:
 
     fs, root = filesystem(join_uri(storage, name, "tuner.pkl"))
     return fs.get_file_info(root).type == pafs.FileType.File
+

@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import TrialScheduler
 
+from .live_choice import LiveFIFOScheduler
 from .moasha import MOASHA_METRICS
 from .persistent import PersistentASHA, PersistentMOASHA
 
@@ -33,6 +34,6 @@ def make_scheduler(spec, *, max_t: int, state_uri: str | None = None) -> TrialSc
     if spec.type == "moasha":
         return PersistentMOASHA(state_uri=state_uri, metrics=MOASHA_METRICS, modes=("max", "max"), **rungs)
     if spec.type == "fifo":
-        return FIFOScheduler()
+        return LiveFIFOScheduler()
     raise ValueError(f"scheduler.type {spec.type!r} is unknown; allowed: fifo, asha, moasha")
 

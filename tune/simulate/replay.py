@@ -87,18 +87,22 @@ class Simulation:
 
 
 class _Controller:
-    """The part of `TuneController` the schedulers read: the trials, in creation order."""
+    """The part of `TuneController` the schedulers read: the trials, in creation order, and the
+    live ones (not ended) as a set, which Tune's controller keeps as trials are added and end."""
 
     def __init__(self):
         self.trials: list = []
+        self.live: set = set()
+
+    def add(self, trial) -> None:
+        self.trials.append(trial)
+        self.live.add(trial)
 
     def get_trials(self):
         return self.trials
 
     def get_live_trials(self):
-        from ray.tune.experiment import Trial
-
-        return {t for t in self.trials if t.status not in (Trial.TERMINATED, Trial.ERROR)}
+        return self.live
 
 
 def search_algorithm(space: SearchSpace, *, workers: int, num_samples: int | None = None):
@@ -181,7 +185,7 @@ class _Replay:
         if not self.alg.is_finished():
             trial = self.alg.next_trial()
             if trial is not None:
-                self.controller.trials.append(trial)
+                self.controller.add(trial)
                 self.scheduler.on_trial_add(self.controller, trial)
         trial = self.scheduler.choose_trial_to_run(self.controller)
         if trial is None:
@@ -255,6 +259,7 @@ class _Replay:
         self.scheduler.on_trial_complete(self.controller, sim.trial, result)
         self.alg.on_trial_complete(sim.trial.trial_id, result=result)
         sim.trial.set_status(Trial.TERMINATED)
+        self.controller.live.discard(sim.trial)
 
 
 def _searched(suggested: dict, space: SearchSpace, table: RecordedTable) -> dict:

@@ -168,6 +168,9 @@ class AnchorStore(_Store):
     """The actor: `_Store` whose values are object refs it put itself (so it owns them)."""
 
     def __init__(self, spill_uri: str | None = None, max_bytes: int = 1 << 30, lease_seconds: float = 900.0):
+        from .worker_exit import quiet_sigterm
+
+        quiet_sigterm()  # ends at once when Ray stops it, without a traceback
         super().__init__(spill_uri, max_bytes, lease_seconds, put=ray.put)
 
 
