@@ -14,31 +14,20 @@ import time
 
 import pandas as pd
 import pytest
-import yaml
 
+from tests.faults import spaces
+from tests.faults.spaces import SMALL_SEARCH
 from tune.cli import search
 from tune.storage import lock
 
-SPACE = {
-    "name": "same",
-    "method": "grid",
-    "seed": 0,
-    "max_concurrent": 1,
-    "baseline": False,
-    "backbones": {"digits-flow": {"resources": {"cpu": 1}}},
+SPACE = {**SMALL_SEARCH, "name": "same",
     "parameters": {"anchor_k": {"values": [2, 5]}, "lambda_div": {"value": 0.5}},
-    "train": {"iterations": 12, "batch_size": 2, "teacher_steps": 6, "fake_updates": 1},
-    "eval": {"prompts": ["3", "7"], "seeds_per_prompt": 4, "every": 2},
     "objective": {"min_quality": 0.0},
-    "scheduler": {"type": "fifo"},
-    "wandb": {"enabled": False},
 }
 
 
 def write_space(tmp_path, **changes):
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump({**SPACE, **changes}))
-    return path
+    return spaces.write_space(tmp_path, SPACE, **changes)
 
 
 def test_a_second_search_of_a_name_in_use_is_refused_before_it_starts(tmp_path, capsys):

@@ -10,31 +10,21 @@ import time
 
 import pandas as pd
 import pytest
-import yaml
 
+from tests.faults import spaces
+from tests.faults.spaces import SMALL_SEARCH
 from tune.cli import search
 from tune.run.tuner import build_tuner
 from tune.storage.uri import join_uri
 
-SPACE = {
-    "name": "faults",
-    "method": "grid",
-    "seed": 0,
-    "max_concurrent": 1,
-    "baseline": False,
-    "backbones": {"digits-flow": {"resources": {"cpu": 1}}},
+SPACE = {**SMALL_SEARCH, "name": "faults",
     "parameters": {"lr": {"values": [1.0e-4, 1.0e30]}, "anchor_k": {"value": 2}, "lambda_div": {"value": 0.5}},
     "train": {"iterations": 24, "batch_size": 2, "teacher_steps": 10, "fake_updates": 1},
-    "eval": {"prompts": ["3", "7"], "seeds_per_prompt": 4, "every": 2},
-    "scheduler": {"type": "fifo"},
-    "wandb": {"enabled": False},
 }
 
 
 def write_space(tmp_path, **changes):
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump({**SPACE, **changes}))
-    return path
+    return spaces.write_space(tmp_path, SPACE, **changes)
 
 
 def _kill_store_after_first_hit(spill_uri: str, killed: list):
