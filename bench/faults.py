@@ -214,7 +214,10 @@ def disk_full(work: Path, reference):
           f"(filled: {result['filled']}); the resumed run exited {result['resumed']['code']}", flush=True)
     for line in result["resumed"]["said"]:  # the resume's own warnings: what it restored
         print(f"disk_full, resumed: {line}", flush=True)
-    return snapshots / "resumed" / "faults", result["resumed"]["code"], time.time() - started
+    said = " ".join(result["failed"]["said"])
+    SAID.append(bool(result["filled"]) and result["failed"]["code"] == 1 and "its disk is full" in said)
+    code = f"{result['failed']['code']}, then {result['resumed']['code']}"  # the full-disk run's, the resume's
+    return snapshots / "resumed" / "faults", code, time.time() - started
 
 
 def _refused(work: Path, space: dict, *flags: str) -> tuple[Path, int, float]:

@@ -3,9 +3,10 @@ is a small tmpfs: a search whose storage fills up mid-search, then ``--resume`` 
 
     python tests/faults/full_disk_search.py ROOT SPACE SNAPSHOTS
 
-The disk is filled (a file of zeros until ENOSPC) as soon as a trial has a checkpoint in the
-storage. SNAPSHOTS/failed and SNAPSHOTS/resumed: copies of the experiment after each step (what
-fits); SNAPSHOTS/result.json: each step's exit status, output tail, the driver's own warning and error
+The disk is filled (a file of zeros until ENOSPC) as soon as a trial has saved something in the
+storage: its student (a Ray checkpoint) or its resumable state (``TRIAL/resume/``,
+`tune.trial.saves`). SNAPSHOTS/failed and SNAPSHOTS/resumed: copies of the experiment after each
+step (what fits); SNAPSHOTS/result.json: each step's exit status, output tail, the driver's own warning and error
 lines and seconds.
 """
 
@@ -41,7 +42,9 @@ def main(root: Path, space: Path, snapshots: Path) -> None:
 
     def fill_after_first_checkpoint():
         while not filled:
-            if list(storage.glob("*/run_search_trial_*/checkpoint_*/state.pt")):
+            # a trial's first save: its student (a Ray checkpoint) or its resumable state (TRIAL/resume/)
+            if any(storage.glob("*/run_search_trial_*/checkpoint_*")) or \
+                    any(storage.glob("*/run_search_trial_*/resume/latest.json")):
                 fill(root / "filler")
                 filled.append(time.time())
             time.sleep(0.2)
@@ -50,10 +53,10 @@ def main(root: Path, space: Path, snapshots: Path) -> None:
     result = {"failed": search(space, storage)}
     result["filled"] = bool(filled)
     filled.append(0)  # stop the thread if it never filled
-    shutil.copytree(storage, snapshots / "failed", ignore=shutil.ignore_patterns("checkpoint_*"))
+    shutil.copytree(storage, snapshots / "failed", ignore=shutil.ignore_patterns("checkpoint_*", "resume"))
     (root / "filler").unlink(missing_ok=True)  # space freed
     result["resumed"] = search(space, storage, "--resume")
-    shutil.copytree(storage, snapshots / "resumed", ignore=shutil.ignore_patterns("checkpoint_*"))
+    shutil.copytree(storage, snapshots / "resumed", ignore=shutil.ignore_patterns("checkpoint_*", "resume"))
     (snapshots / "result.json").write_text(json.dumps(result))
 
 

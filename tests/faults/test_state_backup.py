@@ -149,3 +149,41 @@ def test_resume_of_a_damaged_state_without_a_copy_is_refused(tmp_path, capsys):
     assert f"Ray's experiment state in {experiment} is not whole ({STATE})" in err, err
     assert "start a new search with another --name" in err
     assert sorted(p.name for p in experiment.iterdir()) == files_before  # nothing written
+
+
+def test_a_trial_whose_ray_checkpoint_is_gone_restores_from_an_empty_folder(tmp_path, capsys):
+    """The state put back after a full disk names each trial's checkpoint of its time, which Ray has
+    deleted since (it keeps the best, the latest): the trial resumes from its resume store anyway,
+    where Ray's restore failed it (seen once in two runs of the full-disk search)."""
+    from ray.train._internal.checkpoint_manager import _TrainingResult
+    from ray.tune import Checkpoint
+    from ray.tune.trainable import wrap_function
+
+    from tune.space import load_space
+    from tune.trial.multi_gpu import build_trainable
+    from tune.trial.restore import RestoreWithoutCheckpoint
+
+    class Ray:  # stands for FunctionTrainable.restore
+        def restore(self, checkpoint_path):
+            self.restored = checkpoint_path
+
+    class Trial(RestoreWithoutCheckpoint, Ray):
+        pass
+
+    gone = _TrainingResult(checkpoint=Checkpoint.from_directory(str(tmp_path / "checkpoint_000000")),
+                           metrics={"training_iteration": 3})
+    trial = Trial()
+    trial.restore(gone)
+    given = trial.restored.checkpoint.path
+    assert os.path.isdir(given) and not os.listdir(given) and trial.restored.metrics == {"training_iteration": 3}
+    assert "checkpoint_000000 is gone" in capsys.readouterr().err
+    (tmp_path / "checkpoint_000001").mkdir()
+    there = _TrainingResult(checkpoint=Checkpoint.from_directory(str(tmp_path / "checkpoint_000001")), metrics={})
+    trial.restore(there)
+    assert trial.restored is there  # a checkpoint that is there: Ray's own restore, untouched
+
+    space = load_space(Path(__file__).resolve().parents[2] / "search_spaces" / "quickstart.yaml")
+    trainable = wrap_function(build_trainable(space, {"enabled": False, "spill_uri": None, "ks": [20]},
+                                              experiment="/tmp/unused"))
+    names = [c.__name__ for c in trainable.__mro__]
+    assert names.index("RestoreWithoutCheckpoint") < names.index("FunctionTrainable")

@@ -74,6 +74,7 @@ from dpdmd.config import TrainConfig
 from ..space.schema import SearchSpace
 from .saves import ResumeStore
 from .trainable import TrialReporter, run_trial, shared_caches, trial_storage, trial_workspace
+from .restore import RestoreWithoutCheckpoint
 from .worker_exit import QuietExitOnSigterm, quiet_sigterm
 
 POLL_SECONDS = 0.5  # how often the coordinator checks its workers while no report is waiting
@@ -121,8 +122,9 @@ def trial_backbone(space: SearchSpace, config: dict) -> str:
 def build_trainable(space: SearchSpace, cache: dict, *, experiment: str):
     """The search's trainable: `run_search_trial` with each backbone's placement group
     (``experiment``: the search's folder, STORAGE/NAME, where each trial keeps its resumable state;
-    its actor ends quietly on SIGTERM: `tune.trial.worker_exit`)."""
-    run_search_trial.__mixins__ = (QuietExitOnSigterm,)  # Tune's wrap_function subclasses these
+    its actor ends quietly on SIGTERM: `tune.trial.worker_exit`; it resumes when its Ray checkpoint
+    is gone: `tune.trial.restore`)."""
+    run_search_trial.__mixins__ = (QuietExitOnSigterm, RestoreWithoutCheckpoint)  # wrap_function subclasses these
     return tune.with_resources(tune.with_parameters(run_search_trial, space=space, cache=cache, experiment=experiment),
                                lambda config: trial_resources(space.backbones[trial_backbone(space, config)].resources))
 
