@@ -61,8 +61,14 @@ def test_outputs_have_no_duplicate_reports_whatever_rays_files_hold():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, times, group", [("SIGTERM", 1, False), ("SIGINT", 2, True), ("SIGTERM", 1, True)],
-                         ids=["sigterm-driver", "sigint-twice", "sigterm-group"])
+@pytest.mark.parametrize("sig, times, group", [
+    ("SIGTERM", 1, False), ("SIGINT", 2, True),
+    # Known limitation (docs/guide/failures.md): SIGTERM to the whole process group ends Ray's own
+    # processes too; the search exits 1 without the partial outputs (--resume still finishes it).
+    # strict: this starts failing the day it is fixed, and the docs must then say so.
+    pytest.param("SIGTERM", 1, True, marks=pytest.mark.xfail(strict=True, reason="SIGTERM to the process group "
+                                                                  "stops Ray's processes too (known limitation)"))],
+    ids=["sigterm-driver", "sigint-twice", "sigterm-group"])
 def test_an_interrupted_search_says_so_and_resumes(tmp_path, sig, times, group):
     space = dict(SPACE, name="signals")
     if times == 2:  # and the W&B summary run says so too (offline: its transaction log is read back)
