@@ -195,21 +195,28 @@ def address_unreachable(work: Path, reference):
     return work / "runs" / "faults", code, time.time() - started
 
 
+def _on_full_tmpfs(work: Path, size_mb: int, script: str, *args, keep: int | None = None, timeout: int) -> dict:
+    """Run ``script DISK [ARGS] SNAPSHOTS [KEEP]`` (a tests/faults/ program that fills the disk, then
+    frees it and resumes) in a user namespace with WORK/disk a ``size_mb`` MiB tmpfs; its result.json."""
+    disk, snapshots = work / "disk", work / "snapshots"
+    disk.mkdir()
+    snapshots.mkdir()
+    argv = " ".join(str(a) for a in (disk, *args, snapshots, *(() if keep is None else (keep,))))
+    command = f"mount -t tmpfs -o size={size_mb}m tmpfs {disk} && exec {sys.executable} {script} {argv}"
+    subprocess.run(["unshare", "-Urm", "sh", "-c", command], cwd=ROOT, env=_env(), timeout=timeout, check=True,
+                   capture_output=True)
+    return json.loads((snapshots / "result.json").read_text())
+
+
 def disk_full(work: Path, reference):
     """The storage is a 256 MiB tmpfs (a private mount namespace: ``unshare -Urm``) filled up once a
     trial has a checkpoint there; the search must end with exit 1 saying why; then the space is
     freed and ``--resume`` finishes it (tests/faults/full_disk_search.py), putting back the last
     whole copy of Ray's experiment state the full disk cut short (tune/storage/state_backup.py). Seconds:
     both runs."""
-    space, disk, snapshots = _write(work, SPACE), work / "disk", work / "snapshots"
-    disk.mkdir()
-    snapshots.mkdir()
-    script = (f"mount -t tmpfs -o size=256m tmpfs {disk} && exec {sys.executable} tests/faults/full_disk_search.py "
-              f"{disk} {space} {snapshots}")
+    space, snapshots = _write(work, SPACE), work / "snapshots"
     started = time.time()
-    subprocess.run(["unshare", "-Urm", "sh", "-c", script], cwd=ROOT, env=_env(), timeout=3000, check=True,
-                   capture_output=True)
-    result = json.loads((snapshots / "result.json").read_text())
+    result = _on_full_tmpfs(work, 256, "tests/faults/full_disk_search.py", space, timeout=3000)
     print(f"disk_full: the full-disk run exited {result['failed']['code']} after {result['failed']['seconds']} s "
           f"(filled: {result['filled']}); the resumed run exited {result['resumed']['code']}", flush=True)
     for line in result["resumed"]["said"]:  # the resume's own warnings: what it restored
@@ -344,15 +351,9 @@ def disk_full_checkpoint(work: Path, reference):
     samples and a row, not for the 14 MB checkpoint (torch's own errors, no errno); then the space
     is freed and ``--resume`` finishes it (tests/faults/full_disk_run.py). Its own row: a training
     run, not a search."""
-    disk, snapshots = work / "disk", work / "snapshots"
-    disk.mkdir()
-    snapshots.mkdir()
-    script = (f"mount -t tmpfs -o size=64m tmpfs {disk} && exec {sys.executable} tests/faults/full_disk_run.py "
-              f"{disk} {snapshots} {6 << 20}")
+    snapshots = work / "snapshots"
     started = time.time()
-    subprocess.run(["unshare", "-Urm", "sh", "-c", script], cwd=ROOT, env=_env(), timeout=1800, check=True,
-                   capture_output=True)
-    result = json.loads((snapshots / "result.json").read_text())
+    result = _on_full_tmpfs(work, 64, "tests/faults/full_disk_run.py", keep=6 << 20, timeout=1800)
     (failed_code, failed_err), (resumed_code, resumed_err) = result["failed"], result["resumed"]
     OUTPUTS.extend([failed_err, resumed_err])
     said = [line for line in failed_err.splitlines() if line.startswith("error:")]

@@ -32,7 +32,8 @@ from ..parallel.distributed import DistributedContext
 from ..stream import is_student_iteration, iteration_batch, student_updates_done
 from .build import build_backbone, build_method, check
 from ..student import save_student
-from .checkpoints import CHECKPOINT, REPORT, Saved, Saves, every_evaluation, load_checkpoint, resume, save_checkpoint
+from .checkpoints import (CHECKPOINT, REPORT, WHOLE, Saved, Saves, every_evaluation, load_checkpoint, resume,
+                          save_checkpoint)
 from .run_files import log_metrics, prepare_out_dir, write_samples, write_teacher_reference, writing
 
 Report = Callable[[dict, Saved], None]  # (metrics, where this evaluation's saves are)
@@ -334,7 +335,10 @@ def _evaluate_and_save(run: _Run, *, iteration: int) -> tuple[dict, Saved]:
         wants = Saves(student=run.distributed.any(wants.student), state=run.distributed.any(wants.state))
     saved = Saved()
     if wants.state:  # rank 0 writes the state; sharded, every rank writes its shards (`save_checkpoint`)
-        with writing(run.checkpoint):
+        sharded = run.distributed is not None and run.distributed.sharded
+        # the file whose failed write a full disk is told by (the last state.pt's size asked of the
+        # disk); sharded, the folder of the ranks' shards
+        with writing(run.checkpoint if sharded else run.checkpoint / WHOLE):
             save_checkpoint(run.checkpoint, method, config, iteration, keep_previous=run.keep_previous,
                             counters=counters, distributed=run.distributed)
         saved = Saved(state=run.checkpoint) if out is not None else saved
